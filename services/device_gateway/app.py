@@ -1,0 +1,45 @@
+"""Device gateway: the API of the TVs, answered from in-memory projections of the KV buckets."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+from aiohttp import web
+
+from services.device_gateway.handlers import PROJECTIONS
+from services.device_gateway.projections import Projections
+from services.device_gateway.routes import OPERATIONS
+from shared import bus
+from shared.bus import JS
+from shared.openapi import add_operations
+from shared.projections import DEVICE_KEYS_BUCKET, SCREEN_CONTENT_BUCKET
+from shared.settings import Settings
+from shared.web import READINESS, base_app
+
+
+def create_app(settings: Settings) -> web.Application:
+    app = base_app("device-gateway", settings)
+    app[PROJECTIONS] = Projections()
+    app.cleanup_ctx.append(bus.jetstream_ctx)
+    app.cleanup_ctx.append(projections_ctx)
+    add_operations(app, "Signage device gateway", OPERATIONS)
+    return app
+
+
+async def projections_ctx(app: web.Application) -> AsyncIterator[None]:
+    projections = app[PROJECTIONS]
+    watchers = [
+        asyncio.create_task(projections.watch(app[JS], bucket), name=f"watch-{bucket}")
+        for bucket in (DEVICE_KEYS_BUCKET, SCREEN_CONTENT_BUCKET)
+    ]
+
+    async def projections_loaded() -> bool:
+        # Not ready before the buckets are loaded: a fresh replica would answer 401 to every TV.
+        return projections.ready
+
+    app[READINESS]["projections"] = projections_loaded
+    yield
+    for task in watchers:
+        task.cancel()
+    await asyncio.gather(*watchers, return_exceptions=True)

@@ -1,0 +1,111 @@
+"""The device runtime API: TVs poll playlist and config and report heartbeats and events."""
+
+from __future__ import annotations
+
+import msgspec
+import nats.errors
+import structlog
+from aiohttp import web
+
+from services.device_gateway.models import Accepted, EventsBody, HeartbeatBody
+from services.device_gateway.projections import DeviceKey, Projections, ScreenView
+from shared.bus import JS
+from shared.clock import utcnow
+from shared.errors import DeviceRevoked, Unauthorized, Unavailable
+from shared.events import DeviceEventsReported, Heartbeat, device_events_subject, heartbeat_subject
+from shared.web import json_response, read_json
+
+log = structlog.get_logger()
+
+PROJECTIONS = web.AppKey("PROJECTIONS", Projections)
+
+_heartbeat_body = msgspec.json.Decoder(HeartbeatBody)
+_events_body = msgspec.json.Decoder(EventsBody)
+_encoder = msgspec.json.Encoder()
+_ACCEPTED = Accepted()
+
+
+def authenticate(request: web.Request) -> DeviceKey:
+    scheme, _, api_key = request.headers.get("Authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not api_key.startswith("dak_"):
+        raise Unauthorized("send Authorization: Bearer <dak_ device key>")
+    device = request.app[PROJECTIONS].lookup(api_key)
+    if device is None:
+        raise Unauthorized("unknown device key")
+    if device.revoked:
+        raise DeviceRevoked("this device was revoked; show the pairing screen and pair again")
+    return device
+
+
+def _matches(if_none_match: str, etag: str) -> bool:
+    """RFC 9110 §13.1.2: weak comparison over a list of entity tags, or ``*``."""
+    if if_none_match == etag:
+        return True
+    candidates = [candidate.strip() for candidate in if_none_match.split(",")]
+    return "*" in candidates or any(c.removeprefix("W/") == etag for c in candidates)
+
+
+def _conditional(request: web.Request, body: bytes, etag: str) -> web.Response:
+    headers = {"ETag": etag, "Cache-Control": "private, no-cache"}
+    if_none_match = request.headers.get("If-None-Match")
+    if if_none_match and _matches(if_none_match, etag):
+        return web.Response(status=304, headers=headers)
+    return web.Response(body=body, headers=headers, content_type="application/json")
+
+
+def _screen(request: web.Request, device: DeviceKey) -> ScreenView:
+    view = request.app[PROJECTIONS].screens.get(device.screen_id)
+    if view is None:  # the screen's content entry has not reached this replica yet
+        raise Unavailable("the screen's content is not available yet; retry shortly", retry_after=2)
+    return view
+
+
+async def get_config(request: web.Request) -> web.Response:
+    view = _screen(request, authenticate(request))
+    return _conditional(request, view.config_body, view.config_etag)
+
+
+async def get_playlist(request: web.Request) -> web.Response:
+    view = _screen(request, authenticate(request))
+    return _conditional(request, view.playlist_body, view.playlist_etag)
+
+
+async def post_heartbeat(request: web.Request) -> web.Response:
+    """202 once JetStream has stored the heartbeat (an ack from the stream, not just a send)."""
+    device = authenticate(request)
+    body = await read_json(request, _heartbeat_body) if request.body_exists else HeartbeatBody()
+    heartbeat = Heartbeat(
+        tenant_id=device.tenant_id,
+        screen_id=device.screen_id,
+        device_id=device.device_id,
+        received_at=utcnow(),
+        uptime_seconds=body.uptime_seconds,
+        app_version=body.app_version,
+        free_storage_mb=body.free_storage_mb,
+        temperature_c=body.temperature_c,
+        playing=body.playing,
+    )
+    await _publish(request, heartbeat_subject(device.tenant_id, device.screen_id), _encoder.encode(heartbeat))
+    return json_response(_ACCEPTED, status=202)
+
+
+async def post_events(request: web.Request) -> web.Response:
+    device = authenticate(request)
+    body = await read_json(request, _events_body)
+    report = DeviceEventsReported(
+        tenant_id=device.tenant_id,
+        screen_id=device.screen_id,
+        device_id=device.device_id,
+        received_at=utcnow(),
+        events=body.events,
+    )
+    await _publish(request, device_events_subject(device.tenant_id, device.screen_id), _encoder.encode(report))
+    return json_response(_ACCEPTED, status=202)
+
+
+async def _publish(request: web.Request, subject: str, payload: bytes) -> None:
+    try:
+        await request.app[JS].publish(subject, payload, timeout=2)
+    except (nats.errors.Error, TimeoutError) as exc:
+        log.warning("publish_failed", subject=subject, error=str(exc))
+        raise Unavailable("could not store the report; retry with backoff", retry_after=5) from None

@@ -1,0 +1,55 @@
+"""Provisioning: pairing codes, device registration, devices, device keys (hashes) and revoke."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import aiohttp
+from aiohttp import web
+
+from services.provisioning import queries
+from services.provisioning.consumers import screens_ctx
+from services.provisioning.handlers import HTTP
+from services.provisioning.routes import OPERATIONS
+from shared import bus, db, outbox
+from shared.auth import VERIFIER, TokenVerifier
+from shared.openapi import add_operations
+from shared.settings import Settings
+from shared.db import POOL
+from shared.web import SETTINGS, background, base_app
+
+SCHEMA = "provisioning"
+MIGRATIONS = (db.OUTBOX_MIGRATIONS, Path(__file__).parent / "migrations")
+
+
+def create_app(settings: Settings) -> web.Application:
+    app = base_app("provisioning", settings)
+    app[VERIFIER] = TokenVerifier(settings)
+    app.cleanup_ctx.append(db.pool_ctx(SCHEMA))
+    app.cleanup_ctx.append(bus.jetstream_ctx)
+    app.cleanup_ctx.append(outbox.relay_ctx(SCHEMA))
+    app.cleanup_ctx.append(screens_ctx)
+    app.cleanup_ctx.append(http_client_ctx)
+    app.cleanup_ctx.append(background("prune-registration-failures", prune_registration_failures))
+    add_operations(app, "Signage provisioning", OPERATIONS)
+    return app
+
+
+async def http_client_ctx(app: web.Application) -> AsyncIterator[None]:
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=2)) as session:
+        app[HTTP] = session
+        yield
+
+
+async def prune_registration_failures(app: web.Application) -> None:
+    """Forget failure counts of windows long past; the table stays as small as the attack."""
+    window = app[SETTINGS].register_failure_window_seconds
+    while True:
+        await asyncio.sleep(window)
+        try:
+            async with app[POOL].acquire() as conn:
+                await queries.prune_failures(conn, older_than_seconds=2 * window)
+        except Exception:  # the next round tries again; pruning is housekeeping
+            pass

@@ -1,0 +1,38 @@
+"""Provisioning's operations: the routes it serves and its OpenAPI document, from one list."""
+
+from services.provisioning import handlers as h
+from services.provisioning.models import (
+    CodeCreated,
+    CodeStatus,
+    Device,
+    DevicePage,
+    NewCode,
+    Registered,
+    Registration,
+    Revocation,
+    Revoked,
+)
+from shared.openapi import Operation, Param
+
+OPERATIONS = [
+    Operation("POST", "/v1/devices/provisioning-codes", h.create_code,
+              "Generate a pairing code for a screen in provisioning (supersedes its pending code)",
+              "admin", NewCode, responses={201: CodeCreated}, errors=(400, 401, 404, 409, 413, 415)),
+    Operation("GET", "/v1/devices/provisioning-codes/{code}/status", h.get_code_status,
+              "Status of a pairing code", "admin", responses={200: CodeStatus}, errors=(400, 401, 404)),
+    Operation("POST", "/devices/register", h.register_device,
+              "A TV registers with a pairing code and receives its device key (shown once)", "none",
+              Registration, responses={201: Registered},
+              errors=(400, 404, 409, 410, 413, 415, 429)),
+    Operation("GET", "/v1/devices", h.list_devices, "List devices", "admin",
+              responses={200: DevicePage}, errors=(400, 401),
+              params=(Param("screenId", {"type": "string", "format": "uuid"}),
+                      Param("status", {"enum": ["active", "suspended"]}),
+                      Param("limit", {"type": "integer", "minimum": 1, "maximum": 200, "default": 50}),
+                      Param("cursor", {"type": "string"}))),
+    Operation("GET", "/v1/devices/{id}", h.get_device, "Get a device (never its key)", "admin",
+              responses={200: Device}, errors=(401, 404)),
+    Operation("POST", "/v1/devices/{id}/revoke", h.revoke_device,
+              "Suspend a device and revoke its keys; its screen returns to provisioning", "admin",
+              Revocation, responses={200: Revoked}, errors=(400, 401, 404, 409, 413, 415)),
+]

@@ -1,0 +1,30 @@
+"""Registry: tenants, API clients and access tokens, venues, screens, playlists, screen config."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from aiohttp import web
+
+from services.registry.consumers import binding_ctx
+from services.registry.routes import OPERATIONS
+from shared import bus, db, outbox
+from shared.auth import ISSUER, VERIFIER, TokenIssuer, TokenVerifier
+from shared.openapi import add_operations
+from shared.settings import Settings
+from shared.web import base_app
+
+SCHEMA = "registry"
+MIGRATIONS = (db.OUTBOX_MIGRATIONS, Path(__file__).parent / "migrations")
+
+
+def create_app(settings: Settings) -> web.Application:
+    app = base_app("registry", settings)
+    app[ISSUER] = TokenIssuer(settings)
+    app[VERIFIER] = TokenVerifier(settings)
+    app.cleanup_ctx.append(db.pool_ctx(SCHEMA))
+    app.cleanup_ctx.append(bus.jetstream_ctx)
+    app.cleanup_ctx.append(outbox.relay_ctx(SCHEMA))
+    app.cleanup_ctx.append(binding_ctx)
+    add_operations(app, "Signage registry", OPERATIONS)
+    return app

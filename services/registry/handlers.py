@@ -1,0 +1,225 @@
+"""Registry's HTTP handlers: decode, one transaction, encode."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hmac
+import uuid
+
+import msgspec
+import structlog
+from aiohttp import web
+
+from services.registry import queries
+from services.registry.models import (
+    ClientCredentials,
+    ConfigPatch,
+    NewPlaylist,
+    NewScreen,
+    NewTenant,
+    NewVenue,
+    ScreenPage,
+    TenantCreated,
+    TokenResponse,
+    VenuePage,
+)
+from shared import outbox
+from shared.auth import ADMIN_SCOPE, ISSUER, new_secret, require_operator, secret_hash, tenant_of
+from shared.db import POOL
+from shared.errors import ErrorBody
+from shared.events import ScreenConfigChanged, ScreenCreated
+from shared.pagination import choice_query, next_cursor, page_params, uuid_query
+from shared.projections import SCREEN_CONTENT_BUCKET
+from shared.web import json_response, read_json, uuid_param
+
+log = structlog.get_logger()
+
+_new_tenant = msgspec.json.Decoder(NewTenant)
+_new_venue = msgspec.json.Decoder(NewVenue)
+_new_screen = msgspec.json.Decoder(NewScreen)
+_new_playlist = msgspec.json.Decoder(NewPlaylist)
+_config_patch = msgspec.json.Decoder(ConfigPatch)
+
+
+# ---- tenants and tokens -----------------------------------------------------------------------
+
+
+async def create_tenant(request: web.Request) -> web.Response:
+    require_operator(request)
+    body = await read_json(request, _new_tenant)
+    client_id = "cli_" + uuid.uuid4().hex
+    client_secret = new_secret("cs_")
+    async with request.app[POOL].acquire() as conn, conn.transaction():
+        tenant = await queries.insert_tenant(conn, body.name)
+        await queries.insert_client(
+            conn, client_id=client_id, tenant_id=tenant["id"], secret_hash=secret_hash(client_secret)
+        )
+    log.info("tenant_created", tenant_id=str(tenant["id"]), client_id=client_id)
+    return json_response(
+        TenantCreated(
+            id=tenant["id"],
+            name=tenant["name"],
+            created_at=tenant["created_at"],
+            client=ClientCredentials(client_id=client_id, client_secret=client_secret),
+        ),
+        status=201,
+    )
+
+
+def _oauth_error(status: int, error: str, description: str, *, basic: bool = False) -> web.Response:
+    """RFC 6749 §5.2 errors in our one shape; ``error_description`` too, for stock OAuth clients."""
+    body = msgspec.structs.asdict(ErrorBody(error=error, message=description))
+    body.pop("details")
+    body["error_description"] = description
+    headers = {"Cache-Control": "no-store"}
+    if basic:
+        headers["WWW-Authenticate"] = 'Basic realm="oauth"'
+    return json_response(body, status=status, headers=headers)
+
+
+async def issue_token(request: web.Request) -> web.Response:
+    """OAuth 2.0 client credentials grant (RFC 6749 §4.4), credentials in the form or HTTP Basic."""
+    if request.content_type != "application/x-www-form-urlencoded":
+        return _oauth_error(400, "invalid_request", "send an application/x-www-form-urlencoded body")
+    form = await request.post()
+    if form.get("grant_type") != "client_credentials":
+        if not form.get("grant_type"):
+            return _oauth_error(400, "invalid_request", "grant_type is required")
+        return _oauth_error(400, "unsupported_grant_type", "only client_credentials is supported")
+    basic = request.headers.get("Authorization", "")
+    if basic.lower().startswith("basic "):
+        try:
+            client_id, _, client_secret = base64.b64decode(basic[6:], validate=True).decode().partition(":")
+        except (binascii.Error, UnicodeDecodeError):
+            return _oauth_error(401, "invalid_client", "malformed HTTP Basic credentials", basic=True)
+        if form.get("client_id") or form.get("client_secret"):
+            return _oauth_error(400, "invalid_request", "send client credentials one way, not two")
+    else:
+        client_id, client_secret = str(form.get("client_id", "")), str(form.get("client_secret", ""))
+    scope = str(form.get("scope") or ADMIN_SCOPE)
+    if scope.split() != [ADMIN_SCOPE]:
+        return _oauth_error(400, "invalid_scope", f"the only scope is {ADMIN_SCOPE!r}")
+    async with request.app[POOL].acquire() as conn:
+        client = await queries.find_client(conn, client_id) if client_id else None
+    if client is None or not hmac.compare_digest(client["secret_hash"], secret_hash(client_secret)):
+        return _oauth_error(401, "invalid_client", "unknown client or wrong secret", basic=bool(basic))
+    issuer = request.app[ISSUER]
+    token = issuer.issue(tenant_id=client["tenant_id"], client_id=client_id, scope=scope)
+    return json_response(
+        TokenResponse(access_token=token, token_type="Bearer", expires_in=issuer.ttl, scope=scope),
+        headers={"Cache-Control": "no-store", "Pragma": "no-cache"},
+    )
+
+
+# ---- venues -----------------------------------------------------------------------------------
+
+
+async def create_venue(request: web.Request) -> web.Response:
+    tenant_id = tenant_of(request)
+    body = await read_json(request, _new_venue)
+    async with request.app[POOL].acquire() as conn:
+        venue = await queries.insert_venue(conn, tenant_id, body)
+    return json_response(venue, status=201)
+
+
+async def list_venues(request: web.Request) -> web.Response:
+    tenant_id = tenant_of(request)
+    after, limit = page_params(request)
+    async with request.app[POOL].acquire() as conn:
+        venues = await queries.list_venues(conn, tenant_id, after=after, limit=limit)
+    return json_response(VenuePage(items=venues, next_cursor=next_cursor(venues, limit)))
+
+
+async def get_venue(request: web.Request) -> web.Response:
+    tenant_id = tenant_of(request)
+    async with request.app[POOL].acquire() as conn:
+        venue = await queries.get_venue(conn, tenant_id, uuid_param(request))
+    return json_response(venue)
+
+
+# ---- screens ----------------------------------------------------------------------------------
+
+
+async def create_screen(request: web.Request) -> web.Response:
+    tenant_id = tenant_of(request)
+    body = await read_json(request, _new_screen)
+    async with request.app[POOL].acquire() as conn, conn.transaction():
+        await queries.get_venue(conn, tenant_id, body.venue_id)
+        screen = await queries.insert_screen(conn, tenant_id, body)
+        content = await queries.get_screen_content(conn, screen.id)
+        await outbox.add_event(
+            conn,
+            ScreenCreated(
+                tenant_id=tenant_id,
+                screen_id=screen.id,
+                venue_id=screen.venue_id,
+                version=1,
+                config=content.config,
+            ),
+        )
+        await outbox.put_kv(conn, SCREEN_CONTENT_BUCKET, str(screen.id), content)
+    log.info("screen_created", screen_id=str(screen.id))
+    return json_response(screen, status=201)
+
+
+async def list_screens(request: web.Request) -> web.Response:
+    tenant_id = tenant_of(request)
+    after, limit = page_params(request)
+    venue_id = uuid_query(request, "venueId")
+    state = choice_query(request, "state", ("provisioning", "active"))
+    async with request.app[POOL].acquire() as conn:
+        screens = await queries.list_screens(
+            conn, tenant_id, venue_id=venue_id, state=state, after=after, limit=limit
+        )
+    return json_response(ScreenPage(items=screens, next_cursor=next_cursor(screens, limit)))
+
+
+async def get_screen(request: web.Request) -> web.Response:
+    tenant_id = tenant_of(request)
+    async with request.app[POOL].acquire() as conn:
+        screen = await queries.get_screen(conn, tenant_id, uuid_param(request))
+    return json_response(screen)
+
+
+async def get_playlist(request: web.Request) -> web.Response:
+    tenant_id = tenant_of(request)
+    async with request.app[POOL].acquire() as conn:
+        playlist = await queries.get_playlist(conn, tenant_id, uuid_param(request))
+    return json_response(playlist)
+
+
+async def replace_playlist(request: web.Request) -> web.Response:
+    tenant_id = tenant_of(request)
+    screen_id = uuid_param(request)
+    body = await read_json(request, _new_playlist)
+    async with request.app[POOL].acquire() as conn, conn.transaction():
+        playlist = await queries.replace_playlist(conn, tenant_id, screen_id, body.items)
+        content = await queries.get_screen_content(conn, screen_id)
+        await outbox.put_kv(conn, SCREEN_CONTENT_BUCKET, str(screen_id), content)
+    log.info("playlist_replaced", screen_id=str(screen_id), version=playlist.version)
+    return json_response(playlist)
+
+
+async def get_config(request: web.Request) -> web.Response:
+    tenant_id = tenant_of(request)
+    async with request.app[POOL].acquire() as conn:
+        config = await queries.get_screen_config(conn, tenant_id, uuid_param(request))
+    return json_response(config)
+
+
+async def update_config(request: web.Request) -> web.Response:
+    tenant_id = tenant_of(request)
+    screen_id = uuid_param(request)
+    patch = await read_json(request, _config_patch)
+    async with request.app[POOL].acquire() as conn, conn.transaction():
+        config = patch.applied_to(await queries.lock_screen_config(conn, tenant_id, screen_id))
+        version = await queries.update_screen_config(conn, screen_id, config)
+        await outbox.add_event(
+            conn,
+            ScreenConfigChanged(tenant_id=tenant_id, screen_id=screen_id, version=version, config=config),
+        )
+        content = await queries.get_screen_content(conn, screen_id)
+        await outbox.put_kv(conn, SCREEN_CONTENT_BUCKET, str(screen_id), content)
+    log.info("screen_config_changed", screen_id=str(screen_id), version=version)
+    return json_response(config)

@@ -1,0 +1,146 @@
+"""Registry's request and response bodies; their limits are the validation (msgspec checks them)."""
+
+from __future__ import annotations
+
+import uuid
+import zoneinfo
+from datetime import datetime
+from typing import Annotated, Literal
+
+import msgspec
+from msgspec import UNSET, Meta, UnsetType
+
+from shared.events import ScreenConfig
+from shared.projections import PlaylistItem
+
+Name = Annotated[str, Meta(min_length=1, max_length=200)]
+
+
+class Body(msgspec.Struct, kw_only=True, rename="camel"):
+    """camelCase on the wire; unknown fields are ignored (clients may be newer than we are)."""
+
+
+class NewTenant(Body):
+    name: Name
+
+
+class ClientCredentials(Body):
+    client_id: str
+    client_secret: str
+
+
+class TenantCreated(Body):
+    id: uuid.UUID
+    name: str
+    created_at: datetime
+    client: ClientCredentials
+
+
+class TokenResponse(msgspec.Struct, kw_only=True):
+    """RFC 6749 §5.1: snake_case by the RFC, unlike the rest of the API."""
+
+    access_token: str
+    token_type: str
+    expires_in: int
+    scope: str
+
+
+class NewVenue(Body):
+    name: Name
+    timezone: Annotated[str, Meta(max_length=64)] | None = None
+    address: Annotated[str, Meta(max_length=500)] | None = None
+
+    def __post_init__(self) -> None:
+        if self.timezone is not None and self.timezone not in zoneinfo.available_timezones():
+            raise ValueError("`timezone` must be an IANA time zone such as Europe/Berlin")
+
+
+class Venue(Body):
+    id: uuid.UUID
+    tenant_id: uuid.UUID
+    name: str
+    timezone: str | None
+    address: str | None
+    created_at: datetime
+    updated_at: datetime
+
+
+class VenuePage(Body):
+    items: list[Venue]
+    next_cursor: str | None
+
+
+class NewScreen(Body):
+    venue_id: uuid.UUID
+    name: Name
+    orientation: Literal["landscape", "portrait"] | None = None
+    resolution: Annotated[str, Meta(pattern=r"^[1-9][0-9]{1,4}x[1-9][0-9]{1,4}$")] | None = None
+
+
+ScreenState = Literal["provisioning", "active"]
+Presence = Literal["unknown", "online", "offline"]
+
+
+class Screen(Body):
+    id: uuid.UUID
+    tenant_id: uuid.UUID
+    venue_id: uuid.UUID
+    name: str
+    orientation: str | None
+    resolution: str | None
+    state: ScreenState
+    device_id: uuid.UUID | None
+    presence: Presence
+    last_seen_at: datetime | None
+    created_at: datetime
+    updated_at: datetime
+
+
+class ScreenPage(Body):
+    items: list[Screen]
+    next_cursor: str | None
+
+
+class NewPlaylist(Body):
+    items: Annotated[list[PlaylistItem], Meta(max_length=1000)]
+
+
+class Playlist(Body):
+    screen_id: uuid.UUID
+    version: int
+    items: list[PlaylistItem]
+    updated_at: datetime | None
+
+
+class CachePolicyPatch(msgspec.Struct, kw_only=True):
+    max_size_gb: Annotated[float, Meta(gt=0, le=100_000)] | UnsetType = msgspec.field(
+        default=UNSET, name="maxSizeGB"
+    )
+    retention_days: Annotated[int, Meta(ge=1, le=3650)] | UnsetType = msgspec.field(
+        default=UNSET, name="retentionDays"
+    )
+
+
+class ConfigPatch(Body):
+    sync_interval_minutes: Annotated[int, Meta(ge=1, le=1440)] | UnsetType = UNSET
+    heartbeat_interval_minutes: Annotated[int, Meta(ge=1, le=1440)] | UnsetType = UNSET
+    cache_policy: CachePolicyPatch | UnsetType = UNSET
+
+    def applied_to(self, config: ScreenConfig) -> ScreenConfig:
+        cache = config.cache_policy
+        if self.cache_policy is not UNSET:
+            cache = msgspec.structs.replace(
+                cache,
+                **{
+                    name: value
+                    for name in ("max_size_gb", "retention_days")
+                    if (value := getattr(self.cache_policy, name)) is not UNSET
+                },
+            )
+        changes = {
+            name: value
+            for name in ("sync_interval_minutes", "heartbeat_interval_minutes")
+            if (value := getattr(self, name)) is not UNSET
+        }
+        return msgspec.structs.replace(config, cache_policy=cache, **changes)
+

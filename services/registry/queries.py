@@ -1,0 +1,272 @@
+"""All of registry's SQL. Functions take a connection; the caller owns the transaction."""
+
+from __future__ import annotations
+
+import uuid
+
+import asyncpg
+import msgspec
+
+from services.registry.models import NewScreen, NewVenue, Playlist, Screen, Venue
+from shared.errors import NotFound
+from shared.events import CachePolicy, DeviceBound, DeviceRevoked, ScreenConfig
+from shared.pagination import Cursor
+from shared.projections import PlaylistItem, ScreenContent
+
+_SCREEN_COLUMNS = """id, tenant_id, venue_id, name, orientation, resolution, state, device_id,
+    presence, last_seen_at, created_at, updated_at"""
+_VENUE_COLUMNS = "id, tenant_id, name, timezone, address, created_at, updated_at"
+_CONFIG_COLUMNS = """sync_interval_minutes, heartbeat_interval_minutes, cache_max_size_gb,
+    cache_retention_days"""
+
+
+# ---- tenants and API clients ------------------------------------------------------------------
+
+
+async def insert_tenant(conn: asyncpg.Connection, name: str) -> asyncpg.Record:
+    return await conn.fetchrow(
+        "INSERT INTO tenants (id, name) VALUES ($1, $2) RETURNING id, name, created_at",
+        uuid.uuid4(),
+        name,
+    )
+
+
+async def insert_client(
+    conn: asyncpg.Connection, *, client_id: str, tenant_id: uuid.UUID, secret_hash: bytes
+) -> None:
+    await conn.execute(
+        "INSERT INTO api_clients (client_id, tenant_id, secret_hash) VALUES ($1, $2, $3)",
+        client_id,
+        tenant_id,
+        secret_hash,
+    )
+
+
+async def find_client(conn: asyncpg.Connection, client_id: str) -> asyncpg.Record | None:
+    return await conn.fetchrow(
+        "SELECT tenant_id, secret_hash FROM api_clients WHERE client_id = $1 AND revoked_at IS NULL",
+        client_id,
+    )
+
+
+# ---- venues -----------------------------------------------------------------------------------
+
+
+async def insert_venue(conn: asyncpg.Connection, tenant_id: uuid.UUID, venue: NewVenue) -> Venue:
+    row = await conn.fetchrow(
+        f"INSERT INTO venues (id, tenant_id, name, timezone, address) VALUES ($1, $2, $3, $4, $5)"
+        f" RETURNING {_VENUE_COLUMNS}",
+        uuid.uuid4(),
+        tenant_id,
+        venue.name,
+        venue.timezone,
+        venue.address,
+    )
+    return Venue(**row)
+
+
+async def get_venue(conn: asyncpg.Connection, tenant_id: uuid.UUID, venue_id: uuid.UUID) -> Venue:
+    row = await conn.fetchrow(
+        f"SELECT {_VENUE_COLUMNS} FROM venues WHERE id = $1 AND tenant_id = $2", venue_id, tenant_id
+    )
+    if row is None:
+        raise NotFound("no such venue")
+    return Venue(**row)
+
+
+async def list_venues(
+    conn: asyncpg.Connection, tenant_id: uuid.UUID, *, after: Cursor | None, limit: int
+) -> list[Venue]:
+    rows = await conn.fetch(
+        f"SELECT {_VENUE_COLUMNS} FROM venues WHERE tenant_id = $1"
+        " AND ($2::timestamptz IS NULL OR (created_at, id) > ($2, $3))"
+        " ORDER BY created_at, id LIMIT $4",
+        tenant_id,
+        after.created_at if after else None,
+        after.id if after else None,
+        limit,
+    )
+    return [Venue(**row) for row in rows]
+
+
+# ---- screens ----------------------------------------------------------------------------------
+
+
+async def insert_screen(conn: asyncpg.Connection, tenant_id: uuid.UUID, screen: NewScreen) -> Screen:
+    row = await conn.fetchrow(
+        "INSERT INTO screens (id, tenant_id, venue_id, name, orientation, resolution)"
+        f" VALUES ($1, $2, $3, $4, $5, $6) RETURNING {_SCREEN_COLUMNS}",
+        uuid.uuid4(),
+        tenant_id,
+        screen.venue_id,
+        screen.name,
+        screen.orientation,
+        screen.resolution,
+    )
+    return Screen(**row)
+
+
+async def get_screen(conn: asyncpg.Connection, tenant_id: uuid.UUID, screen_id: uuid.UUID) -> Screen:
+    row = await conn.fetchrow(
+        f"SELECT {_SCREEN_COLUMNS} FROM screens WHERE id = $1 AND tenant_id = $2", screen_id, tenant_id
+    )
+    if row is None:
+        raise NotFound("no such screen")
+    return Screen(**row)
+
+
+async def list_screens(
+    conn: asyncpg.Connection,
+    tenant_id: uuid.UUID,
+    *,
+    venue_id: uuid.UUID | None,
+    state: str | None,
+    after: Cursor | None,
+    limit: int,
+) -> list[Screen]:
+    rows = await conn.fetch(
+        f"SELECT {_SCREEN_COLUMNS} FROM screens WHERE tenant_id = $1"
+        " AND ($2::uuid IS NULL OR venue_id = $2) AND ($3::text IS NULL OR state = $3)"
+        " AND ($4::timestamptz IS NULL OR (created_at, id) > ($4, $5))"
+        " ORDER BY created_at, id LIMIT $6",
+        tenant_id,
+        venue_id,
+        state,
+        after.created_at if after else None,
+        after.id if after else None,
+        limit,
+    )
+    return [Screen(**row) for row in rows]
+
+
+def _config(row: asyncpg.Record) -> ScreenConfig:
+    return ScreenConfig(
+        sync_interval_minutes=row["sync_interval_minutes"],
+        heartbeat_interval_minutes=row["heartbeat_interval_minutes"],
+        cache_policy=CachePolicy(
+            max_size_gb=row["cache_max_size_gb"], retention_days=row["cache_retention_days"]
+        ),
+    )
+
+
+async def get_screen_config(
+    conn: asyncpg.Connection, tenant_id: uuid.UUID, screen_id: uuid.UUID
+) -> ScreenConfig:
+    row = await conn.fetchrow(
+        f"SELECT {_CONFIG_COLUMNS} FROM screens WHERE id = $1 AND tenant_id = $2", screen_id, tenant_id
+    )
+    if row is None:
+        raise NotFound("no such screen")
+    return _config(row)
+
+
+async def lock_screen_config(
+    conn: asyncpg.Connection, tenant_id: uuid.UUID, screen_id: uuid.UUID
+) -> ScreenConfig:
+    """The config of a screen whose row stays locked until the transaction ends."""
+    row = await conn.fetchrow(
+        f"SELECT {_CONFIG_COLUMNS} FROM screens WHERE id = $1 AND tenant_id = $2 FOR UPDATE",
+        screen_id,
+        tenant_id,
+    )
+    if row is None:
+        raise NotFound("no such screen")
+    return _config(row)
+
+
+async def update_screen_config(
+    conn: asyncpg.Connection, screen_id: uuid.UUID, config: ScreenConfig
+) -> int:
+    """Store ``config``; returns the screen's new version."""
+    return await conn.fetchval(
+        "UPDATE screens SET sync_interval_minutes = $2, heartbeat_interval_minutes = $3,"
+        " cache_max_size_gb = $4, cache_retention_days = $5, version = version + 1, updated_at = now()"
+        " WHERE id = $1 RETURNING version",
+        screen_id,
+        config.sync_interval_minutes,
+        config.heartbeat_interval_minutes,
+        config.cache_policy.max_size_gb,
+        config.cache_policy.retention_days,
+    )
+
+
+def _playlist(row: asyncpg.Record) -> Playlist:
+    return Playlist(
+        screen_id=row["id"],
+        version=row["playlist_version"],
+        items=msgspec.convert(row["playlist_items"], list[PlaylistItem]),
+        updated_at=row["playlist_updated_at"],
+    )
+
+
+async def get_playlist(conn: asyncpg.Connection, tenant_id: uuid.UUID, screen_id: uuid.UUID) -> Playlist:
+    row = await conn.fetchrow(
+        "SELECT id, playlist_version, playlist_items, playlist_updated_at FROM screens"
+        " WHERE id = $1 AND tenant_id = $2",
+        screen_id,
+        tenant_id,
+    )
+    if row is None:
+        raise NotFound("no such screen")
+    return _playlist(row)
+
+
+async def replace_playlist(
+    conn: asyncpg.Connection, tenant_id: uuid.UUID, screen_id: uuid.UUID, items: list[PlaylistItem]
+) -> Playlist:
+    row = await conn.fetchrow(
+        "UPDATE screens SET playlist_items = $3, playlist_version = playlist_version + 1,"
+        " playlist_updated_at = now(), updated_at = now()"
+        " WHERE id = $1 AND tenant_id = $2"
+        " RETURNING id, playlist_version, playlist_items, playlist_updated_at",
+        screen_id,
+        tenant_id,
+        msgspec.to_builtins(items),
+    )
+    if row is None:
+        raise NotFound("no such screen")
+    return _playlist(row)
+
+
+async def get_screen_content(conn: asyncpg.Connection, screen_id: uuid.UUID) -> ScreenContent:
+    """What the gateway serves for a screen, as the ``screen-content`` KV entry holds it."""
+    row = await conn.fetchrow(
+        f"SELECT id, tenant_id, playlist_version, playlist_items, {_CONFIG_COLUMNS}"
+        " FROM screens WHERE id = $1",
+        screen_id,
+    )
+    if row is None:
+        raise NotFound("no such screen")
+    return ScreenContent(
+        screen_id=row["id"],
+        tenant_id=row["tenant_id"],
+        playlist_version=row["playlist_version"],
+        items=msgspec.convert(row["playlist_items"], list[PlaylistItem]),
+        config=_config(row),
+    )
+
+
+# ---- binding, as provisioning reports it ------------------------------------------------------
+
+
+async def apply_device_bound(conn: asyncpg.Connection, event: DeviceBound) -> bool:
+    """Mark the screen active; a no-op for an event older than what was applied (or repeated)."""
+    status = await conn.execute(
+        "UPDATE screens SET state = 'active', device_id = $2, binding_seq = $3, updated_at = now()"
+        " WHERE id = $1 AND binding_seq < $3",
+        event.screen_id,
+        event.device_id,
+        event.binding_seq,
+    )
+    return status.endswith(" 1")
+
+
+async def apply_device_revoked(conn: asyncpg.Connection, event: DeviceRevoked) -> bool:
+    status = await conn.execute(
+        "UPDATE screens SET state = 'provisioning', device_id = NULL, binding_seq = $2, updated_at = now()"
+        " WHERE id = $1 AND binding_seq < $2",
+        event.screen_id,
+        event.binding_seq,
+    )
+    return status.endswith(" 1")
+

@@ -1,0 +1,65 @@
+"""Registry's operations: the routes it serves and its OpenAPI document, from one list."""
+
+from services.registry import handlers as h
+from services.registry.models import (
+    NewPlaylist,
+    NewScreen,
+    NewTenant,
+    NewVenue,
+    Playlist,
+    Screen,
+    ScreenPage,
+    TenantCreated,
+    TokenResponse,
+    Venue,
+    VenuePage,
+    ConfigPatch,
+)
+from shared.events import ScreenConfig
+from shared.openapi import Operation, Param
+
+_PAGE = (
+    Param("limit", {"type": "integer", "minimum": 1, "maximum": 200, "default": 50}),
+    Param("cursor", {"type": "string"}, "nextCursor of the previous page"),
+)
+_TOKEN_FORM = {
+    "type": "object",
+    "required": ["grant_type"],
+    "properties": {
+        "grant_type": {"const": "client_credentials"},
+        "client_id": {"type": "string"},
+        "client_secret": {"type": "string"},
+        "scope": {"const": "admin"},
+    },
+}
+_ADMIN_ERRORS = (400, 401, 404)
+
+OPERATIONS = [
+    Operation("POST", "/v1/tenants", h.create_tenant, "Create a tenant and its first API client",
+              "operator", NewTenant, responses={201: TenantCreated}, errors=(400, 401, 413, 415)),
+    Operation("POST", "/oauth/token", h.issue_token, "Client credentials grant (RFC 6749 §4.4)",
+              "client", _TOKEN_FORM, "application/x-www-form-urlencoded",
+              responses={200: TokenResponse}, errors=(400, 401)),
+    Operation("POST", "/v1/venues", h.create_venue, "Create a venue", "admin", NewVenue,
+              responses={201: Venue}, errors=(400, 401, 413, 415)),
+    Operation("GET", "/v1/venues", h.list_venues, "List venues", "admin",
+              responses={200: VenuePage}, errors=(400, 401), params=_PAGE),
+    Operation("GET", "/v1/venues/{id}", h.get_venue, "Get a venue", "admin",
+              responses={200: Venue}, errors=(401, 404)),
+    Operation("POST", "/v1/screens", h.create_screen, "Create a screen (state provisioning)", "admin",
+              NewScreen, responses={201: Screen}, errors=(400, 401, 404, 413, 415)),
+    Operation("GET", "/v1/screens", h.list_screens, "List screens", "admin",
+              responses={200: ScreenPage}, errors=(400, 401),
+              params=(Param("venueId", {"type": "string", "format": "uuid"}),
+                      Param("state", {"enum": ["provisioning", "active"]}), *_PAGE)),
+    Operation("GET", "/v1/screens/{id}", h.get_screen, "Get a screen", "admin",
+              responses={200: Screen}, errors=(401, 404)),
+    Operation("GET", "/v1/screens/{id}/playlist", h.get_playlist, "Get a screen's playlist", "admin",
+              responses={200: Playlist}, errors=(401, 404)),
+    Operation("PUT", "/v1/screens/{id}/playlist", h.replace_playlist, "Replace a screen's playlist",
+              "admin", NewPlaylist, responses={200: Playlist}, errors=_ADMIN_ERRORS + (413, 415)),
+    Operation("GET", "/v1/screens/{id}/config", h.get_config, "Get a screen's config", "admin",
+              responses={200: ScreenConfig}, errors=(401, 404)),
+    Operation("PATCH", "/v1/screens/{id}/config", h.update_config, "Change a screen's config", "admin",
+              ConfigPatch, responses={200: ScreenConfig}, errors=_ADMIN_ERRORS + (413, 415)),
+]

@@ -1,0 +1,149 @@
+"""Admin credentials: the operator token, and the signed access tokens every service verifies locally.
+
+Access tokens are JWTs signed with Ed25519 by registry (the only holder of the private key); every
+other service needs only the public keys, so no request costs a call to registry. Each token names
+its key (``kid``), so a new key can sign while tokens of the previous one stay valid until expiry.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import secrets
+import time
+import uuid
+
+import jwt
+import msgspec
+from aiohttp import web
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
+from shared import errors
+from shared.settings import Settings
+from shared.web import SETTINGS
+
+ADMIN_SCOPE = "admin"
+
+
+class Principal(msgspec.Struct, frozen=True):
+    tenant_id: uuid.UUID
+    client_id: str
+    scope: str
+
+
+def _b64decode(value: str) -> bytes:
+    return base64.urlsafe_b64decode(value + "=" * (-len(value) % 4))
+
+
+def _b64encode(raw: bytes) -> str:
+    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
+
+
+def new_secret(prefix: str) -> str:
+    """A credential shown once: a prefix that says what it is, then 32 random bytes."""
+    return prefix + _b64encode(secrets.token_bytes(32))
+
+
+def secret_hash(secret: str) -> bytes:
+    """How credentials are stored and looked up: SHA-256 (they are random, so no salt is needed)."""
+    return hashlib.sha256(secret.encode()).digest()
+
+
+def generate_signing_key() -> str:
+    return _b64encode(Ed25519PrivateKey.generate().private_bytes_raw())
+
+
+def public_key_of(signing_key: str) -> str:
+    private = Ed25519PrivateKey.from_private_bytes(_b64decode(signing_key))
+    return _b64encode(private.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw))
+
+
+def _kid(public_key: str) -> str:
+    return hashlib.sha256(_b64decode(public_key)).hexdigest()[:16]
+
+
+class TokenIssuer:
+    def __init__(self, settings: Settings) -> None:
+        if not settings.token_signing_key:
+            raise SystemExit("TOKEN_SIGNING_KEY is not set: registry cannot issue access tokens")
+        self._key = Ed25519PrivateKey.from_private_bytes(_b64decode(settings.token_signing_key))
+        self._kid = _kid(public_key_of(settings.token_signing_key))
+        self._issuer = settings.token_issuer
+        self.ttl = settings.token_ttl_seconds
+
+    def issue(self, *, tenant_id: uuid.UUID, client_id: str, scope: str) -> str:
+        now = int(time.time())
+        claims = {
+            "iss": self._issuer,
+            "sub": client_id,
+            "tid": str(tenant_id),
+            "scope": scope,
+            "iat": now,
+            "exp": now + self.ttl,
+            "jti": uuid.uuid4().hex,
+        }
+        return jwt.encode(claims, self._key, algorithm="EdDSA", headers={"kid": self._kid})
+
+
+class TokenVerifier:
+    def __init__(self, settings: Settings) -> None:
+        public_keys = set(settings.token_verify_keys)
+        if settings.token_signing_key:
+            public_keys.add(public_key_of(settings.token_signing_key))
+        self._keys: dict[str, Ed25519PublicKey] = {
+            _kid(key): Ed25519PublicKey.from_public_bytes(_b64decode(key)) for key in public_keys
+        }
+        self._issuer = settings.token_issuer
+
+    def verify(self, token: str) -> Principal:
+        try:
+            kid = jwt.get_unverified_header(token).get("kid")
+            key = self._keys.get(kid) if isinstance(kid, str) else None
+            if key is None:
+                raise errors.Unauthorized("access token signed by an unknown key")
+            claims = jwt.decode(
+                token,
+                key,
+                algorithms=["EdDSA"],
+                issuer=self._issuer,
+                options={"require": ["exp", "iat", "tid", "sub"]},
+            )
+            return Principal(
+                tenant_id=uuid.UUID(claims["tid"]), client_id=claims["sub"], scope=claims.get("scope", "")
+            )
+        except jwt.ExpiredSignatureError:
+            raise errors.Unauthorized("access token expired") from None
+        except (jwt.InvalidTokenError, ValueError, TypeError):
+            raise errors.Unauthorized("invalid access token") from None
+
+
+VERIFIER = web.AppKey("VERIFIER", TokenVerifier)
+ISSUER = web.AppKey("ISSUER", TokenIssuer)
+
+
+def bearer_token(request: web.Request) -> str:
+    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise errors.Unauthorized("send Authorization: Bearer <access token>")
+    return token.strip()
+
+
+def tenant_of(request: web.Request) -> uuid.UUID:
+    """The tenant whose admin makes this request; 401 without a valid access token."""
+    token = bearer_token(request)
+    if token.startswith("dak_"):
+        raise errors.Unauthorized("a device key cannot call the admin API; use an access token")
+    principal = request.app[VERIFIER].verify(token)
+    if ADMIN_SCOPE not in principal.scope.split():
+        raise errors.Forbidden("the access token lacks the admin scope")
+    return principal.tenant_id
+
+
+def require_operator(request: web.Request) -> None:
+    expected = request.app[SETTINGS].operator_token
+    token = bearer_token(request)
+    if not expected or not hmac.compare_digest(token.encode(), expected.encode()):
+        raise errors.Unauthorized("this call needs the operator token")
+

@@ -1,0 +1,173 @@
+"""The NATS connection, the JetStream topology (streams, KV buckets), and durable event consumers."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+import msgspec
+import nats
+import nats.errors
+import nats.js.errors
+import structlog
+from aiohttp import web
+from nats.aio.client import Client as NATS
+from nats.aio.msg import Msg
+from nats.js import JetStreamContext, api
+
+from shared.events import AnyEvent, event_decoder
+from shared.projections import DEVICE_KEYS_BUCKET, SCREEN_CONTENT_BUCKET
+from shared.web import READINESS, SERVICE, SETTINGS, background
+
+log = structlog.get_logger()
+
+NC = web.AppKey("NC", NATS)
+JS = web.AppKey("JS", JetStreamContext)
+
+DAY = 24 * 3600
+STREAMS = {
+    # Domain events. The window is long so a relay that retries after an outage is still de-duplicated.
+    "EVENTS": dict(subjects=["registry.>", "provisioning.>"], max_age=30 * DAY, duplicate_window=600),
+    # Limited by age: presence is the durable record; the stream is a buffer and a tap for monitoring.
+    "HEARTBEATS": dict(subjects=["heartbeat.*.*"], max_age=DAY, duplicate_window=120),
+    "DEVICE_EVENTS": dict(subjects=["device_events.*.*"], max_age=7 * DAY, duplicate_window=120),
+}
+BUCKETS = (DEVICE_KEYS_BUCKET, SCREEN_CONTENT_BUCKET)
+
+
+async def connect(url: str, name: str, *, timeout: float = 30) -> NATS:
+    """Connect, retrying until ``timeout`` (NATS may start after us); afterwards reconnect forever."""
+
+    async def disconnected() -> None:
+        log.warning("nats_disconnected")
+
+    async def reconnected() -> None:
+        log.info("nats_reconnected")
+
+    async def error(exc: Exception) -> None:
+        log.warning("nats_error", error=str(exc))
+
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        try:
+            return await nats.connect(
+                url,
+                name=name,
+                connect_timeout=2,
+                max_reconnect_attempts=-1,
+                reconnect_time_wait=0.5,
+                disconnected_cb=disconnected,
+                reconnected_cb=reconnected,
+                error_cb=error,
+            )
+        except (OSError, nats.errors.NoServersError, asyncio.TimeoutError):
+            if asyncio.get_running_loop().time() > deadline:
+                raise
+            await asyncio.sleep(0.5)
+
+
+async def ensure_topology(js: JetStreamContext, replicas: int) -> None:
+    """Create or update every stream and bucket; safe to run from every replica at every start."""
+    for name, params in STREAMS.items():
+        config = api.StreamConfig(
+            name=name, storage=api.StorageType.FILE, num_replicas=replicas, **params
+        )
+        try:
+            await js.add_stream(config)
+        except nats.js.errors.BadRequestError:  # exists with other settings: bring it up to date
+            await js.update_stream(config)
+    for bucket in BUCKETS:
+        try:
+            await js.key_value(bucket)
+        except nats.js.errors.BucketNotFoundError:
+            await js.create_key_value(
+                bucket=bucket, history=1, replicas=replicas, storage=api.StorageType.FILE
+            )
+
+
+async def jetstream_ctx(app: web.Application) -> AsyncIterator[None]:
+    settings = app[SETTINGS]
+    app[NC] = await connect(settings.nats_url, app[SERVICE])
+    app[JS] = app[NC].jetstream()
+    await ensure_topology(app[JS], settings.nats_replicas)
+
+    async def nats_ready() -> bool:
+        return app[NC].is_connected
+
+    app[READINESS]["nats"] = nats_ready
+    yield
+    # drain() lets in-flight publishes and acks finish before the socket closes
+    await app[NC].drain()
+
+
+EventHandler = Callable[[AnyEvent], Awaitable[None]]
+
+
+def consumer_ctx(
+    durable: str, subjects: list[str], make_handler: Callable[[web.Application], EventHandler]
+) -> Callable[[web.Application], AsyncIterator[None]]:
+    """Run a durable ``EVENTS`` consumer for the app's lifetime (see :func:`consume_events`)."""
+
+    async def run(app: web.Application) -> None:
+        await consume_events(app[JS], durable=durable, subjects=subjects, handle=make_handler(app))
+
+    return background(durable, run)
+
+
+async def consume_events(
+    js: JetStreamContext, *, durable: str, subjects: list[str], handle: EventHandler, batch: int = 100
+) -> None:
+    """Apply events from ``EVENTS`` with one durable consumer shared by every replica of a service.
+
+    A message is acked only after ``handle`` has committed, so a crash redelivers it; ``handle``
+    must therefore be idempotent. Undecodable messages are terminated (never redelivered);
+    failures are nak'ed with a delay and retried.
+    """
+    config = api.ConsumerConfig(
+        durable_name=durable,
+        filter_subjects=subjects,
+        ack_policy=api.AckPolicy.EXPLICIT,
+        deliver_policy=api.DeliverPolicy.ALL,
+        ack_wait=30,
+        max_ack_pending=10_000,
+    )
+    while True:
+        try:
+            await js.add_consumer("EVENTS", config)
+            subscription = await js.pull_subscribe_bind(durable=durable, stream="EVENTS")
+            break
+        except (nats.errors.TimeoutError, nats.errors.ConnectionClosedError, nats.js.errors.ServiceUnavailableError):
+            await asyncio.sleep(1)
+    while True:
+        try:
+            messages = await subscription.fetch(batch, timeout=5)
+        except nats.errors.TimeoutError:
+            continue
+        except (nats.errors.ConnectionClosedError, nats.js.errors.ServiceUnavailableError, nats.errors.Error) as exc:
+            log.warning("consumer_fetch_failed", durable=durable, error=str(exc))
+            await asyncio.sleep(1)
+            continue
+        for message in messages:
+            await _apply(message, handle)
+
+
+async def _apply(message: Msg, handle: EventHandler) -> None:
+    structlog.contextvars.bind_contextvars(
+        subject=message.subject,
+        request_id=(message.headers or {}).get("X-Request-ID"),
+        event_id=(message.headers or {}).get("Nats-Msg-Id"),
+    )
+    try:
+        event = event_decoder.decode(message.data)
+    except msgspec.DecodeError as exc:  # ValidationError is a DecodeError
+        log.error("event_undecodable", error=str(exc))
+        await message.term()
+        return
+    try:
+        await handle(event)
+    except Exception:
+        log.exception("event_failed")
+        await message.nak(delay=1)
+        return
+    await message.ack()
+    log.debug("event_applied")

@@ -1,0 +1,101 @@
+"""The database pool of a service (bound to the service's own schema) and the migrations runner."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+
+import asyncpg
+import msgspec
+import structlog
+from aiohttp import web
+
+from shared.web import READINESS, SETTINGS
+
+log = structlog.get_logger()
+
+POOL = web.AppKey("POOL", asyncpg.Pool)
+
+
+async def _init_connection(conn: asyncpg.Connection) -> None:
+    await conn.set_type_codec(
+        "jsonb",
+        encoder=lambda value: msgspec.json.encode(value).decode(),
+        decoder=msgspec.json.decode,
+        schema="pg_catalog",
+    )
+
+
+async def create_pool(dsn: str, schema: str, *, min_size: int = 2, max_size: int = 10) -> asyncpg.Pool:
+    # search_path pins every unqualified name to the service's schema: no service reads another's.
+    return await asyncpg.create_pool(
+        dsn,
+        min_size=min_size,
+        max_size=max_size,
+        init=_init_connection,
+        server_settings={"search_path": schema, "application_name": schema},
+    )
+
+
+def pool_ctx(schema: str) -> Callable[[web.Application], AsyncIterator[None]]:
+    async def ctx(app: web.Application) -> AsyncIterator[None]:
+        app[POOL] = await create_pool(app[SETTINGS].database_url, schema)
+
+        async def database_ready() -> bool:
+            async with app[POOL].acquire(timeout=2) as conn:
+                return await conn.fetchval("SELECT true", timeout=2)
+
+        app[READINESS]["database"] = database_ready
+        yield
+        await app[POOL].close()
+
+    return ctx
+
+
+OUTBOX_MIGRATIONS = Path(__file__).parent / "migrations"
+
+
+async def migrate(dsn: str, schema: str, *folders: Path) -> list[str]:
+    """Apply the numbered ``*.sql`` files of ``folders`` not yet applied to ``schema``, in order.
+
+    Runs under an advisory lock, so many replicas (or a Kubernetes Job racing a developer) apply
+    each file exactly once. Returns the versions applied by this call.
+    """
+    conn = await asyncpg.connect(dsn, server_settings={"search_path": schema})
+    try:
+        await conn.execute("SELECT pg_advisory_lock(hashtext($1))", f"migrations:{schema}")
+        await conn.execute(f'CREATE SCHEMA IF NOT EXISTS "{schema}"')
+        await conn.execute(
+            "CREATE TABLE IF NOT EXISTS schema_migrations ("
+            " version text PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())"
+        )
+        done = {row["version"] for row in await conn.fetch("SELECT version FROM schema_migrations")}
+        applied = []
+        for path in sorted((p for folder in folders for p in folder.glob("*.sql")), key=lambda p: p.stem):
+            if path.stem in done:
+                continue
+            async with conn.transaction():
+                await conn.execute(path.read_text())
+                await conn.execute("INSERT INTO schema_migrations (version) VALUES ($1)", path.stem)
+            applied.append(path.stem)
+            log.info("migration_applied", schema=schema, version=path.stem)
+        return applied
+    finally:
+        await conn.execute("SELECT pg_advisory_unlock(hashtext($1))", f"migrations:{schema}")
+        await conn.close()
+
+
+async def wait_for_database(dsn: str, *, timeout: float = 30) -> None:
+    """Block until PostgreSQL accepts connections (a fresh cluster, a restarting pod)."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        try:
+            conn = await asyncpg.connect(dsn, timeout=2)
+        except (OSError, asyncpg.PostgresError, asyncio.TimeoutError):
+            if asyncio.get_running_loop().time() > deadline:
+                raise
+            await asyncio.sleep(0.2)
+        else:
+            await conn.close()
+            return

@@ -1,0 +1,165 @@
+"""The one error shape of every service (`../shared/API.md`), and the exceptions that produce it."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import msgspec
+
+
+class ErrorDetail(msgspec.Struct, frozen=True):
+    field: str
+    problem: str
+
+
+class ErrorBody(msgspec.Struct, frozen=True, omit_defaults=True):
+    error: str
+    message: str
+    details: list[ErrorDetail] = []
+
+
+class ServiceError(Exception):
+    """An expected failure that becomes a JSON error response; queries and handlers raise these."""
+
+    status = 500
+    code = "internal"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        details: list[ErrorDetail] | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.details = details or []
+        self.headers = headers or {}
+
+    def body(self) -> ErrorBody:
+        return ErrorBody(error=self.code, message=self.message, details=self.details)
+
+
+class BadRequest(ServiceError):
+    status, code = 400, "invalid_request"
+
+
+class Unauthorized(ServiceError):
+    status, code = 401, "unauthorized"
+
+    def __init__(self, message: str = "missing or invalid credentials") -> None:
+        super().__init__(message, headers={"WWW-Authenticate": "Bearer"})
+
+
+class DeviceRevoked(ServiceError):
+    status, code = 401, "device_revoked"
+
+
+class Forbidden(ServiceError):
+    status, code = 403, "forbidden"
+
+
+class NotFound(ServiceError):
+    status, code = 404, "not_found"
+
+
+class MethodNotAllowed(ServiceError):
+    status, code = 405, "method_not_allowed"
+
+
+class Conflict(ServiceError):
+    status, code = 409, "conflict"
+
+
+class CodeExpired(ServiceError):
+    status, code = 410, "code_expired"
+
+
+class PayloadTooLarge(ServiceError):
+    status, code = 413, "payload_too_large"
+
+
+class UnsupportedMediaType(ServiceError):
+    status, code = 415, "unsupported_media_type"
+
+
+class RateLimited(ServiceError):
+    status, code = 429, "rate_limited"
+
+    def __init__(self, message: str, *, retry_after: int) -> None:
+        super().__init__(message, headers={"Retry-After": str(max(1, retry_after))})
+
+
+class Unavailable(ServiceError):
+    status, code = 503, "unavailable"
+
+    def __init__(self, message: str, *, retry_after: int = 1) -> None:
+        super().__init__(message, headers={"Retry-After": str(retry_after)})
+
+
+# ---- naming every bad field -------------------------------------------------------------------
+# msgspec stops at the first error. Clients fix a form faster when every bad field is named, so on
+# the (rare) error path we walk the decoded JSON against the Struct and collect each problem.
+
+_AT = re.compile(r"^(?P<text>.*?)(?: - at `\$(?P<path>[^`]*)`)?$", re.S)
+_MISSING = re.compile(r"missing required field `(?P<name>[^`]+)`")
+_POST_INIT_FIELD = re.compile(r"^`(?P<name>[^`]+)` ")
+
+
+def invalid_body(type_: type, raw: Any) -> BadRequest:
+    """A 400 naming every field of ``raw`` (decoded JSON) that does not fit ``type_``."""
+    details = _problems(type_, raw, "")
+    if not details:  # cannot happen unless the walk disagrees with msgspec; still answer clearly
+        details = [ErrorDetail(field="", problem="invalid")]
+    message = "; ".join(f"{d.field or 'body'}: {text}" for d, text in details)
+    return BadRequest(message, details=[d for d, _ in details])
+
+
+def _problems(type_: Any, value: Any, path: str) -> list[tuple[ErrorDetail, str]]:
+    if isinstance(type_, type) and issubclass(type_, msgspec.Struct) and isinstance(value, dict):
+        found: list[tuple[ErrorDetail, str]] = []
+        for field in msgspec.structs.fields(type_):
+            name = field.encode_name
+            field_path = f"{path}.{name}" if path else name
+            if name not in value:
+                if field.required:
+                    found.append((ErrorDetail(field_path, "required"), "is required"))
+                continue
+            found.extend(_problems(field.type, value[name], field_path))
+        if found:
+            return found
+    try:
+        msgspec.convert(value, type_)
+    except msgspec.ValidationError as exc:
+        return [_detail(str(exc), path)]
+    return []
+
+
+def _detail(error: str, base: str) -> tuple[ErrorDetail, str]:
+    match = _AT.match(error)
+    assert match is not None  # the pattern matches any string
+    text, suffix = match["text"], match["path"] or ""
+    field = (base + suffix).lstrip(".")
+    if missing := _MISSING.search(text):
+        return ErrorDetail(_join(field, missing["name"]), "required"), "is required"
+    if named := _POST_INIT_FIELD.match(text):
+        # our __post_init__ validators start their message with the field's name in backticks
+        return ErrorDetail(_join(field, named["name"]), "format"), text[named.end() :]
+    if "matching regex" in text:
+        problem = "pattern"
+    elif "of length" in text:
+        problem = "length"
+    elif re.search(r"[<>]=? ?-?\d", text):
+        problem = "range"
+    elif "Invalid enum value" in text:
+        problem = "enum"
+    elif text.startswith("Expected"):
+        problem = "type"
+    else:
+        problem = "invalid"
+    return ErrorDetail(field, problem), text
+
+
+def _join(path: str, name: str) -> str:
+    return f"{path}.{name}" if path else name

@@ -1,0 +1,125 @@
+"""Every message that crosses the bus, defined once: domain events, heartbeats, device reports.
+
+Domain events travel on the ``EVENTS`` stream; an event's ``type`` tag is also its subject
+(``<service>.<entity>.<verb>``). Readers ignore fields they do not know, so producers may add
+fields; a change that breaks readers bumps ``v``.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Annotated, Any
+
+import msgspec
+
+from shared.clock import utcnow
+
+
+class CachePolicy(msgspec.Struct, frozen=True, kw_only=True):
+    max_size_gb: Annotated[float, msgspec.Meta(gt=0, le=100_000)] = msgspec.field(
+        default=10, name="maxSizeGB"
+    )
+    retention_days: Annotated[int, msgspec.Meta(ge=1, le=3650)] = msgspec.field(
+        default=7, name="retentionDays"
+    )
+
+
+class ScreenConfig(msgspec.Struct, frozen=True, kw_only=True, rename="camel"):
+    """What a TV is told about how to behave; defaults are the contract's (API.md)."""
+
+    sync_interval_minutes: int = 5
+    heartbeat_interval_minutes: int = 1
+    cache_policy: CachePolicy = CachePolicy()
+
+
+class Event(msgspec.Struct, frozen=True, kw_only=True, tag_field="type", rename="camel"):
+    v: int = 1
+    event_id: uuid.UUID = msgspec.field(default_factory=uuid.uuid4)
+    occurred_at: datetime = msgspec.field(default_factory=utcnow)
+    tenant_id: uuid.UUID
+
+
+class ScreenCreated(Event, tag="registry.screen.created"):
+    screen_id: uuid.UUID
+    venue_id: uuid.UUID
+    # Increases with every change of the screen; readers keep the newest and drop stale redeliveries.
+    version: int
+    config: ScreenConfig
+
+
+class ScreenConfigChanged(Event, tag="registry.screen.config_changed"):
+    screen_id: uuid.UUID
+    version: int
+    config: ScreenConfig
+
+
+class DeviceBound(Event, tag="provisioning.device.bound"):
+    device_id: uuid.UUID
+    screen_id: uuid.UUID
+    # Counts binds and unbinds of the screen, so a late redelivery never undoes a newer change.
+    binding_seq: int
+    bound_at: datetime
+
+
+class DeviceRevoked(Event, tag="provisioning.device.revoked"):
+    device_id: uuid.UUID
+    screen_id: uuid.UUID
+    binding_seq: int
+    reason: str | None
+    revoked_at: datetime
+
+
+AnyEvent = ScreenCreated | ScreenConfigChanged | DeviceBound | DeviceRevoked
+
+event_decoder = msgspec.json.Decoder(AnyEvent)
+
+
+def subject_of(event: Event) -> str:
+    return type(event).__struct_config__.tag  # type: ignore[return-value]
+
+
+# ---- device runtime messages (not domain events: high volume, on their own streams) -----------
+
+
+class Heartbeat(msgspec.Struct, frozen=True, kw_only=True, rename="camel"):
+    """A TV's heartbeat as the gateway publishes it on ``heartbeat.<tenantId>.<screenId>``."""
+
+    v: int = 1
+    tenant_id: uuid.UUID
+    screen_id: uuid.UUID
+    device_id: uuid.UUID
+    received_at: datetime
+    uptime_seconds: int | None = None
+    app_version: str | None = None
+    free_storage_mb: float | None = msgspec.field(default=None, name="freeStorageMB")
+    temperature_c: float | None = msgspec.field(default=None, name="temperatureC")
+    playing: str | None = None
+
+
+heartbeat_decoder = msgspec.json.Decoder(Heartbeat)
+
+
+def heartbeat_subject(tenant_id: uuid.UUID | str, screen_id: uuid.UUID | str) -> str:
+    return f"heartbeat.{tenant_id}.{screen_id}"
+
+
+class DeviceEvent(msgspec.Struct, frozen=True, kw_only=True):
+    type: Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
+    at: datetime
+    data: dict[str, Any] | None = None
+
+
+class DeviceEventsReported(msgspec.Struct, frozen=True, kw_only=True, rename="camel"):
+    """A batch of proof-of-play and error events from one TV, on ``device_events.<tenantId>.<screenId>``."""
+
+    v: int = 1
+    tenant_id: uuid.UUID
+    screen_id: uuid.UUID
+    device_id: uuid.UUID
+    received_at: datetime
+    events: list[DeviceEvent]
+
+
+def device_events_subject(tenant_id: uuid.UUID | str, screen_id: uuid.UUID | str) -> str:
+    return f"device_events.{tenant_id}.{screen_id}"

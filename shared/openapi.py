@@ -1,0 +1,144 @@
+"""Routes described once: each service lists its operations; the aiohttp routes and the OpenAPI
+document are both built from that list, so the document cannot drift from what is served."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import msgspec
+from aiohttp import web
+
+from shared.errors import ErrorBody
+
+Auth = Literal["none", "operator", "admin", "device", "client"]
+
+_SECURITY: dict[str, list[dict[str, list[str]]]] = {
+    "none": [],
+    "operator": [{"operatorToken": []}],
+    "admin": [{"accessToken": []}],
+    "device": [{"deviceKey": []}],
+    "client": [{"clientBasic": []}, {}],
+}
+_ERROR_TEXT = {
+    400: "invalid input",
+    401: "missing, invalid or revoked credential",
+    403: "not allowed",
+    404: "no such resource in your tenant",
+    409: "the state forbids it",
+    410: "the code expired or was superseded",
+    413: "body too large",
+    415: "body is not JSON",
+    429: "too many attempts; see Retry-After",
+    503: "not ready yet; retry after Retry-After",
+}
+
+
+@dataclass(frozen=True)
+class Param:
+    name: str
+    schema: dict[str, Any]
+    description: str = ""
+    where: Literal["query", "header"] = "query"
+
+
+@dataclass(frozen=True)
+class Operation:
+    method: str
+    path: str
+    handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+    summary: str
+    auth: Auth
+    body: Any = None  # a Struct type, or a JSON schema dict for non-JSON bodies
+    body_content_type: str = "application/json"
+    responses: dict[int, Any] = field(default_factory=dict)  # status -> Struct type, or None
+    errors: tuple[int, ...] = ()
+    params: tuple[Param, ...] = ()
+    response_content_type: str = "application/json"
+
+
+def routes(operations: Iterable[Operation]) -> list[web.RouteDef]:
+    return [web.route(op.method, op.path, op.handler) for op in operations]
+
+
+def document(title: str, operations: Iterable[Operation], *, version: str = "1.0.0") -> dict[str, Any]:
+    operations = list(operations)
+    types = {ErrorBody}
+    for op in operations:
+        if isinstance(op.body, type):
+            types.add(op.body)
+        types.update(t for t in op.responses.values() if isinstance(t, type))
+    (_, components) = msgspec.json.schema_components(
+        sorted(types, key=lambda t: t.__name__), ref_template="#/components/schemas/{name}"
+    )
+    paths: dict[str, dict[str, Any]] = {}
+    for op in operations:
+        paths.setdefault(op.path, {})[op.method.lower()] = _operation(op)
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": title, "version": version},
+        "paths": paths,
+        "components": {
+            "schemas": components,
+            "securitySchemes": {
+                "operatorToken": {"type": "http", "scheme": "bearer", "description": "OPERATOR_TOKEN"},
+                "accessToken": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"},
+                "deviceKey": {"type": "http", "scheme": "bearer", "description": "dak_ device key"},
+                "clientBasic": {"type": "http", "scheme": "basic"},
+            },
+        },
+    }
+
+
+def _ref(type_: Any) -> dict[str, Any]:
+    if isinstance(type_, dict):
+        return type_
+    return {"$ref": f"#/components/schemas/{type_.__name__}"}
+
+
+def _operation(op: Operation) -> dict[str, Any]:
+    parameters = [
+        {"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
+        for name in re.findall(r"{(\w+)}", op.path)
+    ] + [
+        {"name": p.name, "in": p.where, "required": False, "schema": p.schema, "description": p.description}
+        for p in op.params
+    ]
+    responses: dict[str, Any] = {}
+    for status, type_ in op.responses.items():
+        response: dict[str, Any] = {"description": "OK" if status < 300 else "see body"}
+        if type_ is not None:
+            response["content"] = {op.response_content_type: {"schema": _ref(type_)}}
+        responses[str(status)] = response
+    for status in op.errors:
+        responses[str(status)] = {
+            "description": _ERROR_TEXT.get(status, "error"),
+            "content": {"application/json": {"schema": _ref(ErrorBody)}},
+        }
+    result: dict[str, Any] = {
+        "operationId": op.handler.__name__,
+        "summary": op.summary,
+        "security": _SECURITY[op.auth],
+        "responses": responses,
+    }
+    if parameters:
+        result["parameters"] = parameters
+    if op.body is not None:
+        result["requestBody"] = {
+            "required": True,
+            "content": {op.body_content_type: {"schema": _ref(op.body)}},
+        }
+    return result
+
+
+def add_operations(app: web.Application, title: str, operations: list[Operation]) -> None:
+    """Serve ``operations`` and their OpenAPI document at ``GET /openapi.json``."""
+    body = msgspec.json.encode(document(title, operations))
+
+    async def openapi_document(request: web.Request) -> web.Response:
+        return web.Response(body=body, content_type="application/json")
+
+    app.add_routes(routes(operations))
+    app.router.add_get("/openapi.json", openapi_document)

@@ -1,0 +1,153 @@
+"""Transactional outbox: handlers write messages in their own transaction; a relay publishes them.
+
+Each service's schema has an ``outbox`` table (see its first migration). A row is either a domain
+event or a KV put (a KV put is a JetStream publish to ``$KV.<bucket>.<key>``), so events and
+projections share one ordered, de-duplicated path to NATS, and nothing is lost while NATS is down.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator, Callable
+
+import asyncpg
+import msgspec
+import structlog
+from aiohttp import web
+from nats.js import JetStreamContext
+
+from shared.bus import JS
+from shared.events import Event, subject_of
+from shared.projections import kv_subject
+from shared.web import SETTINGS, background
+
+log = structlog.get_logger()
+
+_encoder = msgspec.json.Encoder()
+BATCH = 500
+# Notifications are the trigger; this is only the safety net should one ever be missed.
+IDLE_RECHECK_SECONDS = 5.0
+
+
+async def add_event(conn: asyncpg.Connection, event: Event) -> None:
+    """Queue ``event`` in the caller's transaction.
+
+    Order matters for KV puts: write (and so lock) the row the message describes before calling
+    this, so that two transactions touching the same entity queue their messages in commit order.
+    """
+    await _add(conn, event.event_id, subject_of(event), _encoder.encode(event))
+
+
+async def put_kv(conn: asyncpg.Connection, bucket: str, key: str, value: msgspec.Struct) -> None:
+    """Queue a KV put in the caller's transaction (same ordering rule as :func:`add_event`)."""
+    await _add(conn, uuid.uuid4(), kv_subject(bucket, key), _encoder.encode(value))
+
+
+async def _add(conn: asyncpg.Connection, message_id: uuid.UUID, subject: str, payload: bytes) -> None:
+    request_id = structlog.contextvars.get_contextvars().get("request_id")
+    await conn.execute(
+        "INSERT INTO outbox (id, subject, payload, request_id) VALUES ($1, $2, $3, $4)",
+        message_id,
+        subject,
+        payload,
+        request_id,
+    )
+
+
+class Relay:
+    """Publishes a schema's outbox to JetStream, woken by NOTIFY on commit.
+
+    One relay per schema is active at a time (a session advisory lock on its own connection), so
+    messages leave in commit order; the other replicas' relays stand by and take over when the
+    holder's connection ends. A row is deleted only after JetStream acknowledged it; a crash in
+    between republishes it with the same ``Nats-Msg-Id``, which JetStream drops as a duplicate.
+    """
+
+    def __init__(self, dsn: str, schema: str, js: JetStreamContext) -> None:
+        self._dsn = dsn
+        self._schema = schema
+        self._js = js
+        self._wake = asyncio.Event()
+
+    async def run(self) -> None:
+        while True:
+            try:
+                await self._run_connected()
+            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, asyncio.TimeoutError) as exc:
+                log.warning("outbox_relay_reconnecting", schema=self._schema, error=str(exc))
+                await asyncio.sleep(1)
+
+    async def _run_connected(self) -> None:
+        conn = await asyncpg.connect(self._dsn, server_settings={"search_path": self._schema})
+        try:
+            await conn.add_listener(f"{self._schema}_outbox", lambda *_: self._wake.set())
+            while not await conn.fetchval("SELECT pg_try_advisory_lock(hashtext($1))", f"outbox:{self._schema}"):
+                await self._sleep(IDLE_RECHECK_SECONDS)
+            log.info("outbox_relay_active", schema=self._schema)
+            while True:
+                self._wake.clear()
+                if not await self._publish_batch(conn):
+                    await self._sleep(IDLE_RECHECK_SECONDS)
+        finally:
+            await conn.close(timeout=2)
+
+    async def _sleep(self, seconds: float) -> None:
+        try:
+            await asyncio.wait_for(self._wake.wait(), seconds)
+        except asyncio.TimeoutError:
+            pass
+
+    async def _publish_batch(self, conn: asyncpg.Connection) -> bool:
+        """Publish the oldest rows; True when more are waiting (a full batch, or a retry due)."""
+        rows = await conn.fetch(
+            "SELECT seq, id, subject, payload, request_id FROM outbox ORDER BY seq LIMIT $1", BATCH
+        )
+        sent: list[int] = []
+        try:
+            for wave in _waves(rows):
+                acks = await asyncio.gather(*(self._publish(row) for row in wave), return_exceptions=True)
+                sent.extend(row["seq"] for row, ack in zip(wave, acks) if not isinstance(ack, BaseException))
+                failures = [ack for ack in acks if isinstance(ack, BaseException)]
+                if failures:
+                    log.warning("outbox_publish_failed", schema=self._schema, error=str(failures[0]))
+                    await asyncio.sleep(0.5)
+                    return True
+        finally:
+            if sent:
+                await conn.execute("DELETE FROM outbox WHERE seq = ANY($1::bigint[])", sent)
+        return len(rows) == BATCH
+
+    async def _publish(self, row: asyncpg.Record) -> None:
+        headers = {"Nats-Msg-Id": str(row["id"])}
+        if row["request_id"]:
+            headers["X-Request-ID"] = row["request_id"]
+        await self._js.publish(row["subject"], row["payload"], headers=headers, timeout=5)
+
+
+def _waves(rows: list[asyncpg.Record]) -> list[list[asyncpg.Record]]:
+    """Split rows into waves: rows of a wave are published concurrently, waves one after another.
+
+    No KV key appears twice in a wave, so when some publishes of a wave fail and are retried later,
+    no key can receive an older value after a newer one. Events need no such care: their readers
+    order them by the version they carry.
+    """
+    waves: list[list[asyncpg.Record]] = []
+    depth: dict[str, int] = {}
+    for row in rows:
+        subject = row["subject"]
+        level = 0
+        if subject.startswith("$KV."):
+            level = depth.get(subject, -1) + 1
+            depth[subject] = level
+        while len(waves) <= level:
+            waves.append([])
+        waves[level].append(row)
+    return waves
+
+
+def relay_ctx(schema: str) -> Callable[[web.Application], AsyncIterator[None]]:
+    async def run(app: web.Application) -> None:
+        await Relay(app[SETTINGS].database_url, schema, app[JS]).run()
+
+    return background(f"outbox-relay-{schema}", run)

@@ -1,0 +1,75 @@
+"""Keyset pagination: an opaque cursor holds the (created_at, id) of the last item of a page."""
+
+from __future__ import annotations
+
+import base64
+import uuid
+from datetime import datetime
+
+import msgspec
+from aiohttp import web
+
+from shared.errors import BadRequest, ErrorDetail
+
+DEFAULT_LIMIT = 50
+MAX_LIMIT = 200
+
+
+class Cursor(msgspec.Struct, frozen=True, array_like=True):
+    created_at: datetime
+    id: uuid.UUID
+
+    def encode(self) -> str:
+        return base64.urlsafe_b64encode(msgspec.json.encode(self)).rstrip(b"=").decode()
+
+
+_decoder = msgspec.json.Decoder(Cursor)
+
+
+def page_params(request: web.Request) -> tuple[Cursor | None, int]:
+    """``cursor`` and ``limit`` from the query string; bad values are a 400 naming the parameter."""
+    raw_limit = request.query.get("limit", str(DEFAULT_LIMIT))
+    if not raw_limit.isdigit() or not 1 <= int(raw_limit) <= MAX_LIMIT:
+        raise BadRequest(
+            f"limit must be an integer from 1 to {MAX_LIMIT}",
+            details=[ErrorDetail("limit", "range")],
+        )
+    raw_cursor = request.query.get("cursor")
+    if not raw_cursor:
+        return None, int(raw_limit)
+    try:
+        cursor = _decoder.decode(base64.urlsafe_b64decode(raw_cursor + "=" * (-len(raw_cursor) % 4)))
+    except (ValueError, msgspec.DecodeError):
+        raise BadRequest(
+            "cursor is not one this API returned", details=[ErrorDetail("cursor", "invalid")]
+        ) from None
+    return cursor, int(raw_limit)
+
+
+def next_cursor(items: list, limit: int, *, sorted_by: str = "created_at") -> str | None:
+    """The cursor after a full page (items sorted by ``sorted_by`` and ``id``); None on the last."""
+    if len(items) < limit:
+        return None
+    last = items[-1]
+    return Cursor(getattr(last, sorted_by), last.id).encode()
+
+
+def uuid_query(request: web.Request, name: str) -> uuid.UUID | None:
+    raw = request.query.get(name)
+    if raw is None or raw == "":
+        return None
+    try:
+        return uuid.UUID(raw)
+    except ValueError:
+        raise BadRequest(f"{name} must be a UUID", details=[ErrorDetail(name, "format")]) from None
+
+
+def choice_query(request: web.Request, name: str, choices: tuple[str, ...]) -> str | None:
+    raw = request.query.get(name)
+    if raw is None or raw == "":
+        return None
+    if raw not in choices:
+        raise BadRequest(
+            f"{name} must be one of {', '.join(choices)}", details=[ErrorDetail(name, "enum")]
+        )
+    return raw

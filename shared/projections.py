@@ -1,0 +1,57 @@
+"""KV buckets that the gateway serves polls from, and the values in them (owners write, gateways read).
+
+A value is written by its owner's outbox relay in the same order as the database changes, so the
+bucket always converges to Postgres; the bucket can be rebuilt from Postgres at any time.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import uuid
+from typing import Annotated, Literal
+
+import msgspec
+
+from shared.events import ScreenConfig
+
+DEVICE_KEYS_BUCKET = "device-keys"
+SCREEN_CONTENT_BUCKET = "screen-content"
+
+
+class DeviceKeyEntry(msgspec.Struct, frozen=True, kw_only=True, rename="camel"):
+    """``device-keys``: sha256(key) hex → who the key belongs to. Revoked keys stay, marked, so the
+    gateway can tell a TV "revoked, pair again" (401 ``device_revoked``) rather than "unknown"."""
+
+    v: int = 1
+    device_id: uuid.UUID
+    screen_id: uuid.UUID
+    tenant_id: uuid.UUID
+    status: Literal["active", "revoked"]
+
+
+class PlaylistItem(msgspec.Struct, frozen=True, kw_only=True, rename="camel"):
+    type: Literal["image", "video", "web"]
+    url: Annotated[str, msgspec.Meta(max_length=2048, pattern=r"^https?://[^\s]+$")]
+    duration_seconds: Annotated[float, msgspec.Meta(gt=0, le=86400)]
+
+
+class ScreenContent(msgspec.Struct, frozen=True, kw_only=True, rename="camel"):
+    """``screen-content``: screen id → what its TV shows and how it behaves."""
+
+    v: int = 1
+    screen_id: uuid.UUID
+    tenant_id: uuid.UUID
+    playlist_version: int
+    items: list[PlaylistItem]
+    config: ScreenConfig
+
+
+def key_hash(api_key: str) -> str:
+    """The stored and looked-up form of a ``dak_`` key (also its KV key)."""
+    return hashlib.sha256(api_key.encode()).hexdigest()
+
+
+def kv_subject(bucket: str, key: str) -> str:
+    # A KV put is a JetStream publish to this subject, which lets the outbox relay write KV entries
+    # exactly like events: in order, with Nats-Msg-Id de-duplication.
+    return f"$KV.{bucket}.{key}"

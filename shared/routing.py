@@ -1,0 +1,24 @@
+"""Which service answers which public path: the one table behind the local entry point (and,
+compared by a test, the Kubernetes Ingress). First match wins."""
+
+from __future__ import annotations
+
+import re
+
+ROUTES: list[tuple[str, str]] = [
+    (r"^/v1/screens/[^/]+/(presence|heartbeats)$", "heartbeat"),
+    (r"^/v1/(fleet|heartbeats)(/|$)", "heartbeat"),
+    (r"^/v1/device(/|$)", "device-gateway"),
+    (r"^/(v1/)?devices(/|$)", "provisioning"),
+    (r"^/v1/(tenants|venues|screens)(/|$)", "registry"),
+    (r"^/oauth(/|$)", "registry"),
+]
+
+_compiled = [(re.compile(pattern), service) for pattern, service in ROUTES]
+
+
+def service_for(path: str) -> str | None:
+    for pattern, service in _compiled:
+        if pattern.match(path):
+            return service
+    return None

@@ -1,0 +1,83 @@
+"""Typed settings, read once from the environment in each service's ``__main__``."""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+from typing import Mapping
+
+import msgspec
+
+DEFAULT_PORTS = {
+    "entrypoint": 8080,
+    "registry": 8081,
+    "provisioning": 8082,
+    "device-gateway": 8083,
+    "heartbeat": 8084,
+}
+
+
+class Settings(msgspec.Struct, frozen=True, kw_only=True):
+    database_url: str
+    nats_url: str
+    # Admin of the whole installation: may create tenants. Empty means nobody may.
+    operator_token: str = ""
+    # Ed25519 private key (url-safe base64 of the 32-byte seed) that signs access tokens; registry only.
+    token_signing_key: str = ""
+    # Public keys (url-safe base64, comma separated) whose tokens every service accepts; keeping the
+    # previous key here while a new one signs is how keys rotate without downtime.
+    token_verify_keys: tuple[str, ...] = ()
+    token_ttl_seconds: int = 3600
+    token_issuer: str = "signage"
+    code_ttl_seconds: int = 15 * 60
+    # Failed registrations one client address may make per window before it gets 429.
+    register_failures_per_window: int = 10
+    register_failure_window_seconds: int = 60
+    # X-Forwarded-For is believed only when the direct peer is one of these networks.
+    trusted_proxies: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
+    max_body_bytes: int = 1024 * 1024
+    # Registry's base URL, for provisioning to look up a screen its event copy has not seen yet.
+    registry_url: str = "http://127.0.0.1:8081"
+    nats_replicas: int = 1
+    heartbeat_retention_seconds: int = 24 * 3600
+    host: str = "0.0.0.0"
+    ports: dict[str, int] = msgspec.field(default_factory=lambda: dict(DEFAULT_PORTS))
+    log_format: str = "console"
+    log_level: str = "info"
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] = os.environ) -> Settings:
+        missing = [name for name in ("DATABASE_URL", "NATS_URL") if not env.get(name)]
+        if missing:
+            raise SystemExit(f"missing settings: {', '.join(missing)}")
+        ports = {
+            service: int(env.get(f"{service.upper().replace('-', '_')}_PORT", default))
+            for service, default in DEFAULT_PORTS.items()
+        }
+        return cls(
+            database_url=env["DATABASE_URL"],
+            nats_url=env["NATS_URL"],
+            operator_token=env.get("OPERATOR_TOKEN", ""),
+            token_signing_key=env.get("TOKEN_SIGNING_KEY", ""),
+            token_verify_keys=_split(env.get("TOKEN_VERIFY_KEYS", "")),
+            token_ttl_seconds=int(env.get("TOKEN_TTL_SECONDS", 3600)),
+            token_issuer=env.get("TOKEN_ISSUER", "signage"),
+            code_ttl_seconds=int(env.get("CODE_TTL_SECONDS", 15 * 60)),
+            register_failures_per_window=int(env.get("REGISTER_FAILURES_PER_WINDOW", 10)),
+            register_failure_window_seconds=int(env.get("REGISTER_FAILURE_WINDOW_SECONDS", 60)),
+            trusted_proxies=tuple(
+                ipaddress.ip_network(net, strict=False) for net in _split(env.get("TRUSTED_PROXIES", ""))
+            ),
+            max_body_bytes=int(env.get("MAX_BODY_BYTES", 1024 * 1024)),
+            registry_url=env.get("REGISTRY_URL", f"http://127.0.0.1:{ports['registry']}"),
+            nats_replicas=int(env.get("NATS_REPLICAS", 1)),
+            heartbeat_retention_seconds=int(env.get("HEARTBEAT_RETENTION_SECONDS", 24 * 3600)),
+            host=env.get("HOST", "0.0.0.0"),
+            ports=ports,
+            log_format=env.get("LOG_FORMAT", "console"),
+            log_level=env.get("LOG_LEVEL", "info"),
+        )
+
+
+def _split(value: str) -> tuple[str, ...]:
+    return tuple(part.strip() for part in value.split(",") if part.strip())

@@ -1,0 +1,102 @@
+"""Real PostgreSQL and real NATS for every test: one PostgreSQL cluster per session (a fresh database
+per test, copied from a migrated template), one nats-server per test (it starts in milliseconds)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import asyncpg
+import pytest
+import pytest_asyncio
+
+from devstack.__main__ import MIGRATIONS
+from devstack.infra import NatsServer, Postgres
+from shared import db
+from shared.auth import generate_signing_key
+from shared.settings import Settings
+from tests.stack import Stack, free_ports
+
+TEMPLATE = "signage_template"
+SIGNING_KEY = generate_signing_key()
+OPERATOR_TOKEN = "op_test_" + uuid.uuid4().hex
+
+
+@pytest.fixture(scope="session")
+def postgres(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The server's admin DSN, with the template database migrated."""
+    if os.environ.get("DATABASE_URL"):
+        dsn = os.environ["DATABASE_URL"]
+        server = None
+    else:
+        server = Postgres(tmp_path_factory.mktemp("postgres") / "data", durable=False).start()
+        dsn = server.dsn
+    asyncio.run(_create_template(dsn))
+    yield dsn
+    if server is not None:
+        server.stop("immediate")
+
+
+async def _create_template(dsn: str) -> None:
+    conn = await asyncpg.connect(dsn)
+    try:
+        await conn.execute(f"DROP DATABASE IF EXISTS {TEMPLATE}")
+        await conn.execute(f"CREATE DATABASE {TEMPLATE}")
+    finally:
+        await conn.close()
+    template_dsn = _with_database(dsn, TEMPLATE)
+    for schema, folders in MIGRATIONS.items():
+        await db.migrate(template_dsn, schema, *folders)
+
+
+def _with_database(dsn: str, database: str) -> str:
+    base, _, _ = dsn.rpartition("/")
+    return f"{base}/{database}"
+
+
+@pytest_asyncio.fixture
+async def database(postgres: str) -> AsyncIterator[str]:
+    name = "t_" + uuid.uuid4().hex[:16]
+    conn = await asyncpg.connect(postgres)
+    try:
+        await conn.execute(f"CREATE DATABASE {name} TEMPLATE {TEMPLATE}")
+    finally:
+        await conn.close()
+    yield _with_database(postgres, name)
+    conn = await asyncpg.connect(postgres)
+    try:
+        await conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+    finally:
+        await conn.close()
+
+
+@pytest.fixture
+def nats_server(tmp_path: Path) -> Iterator[NatsServer]:
+    server = NatsServer(tmp_path / "nats").start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def settings(database: str, nats_server: NatsServer) -> Settings:
+    ports = free_ports()
+    return Settings(
+        database_url=database,
+        nats_url=nats_server.url,
+        operator_token=OPERATOR_TOKEN,
+        token_signing_key=SIGNING_KEY,
+        host="127.0.0.1",
+        ports=ports,
+        registry_url=f"http://127.0.0.1:{ports['registry']}",
+        log_format="console",
+        log_level="warning",
+    )
+
+
+@pytest_asyncio.fixture
+async def stack(settings: Settings) -> AsyncIterator[Stack]:
+    async with Stack(settings) as running:
+        yield running

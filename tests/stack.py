@@ -1,0 +1,173 @@
+"""The four services and the entry point, in this process, on free ports, against real servers.
+
+Tests talk HTTP to the entry point exactly as a user would; helpers walk the common steps.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from typing import Any
+
+import aiohttp
+from aiohttp import web
+
+from devstack import entrypoint
+from devstack.infra import free_port
+from services.device_gateway.app import create_app as create_gateway
+from services.heartbeat.app import create_app as create_heartbeat
+from services.provisioning.app import create_app as create_provisioning
+from services.registry.app import create_app as create_registry
+from shared.settings import DEFAULT_PORTS, Settings
+
+SERVICES = {
+    "registry": create_registry,
+    "provisioning": create_provisioning,
+    "device-gateway": create_gateway,
+    "heartbeat": create_heartbeat,
+}
+
+DEVICE_INFO = {
+    "manufacturer": "Sony",
+    "model": "BRAVIA-55",
+    "osVersion": "Android 12",
+    "appVersion": "1.0.0",
+    "macAddress": "00:11:22:33:44:55",
+    "ipAddress": "192.168.1.100",
+    "deviceName": "Lobby Screen",
+    "locationHint": "Front desk",
+}
+
+
+def free_ports() -> dict[str, int]:
+    return {name: free_port() for name in DEFAULT_PORTS}
+
+
+class Stack:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.runners: dict[str, web.AppRunner] = {}
+        self.base_url = f"http://127.0.0.1:{settings.ports['entrypoint']}"
+        self.http: aiohttp.ClientSession
+
+    def url(self, service: str) -> str:
+        return f"http://127.0.0.1:{self.settings.ports[service]}"
+
+    async def __aenter__(self) -> Stack:
+        for name in SERVICES:
+            await self.start_service(name)
+        runner = web.AppRunner(entrypoint.create_app({name: self.url(name) for name in SERVICES}))
+        await runner.setup()
+        await web.TCPSite(runner, "127.0.0.1", self.settings.ports["entrypoint"]).start()
+        self.runners["entrypoint"] = runner
+        self.http = aiohttp.ClientSession(self.base_url)
+        for name in SERVICES:
+            await self.wait_ready(name)
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.http.close()
+        # The entry point first: its idle upstream connections would hold up the services' shutdown.
+        for name in reversed(list(self.runners)):
+            await self.stop_service(name)
+
+    async def start_service(self, name: str, settings: Settings | None = None) -> web.AppRunner:
+        settings = settings or self.settings
+        runner = web.AppRunner(SERVICES[name](settings), access_log=None)
+        await runner.setup()
+        await web.TCPSite(runner, "127.0.0.1", settings.ports[name]).start()
+        self.runners[name] = runner
+        return runner
+
+    async def stop_service(self, name: str) -> None:
+        await self.runners.pop(name).cleanup()
+
+    async def wait_ready(self, name: str, timeout: float = 20) -> None:
+        deadline = time.monotonic() + timeout
+        async with aiohttp.ClientSession() as session:
+            while True:
+                async with session.get(self.url(name) + "/readyz") as response:
+                    if response.status == 200:
+                        return
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"{name} not ready: {await response.text()}")
+                await asyncio.sleep(0.05)
+
+    # ---- the steps of the flow ----------------------------------------------------------------
+
+    async def call(
+        self, method: str, path: str, *, token: str | None = None, json: Any = None, **kwargs: Any
+    ) -> tuple[int, Any, aiohttp.ClientResponse]:
+        headers = kwargs.pop("headers", {})
+        if token is not None:
+            headers["Authorization"] = f"Bearer {token}"
+        async with self.http.request(method, path, json=json, headers=headers, **kwargs) as response:
+            body = await response.json() if response.content_type == "application/json" else await response.read()
+            return response.status, body, response
+
+    async def tenant(self, name: str = "Acme Retail") -> dict[str, Any]:
+        """A new tenant with an access token: ``{"id", "token", "client": {...}}``."""
+        status, tenant, _ = await self.call(
+            "POST", "/v1/tenants", token=self.settings.operator_token, json={"name": name}
+        )
+        assert status == 201, tenant
+        client = tenant["client"]
+        status, token, _ = await self.call(
+            "POST",
+            "/oauth/token",
+            data={
+                "grant_type": "client_credentials",
+                "client_id": client["clientId"],
+                "client_secret": client["clientSecret"],
+            },
+        )
+        assert status == 200, token
+        return {**tenant, "token": token["access_token"]}
+
+    async def screen(self, token: str, name: str = "Lobby") -> dict[str, Any]:
+        status, venue, _ = await self.call("POST", "/v1/venues", token=token, json={"name": "HQ"})
+        assert status == 201, venue
+        status, screen, _ = await self.call(
+            "POST", "/v1/screens", token=token, json={"venueId": venue["id"], "name": name}
+        )
+        assert status == 201, screen
+        return screen
+
+    async def code(self, token: str, screen_id: str) -> dict[str, Any]:
+        status, code, _ = await self.call(
+            "POST", "/v1/devices/provisioning-codes", token=token, json={"screenId": screen_id}
+        )
+        assert status == 201, code
+        return code
+
+    async def register(self, pairing_code: str, **device_info: Any) -> tuple[int, Any]:
+        status, body, _ = await self.call(
+            "POST",
+            "/devices/register",
+            json={"pairingCode": pairing_code, "deviceInfo": {**DEVICE_INFO, **device_info}},
+        )
+        return status, body
+
+    async def paired_device(self, token: str) -> tuple[dict[str, Any], dict[str, Any]]:
+        """A screen and the registration of a TV on it: ``(screen, registered)``."""
+        screen = await self.screen(token)
+        code = await self.code(token, screen["id"])
+        status, registered = await self.register(code["code"])
+        assert status == 201, registered
+        return screen, registered
+
+    async def eventually(self, check: Any, *, timeout: float = 5, interval: float = 0.02) -> Any:
+        """Await ``check()`` until it returns a truthy value; fail after ``timeout`` seconds."""
+        deadline = time.monotonic() + timeout
+        while True:
+            result = await check()
+            if result:
+                return result
+            if time.monotonic() > deadline:
+                raise AssertionError(f"condition not met within {timeout}s (last: {result!r})")
+            await asyncio.sleep(interval)
+
+
+def new_id() -> str:
+    return str(uuid.uuid4())

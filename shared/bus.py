@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 import msgspec
@@ -54,6 +55,7 @@ async def connect(url: str, name: str, *, timeout: float = 30) -> NATS:
                 url,
                 name=name,
                 connect_timeout=2,
+                drain_timeout=5,
                 max_reconnect_attempts=-1,
                 reconnect_time_wait=0.5,
                 disconnected_cb=disconnected,
@@ -114,6 +116,39 @@ def consumer_ctx(
     return background(durable, run)
 
 
+async def pull_batches(
+    js: JetStreamContext, stream: str, config: api.ConsumerConfig, batch: int
+) -> AsyncIterator[list[Msg]]:
+    """Batches from a durable pull consumer (created or updated here), forever.
+
+    Every replica of a service pulls from the same durable consumer, so each message goes to one
+    of them. Use under ``contextlib.aclosing`` so the subscription ends with the caller.
+    """
+    durable = config.durable_name
+    while True:
+        try:
+            await js.add_consumer(stream, config)
+            subscription = await js.pull_subscribe_bind(durable=durable, stream=stream)
+            break
+        except (nats.errors.Error, asyncio.TimeoutError) as exc:
+            log.warning("consumer_setup_failed", durable=durable, error=str(exc))
+            await asyncio.sleep(1)
+    try:
+        while True:
+            try:
+                messages = await subscription.fetch(batch, timeout=5)
+            except nats.errors.TimeoutError:
+                continue
+            except nats.errors.Error as exc:
+                log.warning("consumer_fetch_failed", durable=durable, error=str(exc))
+                await asyncio.sleep(1)
+                continue
+            yield messages
+    finally:
+        # An open pull request would hold up drain() at shutdown until its timeout.
+        await subscription.unsubscribe()
+
+
 async def consume_events(
     js: JetStreamContext, *, durable: str, subjects: list[str], handle: EventHandler, batch: int = 100
 ) -> None:
@@ -131,24 +166,10 @@ async def consume_events(
         ack_wait=30,
         max_ack_pending=10_000,
     )
-    while True:
-        try:
-            await js.add_consumer("EVENTS", config)
-            subscription = await js.pull_subscribe_bind(durable=durable, stream="EVENTS")
-            break
-        except (nats.errors.TimeoutError, nats.errors.ConnectionClosedError, nats.js.errors.ServiceUnavailableError):
-            await asyncio.sleep(1)
-    while True:
-        try:
-            messages = await subscription.fetch(batch, timeout=5)
-        except nats.errors.TimeoutError:
-            continue
-        except (nats.errors.ConnectionClosedError, nats.js.errors.ServiceUnavailableError, nats.errors.Error) as exc:
-            log.warning("consumer_fetch_failed", durable=durable, error=str(exc))
-            await asyncio.sleep(1)
-            continue
-        for message in messages:
-            await _apply(message, handle)
+    async with contextlib.aclosing(pull_batches(js, "EVENTS", config, batch)) as batches:
+        async for messages in batches:
+            for message in messages:
+                await _apply(message, handle)
 
 
 async def _apply(message: Msg, handle: EventHandler) -> None:

@@ -3,16 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 
 import msgspec
-import nats.errors
-import nats.js.errors
 import structlog
 from aiohttp import web
+from nats.aio.msg import Msg
 from nats.js import api
 
 from services.heartbeat import queries
-from shared.bus import JS
+from shared.bus import JS, pull_batches
 from shared.db import POOL
 from shared.events import heartbeat_decoder
 
@@ -32,37 +32,25 @@ async def record_presence(app: web.Application) -> None:
         ack_wait=30,
         max_ack_pending=20_000,
     )
-    while True:
+    async with contextlib.aclosing(pull_batches(js, "HEARTBEATS", config, BATCH)) as batches:
+        async for messages in batches:
+            await _record(app, messages)
+
+
+async def _record(app: web.Application, messages: list[Msg]) -> None:
+    heartbeats, good = [], []
+    for message in messages:
         try:
-            await js.add_consumer("HEARTBEATS", config)
-            subscription = await js.pull_subscribe_bind(durable=DURABLE, stream="HEARTBEATS")
-            break
-        except (nats.errors.Error, asyncio.TimeoutError) as exc:
-            log.warning("consumer_setup_failed", durable=DURABLE, error=str(exc))
-            await asyncio.sleep(1)
-    while True:
-        try:
-            messages = await subscription.fetch(BATCH, timeout=5)
-        except nats.errors.TimeoutError:
-            continue
-        except nats.errors.Error as exc:
-            log.warning("consumer_fetch_failed", durable=DURABLE, error=str(exc))
-            await asyncio.sleep(1)
-            continue
-        heartbeats, good = [], []
-        for message in messages:
-            try:
-                heartbeats.append(heartbeat_decoder.decode(message.data))
-                good.append(message)
-            except msgspec.DecodeError:
-                log.error("heartbeat_undecodable", subject=message.subject)
-                await message.term()
-        try:
-            async with app[POOL].acquire() as conn:
-                await queries.record_heartbeats(conn, heartbeats)
-        except Exception:
-            log.exception("presence_write_failed", batch=len(good))
-            for message in good:
-                await message.nak(delay=1)
-            continue
-        await asyncio.gather(*(message.ack() for message in good))
+            heartbeats.append(heartbeat_decoder.decode(message.data))
+            good.append(message)
+        except msgspec.DecodeError:
+            log.error("heartbeat_undecodable", subject=message.subject)
+            await message.term()
+    try:
+        async with app[POOL].acquire() as conn:
+            await queries.record_heartbeats(conn, heartbeats)
+    except Exception:
+        log.exception("presence_write_failed", batch=len(good))
+        await asyncio.gather(*(message.nak(delay=1) for message in good))
+        return
+    await asyncio.gather(*(message.ack() for message in good))

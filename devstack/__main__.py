@@ -26,6 +26,7 @@ from services.registry.app import MIGRATIONS as REGISTRY_MIGRATIONS
 from services.heartbeat.app import MIGRATIONS as HEARTBEAT_MIGRATIONS
 from shared import db
 from shared.auth import generate_signing_key
+from shared.logging import configure
 from shared.settings import DEFAULT_PORTS
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -53,6 +54,7 @@ def main() -> None:
     env = dict(os.environ)
     env.setdefault("LOG_FORMAT", "console")
     env.setdefault("PYTHONUNBUFFERED", "1")
+    configure(service="devstack", log_format=env["LOG_FORMAT"])
     postgres = nats = None
     if not env.get("DATABASE_URL"):
         postgres = Postgres(DATA / "postgres", port=int(env.get("POSTGRES_PORT", 55432))).start()

@@ -7,6 +7,7 @@ its data in ``.data/``; tests use temporary folders and free ports so two runs n
 
 from __future__ import annotations
 
+import json
 import os
 import pwd
 import shutil
@@ -44,6 +45,7 @@ def wait_for_port(port: int, timeout: float = 15) -> None:
 class Postgres:
     def __init__(self, data_dir: Path, port: int | None = None, *, durable: bool = True) -> None:
         self.data_dir = data_dir.resolve()
+        self._port_chosen_by_us = port is None
         self.port = port or free_port()
         self.durable = durable
         self._user = PG_SYSTEM_USER if os.geteuid() == 0 else None
@@ -79,13 +81,21 @@ class Postgres:
             self.data_dir.chmod(0o700)
         if not (self.data_dir / "PG_VERSION").exists():
             self._run("initdb", "-D", str(self.data_dir), "--auth=trust", "-U", "postgres", "--encoding=UTF8")
-        options = f"-h 127.0.0.1 -p {self.port} -k {self.data_dir}"
+        options = f"-h 127.0.0.1 -k {self.data_dir}"
         if not self.durable:  # throwaway test clusters: skip the fsyncs
             options += " -c fsync=off -c synchronous_commit=off -c full_page_writes=off"
-        self._run(
-            "pg_ctl", "-D", str(self.data_dir), "-w", "-t", "60", "-l", str(self.data_dir / "server.log"),
-            "-o", options, "start",
-        )
+        for attempt in range(5):
+            try:
+                self._run(
+                    "pg_ctl", "-D", str(self.data_dir), "-w", "-t", "60",
+                    "-l", str(self.data_dir / "server.log"), "-o", f"-p {self.port} {options}", "start",
+                )
+                return self
+            except RuntimeError:
+                # Another process took the port between our pick and the server's bind: pick again.
+                if not self._port_chosen_by_us or attempt == 4:
+                    raise
+                self.port = free_port()
         return self
 
     def stop(self, mode: str = "fast") -> None:
@@ -96,7 +106,7 @@ class Postgres:
 class NatsServer:
     def __init__(self, store_dir: Path, port: int | None = None) -> None:
         self.store_dir = store_dir.resolve()
-        self.port = port or free_port()
+        self.port = port  # None: the server picks one (see start)
         self._process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -105,12 +115,28 @@ class NatsServer:
 
     def start(self) -> NatsServer:
         self.store_dir.mkdir(parents=True, exist_ok=True)
-        binary = _nats_server_binary()
+        ports_dir = self.store_dir / "ports"
+        ports_dir.mkdir(exist_ok=True)
+        for stale in ports_dir.glob("*.ports"):
+            stale.unlink()
+        # -p -1 lets the server pick a free port and report it in a ports file: no race with
+        # another process over a port we chose but had not bound yet.
         self._process = subprocess.Popen(
-            [binary, "-js", "-sd", str(self.store_dir), "-a", "127.0.0.1", "-p", str(self.port)],
+            [
+                _nats_server_binary(), "-js", "-sd", str(self.store_dir), "-a", "127.0.0.1",
+                "-p", str(self.port or -1), "--ports_file_dir", str(ports_dir),
+            ],
             stdout=subprocess.DEVNULL,
             stderr=open(self.store_dir / "server.log", "ab"),  # noqa: SIM115 - lives as long as the server
         )
+        deadline = time.monotonic() + 15
+        while not (files := list(ports_dir.glob("*.ports"))):
+            if self._process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"nats-server did not start; see {self.store_dir / 'server.log'}")
+            time.sleep(0.01)
+        time.sleep(0.01)  # the file is written whole, but let the writer finish
+        url = json.loads(files[0].read_text())["nats"][0]
+        self.port = int(url.rsplit(":", 1)[1])
         wait_for_port(self.port)
         return self
 

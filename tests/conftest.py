@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import socket
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -18,7 +19,7 @@ from devstack.infra import NatsServer, Postgres
 from shared import db
 from shared.auth import generate_signing_key
 from shared.settings import Settings
-from tests.stack import Stack, free_ports
+from tests.stack import Stack, bound_sockets
 
 TEMPLATE = "signage_template"
 SIGNING_KEY = generate_signing_key()
@@ -81,8 +82,16 @@ def nats_server(tmp_path: Path) -> Iterator[NatsServer]:
 
 
 @pytest.fixture
-def settings(database: str, nats_server: NatsServer) -> Settings:
-    ports = free_ports()
+def sockets() -> Iterator[dict[str, socket.socket]]:
+    sockets = bound_sockets()
+    yield sockets
+    for sock in sockets.values():
+        sock.close()
+
+
+@pytest.fixture
+def settings(database: str, nats_server: NatsServer, sockets: dict[str, socket.socket]) -> Settings:
+    ports = {name: sock.getsockname()[1] for name, sock in sockets.items()}
     return Settings(
         database_url=database,
         nats_url=nats_server.url,
@@ -97,6 +106,6 @@ def settings(database: str, nats_server: NatsServer) -> Settings:
 
 
 @pytest_asyncio.fixture
-async def stack(settings: Settings) -> AsyncIterator[Stack]:
-    async with Stack(settings) as running:
+async def stack(settings: Settings, sockets: dict[str, socket.socket]) -> AsyncIterator[Stack]:
+    async with Stack(settings, sockets) as running:
         yield running

@@ -6,6 +6,7 @@ Tests talk HTTP to the entry point exactly as a user would; helpers walk the com
 from __future__ import annotations
 
 import asyncio
+import socket
 import time
 import uuid
 from typing import Any
@@ -14,7 +15,6 @@ import aiohttp
 from aiohttp import web
 
 from devstack import entrypoint
-from devstack.infra import free_port
 from services.device_gateway.app import create_app as create_gateway
 from services.heartbeat.app import create_app as create_heartbeat
 from services.provisioning.app import create_app as create_provisioning
@@ -40,13 +40,22 @@ DEVICE_INFO = {
 }
 
 
-def free_ports() -> dict[str, int]:
-    return {name: free_port() for name in DEFAULT_PORTS}
+def bound_sockets() -> dict[str, socket.socket]:
+    """A bound socket per service and the entry point: their ports are ours until the stack
+    listens on them (choosing a free port number and binding it later would race other runs)."""
+    sockets = {}
+    for name in DEFAULT_PORTS:
+        sock = socket.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(("127.0.0.1", 0))
+        sockets[name] = sock
+    return sockets
 
 
 class Stack:
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, sockets: dict[str, socket.socket] | None = None) -> None:
         self.settings = settings
+        self._sockets = dict(sockets or {})
         self.runners: dict[str, web.AppRunner] = {}
         self.base_url = f"http://127.0.0.1:{settings.ports['entrypoint']}"
         self.http: aiohttp.ClientSession
@@ -59,7 +68,7 @@ class Stack:
             await self.start_service(name)
         runner = web.AppRunner(entrypoint.create_app({name: self.url(name) for name in SERVICES}))
         await runner.setup()
-        await web.TCPSite(runner, "127.0.0.1", self.settings.ports["entrypoint"]).start()
+        await self._site(runner, "entrypoint", self.settings).start()
         self.runners["entrypoint"] = runner
         self.http = aiohttp.ClientSession(self.base_url)
         for name in SERVICES:
@@ -76,9 +85,15 @@ class Stack:
         settings = settings or self.settings
         runner = web.AppRunner(SERVICES[name](settings), access_log=None)
         await runner.setup()
-        await web.TCPSite(runner, "127.0.0.1", settings.ports[name]).start()
+        await self._site(runner, name, settings).start()
         self.runners[name] = runner
         return runner
+
+    def _site(self, runner: web.AppRunner, name: str, settings: Settings) -> web.BaseSite:
+        sock = self._sockets.pop(name, None)
+        if sock is not None:
+            return web.SockSite(runner, sock)
+        return web.TCPSite(runner, "127.0.0.1", settings.ports[name], reuse_address=True)
 
     async def stop_service(self, name: str) -> None:
         await self.runners.pop(name).cleanup()

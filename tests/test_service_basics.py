@@ -1,0 +1,91 @@
+"""What every service offers: health, readiness, metrics, its OpenAPI document, request ids."""
+
+from __future__ import annotations
+
+import aiohttp
+import asyncpg
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+SERVICES = ("registry", "provisioning", "device-gateway", "heartbeat")
+
+
+@pytest.mark.parametrize("service", SERVICES)
+async def test_health_readiness_metrics_and_openapi(stack, service):
+    async with aiohttp.ClientSession(stack.url(service)) as http:
+        async with http.get("/healthz") as response:
+            assert (response.status, await response.json()) == (200, {"status": "ok"})
+        async with http.get("/readyz") as response:
+            body = await response.json()
+            assert response.status == 200 and body["status"] == "ready"
+            assert body["checks"]["nats"] is True
+        async with http.get("/metrics") as response:
+            assert response.status == 200
+            names = {family.name for family in text_string_to_metric_families(await response.text())}
+            assert {"http_requests", "http_request_duration_seconds"} <= names
+        async with http.get("/openapi.json") as response:
+            document = await response.json()
+            assert document["openapi"] == "3.1.0"
+
+
+async def test_the_entry_point_serves_the_whole_api_document(stack):
+    status, document, _ = await stack.call("GET", "/openapi.json")
+    assert status == 200
+    paths = document["paths"]
+    for path, method in [
+        ("/v1/tenants", "post"), ("/oauth/token", "post"), ("/v1/venues", "get"),
+        ("/v1/screens/{id}/playlist", "put"), ("/v1/screens/{id}/config", "patch"),
+        ("/v1/devices/provisioning-codes", "post"), ("/devices/register", "post"),
+        ("/v1/devices/{id}/revoke", "post"), ("/v1/device/playlist", "get"),
+        ("/v1/device/heartbeat", "post"), ("/v1/device/events", "post"),
+    ]:
+        assert method in paths[path], (path, method)
+    registration = document["components"]["schemas"]["Registration"]
+    assert registration["required"] == ["pairingCode", "deviceInfo"]
+
+
+async def test_readiness_fails_while_the_database_is_unreachable(stack):
+    registry = stack.runners["registry"].app
+    from shared.db import POOL
+
+    await registry[POOL].close()  # as good as a database that went away, for this pool
+    async with aiohttp.ClientSession(stack.url("registry")) as http:
+        async with http.get("/readyz") as response:
+            body = await response.json()
+    assert response.status == 503
+    assert body == {"status": "not_ready", "checks": {"database": False, "nats": True}}
+
+
+async def test_the_request_id_is_echoed_and_generated(stack):
+    _, _, response = await stack.call("GET", "/v1/venues", headers={"X-Request-ID": "abc-123"})
+    assert response.headers["X-Request-ID"] == "abc-123"
+    _, _, response = await stack.call("GET", "/v1/venues")
+    assert len(response.headers["X-Request-ID"]) == 32
+
+
+async def test_provisioning_asks_registry_about_a_screen_it_has_not_heard_of(stack):
+    tenant = await stack.tenant()
+    screen = await stack.screen(tenant["token"])
+
+    async def copied():
+        return await conn.fetchval("SELECT version FROM provisioning.screens WHERE id = $1::uuid", screen["id"])
+
+    conn = await asyncpg.connect(stack.settings.database_url)
+    try:
+        assert await stack.eventually(copied) == 1
+        # As if the screen's event had not arrived yet:
+        await conn.execute("DELETE FROM provisioning.screens WHERE id = $1::uuid", screen["id"])
+        other = await stack.tenant("Other")
+        status, body, _ = await stack.call(
+            "POST", "/v1/devices/provisioning-codes", token=other["token"], json={"screenId": screen["id"]}
+        )
+        assert (status, body["error"]) == (404, "not_found")
+        code = await stack.code(tenant["token"], screen["id"])
+        assert code["screenId"] == screen["id"]
+        assert await conn.fetchval(
+            "SELECT tenant_id::text FROM provisioning.screens WHERE id = $1::uuid", screen["id"]
+        ) == tenant["id"]
+    finally:
+        await conn.close()
+    status, registered = await stack.register(code["code"])
+    assert status == 201 and registered["config"]["syncIntervalMinutes"] == 5

@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import aiohttp
+import structlog
 from aiohttp import web
 
 from services.provisioning import queries
@@ -19,6 +20,8 @@ from shared.openapi import add_operations
 from shared.settings import Settings
 from shared.db import POOL
 from shared.web import SETTINGS, background, base_app
+
+log = structlog.get_logger()
 
 SCHEMA = "provisioning"
 MIGRATIONS = (db.OUTBOX_MIGRATIONS, Path(__file__).parent / "migrations")
@@ -51,5 +54,5 @@ async def prune_registration_failures(app: web.Application) -> None:
         try:
             async with app[POOL].acquire() as conn:
                 await queries.prune_failures(conn, older_than_seconds=2 * window)
-        except Exception:  # the next round tries again; pruning is housekeeping
-            pass
+        except Exception as exc:  # the next round tries again; pruning is housekeeping
+            log.warning("prune_failed", error=str(exc))

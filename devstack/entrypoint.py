@@ -41,7 +41,7 @@ def create_app(upstreams: dict[str, str]) -> web.Application:
 
     app.router.add_get("/openapi.json", openapi_document)
     app.router.add_get("/healthz", healthz)
-    app.router.add_route("*", "/{path:.*}", proxy)
+    app.router.add_route("*", r"/{path:[\s\S]*}", proxy)
     return app
 
 

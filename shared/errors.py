@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import typing
 from typing import Any
 
 import msgspec
@@ -117,6 +118,12 @@ def invalid_body(type_: type, raw: Any) -> BadRequest:
 
 
 def _problems(type_: Any, value: Any, path: str) -> list[tuple[ErrorDetail, str]]:
+    inner = typing.get_args(type_)[0] if typing.get_origin(type_) is typing.Annotated else type_
+    if typing.get_origin(inner) is list and isinstance(value, list):
+        (item_type,) = typing.get_args(inner)
+        found = [p for i, item in enumerate(value) for p in _problems(item_type, item, f"{path}[{i}]")]
+        if found:
+            return found
     if isinstance(type_, type) and issubclass(type_, msgspec.Struct) and isinstance(value, dict):
         found: list[tuple[ErrorDetail, str]] = []
         for field in msgspec.structs.fields(type_):
@@ -163,3 +170,27 @@ def _detail(error: str, base: str) -> tuple[ErrorDetail, str]:
 
 def _join(path: str, name: str) -> str:
     return f"{path}.{name}" if path else name
+
+
+def nul_characters(raw: Any) -> BadRequest:
+    """A 400 naming each string that holds NUL: JSON allows it, PostgreSQL text does not."""
+    fields = list(dict.fromkeys(_nul_paths(raw, "")))
+    return BadRequest(
+        "text must not contain NUL (\\u0000) characters",
+        details=[ErrorDetail(field, "format") for field in fields],
+    )
+
+
+def _nul_paths(value: Any, path: str) -> typing.Iterator[str]:
+    if isinstance(value, str):
+        if "\x00" in value:
+            yield path
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            key_path = _join(path, key)
+            if "\x00" in key:
+                yield key_path
+            yield from _nul_paths(item, key_path)
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            yield from _nul_paths(item, f"{path}[{index}]")

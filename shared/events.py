@@ -106,7 +106,7 @@ def heartbeat_subject(tenant_id: uuid.UUID | str, screen_id: uuid.UUID | str) ->
 
 class DeviceEvent(msgspec.Struct, frozen=True, kw_only=True):
     type: Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
-    at: datetime
+    at: Annotated[datetime, msgspec.Meta(tz=True)]  # RFC 3339: with an offset
     data: dict[str, Any] | None = None
 
 

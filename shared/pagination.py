@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import re
 import uuid
 from datetime import datetime
 
@@ -29,7 +30,7 @@ _decoder = msgspec.json.Decoder(Cursor)
 def page_params(request: web.Request) -> tuple[Cursor | None, int]:
     """``cursor`` and ``limit`` from the query string; bad values are a 400 naming the parameter."""
     raw_limit = request.query.get("limit", str(DEFAULT_LIMIT))
-    if not raw_limit.isdigit() or not 1 <= int(raw_limit) <= MAX_LIMIT:
+    if not re.fullmatch(r"[0-9]{1,4}", raw_limit) or not 1 <= int(raw_limit) <= MAX_LIMIT:
         raise BadRequest(
             f"limit must be an integer from 1 to {MAX_LIMIT}",
             details=[ErrorDetail("limit", "range")],

@@ -31,7 +31,7 @@ class DeviceKeyEntry(msgspec.Struct, frozen=True, kw_only=True, rename="camel"):
 
 class PlaylistItem(msgspec.Struct, frozen=True, kw_only=True, rename="camel"):
     type: Literal["image", "video", "web"]
-    url: Annotated[str, msgspec.Meta(max_length=2048, pattern=r"^https?://[^\s]+$")]
+    url: Annotated[str, msgspec.Meta(max_length=2048, pattern=r"^https?://[^\s]+(?!\n)$")]
     duration_seconds: Annotated[float, msgspec.Meta(gt=0, le=86400)]
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
+import re
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -36,6 +37,8 @@ LATENCY = prometheus_client.Histogram(
 
 _encoder = msgspec.json.Encoder()
 T = TypeVar("T")
+# A \u0000 escape not itself escaped (an odd number of backslashes before the u).
+_NUL_ESCAPE = re.compile(rb"(?<!\\)(?:\\\\)*\\u0000")
 
 
 def base_app(service: str, settings: Settings) -> web.Application:
@@ -71,11 +74,14 @@ async def read_json(request: web.Request, decoder: msgspec.json.Decoder[T]) -> T
         raise errors.UnsupportedMediaType("send the body as application/json")
     raw = await request.read()  # aiohttp raises 413 past client_max_size; errors_as_json shapes it
     try:
-        return decoder.decode(raw)
+        body = decoder.decode(raw)
     except msgspec.ValidationError:
         return _raise_invalid(decoder.type, raw)
     except msgspec.DecodeError as exc:
         raise errors.BadRequest(f"body is not valid JSON: {exc}") from None
+    if _NUL_ESCAPE.search(raw):
+        raise errors.nul_characters(msgspec.json.decode(raw))
+    return body
 
 
 def _raise_invalid(type_: Any, raw: bytes) -> Any:

@@ -12,9 +12,11 @@ from msgspec import Meta
 
 from shared.events import ScreenConfig
 
-PAIRING_CODE_PATTERN = r"^[A-Z0-9]{8}$"
+# `$` alone would also match before a trailing newline; (?!\n) refuses that (and stays valid
+# ECMAScript, as JSON Schema patterns must).
+PAIRING_CODE_PATTERN = r"^[A-Z0-9]{8}(?!\n)$"
 # Either separator, but one kind throughout (the backreference): 00:11:22:33:44:55 or 00-11-...
-MAC_PATTERN = r"^[0-9A-Fa-f]{2}([:-])(?:[0-9A-Fa-f]{2}\1){4}[0-9A-Fa-f]{2}$"
+MAC_PATTERN = r"^[0-9A-Fa-f]{2}([:-])(?:[0-9A-Fa-f]{2}\1){4}[0-9A-Fa-f]{2}(?!\n)$"
 
 Text = Annotated[str, Meta(min_length=1, max_length=100)]
 Label = Annotated[str, Meta(max_length=200)]

@@ -101,7 +101,9 @@ async def issue_token(request: web.Request) -> web.Response:
     if scope.split() != [ADMIN_SCOPE]:
         return _oauth_error(400, "invalid_scope", f"the only scope is {ADMIN_SCOPE!r}")
     async with request.app[POOL].acquire() as conn:
-        client = await queries.find_client(conn, client_id) if client_id else None
+        # PostgreSQL text cannot hold NUL; such an id cannot exist
+        known = client_id and "\x00" not in client_id
+        client = await queries.find_client(conn, client_id) if known else None
     if client is None or not hmac.compare_digest(client["secret_hash"], secret_hash(client_secret)):
         return _oauth_error(401, "invalid_client", "unknown client or wrong secret", basic=bool(basic))
     issuer = request.app[ISSUER]

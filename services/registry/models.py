@@ -74,7 +74,7 @@ class NewScreen(Body):
     venue_id: uuid.UUID
     name: Name
     orientation: Literal["landscape", "portrait"] | None = None
-    resolution: Annotated[str, Meta(pattern=r"^[1-9][0-9]{1,4}x[1-9][0-9]{1,4}$")] | None = None
+    resolution: Annotated[str, Meta(pattern=r"^[1-9][0-9]{1,4}x[1-9][0-9]{1,4}(?!\n)$")] | None = None
 
 
 ScreenState = Literal["provisioning", "active"]

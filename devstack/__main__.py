@@ -14,6 +14,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import aiohttp
@@ -39,7 +40,7 @@ MIGRATIONS = {
 }
 
 
-def _persisted_secret(name: str, make: callable) -> str:  # type: ignore[valid-type]
+def _persisted_secret(name: str, make: Callable[[], str]) -> str:
     """A generated setting kept under .data/, so tokens and keys survive a restart of `make run`."""
     path = DATA / name
     if not path.exists():

@@ -56,7 +56,6 @@ class Operation:
     responses: dict[int, Any] = field(default_factory=dict)  # status -> Struct type, or None
     errors: tuple[int, ...] = ()
     params: tuple[Param, ...] = ()
-    response_content_type: str = "application/json"
 
 
 def routes(operations: Iterable[Operation]) -> list[web.RouteDef]:
@@ -110,7 +109,7 @@ def _operation(op: Operation) -> dict[str, Any]:
     for status, type_ in op.responses.items():
         response: dict[str, Any] = {"description": "OK" if status < 300 else "see body"}
         if type_ is not None:
-            response["content"] = {op.response_content_type: {"schema": _ref(type_)}}
+            response["content"] = {"application/json": {"schema": _ref(type_)}}
         responses[str(status)] = response
     for status in op.errors:
         responses[str(status)] = {

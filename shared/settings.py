@@ -39,7 +39,6 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     # Registry's base URL, for provisioning to look up a screen its event copy has not seen yet.
     registry_url: str = "http://127.0.0.1:8081"
     nats_replicas: int = 1
-    heartbeat_retention_seconds: int = 24 * 3600
     host: str = "0.0.0.0"
     ports: dict[str, int] = msgspec.field(default_factory=lambda: dict(DEFAULT_PORTS))
     log_format: str = "console"
@@ -71,7 +70,6 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             max_body_bytes=int(env.get("MAX_BODY_BYTES", 1024 * 1024)),
             registry_url=env.get("REGISTRY_URL", f"http://127.0.0.1:{ports['registry']}"),
             nats_replicas=int(env.get("NATS_REPLICAS", 1)),
-            heartbeat_retention_seconds=int(env.get("HEARTBEAT_RETENTION_SECONDS", 24 * 3600)),
             host=env.get("HOST", "0.0.0.0"),
             ports=ports,
             log_format=env.get("LOG_FORMAT", "console"),

@@ -76,16 +76,12 @@ async def read_json(request: web.Request, decoder: msgspec.json.Decoder[T]) -> T
     try:
         body = decoder.decode(raw)
     except msgspec.ValidationError:
-        return _raise_invalid(decoder.type, raw)
+        raise errors.invalid_body(decoder.type, msgspec.json.decode(raw)) from None
     except msgspec.DecodeError as exc:
         raise errors.BadRequest(f"body is not valid JSON: {exc}") from None
     if _NUL_ESCAPE.search(raw):
         raise errors.nul_characters(msgspec.json.decode(raw))
     return body
-
-
-def _raise_invalid(type_: Any, raw: bytes) -> Any:
-    raise errors.invalid_body(type_, msgspec.json.decode(raw))
 
 
 def client_address(request: web.Request, trusted: tuple[Any, ...]) -> str:

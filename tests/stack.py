@@ -128,17 +128,23 @@ class Stack:
         )
         assert status == 201, tenant
         client = tenant["client"]
-        status, token, _ = await self.call(
-            "POST",
-            "/oauth/token",
-            data={
-                "grant_type": "client_credentials",
-                "client_id": client["clientId"],
-                "client_secret": client["clientSecret"],
-            },
-        )
+        status, token, _ = await self.client_credentials(client["clientId"], client["clientSecret"])
         assert status == 200, token
         return {**tenant, "token": token["access_token"]}
+
+    async def client_credentials(
+        self, client_id: str, client_secret: str, *, basic: bool = False
+    ) -> tuple[int, Any, aiohttp.ClientResponse]:
+        """``POST /oauth/token`` (client credentials grant), secrets in the form or HTTP Basic."""
+        if basic:
+            return await self.call(
+                "POST", "/oauth/token", data={"grant_type": "client_credentials"},
+                headers={"Authorization": aiohttp.BasicAuth(client_id, client_secret).encode()},
+            )
+        return await self.call(
+            "POST", "/oauth/token",
+            data={"grant_type": "client_credentials", "client_id": client_id, "client_secret": client_secret},
+        )
 
     async def screen(self, token: str, name: str = "Lobby") -> dict[str, Any]:
         status, venue, _ = await self.call("POST", "/v1/venues", token=token, json={"name": "HQ"})

@@ -413,20 +413,11 @@ async def test_token_with_a_wrong_secret_is_invalid_client(stack: Stack) -> None
     client = tenant["client"]
     wrong = client["clientSecret"][:-4] + ("AAAA" if not client["clientSecret"].endswith("AAAA") else "BBBB")
 
-    status, body, response = await stack.call(
-        "POST",
-        "/oauth/token",
-        data={"grant_type": "client_credentials", "client_id": client["clientId"], "client_secret": wrong},
-    )
+    status, body, response = await stack.client_credentials(client["clientId"], wrong)
     assert (status, body["error"]) == (401, "invalid_client"), body
     assert "access_token" not in body
 
-    status, body, response = await stack.call(
-        "POST",
-        "/oauth/token",
-        data={"grant_type": "client_credentials"},
-        headers={"Authorization": aiohttp.BasicAuth(client["clientId"], wrong).encode()},
-    )
+    status, body, response = await stack.client_credentials(client["clientId"], wrong, basic=True)
     assert (status, body["error"]) == (401, "invalid_client"), body
     assert "access_token" not in body
     # RFC 6749 §5.2: a client that authenticated with the Authorization header is challenged back.
@@ -434,15 +425,7 @@ async def test_token_with_a_wrong_secret_is_invalid_client(stack: Stack) -> None
 
     # One tenant's client id with another's secret does not work either.
     other = await stack.tenant("Other")
-    status, body, _ = await stack.call(
-        "POST",
-        "/oauth/token",
-        data={
-            "grant_type": "client_credentials",
-            "client_id": client["clientId"],
-            "client_secret": other["client"]["clientSecret"],
-        },
-    )
+    status, body, _ = await stack.client_credentials(client["clientId"], other["client"]["clientSecret"])
     assert (status, body["error"]) == (401, "invalid_client"), body
 
 

@@ -27,7 +27,6 @@ from services.registry.models import (
 from shared import outbox
 from shared.auth import ADMIN_SCOPE, ISSUER, new_secret, require_operator, secret_hash, tenant_of
 from shared.db import POOL
-from shared.errors import ErrorBody
 from shared.events import ScreenConfigChanged, ScreenCreated
 from shared.pagination import choice_query, next_cursor, page_params, uuid_query
 from shared.projections import SCREEN_CONTENT_BUCKET
@@ -69,9 +68,7 @@ async def create_tenant(request: web.Request) -> web.Response:
 
 def _oauth_error(status: int, error: str, description: str, *, basic: bool = False) -> web.Response:
     """RFC 6749 §5.2 errors in our one shape; ``error_description`` too, for stock OAuth clients."""
-    body = msgspec.structs.asdict(ErrorBody(error=error, message=description))
-    body.pop("details")
-    body["error_description"] = description
+    body = {"error": error, "message": description, "error_description": description}
     headers = {"Cache-Control": "no-store"}
     if basic:
         headers["WWW-Authenticate"] = 'Basic realm="oauth"'
@@ -156,7 +153,7 @@ async def create_screen(request: web.Request) -> web.Response:
                 tenant_id=tenant_id,
                 screen_id=screen.id,
                 venue_id=screen.venue_id,
-                version=1,
+                version=1,  # a new row's version (the column's default)
                 config=content.config,
             ),
         )

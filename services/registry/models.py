@@ -13,6 +13,8 @@ from msgspec import UNSET, Meta, UnsetType
 from shared.events import ScreenConfig
 from shared.projections import PlaylistItem
 
+_TIMEZONES = frozenset(zoneinfo.available_timezones())
+
 Name = Annotated[str, Meta(min_length=1, max_length=200)]
 
 
@@ -51,7 +53,7 @@ class NewVenue(Body):
     address: Annotated[str, Meta(max_length=500)] | None = None
 
     def __post_init__(self) -> None:
-        if self.timezone is not None and self.timezone not in zoneinfo.available_timezones():
+        if self.timezone is not None and self.timezone not in _TIMEZONES:
             raise ValueError("`timezone` must be an IANA time zone such as Europe/Berlin")
 
 

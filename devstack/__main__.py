@@ -15,29 +15,17 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
-from pathlib import Path
 
-import aiohttp
 from aiohttp import web
 
 from devstack import entrypoint
 from devstack.infra import NatsServer, Postgres
-from services.provisioning.app import MIGRATIONS as PROVISIONING_MIGRATIONS
-from services.registry.app import MIGRATIONS as REGISTRY_MIGRATIONS
-from services.heartbeat.app import MIGRATIONS as HEARTBEAT_MIGRATIONS
-from shared import db
+from devstack.services import ROOT, SERVICES, migrate, spawn, wait_ready
 from shared.auth import generate_signing_key
 from shared.logging import configure
 from shared.settings import DEFAULT_PORTS
 
-ROOT = Path(__file__).resolve().parent.parent
 DATA = ROOT / ".data"
-SERVICES = ("registry", "provisioning", "device-gateway", "heartbeat")
-MIGRATIONS = {
-    "registry": REGISTRY_MIGRATIONS,
-    "provisioning": PROVISIONING_MIGRATIONS,
-    "heartbeat": HEARTBEAT_MIGRATIONS,
-}
 
 
 def _persisted_secret(name: str, make: Callable[[], str]) -> str:
@@ -72,10 +60,8 @@ def main() -> None:
     }
     children: list[subprocess.Popen[bytes]] = []
     try:
-        asyncio.run(_migrate(env["DATABASE_URL"]))
-        for service in SERVICES:
-            module = "services." + service.replace("-", "_")
-            children.append(subprocess.Popen([sys.executable, "-m", module], env=env, cwd=ROOT))
+        asyncio.run(migrate(env["DATABASE_URL"]))
+        children.extend(spawn(service, env) for service in SERVICES)
         asyncio.run(_serve_entrypoint(ports, env, started, children))
     finally:
         for child in children:
@@ -92,12 +78,6 @@ def main() -> None:
         print("stopped.")
 
 
-async def _migrate(dsn: str) -> None:
-    await db.wait_for_database(dsn)
-    for schema, folders in MIGRATIONS.items():
-        await db.migrate(dsn, schema, *folders)
-
-
 async def _serve_entrypoint(
     ports: dict[str, int], env: dict[str, str], started: float, children: list[subprocess.Popen[bytes]]
 ) -> None:
@@ -105,7 +85,7 @@ async def _serve_entrypoint(
     runner = web.AppRunner(entrypoint.create_app(upstreams), access_log=None)
     await runner.setup()
     await web.TCPSite(runner, env.get("HOST", "0.0.0.0"), ports["entrypoint"]).start()
-    await _wait_ready(upstreams, children)
+    await wait_ready(upstreams, children)
     _print_welcome(ports["entrypoint"], env, time.monotonic() - started)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -120,24 +100,6 @@ async def _serve_entrypoint(
         except asyncio.TimeoutError:
             pass
     await runner.cleanup()
-
-
-async def _wait_ready(upstreams: dict[str, str], children: list[subprocess.Popen[bytes]]) -> None:
-    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=2)) as session:
-        for service, url in upstreams.items():
-            deadline = time.monotonic() + 60
-            while True:
-                if any(child.poll() is not None for child in children):
-                    raise SystemExit(f"a service exited during start-up (waiting for {service})")
-                try:
-                    async with session.get(url + "/readyz") as response:
-                        if response.status == 200:
-                            break
-                except aiohttp.ClientError:
-                    pass
-                if time.monotonic() > deadline:
-                    raise SystemExit(f"{service} is not ready after 60 s; see its log above")
-                await asyncio.sleep(0.2)
 
 
 def _print_welcome(port: int, env: dict[str, str], seconds: float) -> None:

@@ -1,0 +1,427 @@
+"""``make bench``: the real stack on this machine, a fleet made through the public API, and the
+figures issue 4 asks for, printed as a table and written as JSON.
+
+Every throughput figure is a ratio against a bare aiohttp handler measured in the same run, with
+the same load generator (wrk) and settings: absolute numbers drift on a shared machine.
+
+    python -m bench [--devices 2000] [--seconds 5] [--rounds 3] [--keys 100000,1000000] [--out FILE]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import hashlib
+import json
+import os
+import secrets
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import time
+import uuid
+from contextlib import ExitStack
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import asyncpg
+import msgspec
+import nats
+
+from bench.fleet import Admin, Device, bounded, pair_devices, registration_latencies
+from bench.load import Load, require_wrk, rss_bytes, wrk
+from devstack.infra import NatsServer, Postgres, free_port
+from devstack.services import ROOT, migrate, spawn, wait_ready
+from shared.auth import generate_signing_key
+from shared.projections import DEVICE_KEYS_BUCKET, DeviceKeyEntry
+
+DATA = ROOT / ".data" / "bench"
+
+
+class Processes(ExitStack):
+    """Child processes that end (SIGTERM, then SIGKILL) when the bench does, whatever happens."""
+
+    def start(self, command: list[str] | str, env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+        out = open(log, "ab")  # noqa: SIM115 - closed with the process
+        if isinstance(command, str):
+            process = spawn(command, env, stdout=out, stderr=subprocess.STDOUT)
+        else:
+            process = subprocess.Popen(command, env=env, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT)
+        self.callback(out.close)
+        self.callback(stop, process)
+        return process
+
+
+def stop(process: subprocess.Popen[bytes]) -> None:
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+class Bench:
+    def __init__(self, args: argparse.Namespace, processes: Processes, env: dict[str, str]) -> None:
+        self.args = args
+        self.processes = processes
+        self.env = env
+        self.urls = {name: f"http://127.0.0.1:{free_port()}" for name in ("registry", "provisioning", "heartbeat")}
+        self.figures: dict[str, Any] = {"machine": machine()}
+
+    # ---- processes --------------------------------------------------------------------------------
+
+    async def start_services(self) -> None:
+        children = []
+        for name, url in self.urls.items():
+            env = {**self.env, f"{name.upper()}_PORT": url.rsplit(":", 1)[1], "REGISTRY_URL": self.urls["registry"]}
+            children.append(self.processes.start(name, env, DATA / f"{name}.log"))
+        await wait_ready(self.urls, children)
+
+    async def start_gateway(self, workers: int = 1) -> tuple[subprocess.Popen[bytes], str]:
+        port = free_port()
+        env = {**self.env, "DEVICE_GATEWAY_PORT": str(port), "WORKERS": str(workers)}
+        process = self.processes.start("device-gateway", env, DATA / "device-gateway.log")
+        url = f"http://127.0.0.1:{port}"
+        await wait_ready({"device-gateway": url}, [process], timeout=600)
+        return process, url
+
+    def start_bare(self, workers: int = 1) -> tuple[subprocess.Popen[bytes], str]:
+        port = free_port()
+        process = self.processes.start(
+            [sys.executable, "-m", "bench.bare", str(port), str(workers)], self.env, DATA / "bare.log"
+        )
+        url = f"http://127.0.0.1:{port}"
+        _wait_for_http(url)
+        return process, url
+
+    # ---- the figures ------------------------------------------------------------------------------
+
+    async def run(self) -> dict[str, Any]:
+        args = self.args
+        await self.start_services()
+        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=200)) as http:
+            admin = Admin(http, self.urls)
+            await admin.sign_up(self.env["OPERATOR_TOKEN"])
+            print(f"pairing {args.devices} + {args.revokes} TVs through the API ...", flush=True)
+            devices = await pair_devices(admin, args.devices + args.revokes, concurrency=50)
+            polling, revoked = devices[: args.devices], devices[args.devices :]
+            gateway, gateway_url = await self.start_gateway()
+            keys_file = await self.keys_file(http, gateway_url, polling)
+
+            print("1. polls, one process ...", flush=True)
+            self.figures["poll_one_process"] = await self.compare_polls(gateway, gateway_url, keys_file, workers=1)
+            print("3. heartbeats ...", flush=True)
+            self.figures["heartbeats"] = await self.heartbeats(gateway, gateway_url, keys_file, polling)
+            print("4. revoke -> rejected ...", flush=True)
+            self.figures["revoke"] = await self.revoke_latency(http, admin, gateway_url, revoked)
+            stop(gateway)
+
+            workers = os.cpu_count() or 1
+            print(f"2. polls, {workers} workers ...", flush=True)
+            gateway, gateway_url = await self.start_gateway(workers)
+            self.figures["poll_all_cores"] = await self.compare_polls(gateway, gateway_url, keys_file, workers)
+            stop(gateway)
+
+            print("5. registrations ...", flush=True)
+            latencies = await registration_latencies(admin, args.registrations, concurrency=50)
+            self.figures["registration"] = {"concurrency": 50, **percentiles(latencies)}
+
+        print("6. memory ...", flush=True)
+        self.figures["memory"] = await self.memory(len(devices))
+        return self.figures
+
+    async def keys_file(self, http: aiohttp.ClientSession, gateway_url: str, devices: list[Device]) -> Path:
+        """``key etag`` per device, for wrk; waits until the gateway knows every device."""
+
+        async def etag(device: Device) -> str:
+            headers = {"Authorization": f"Bearer {device.key}"}
+            while True:
+                async with http.get(gateway_url + "/v1/device/playlist", headers=headers) as response:
+                    if response.status == 200:
+                        return response.headers["ETag"]
+                await asyncio.sleep(0.05)
+
+        etags = await bounded(50, [lambda d=d: etag(d) for d in devices])
+        path = DATA / "keys.txt"
+        path.write_text("".join(f"{d.key} {tag}\n" for d, tag in zip(devices, etags)))
+        return path
+
+    async def compare_polls(
+        self, gateway: subprocess.Popen[bytes], gateway_url: str, keys_file: Path, workers: int
+    ) -> dict[str, Any]:
+        """304 polls of the gateway against the bare handler, alternating, ``rounds`` times each."""
+        bare, bare_url = self.start_bare(workers)
+        options = dict(seconds=self.args.seconds, connections=64, threads=workers)
+        runs: dict[str, list[Load]] = {"gateway": [], "bare": []}
+        for _ in range(self.args.rounds):
+            runs["bare"].append(wrk(bare_url + "/v1/device/playlist", keys_file, server_pid=bare.pid, **options))
+            runs["gateway"].append(
+                wrk(gateway_url + "/v1/device/playlist", keys_file, server_pid=gateway.pid, **options)
+            )
+        stop(bare)
+        figures = {name: median_load(loads) for name, loads in runs.items()}
+        figures["workers"] = workers
+        figures["ratio"] = round(figures["gateway"]["rate"] / figures["bare"]["rate"], 3)
+        return figures
+
+    async def heartbeats(
+        self, gateway: subprocess.Popen[bytes], gateway_url: str, keys_file: Path, devices: list[Device]
+    ) -> dict[str, Any]:
+        """Heartbeats from every TV for a while: how many got 202, how many JetStream holds, and
+        whether presence reflects each screen's newest one once the heartbeat service caught up."""
+        nc = await nats.connect(self.env["NATS_URL"])
+        js = nc.jetstream()
+        stored_before = (await js.stream_info("HEARTBEATS")).state.messages
+        started = time.monotonic()
+        load = wrk(
+            gateway_url + "/v1/device/heartbeat", keys_file, server_pid=gateway.pid, method="POST",
+            body='{"uptimeSeconds": 60, "appVersion": "1.0.0"}', seconds=self.args.seconds,
+        )
+        accepted = load.requests - load.failed
+        stored = (await js.stream_info("HEARTBEATS")).state.messages - stored_before
+        while True:  # until the heartbeat service has acked everything
+            consumer = await js.consumer_info("HEARTBEATS", "heartbeat-presence")
+            if consumer.num_pending == 0 and consumer.num_ack_pending == 0:
+                break
+            if time.monotonic() - started > 120:
+                raise RuntimeError(f"heartbeat consumer did not catch up: {consumer}")
+            await asyncio.sleep(0.05)
+        drained = time.monotonic() - started
+        newest = {}
+        for device in devices:
+            message = await js.get_last_msg("HEARTBEATS", f"heartbeat.*.{device.screen_id}")
+            newest[device.screen_id] = msgspec.json.decode(message.data)["receivedAt"]
+        await nc.close()
+        connection = await asyncpg.connect(self.env["DATABASE_URL"])
+        rows = await connection.fetch("SELECT screen_id::text, last_heartbeat FROM heartbeat.presence")
+        await connection.close()
+        presence = {row["screen_id"]: json.loads(row["last_heartbeat"])["receivedAt"] for row in rows}
+        stale = sum(1 for screen, received in newest.items() if presence.get(screen) != received)
+        return {
+            "accepted": accepted,
+            "stored": stored,
+            "lost": max(0, accepted - stored),
+            "rate": round(load.rate),
+            "p99_ms": load.p99_ms,
+            "ingested_per_second": round(stored / drained),
+            "screens_with_stale_presence": stale,
+        }
+
+    async def revoke_latency(
+        self, http: aiohttp.ClientSession, admin: Admin, gateway_url: str, devices: list[Device]
+    ) -> dict[str, Any]:
+        """From sending the revoke to the moment both gateway processes reject the key."""
+        _, second_url = await self.start_gateway()
+        gateways = [gateway_url, second_url]
+
+        async def status(url: str, device: Device) -> int:
+            headers = {"Authorization": f"Bearer {device.key}"}
+            async with http.get(url + "/v1/device/config", headers=headers) as response:
+                await response.read()
+                return response.status
+
+        async def rejected_after(url: str, device: Device, started: float) -> float:
+            while await status(url, device) != 401:
+                await asyncio.sleep(0.0005)
+            return (time.perf_counter() - started) * 1000
+
+        latencies = []
+        for device in devices:
+            for url in gateways:  # both know the device before it is revoked
+                while await status(url, device) != 200:
+                    await asyncio.sleep(0.01)
+            started = time.perf_counter()
+            revoke = asyncio.create_task(admin.revoke(device.device_id))
+            seen = await asyncio.gather(*(rejected_after(url, device, started) for url in gateways))
+            await revoke
+            latencies.append(max(seen))
+        return {"gateway_processes": len(gateways), **percentiles(latencies)}
+
+    async def memory(self, fleet_keys: int) -> dict[str, Any]:
+        """Gateway RSS once loaded, with the fleet's keys alone and then with bulk keys added to the
+        ``device-keys`` bucket (entries shaped exactly as provisioning writes them)."""
+        figures: dict[str, Any] = {}
+        gateway, _ = await self.start_gateway()
+        base = rss_bytes(gateway.pid)
+        stop(gateway)
+        figures["base_rss_mb"] = round(base / 2**20, 1)
+        loaded = 0
+        for target in self.args.keys:
+            await bulk_keys(self.env["NATS_URL"], first=loaded, count=target - loaded)
+            loaded = target
+            started = time.monotonic()
+            gateway, _ = await self.start_gateway()
+            load_seconds = time.monotonic() - started
+            rss = rss_bytes(gateway.pid)
+            stop(gateway)
+            figures[f"{target}_keys"] = {
+                "rss_mb": round(rss / 2**20, 1),
+                "bytes_per_key": round((rss - base) / target),
+                "start_to_ready_s": round(load_seconds, 1),
+            }
+        return figures
+
+
+async def bulk_keys(nats_url: str, *, first: int, count: int) -> None:
+    """Put ``count`` device-key entries straight into the bucket (a KV put is a publish to
+    ``$KV.<bucket>.<key>``), then wait until JetStream holds them all."""
+    nc = await nats.connect(nats_url)
+    js = nc.jetstream()
+    stream = f"KV_{DEVICE_KEYS_BUCKET}"
+    before = (await js.stream_info(stream)).state.messages
+    encoder = msgspec.json.Encoder()
+    tenant = uuid.uuid4()
+    for index in range(first, first + count):
+        digest = hashlib.sha256(f"bench-{index}".encode()).hexdigest()
+        entry = DeviceKeyEntry(device_id=uuid.uuid4(), screen_id=uuid.uuid4(), tenant_id=tenant, status="active")
+        await nc.publish(f"$KV.{DEVICE_KEYS_BUCKET}.{digest}", encoder.encode(entry))
+        if index % 20_000 == 0:
+            await nc.flush(timeout=60)
+    await nc.flush(timeout=60)
+    deadline = time.monotonic() + 120
+    while (await js.stream_info(stream)).state.messages < before + count:
+        if time.monotonic() > deadline:
+            raise RuntimeError("JetStream did not store every bulk key")
+        await asyncio.sleep(0.2)
+    await nc.close()
+
+
+def median_load(loads: list[Load]) -> dict[str, Any]:
+    middle = sorted(loads, key=lambda load: load.rate)[len(loads) // 2]
+    return {
+        "rate": round(middle.rate),
+        "rates": [round(load.rate) for load in loads],
+        "p50_ms": middle.p50_ms,
+        "p99_ms": middle.p99_ms,
+        "failed": sum(load.failed for load in loads),
+        "server_cores": round(middle.server_cores, 2),
+        "wrk_cores": round(middle.wrk_cores, 2),
+    }
+
+
+def percentiles(latencies_ms: list[float]) -> dict[str, Any]:
+    ordered = sorted(latencies_ms)
+    return {
+        "count": len(ordered),
+        "p50_ms": round(statistics.median(ordered), 2),
+        "p99_ms": round(ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))], 2),
+        "max_ms": round(ordered[-1], 2),
+    }
+
+
+def machine() -> dict[str, Any]:
+    model = next(
+        (line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+         if line.startswith("model name")), "unknown",
+    )
+    wrk_version = subprocess.run([require_wrk(), "-v"], capture_output=True, text=True).stdout.split("\n")[0]
+    return {
+        "cpu": model,
+        "cores": os.cpu_count(),
+        "memory_gb": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30),
+        "python": sys.version.split()[0],
+        "load_generator": wrk_version.strip(),
+        "when": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+    }
+
+
+def _wait_for_http(url: str, timeout: float = 15) -> None:
+    import urllib.request
+
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            urllib.request.urlopen(url + "/", timeout=1).read()
+            return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
+
+
+def print_table(figures: dict[str, Any]) -> None:
+    m = figures["machine"]
+    print(f"\nmachine: {m['cores']} cores, {m['cpu']}, {m['memory_gb']} GiB; Python {m['python']};"
+          f" {m['load_generator']}")
+    print(f"{'figure':<52} {'value':>14}  notes")
+    rows = []
+    polls = (("poll_one_process", "1. 304 polls, one process"), ("poll_all_cores", "2. 304 polls, all cores"))
+    for key, title in polls:
+        poll = figures.get(key)
+        if poll:
+            g, b = poll["gateway"], poll["bare"]
+            rows.append((f"{title} ({poll['workers']} worker(s)): gateway / bare", f"{poll['ratio']:.2f}",
+                         f"{g['rate']}/s vs {b['rate']}/s; p99 {g['p99_ms']:.1f} vs {b['p99_ms']:.1f} ms; "
+                         f"server {g['server_cores']} vs {b['server_cores']} cores, wrk {g['wrk_cores']}; "
+                         f"failed {g['failed']}"))
+    hb = figures.get("heartbeats")
+    if hb:
+        rows.append(("3. heartbeats: accepted (202) / lost", f"{hb['accepted']} / {hb['lost']}",
+                     f"{hb['rate']}/s in, stored {hb['stored']}, service ingested {hb['ingested_per_second']}/s, "
+                     f"stale presence {hb['screens_with_stale_presence']}"))
+    rv = figures.get("revoke")
+    if rv:
+        rows.append((f"4. revoke -> rejected on {rv['gateway_processes']} processes, p50 / p99",
+                     f"{rv['p50_ms']:.1f} / {rv['p99_ms']:.1f} ms", f"n={rv['count']}, max {rv['max_ms']:.1f} ms"))
+    rg = figures.get("registration")
+    if rg:
+        rows.append((f"5. registration at {rg['concurrency']} concurrent, p50 / p99",
+                     f"{rg['p50_ms']:.1f} / {rg['p99_ms']:.1f} ms", f"n={rg['count']}, max {rg['max_ms']:.1f} ms"))
+    mem = figures.get("memory")
+    if mem:
+        for key, value in mem.items():
+            if key.endswith("_keys"):
+                rows.append((f"6. gateway RSS, {key.replace('_', ' ')} loaded: bytes per key",
+                             f"{value['bytes_per_key']}",
+                             f"RSS {value['rss_mb']} MiB (base {mem['base_rss_mb']}),"
+                             f" ready in {value['start_to_ready_s']} s"))
+    for title, value, notes in rows:
+        print(f"{title:<52} {value:>14}  {notes}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="make bench", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--devices", type=int, default=2000, help="TVs paired through the API that poll")
+    parser.add_argument("--revokes", type=int, default=200, help="TVs revoked one by one for figure 4")
+    parser.add_argument("--registrations", type=int, default=1000, help="registrations timed for figure 5")
+    parser.add_argument("--seconds", type=int, default=5, help="length of each wrk run")
+    parser.add_argument("--rounds", type=int, default=3, help="wrk runs per side; the median counts")
+    parser.add_argument("--keys", default="100000,1000000", help="bucket sizes for the memory figure")
+    parser.add_argument("--out", type=Path, default=DATA / "results.json")
+    args = parser.parse_args()
+    args.keys = [int(part) for part in args.keys.split(",") if part]
+    require_wrk()
+    shutil.rmtree(DATA, ignore_errors=True)
+    DATA.mkdir(parents=True)
+    env = {
+        **os.environ,
+        "OPERATOR_TOKEN": "op_" + secrets.token_urlsafe(24),
+        "TOKEN_SIGNING_KEY": generate_signing_key(),
+        "LOG_FORMAT": "json",
+        "PYTHONUNBUFFERED": "1",
+    }
+    with Processes() as processes:
+        postgres = nats_server = None
+        if not env.get("DATABASE_URL"):
+            postgres = Postgres(DATA / "postgres").start()
+            processes.callback(postgres.stop)
+            env["DATABASE_URL"] = postgres.dsn
+        if not env.get("NATS_URL"):
+            nats_server = NatsServer(DATA / "nats").start()
+            processes.callback(nats_server.stop)
+            env["NATS_URL"] = nats_server.url
+        asyncio.run(migrate(env["DATABASE_URL"]))
+        figures = asyncio.run(Bench(args, processes, env).run())
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(figures, indent=2) + "\n")
+    print_table(figures)
+    print(f"\nwritten to {args.out}")
+
+
+if __name__ == "__main__":
+    main()

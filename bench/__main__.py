@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import hashlib
 import json
 import os
@@ -22,6 +23,7 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Iterator
 from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
@@ -65,22 +67,42 @@ def stop(process: subprocess.Popen[bytes]) -> None:
             process.wait()
 
 
+@contextlib.contextmanager
+def profiled(directory: Path | None, name: str, pid: int) -> Iterator[None]:
+    """With ``--profile DIR``: py-spy samples ``pid`` (and its workers) for the block's duration."""
+    if directory is None:
+        yield
+        return
+    py_spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
+    directory.mkdir(parents=True, exist_ok=True)
+    sampler = subprocess.Popen(
+        [py_spy, "record", "--pid", str(pid), "--subprocesses", "--nonblocking", "--format", "raw",
+         "--output", str(directory / f"{name}.txt")],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    try:
+        yield
+    finally:
+        sampler.send_signal(signal.SIGINT)
+        sampler.wait(30)
+
+
 class Bench:
     def __init__(self, args: argparse.Namespace, processes: Processes, env: dict[str, str]) -> None:
         self.args = args
         self.processes = processes
         self.env = env
         self.urls = {name: f"http://127.0.0.1:{free_port()}" for name in ("registry", "provisioning", "heartbeat")}
+        self.services: dict[str, subprocess.Popen[bytes]] = {}
         self.figures: dict[str, Any] = {"machine": machine()}
 
     # ---- processes --------------------------------------------------------------------------------
 
     async def start_services(self) -> None:
-        children = []
         for name, url in self.urls.items():
             env = {**self.env, f"{name.upper()}_PORT": url.rsplit(":", 1)[1], "REGISTRY_URL": self.urls["registry"]}
-            children.append(self.processes.start(name, env, DATA / f"{name}.log"))
-        await wait_ready(self.urls, children)
+            self.services[name] = self.processes.start(name, env, DATA / f"{name}.log")
+        await wait_ready(self.urls, list(self.services.values()))
 
     async def start_gateway(self, workers: int = 1) -> tuple[subprocess.Popen[bytes], str]:
         port = free_port()
@@ -128,7 +150,8 @@ class Bench:
             stop(gateway)
 
             print("5. registrations ...", flush=True)
-            latencies = await registration_latencies(admin, args.registrations, concurrency=50)
+            with profiled(args.profile, "registration", self.services["provisioning"].pid):
+                latencies = await registration_latencies(admin, args.registrations, concurrency=50)
             self.figures["registration"] = {"concurrency": 50, **percentiles(latencies)}
 
         print("6. memory ...", flush=True)
@@ -160,9 +183,10 @@ class Bench:
         runs: dict[str, list[Load]] = {"gateway": [], "bare": []}
         for _ in range(self.args.rounds):
             runs["bare"].append(wrk(bare_url + "/v1/device/playlist", keys_file, server_pid=bare.pid, **options))
-            runs["gateway"].append(
-                wrk(gateway_url + "/v1/device/playlist", keys_file, server_pid=gateway.pid, **options)
-            )
+            with profiled(self.args.profile, f"poll-{workers}", gateway.pid):
+                runs["gateway"].append(
+                    wrk(gateway_url + "/v1/device/playlist", keys_file, server_pid=gateway.pid, **options)
+                )
         stop(bare)
         figures = {name: median_load(loads) for name, loads in runs.items()}
         figures["workers"] = workers
@@ -392,6 +416,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=int, default=5, help="length of each wrk run")
     parser.add_argument("--rounds", type=int, default=3, help="wrk runs per side; the median counts")
     parser.add_argument("--keys", default="100000,1000000", help="bucket sizes for the memory figure")
+    parser.add_argument("--profile", type=Path, help="write py-spy samples of the gateway and provisioning here")
     parser.add_argument("--out", type=Path, default=DATA / "results.json")
     args = parser.parse_args()
     args.keys = [int(part) for part in args.keys.split(",") if part]

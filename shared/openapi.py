@@ -12,6 +12,7 @@ import msgspec
 from aiohttp import web
 
 from shared.errors import ErrorBody
+from shared.web import add_routes, finish_routes
 
 Auth = Literal["none", "operator", "admin", "device", "client"]
 
@@ -56,10 +57,8 @@ class Operation:
     responses: dict[int, Any] = field(default_factory=dict)  # status -> Struct type, or None
     errors: tuple[int, ...] = ()
     params: tuple[Param, ...] = ()
-
-
-def routes(operations: Iterable[Operation]) -> list[web.RouteDef]:
-    return [web.route(op.method, op.path, op.handler) for op in operations]
+    # Hot paths (the TVs' polls and reports): successes are counted in the metrics, not logged.
+    quiet: bool = False
 
 
 def document(title: str, operations: Iterable[Operation], *, version: str = "1.0.0") -> dict[str, Any]:
@@ -133,11 +132,12 @@ def _operation(op: Operation) -> dict[str, Any]:
 
 
 def add_operations(app: web.Application, title: str, operations: list[Operation]) -> None:
-    """Serve ``operations`` and their OpenAPI document at ``GET /openapi.json``."""
+    """Serve ``operations`` and their OpenAPI document at ``GET /openapi.json``; the app's last routes."""
     body = msgspec.json.encode(document(title, operations))
 
     async def openapi_document(request: web.Request) -> web.Response:
         return web.Response(body=body, content_type="application/json")
 
-    app.add_routes(routes(operations))
-    app.router.add_get("/openapi.json", openapi_document)
+    add_routes(app, [(op.method, op.path, op.handler, op.quiet) for op in operations])
+    add_routes(app, [("GET", "/openapi.json", openapi_document, False)])
+    finish_routes(app)

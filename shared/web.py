@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
+import itertools
 import re
+import secrets
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -41,23 +43,102 @@ T = TypeVar("T")
 _NUL_ESCAPE = re.compile(rb"(?<!\\)(?:\\\\)*\\u0000")
 
 
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
 def base_app(service: str, settings: Settings) -> web.Application:
-    """An application with the shared middlewares, settings and health routes in place."""
-    app = web.Application(
-        middlewares=[request_context, errors_as_json],
-        client_max_size=settings.max_body_bytes,
-    )
+    """An application with the settings and health routes in place; routes are added with
+    :func:`add_routes`, which wraps each in :func:`instrumented`. No aiohttp middlewares: they
+    cost every request of the gateway's poll path a chain of calls (see docs/architecture.md)."""
+    app = web.Application(client_max_size=settings.max_body_bytes)
     app[SETTINGS] = settings
     app[SERVICE] = service
     app[READINESS] = {}
-    app.add_routes(
-        [
-            web.get("/healthz", healthz),
-            web.get("/readyz", readyz),
-            web.get("/metrics", metrics),
-        ]
-    )
+    add_routes(app, [
+        ("GET", "/healthz", healthz, True),
+        ("GET", "/readyz", readyz, True),
+        ("GET", "/metrics", metrics, True),
+    ])
     return app
+
+
+def add_routes(app: web.Application, routes: list[tuple[str, str, Handler, bool]]) -> None:
+    """Add ``(method, path, handler, quiet)`` routes, each wrapped in :func:`instrumented`."""
+    for method, path, handler, quiet in routes:
+        wrapped = instrumented(app[SERVICE], method, path, handler, quiet=quiet)
+        if method == "GET":
+            app.router.add_get(path, wrapped)  # and HEAD, as HTTP asks of a GET
+        else:
+            app.router.add_route(method, path, wrapped)
+
+
+def finish_routes(app: web.Application) -> None:
+    """Answer every path no route matched with our 404 or 405 shape (call after the last route)."""
+    app.router.add_route("*", "/{path:.*}", instrumented(app[SERVICE], "*", "unmatched", unmatched))
+
+
+async def unmatched(request: web.Request) -> web.StreamResponse:
+    allowed: set[str] = set()
+    for resource in request.app.router.resources():
+        if resource is not request.match_info.route.resource:
+            _, methods = await resource.resolve(request)
+            allowed |= methods
+    if allowed:
+        raise errors.MethodNotAllowed(
+            f"{request.method} is not allowed here", headers={"Allow": ",".join(sorted(allowed))}
+        )
+    raise errors.NotFound("no such path")
+
+
+_REQUEST_IDS = itertools.count(1)
+_REQUEST_ID_PREFIX = secrets.token_hex(6)  # per process, so ids from all replicas stay distinct
+
+
+def instrumented(service: str, method: str, route: str, handler: Handler, *, quiet: bool = False) -> Handler:
+    """``handler`` with what every request gets: a request id on its log lines and its response,
+    errors in our JSON shape, a count and a latency in the metrics, and one log line — except for
+    ``quiet`` routes (the TVs' polls, probes) whose successes are counted, not logged."""
+    counted: dict[int, Any] = {}  # status -> its counter, so the hot path skips labels()
+    latency = LATENCY.labels(service, route)
+
+    async def handle(request: web.Request) -> web.StreamResponse:
+        started = time.perf_counter()
+        request_id = request.headers.get("X-Request-ID") or f"{_REQUEST_ID_PREFIX}{next(_REQUEST_IDS):x}"
+        # One task serves every request of a keep-alive connection: drop the previous request's context.
+        structlog.contextvars.clear_contextvars()
+        structlog.contextvars.bind_contextvars(service=service, request_id=request_id)
+        try:
+            response = await handler(request)
+        except Exception as exc:  # noqa: BLE001 - every failure becomes a response in our shape
+            response = error_response(request, exc)
+        response.headers["X-Request-ID"] = request_id
+        elapsed = time.perf_counter() - started
+        status = response.status
+        counter = counted.get(status)
+        if counter is None:
+            counter = counted[status] = REQUESTS.labels(service, method, route, str(status))
+        counter.inc()
+        latency.observe(elapsed)
+        if not quiet or status >= 400:
+            log.info("request", method=request.method, path=request.path, status=status,
+                     duration_ms=round(elapsed * 1000, 2))
+        return response
+
+    return handle
+
+
+def error_response(request: web.Request, exc: Exception) -> web.Response:
+    if isinstance(exc, errors.ServiceError):
+        return json_response(exc.body(), status=exc.status, headers=exc.headers)
+    if isinstance(exc, web.HTTPRequestEntityTooLarge):
+        error = errors.PayloadTooLarge(f"body is larger than {request.app[SETTINGS].max_body_bytes} bytes")
+        return json_response(error.body(), status=error.status)
+    if isinstance(exc, web.HTTPException) and exc.status >= 400:
+        body = errors.ErrorBody(error=exc.reason.lower().replace(" ", "_"), message=exc.reason)
+        return json_response(body, status=exc.status)
+    log.error("unhandled_error", exc_info=exc)
+    body = errors.ErrorBody(error="internal", message="internal error; see the service log")
+    return json_response(body, status=500)
 
 
 def json_response(
@@ -102,73 +183,6 @@ def client_address(request: web.Request, trusted: tuple[Any, ...]) -> str:
         if not any(address in network for network in trusted):
             return hop
     return hops[-1]
-
-
-@web.middleware
-async def request_context(
-    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
-) -> web.StreamResponse:
-    """Bind a request id to every log line of this request, echo it, and count the request."""
-    started = time.perf_counter()
-    request_id = request.headers.get("X-Request-ID") or uuid.uuid4().hex
-    structlog.contextvars.clear_contextvars()
-    structlog.contextvars.bind_contextvars(
-        service=request.app[SERVICE], request_id=request_id, method=request.method, path=request.path
-    )
-    status = 500
-    try:
-        response = await handler(request)
-        status = response.status
-        response.headers["X-Request-ID"] = request_id
-        return response
-    finally:
-        elapsed = time.perf_counter() - started
-        route = _route_name(request)
-        service = request.app[SERVICE]
-        REQUESTS.labels(service, request.method, route, str(status)).inc()
-        LATENCY.labels(service, route).observe(elapsed)
-        log.info("request", status=status, duration_ms=round(elapsed * 1000, 2))
-
-
-def _route_name(request: web.Request) -> str:
-    # The route template, not the path: ids in metric labels would grow without bound.
-    resource = request.match_info.route.resource
-    return resource.canonical if resource is not None else "unmatched"
-
-
-@web.middleware
-async def errors_as_json(
-    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
-) -> web.StreamResponse:
-    try:
-        return await handler(request)
-    except errors.ServiceError as exc:
-        return json_response(exc.body(), status=exc.status, headers=exc.headers)
-    except web.HTTPRequestEntityTooLarge:
-        exc = errors.PayloadTooLarge(
-            f"body is larger than {request.app[SETTINGS].max_body_bytes} bytes"
-        )
-        return json_response(exc.body(), status=exc.status)
-    except web.HTTPNotFound:
-        return json_response(errors.NotFound("no such path").body(), status=404)
-    except web.HTTPMethodNotAllowed as exc:
-        error = errors.MethodNotAllowed(f"{request.method} is not allowed here")
-        return json_response(
-            error.body(), status=405, headers={"Allow": ",".join(sorted(exc.allowed_methods))}
-        )
-    except web.HTTPException as exc:
-        if exc.status < 400:
-            raise
-        return json_response(
-            errors.ErrorBody(error=exc.reason.lower().replace(" ", "_"), message=exc.reason),
-            status=exc.status,
-        )
-    except Exception:
-        log.exception("unhandled_error")
-        return json_response(
-            errors.ErrorBody(error="internal", message="internal error; see the service log"),
-            status=500,
-        )
 
 
 async def healthz(request: web.Request) -> web.Response:

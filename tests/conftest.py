@@ -14,7 +14,7 @@ import asyncpg
 import pytest
 import pytest_asyncio
 
-from devstack.__main__ import MIGRATIONS
+from devstack.services import MIGRATIONS
 from devstack.infra import NatsServer, Postgres
 from shared import db
 from shared.auth import generate_signing_key

@@ -40,6 +40,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     registry_url: str = "http://127.0.0.1:8081"
     nats_replicas: int = 1
     host: str = "0.0.0.0"
+    # Processes serving the service's port (SO_REUSEPORT); the gateway wants one per core.
+    workers: int = 1
     ports: dict[str, int] = msgspec.field(default_factory=lambda: dict(DEFAULT_PORTS))
     log_format: str = "console"
     log_level: str = "info"
@@ -71,6 +73,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             registry_url=env.get("REGISTRY_URL", f"http://127.0.0.1:{ports['registry']}"),
             nats_replicas=int(env.get("NATS_REPLICAS", 1)),
             host=env.get("HOST", "0.0.0.0"),
+            workers=int(env.get("WORKERS", 1)),
             ports=ports,
             log_format=env.get("LOG_FORMAT", "console"),
             log_level=env.get("LOG_LEVEL", "info"),

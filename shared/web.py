@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import itertools
+import os
 import re
 import secrets
 import time
@@ -14,6 +15,7 @@ from typing import Any, TypeVar
 
 import msgspec
 import prometheus_client
+from prometheus_client import multiprocess
 import structlog
 from aiohttp import web
 
@@ -203,8 +205,12 @@ async def readyz(request: web.Request) -> web.Response:
 
 
 async def metrics(request: web.Request) -> web.Response:
+    registry = prometheus_client.REGISTRY
+    if "PROMETHEUS_MULTIPROC_DIR" in os.environ:  # one of several workers: answer for all of them
+        registry = prometheus_client.CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)
     return web.Response(
-        body=prometheus_client.generate_latest(),
+        body=prometheus_client.generate_latest(registry),
         headers={"Content-Type": prometheus_client.CONTENT_TYPE_LATEST},
     )
 

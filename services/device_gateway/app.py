@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 
+import structlog
 from aiohttp import web
 
 from services.device_gateway.handlers import PROJECTIONS
@@ -16,6 +17,8 @@ from shared.openapi import add_operations
 from shared.projections import DEVICE_KEYS_BUCKET, SCREEN_CONTENT_BUCKET
 from shared.settings import Settings
 from shared.web import READINESS, base_app
+
+log = structlog.get_logger()
 
 
 def create_app(settings: Settings) -> web.Application:
@@ -39,6 +42,15 @@ async def projections_ctx(app: web.Application) -> AsyncIterator[None]:
         return projections.ready
 
     app[READINESS]["projections"] = projections_loaded
+    # The port opens only after this: a worker sharing it (SO_REUSEPORT) gets no TV before it
+    # knows every key, and a restart causes no storm of false 401s.
+    waited = asyncio.create_task(projections.wait_ready())
+    while not waited.done():
+        done, _ = await asyncio.wait([waited, *watchers], timeout=10, return_when=asyncio.FIRST_COMPLETED)
+        for task in done & set(watchers):
+            task.result()  # watchers run forever: one that ended failed, and so does the start-up
+        if not done:
+            log.info("waiting_for_buckets", keys=len(projections.keys), screens=len(projections.screens))
     yield
     for task in watchers:
         task.cancel()

@@ -29,8 +29,11 @@ def authenticate(request: web.Request) -> DeviceKey:
     scheme, _, api_key = request.headers.get("Authorization", "").partition(" ")
     if scheme.lower() != "bearer" or not api_key.startswith("dak_"):
         raise Unauthorized("send Authorization: Bearer <dak_ device key>")
-    device = request.app[PROJECTIONS].lookup(api_key)
+    projections = request.app[PROJECTIONS]
+    device = projections.lookup(api_key)
     if device is None:
+        if not projections.ready:  # a key we may not have loaded yet: never a false 401
+            raise Unavailable("the gateway is starting; retry shortly", retry_after=2)
         raise Unauthorized("unknown device key")
     if device.revoked:
         raise DeviceRevoked("this device was revoked; show the pairing screen and pair again")
@@ -54,7 +57,7 @@ def _conditional(request: web.Request, body: bytes, etag: str) -> web.Response:
 
 
 def _screen(request: web.Request, device: DeviceKey) -> ScreenView:
-    view = request.app[PROJECTIONS].screens.get(device.screen_id)
+    view = request.app[PROJECTIONS].screens.get(device.screen)
     if view is None:  # the screen's content entry has not reached this replica yet
         raise Unavailable("the screen's content is not available yet; retry shortly", retry_after=2)
     return view

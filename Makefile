@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 
-.PHONY: install run test migrate clean
+.PHONY: install run test bench wrk clean
 
 install: $(VENV)/.installed
 
@@ -19,6 +19,16 @@ run: install
 
 test: install
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# The gateway's figures (README "Performance"); BENCH_ARGS="--only 1,5 --seconds 3" for a part.
+bench: install wrk
+	$(BIN)/python -m bench $(BENCH_ARGS)
+
+# wrk is the load generator; Debian and Ubuntu package it.
+wrk:
+	@command -v wrk >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null \
+	  && (apt-get install -y -qq wrk || (apt-get update -qq && apt-get install -y -qq wrk)); } \
+	  || { echo "make bench needs wrk: sudo apt-get install wrk (or brew install wrk)"; exit 2; }
 
 clean:
 	rm -rf $(VENV) .data .pytest_cache

@@ -33,8 +33,8 @@ import asyncpg
 import msgspec
 import nats
 
-from bench.fleet import Admin, Device, bounded, pair_devices, registration_latencies
-from bench.load import Load, require_wrk, rss_bytes, wrk
+from bench.fleet import Admin, Device, bounded, new_codes, pair_devices, registration_latencies
+from bench.load import Load, cpu_seconds, own_cpu, require_wrk, rss_bytes, wrk
 from devstack.infra import NatsServer, Postgres, free_port
 from devstack.services import ROOT, migrate, spawn, wait_ready
 from shared.auth import generate_signing_key
@@ -76,7 +76,7 @@ def profiled(directory: Path | None, name: str, pid: int) -> Iterator[None]:
     py_spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
     directory.mkdir(parents=True, exist_ok=True)
     sampler = subprocess.Popen(
-        [py_spy, "record", "--pid", str(pid), "--subprocesses", "--nonblocking", "--format", "raw",
+        [py_spy, "record", "--pid", str(pid), "--subprocesses", "--nonblocking", "--rate", "500", "--format", "raw",
          "--output", str(directory / f"{name}.txt")],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )
@@ -124,7 +124,7 @@ class Bench:
     # ---- the figures ------------------------------------------------------------------------------
 
     async def run(self) -> dict[str, Any]:
-        args = self.args
+        args, only = self.args, self.args.only
         await self.start_services()
         async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=200)) as http:
             admin = Admin(http, self.urls)
@@ -134,28 +134,39 @@ class Bench:
             polling, revoked = devices[: args.devices], devices[args.devices :]
             gateway, gateway_url = await self.start_gateway()
             keys_file = await self.keys_file(http, gateway_url, polling)
-
-            print("1. polls, one process ...", flush=True)
-            self.figures["poll_one_process"] = await self.compare_polls(gateway, gateway_url, keys_file, workers=1)
-            print("3. heartbeats ...", flush=True)
-            self.figures["heartbeats"] = await self.heartbeats(gateway, gateway_url, keys_file, polling)
-            print("4. revoke -> rejected ...", flush=True)
-            self.figures["revoke"] = await self.revoke_latency(http, admin, gateway_url, revoked)
+            if 1 in only:
+                print("1. polls, one process ...", flush=True)
+                self.figures["poll_one_process"] = await self.compare_polls(gateway, gateway_url, keys_file, 1)
+            if 3 in only:
+                print("3. heartbeats ...", flush=True)
+                self.figures["heartbeats"] = await self.heartbeats(gateway, gateway_url, keys_file, polling)
+            if 4 in only:
+                print("4. revoke -> rejected ...", flush=True)
+                self.figures["revoke"] = await self.revoke_latency(http, admin, gateway_url, revoked)
             stop(gateway)
-
-            workers = os.cpu_count() or 1
-            print(f"2. polls, {workers} workers ...", flush=True)
-            gateway, gateway_url = await self.start_gateway(workers)
-            self.figures["poll_all_cores"] = await self.compare_polls(gateway, gateway_url, keys_file, workers)
-            stop(gateway)
-
-            print("5. registrations ...", flush=True)
-            with profiled(args.profile, "registration", self.services["provisioning"].pid):
-                latencies = await registration_latencies(admin, args.registrations, concurrency=50)
-            self.figures["registration"] = {"concurrency": 50, **percentiles(latencies)}
-
-        print("6. memory ...", flush=True)
-        self.figures["memory"] = await self.memory(len(devices))
+            if 2 in only:
+                workers = os.cpu_count() or 1
+                print(f"2. polls, {workers} workers ...", flush=True)
+                gateway, gateway_url = await self.start_gateway(workers)
+                self.figures["poll_all_cores"] = await self.compare_polls(gateway, gateway_url, keys_file, workers)
+                stop(gateway)
+            if 5 in only:
+                print("5. registrations ...", flush=True)
+                codes = await new_codes(admin, args.registrations, concurrency=50)
+                provisioning = self.services["provisioning"].pid
+                cpu_before = cpu_seconds(provisioning), postgres_cpu()
+                with profiled(args.profile, "registration", provisioning):
+                    latencies, seconds = await registration_latencies(admin, codes, concurrency=50)
+                self.figures["registration"] = {
+                    "concurrency": 50,
+                    "per_second": round(len(latencies) / seconds),
+                    "provisioning_cores": round((cpu_seconds(provisioning) - cpu_before[0]) / seconds, 2),
+                    "postgres_cores": round((postgres_cpu() - cpu_before[1]) / seconds, 2),
+                    **percentiles(latencies),
+                }
+        if 6 in only:
+            print("6. memory ...", flush=True)
+            self.figures["memory"] = await self.memory()
         return self.figures
 
     async def keys_file(self, http: aiohttp.ClientSession, gateway_url: str, devices: list[Device]) -> Path:
@@ -202,10 +213,11 @@ class Bench:
         js = nc.jetstream()
         stored_before = (await js.stream_info("HEARTBEATS")).state.messages
         started = time.monotonic()
-        load = wrk(
-            gateway_url + "/v1/device/heartbeat", keys_file, server_pid=gateway.pid, method="POST",
-            body='{"uptimeSeconds": 60, "appVersion": "1.0.0"}', seconds=self.args.seconds,
-        )
+        with profiled(self.args.profile, "heartbeats", gateway.pid):
+            load = wrk(
+                gateway_url + "/v1/device/heartbeat", keys_file, server_pid=gateway.pid, method="POST",
+                body='{"uptimeSeconds": 60, "appVersion": "1.0.0"}', seconds=self.args.seconds,
+            )
         accepted = load.requests - load.failed
         stored = (await js.stream_info("HEARTBEATS")).state.messages - stored_before
         while True:  # until the heartbeat service has acked everything
@@ -232,6 +244,7 @@ class Bench:
             "lost": max(0, accepted - stored),
             "rate": round(load.rate),
             "p99_ms": load.p99_ms,
+            "gateway_cores": round(load.server_cores, 2),
             "ingested_per_second": round(stored / drained),
             "screens_with_stale_presence": stale,
         }
@@ -266,7 +279,7 @@ class Bench:
             latencies.append(max(seen))
         return {"gateway_processes": len(gateways), **percentiles(latencies)}
 
-    async def memory(self, fleet_keys: int) -> dict[str, Any]:
+    async def memory(self) -> dict[str, Any]:
         """Gateway RSS once loaded, with the fleet's keys alone and then with bulk keys added to the
         ``device-keys`` bucket (entries shaped exactly as provisioning writes them)."""
         figures: dict[str, Any] = {}
@@ -313,6 +326,16 @@ async def bulk_keys(nats_url: str, *, first: int, count: int) -> None:
             raise RuntimeError("JetStream did not store every bulk key")
         await asyncio.sleep(0.2)
     await nc.close()
+
+
+def postgres_cpu() -> float:
+    """CPU of every PostgreSQL process on this machine (the bench's server and its backends)."""
+    total = 0.0
+    for comm in Path("/proc").glob("[0-9]*/comm"):
+        with contextlib.suppress(FileNotFoundError, ProcessLookupError):
+            if comm.read_text().strip() == "postgres":
+                total += own_cpu(int(comm.parent.name))
+    return total
 
 
 def median_load(loads: list[Load]) -> dict[str, Any]:
@@ -386,8 +409,9 @@ def print_table(figures: dict[str, Any]) -> None:
     hb = figures.get("heartbeats")
     if hb:
         rows.append(("3. heartbeats: accepted (202) / lost", f"{hb['accepted']} / {hb['lost']}",
-                     f"{hb['rate']}/s in, stored {hb['stored']}, service ingested {hb['ingested_per_second']}/s, "
-                     f"stale presence {hb['screens_with_stale_presence']}"))
+                     f"{hb['rate']}/s in (gateway {hb['gateway_cores']} cores), stored {hb['stored']},"
+                     f" service ingested {hb['ingested_per_second']}/s,"
+                     f" stale presence {hb['screens_with_stale_presence']}"))
     rv = figures.get("revoke")
     if rv:
         rows.append((f"4. revoke -> rejected on {rv['gateway_processes']} processes, p50 / p99",
@@ -395,7 +419,9 @@ def print_table(figures: dict[str, Any]) -> None:
     rg = figures.get("registration")
     if rg:
         rows.append((f"5. registration at {rg['concurrency']} concurrent, p50 / p99",
-                     f"{rg['p50_ms']:.1f} / {rg['p99_ms']:.1f} ms", f"n={rg['count']}, max {rg['max_ms']:.1f} ms"))
+                     f"{rg['p50_ms']:.1f} / {rg['p99_ms']:.1f} ms",
+                     f"n={rg['count']}, max {rg['max_ms']:.1f} ms, {rg['per_second']}/s; CPU: provisioning"
+                     f" {rg['provisioning_cores']}, postgres {rg['postgres_cores']} cores"))
     mem = figures.get("memory")
     if mem:
         for key, value in mem.items():
@@ -416,10 +442,12 @@ def main() -> None:
     parser.add_argument("--seconds", type=int, default=5, help="length of each wrk run")
     parser.add_argument("--rounds", type=int, default=3, help="wrk runs per side; the median counts")
     parser.add_argument("--keys", default="100000,1000000", help="bucket sizes for the memory figure")
+    parser.add_argument("--only", default="1,2,3,4,5,6", help="which figures to measure, e.g. 1,5")
     parser.add_argument("--profile", type=Path, help="write py-spy samples of the gateway and provisioning here")
     parser.add_argument("--out", type=Path, default=DATA / "results.json")
     args = parser.parse_args()
     args.keys = [int(part) for part in args.keys.split(",") if part]
+    args.only = {int(part) for part in args.only.split(",") if part}
     require_wrk()
     shutil.rmtree(DATA, ignore_errors=True)
     DATA.mkdir(parents=True)

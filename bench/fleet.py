@@ -88,17 +88,24 @@ async def pair_devices(admin: Admin, count: int, concurrency: int) -> list[Devic
     return await bounded(concurrency, [lambda i=i: pair(i) for i in range(count)])
 
 
-async def registration_latencies(admin: Admin, count: int, concurrency: int) -> list[float]:
-    """Milliseconds per registration with ``concurrency`` TVs registering at once; the screens and
-    codes are made beforehand, so the figure is the registration alone."""
-    codes = await bounded(concurrency, [lambda i=i: admin.screen_with_code(f"R{i}") for i in range(count)])
+async def new_codes(admin: Admin, count: int, concurrency: int) -> list[str]:
+    """Pairing codes for ``count`` new screens."""
+    made = await bounded(concurrency, [lambda i=i: admin.screen_with_code(f"R{i}") for i in range(count)])
+    return [code for _, code in made]
+
+
+async def registration_latencies(admin: Admin, codes: list[str], concurrency: int) -> tuple[list[float], float]:
+    """Milliseconds per registration with ``concurrency`` TVs registering at once, and the seconds
+    they took in all."""
 
     async def timed(code: str) -> float:
         started = time.perf_counter()
         await admin.register(code)
         return (time.perf_counter() - started) * 1000
 
-    return await bounded(concurrency, [lambda code=code: timed(code) for _, code in codes])
+    started = time.perf_counter()
+    latencies = await bounded(concurrency, [lambda code=code: timed(code) for code in codes])
+    return latencies, time.perf_counter() - started
 
 
 async def bounded(concurrency: int, calls: list[Callable[[], Awaitable[T]]]) -> list[T]:

@@ -80,10 +80,10 @@ def _reaped_children_cpu() -> float:
 
 def cpu_seconds(pid: int) -> float:
     """User + system CPU of ``pid`` and all its descendants (a server's worker processes)."""
-    return sum(_own_cpu(p) for p in [pid, *descendants(pid)])
+    return sum(own_cpu(p) for p in [pid, *descendants(pid)])
 
 
-def _own_cpu(pid: int) -> float:
+def own_cpu(pid: int) -> float:
     try:
         fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     except FileNotFoundError:

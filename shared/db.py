@@ -34,8 +34,16 @@ async def create_pool(dsn: str, schema: str, *, min_size: int = 2, max_size: int
         min_size=min_size,
         max_size=max_size,
         init=_init_connection,
+        reset=_keep_session,
         server_settings={"search_path": schema, "application_name": schema},
     )
+
+
+async def _keep_session(conn: asyncpg.Connection) -> None:
+    """Released connections skip asyncpg's reset query (RESET ALL, UNLISTEN, advisory unlock): our
+    pooled connections never change session state (LISTEN and advisory locks use their own
+    connections), and the round trip cost every request one. asyncpg still rolls back an open
+    transaction before calling this."""
 
 
 def pool_ctx(schema: str) -> Callable[[web.Application], AsyncIterator[None]]:

@@ -40,6 +40,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     registry_url: str = "http://127.0.0.1:8081"
     nats_replicas: int = 1
     host: str = "0.0.0.0"
+    # The gateway sheds device requests (429) while its event loop lags more than this, and
+    # heartbeats/events while this many per worker wait for JetStream's ack.
+    gateway_max_lag_ms: int = 250
+    gateway_max_pending_reports: int = 2000
     # Processes serving the service's port (SO_REUSEPORT); the gateway wants one per core.
     workers: int = 1
     ports: dict[str, int] = msgspec.field(default_factory=lambda: dict(DEFAULT_PORTS))
@@ -74,6 +78,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             nats_replicas=int(env.get("NATS_REPLICAS", 1)),
             host=env.get("HOST", "0.0.0.0"),
             workers=int(env.get("WORKERS", 1)),
+            gateway_max_lag_ms=int(env.get("GATEWAY_MAX_LAG_MS", 250)),
+            gateway_max_pending_reports=int(env.get("GATEWAY_MAX_PENDING_REPORTS", 2000)),
             ports=ports,
             log_format=env.get("LOG_FORMAT", "console"),
             log_level=env.get("LOG_LEVEL", "info"),

@@ -209,7 +209,8 @@ async def test_one_code_many_concurrent_registrations_exactly_one_wins(stack):
     code = await stack.code(tenant["token"], screen["id"])
     results = await asyncio.gather(*(stack.register(code["code"]) for _ in range(25)))
     statuses = sorted(status for status, _ in results)
-    assert statuses == [201] + [409] * 24
+    # The losers are failed registrations from one address: past the limit (10) they get 429.
+    assert statuses[0] == 201 and set(statuses[1:]) <= {409, 429}, statuses
     assert {body["error"] for status, body in results if status == 409} == {"conflict"}
     status, devices, _ = await stack.call(
         "GET", f"/v1/devices?screenId={screen['id']}", token=tenant["token"]

@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 import structlog
 from aiohttp import web
 
+from services.device_gateway.admission import ADMISSION, Admission
 from services.device_gateway.handlers import PROJECTIONS
 from services.device_gateway.projections import Projections
 from services.device_gateway.routes import OPERATIONS
@@ -16,7 +17,7 @@ from shared.bus import JS
 from shared.openapi import add_operations
 from shared.projections import DEVICE_KEYS_BUCKET, SCREEN_CONTENT_BUCKET
 from shared.settings import Settings
-from shared.web import READINESS, base_app
+from shared.web import READINESS, background, base_app
 
 log = structlog.get_logger()
 
@@ -24,6 +25,10 @@ log = structlog.get_logger()
 def create_app(settings: Settings) -> web.Application:
     app = base_app("device-gateway", settings)
     app[PROJECTIONS] = Projections()
+    app[ADMISSION] = Admission(
+        max_lag_ms=settings.gateway_max_lag_ms, max_pending=settings.gateway_max_pending_reports
+    )
+    app.cleanup_ctx.append(background("measure-lag", lambda app: app[ADMISSION].measure_lag()))
     app.cleanup_ctx.append(bus.jetstream_ctx)
     app.cleanup_ctx.append(projections_ctx)
     add_operations(app, "Signage device gateway", OPERATIONS)

@@ -7,6 +7,7 @@ import nats.errors
 import structlog
 from aiohttp import web
 
+from services.device_gateway.admission import ADMISSION
 from services.device_gateway.models import Accepted, EventsBody, HeartbeatBody
 from services.device_gateway.projections import DeviceKey, Projections, ScreenView
 from shared.bus import JS
@@ -64,17 +65,20 @@ def _screen(request: web.Request, device: DeviceKey) -> ScreenView:
 
 
 async def get_config(request: web.Request) -> web.Response:
+    request.app[ADMISSION].admit()
     view = _screen(request, authenticate(request))
     return _conditional(request, view.config_body, view.config_etag)
 
 
 async def get_playlist(request: web.Request) -> web.Response:
+    request.app[ADMISSION].admit()
     view = _screen(request, authenticate(request))
     return _conditional(request, view.playlist_body, view.playlist_etag)
 
 
 async def post_heartbeat(request: web.Request) -> web.Response:
     """202 once JetStream has stored the heartbeat (an ack from the stream, not just a send)."""
+    request.app[ADMISSION].admit_report()
     device = authenticate(request)
     body = await read_json(request, _heartbeat_body) if request.body_exists else HeartbeatBody()
     heartbeat = Heartbeat(
@@ -93,6 +97,7 @@ async def post_heartbeat(request: web.Request) -> web.Response:
 
 
 async def post_events(request: web.Request) -> web.Response:
+    request.app[ADMISSION].admit_report()
     device = authenticate(request)
     body = await read_json(request, _events_body)
     report = DeviceEventsReported(
@@ -107,8 +112,14 @@ async def post_events(request: web.Request) -> web.Response:
 
 
 async def _publish(request: web.Request, subject: str, payload: bytes) -> None:
+    """Concurrent requests share one connection, so their acks are pipelined: many publishes in
+    flight, each request waiting only for its own ack."""
+    admission = request.app[ADMISSION]
+    admission.pending += 1
     try:
         await request.app[JS].publish(subject, payload, timeout=2)
     except (nats.errors.Error, TimeoutError) as exc:
         log.warning("publish_failed", subject=subject, error=str(exc))
         raise Unavailable("could not store the report; retry with backoff", retry_after=5) from None
+    finally:
+        admission.pending -= 1

@@ -10,12 +10,13 @@ _IF_NONE_MATCH = (Param("If-None-Match", {"type": "string"}, "the ETag of the co
 
 OPERATIONS = [
     Operation("GET", "/v1/device/config", h.get_config, "The screen's config (ETag; 304 when unchanged)",
-              "device", responses={200: ScreenConfig, 304: None}, errors=(401, 503), params=_IF_NONE_MATCH, quiet=True),
+              "device", responses={200: ScreenConfig, 304: None}, errors=(401, 429, 503), params=_IF_NONE_MATCH,
+              quiet=True),
     Operation("GET", "/v1/device/playlist", h.get_playlist,
               "The screen's playlist (ETag; 304 when unchanged)", "device",
-              responses={200: PlaylistBody, 304: None}, errors=(401, 503), params=_IF_NONE_MATCH, quiet=True),
+              responses={200: PlaylistBody, 304: None}, errors=(401, 429, 503), params=_IF_NONE_MATCH, quiet=True),
     Operation("POST", "/v1/device/heartbeat", h.post_heartbeat, "Report that the TV is alive", "device",
-              HeartbeatBody, responses={202: Accepted}, errors=(400, 401, 413, 415, 503), quiet=True),
+              HeartbeatBody, responses={202: Accepted}, errors=(400, 401, 413, 415, 429, 503), quiet=True),
     Operation("POST", "/v1/device/events", h.post_events, "Report proof of play and errors (≤ 500)",
-              "device", EventsBody, responses={202: Accepted}, errors=(400, 401, 413, 415, 503), quiet=True),
+              "device", EventsBody, responses={202: Accepted}, errors=(400, 401, 413, 415, 429, 503), quiet=True),
 ]

@@ -126,19 +126,25 @@ async def register_device(request: web.Request) -> web.Response:
     """A TV trades a pairing code for its device key; the whole bind is one transaction."""
     settings = request.app[SETTINGS]
     address = client_address(request, settings.trusted_proxies)
-    pool = request.app[POOL]
-    async with pool.acquire() as conn:
+    # The body is read before a connection is taken: a slow client must not hold one.
+    body: Registration | ServiceError
+    try:
+        body = await read_json(request, _registration)
+    except ServiceError as exc:
+        body = exc
+    async with request.app[POOL].acquire() as conn:
         failures, remaining = await queries.failures_in_window(
             conn, address, settings.register_failure_window_seconds
         )
-    if failures >= settings.register_failures_per_window:
-        raise RateLimited("too many failed registrations from this address", retry_after=remaining)
-    try:
-        registered = await _bind(request, address)
-    except ServiceError:
-        async with pool.acquire() as conn:
+        if failures >= settings.register_failures_per_window:
+            raise RateLimited("too many failed registrations from this address", retry_after=remaining)
+        try:
+            if isinstance(body, ServiceError):
+                raise body  # a malformed registration counts as a failed one
+            registered = await _bind(conn, body, address)
+        except ServiceError:
             await queries.record_failure(conn, address, settings.register_failure_window_seconds)
-        raise
+            raise
     log.info(
         "device_registered",
         device_id=str(registered.device_id),
@@ -148,16 +154,13 @@ async def register_device(request: web.Request) -> web.Response:
     return json_response(registered, status=201)
 
 
-async def _bind(request: web.Request, address: str) -> Registered:
-    body = await read_json(request, _registration)
+async def _bind(conn: asyncpg.Connection, body: Registration, address: str) -> Registered:
     api_key = new_secret("dak_")
     key_hash = secret_hash(api_key)
-    async with request.app[POOL].acquire() as conn, conn.transaction():
-        screen_id = await queries.find_code_screen(conn, body.pairing_code)
-        if screen_id is None:
+    async with conn.transaction():
+        screen = await queries.lock_code_screen(conn, body.pairing_code)
+        if screen is None:
             raise NotFound("no such pairing code")
-        screen = await queries.lock_screen(conn, screen_id)
-        assert screen is not None  # codes reference screens (foreign key)
         code = await queries.lock_code(conn, body.pairing_code)
         if code.status == "superseded":
             raise CodeExpired("this code was superseded by a newer one; use the newest code")
@@ -165,16 +168,15 @@ async def _bind(request: web.Request, address: str) -> Registered:
             raise Conflict("this code was already used")
         if code.expired:
             raise CodeExpired("this code expired; generate a new one")
-        device = await queries.insert_device(
+        device, binding_seq = await queries.bind_device(
             conn,
+            code=code.code,
             tenant_id=code.tenant_id,
             screen_id=screen.id,
+            key_hash=key_hash,
             device_info=body.device_info,
             registered_from=address,
         )
-        await queries.insert_key(conn, key_hash, device.id)
-        await queries.mark_code_bound(conn, code.code, device.id)
-        binding_seq = await queries.next_binding_seq(conn, screen.id)
         await outbox.put_kv(
             conn,
             DEVICE_KEYS_BUCKET,

@@ -98,8 +98,13 @@ async def jetstream_ctx(app: web.Application) -> AsyncIterator[None]:
 
     app[READINESS]["nats"] = nats_ready
     yield
-    # drain() lets in-flight publishes and acks finish before the socket closes
-    await app[NC].drain()
+    # drain() lets in-flight publishes and acks finish before the socket closes; with NATS away
+    # (reconnecting) there is nothing to drain into, so just close.
+    try:
+        await app[NC].drain()
+    except nats.errors.Error as exc:
+        log.warning("nats_drain_failed", error=str(exc))
+        await app[NC].close()
 
 
 EventHandler = Callable[[AnyEvent], Awaitable[None]]

@@ -9,6 +9,7 @@ mode, so any worker's ``/metrics`` answers for the whole pod.
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import os
 import shutil
 import signal
@@ -72,12 +73,16 @@ def supervise(workers: int) -> int:
     """Run ``workers`` copies of this command; restart one that dies; on SIGTERM or SIGINT pass
     SIGTERM on and wait for all of them (each drains its requests)."""
     metrics_dir = tempfile.mkdtemp(prefix="prometheus-")
-    running: dict[int, int] = {}  # pid -> worker index
+    # pid -> worker index and its Popen, kept referenced: a dropped Popen is reaped by subprocess's
+    # own clean-up, which would take the exit status our os.wait() below is waiting for.
+    running: dict[int, tuple[int, subprocess.Popen[bytes]]] = {}
     stopping = False
+    failed_at_stop = 0
 
     def start(index: int) -> None:
         env = {**os.environ, WORKER: str(index), "PROMETHEUS_MULTIPROC_DIR": metrics_dir}
-        running[subprocess.Popen([sys.executable, *sys.orig_argv[1:]], env=env).pid] = index
+        worker = subprocess.Popen([sys.executable, *sys.orig_argv[1:]], env=env, preexec_fn=_die_with_parent)
+        running[worker.pid] = index, worker
 
     def stop(signum: int, frame: object) -> None:
         nonlocal stopping
@@ -93,15 +98,29 @@ def supervise(workers: int) -> int:
     try:
         while running:
             pid, status = os.wait()
-            index = running.pop(pid, None)
-            if index is None or stopping:
+            if pid not in running:
+                continue
+            index, _ = running.pop(pid)
+            code = os.waitstatus_to_exitcode(status)
+            if stopping:
+                if code != 0:
+                    log.error("worker_stopped_badly", worker=index, pid=pid, status=code)
+                    failed_at_stop += 1
                 continue
             # Its counters stay (they are totals); its live gauges go.
             multiprocess.mark_process_dead(pid, metrics_dir)
-            log.error("worker_died", worker=index, pid=pid, status=os.waitstatus_to_exitcode(status))
+            log.error("worker_died", worker=index, pid=pid, status=code)
             time.sleep(1)  # a worker that dies at start must not make us spin
             if not stopping:
                 start(index)
-        return 0
+        return 1 if failed_at_stop else 0
     finally:
         shutil.rmtree(metrics_dir, ignore_errors=True)
+
+
+def _die_with_parent() -> None:
+    """In a worker, before it starts: the kernel sends it SIGTERM if the supervisor dies (even by
+    SIGKILL), so no worker outlives its pod's main process holding the port."""
+    if sys.platform == "linux":
+        PR_SET_PDEATHSIG = 1
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)

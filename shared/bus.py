@@ -142,7 +142,9 @@ async def pull_batches(
         while True:
             try:
                 messages = await subscription.fetch(batch, timeout=5)
-            except nats.errors.TimeoutError:
+            except asyncio.TimeoutError:
+                # nats-py raises its own TimeoutError, and on some paths (a busy loop that
+                # overran the deadline) the builtin one: both mean "nothing yet".
                 continue
             except nats.errors.Error as exc:
                 log.warning("consumer_fetch_failed", durable=durable, error=str(exc))

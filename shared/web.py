@@ -226,10 +226,23 @@ def uuid_param(request: web.Request, name: str = "id") -> uuid.UUID:
 def background(
     name: str, run: Callable[[web.Application], Awaitable[None]]
 ) -> Callable[[web.Application], AsyncIterator[None]]:
-    """A cleanup context that runs ``run(app)`` as a task for the app's lifetime, then cancels it."""
+    """A cleanup context that runs ``run(app)`` as a task for the app's lifetime, then cancels it.
+
+    ``run`` is meant to run forever: if it fails, the failure is logged and ``run`` starts again
+    after a second. A task that died silently once stopped a consumer for good while its service
+    kept reporting ready."""
+
+    async def supervised(app: web.Application) -> None:
+        while True:
+            try:
+                await run(app)
+                log.error("background_task_ended", task=name)
+            except Exception:
+                log.exception("background_task_failed", task=name)
+            await asyncio.sleep(1)
 
     async def ctx(app: web.Application) -> AsyncIterator[None]:
-        task = asyncio.create_task(run(app), name=name)
+        task = asyncio.create_task(supervised(app), name=name)
         yield
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)

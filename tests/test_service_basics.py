@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import aiohttp
 import asyncpg
 import pytest
+import structlog
+from aiohttp import web
 from prometheus_client.parser import text_string_to_metric_families
+
+from shared.web import background
 
 SERVICES = ("registry", "provisioning", "device-gateway", "heartbeat")
 
@@ -92,3 +98,29 @@ async def test_provisioning_asks_registry_about_a_screen_it_has_not_heard_of(sta
         await conn.close()
     status, registered = await stack.register(code["code"])
     assert status == 201 and registered["config"]["syncIntervalMinutes"] == 5
+
+
+async def test_a_failed_background_task_is_logged_and_started_again():
+    runs: list[int] = []
+    restarted = asyncio.Event()
+
+    async def flaky(app: web.Application) -> None:
+        runs.append(len(runs))
+        if len(runs) == 1:
+            raise RuntimeError("boom")
+        restarted.set()
+        await asyncio.Event().wait()
+
+    app = web.Application()
+    app.cleanup_ctx.append(background("flaky", flaky))
+    runner = web.AppRunner(app)
+    with structlog.testing.capture_logs() as logs:
+        await runner.setup()
+        try:
+            await asyncio.wait_for(restarted.wait(), timeout=5)
+        finally:
+            await runner.cleanup()
+    assert runs == [0, 1]
+    assert [(e["event"], e["task"]) for e in logs if e["event"].startswith("background")] == [
+        ("background_task_failed", "flaky")
+    ]

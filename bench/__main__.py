@@ -408,8 +408,10 @@ def print_table(figures: dict[str, Any]) -> None:
         poll = figures.get(key)
         if poll:
             g, b = poll["gateway"], poll["bare"]
+            spread = f"{min(poll['ratios']):.2f}-{max(poll['ratios']):.2f}"
             rows.append((f"{title} ({poll['workers']} worker(s)): gateway / bare", f"{poll['ratio']:.2f}",
-                         f"{g['rate']}/s vs {b['rate']}/s; p99 {g['p99_ms']:.1f} vs {b['p99_ms']:.1f} ms; "
+                         f"rounds {spread}; {g['rate']}/s vs {b['rate']}/s;"
+                         f" p99 {g['p99_ms']:.1f} vs {b['p99_ms']:.1f} ms; "
                          f"server {g['server_cores']} vs {b['server_cores']} cores, wrk {g['wrk_cores']}; "
                          f"failed {g['failed']}"))
     hb = figures.get("heartbeats")
@@ -445,8 +447,8 @@ def main() -> None:
     parser.add_argument("--devices", type=int, default=2000, help="TVs paired through the API that poll")
     parser.add_argument("--revokes", type=int, default=200, help="TVs revoked one by one for figure 4")
     parser.add_argument("--registrations", type=int, default=1000, help="registrations timed for figure 5")
-    parser.add_argument("--seconds", type=int, default=5, help="length of each wrk run")
-    parser.add_argument("--rounds", type=int, default=3, help="wrk runs per side; the median counts")
+    parser.add_argument("--seconds", type=int, default=4, help="length of each wrk run")
+    parser.add_argument("--rounds", type=int, default=5, help="wrk runs per side; the median counts")
     parser.add_argument("--keys", default="100000,1000000", help="bucket sizes for the memory figure")
     parser.add_argument("--only", default="1,2,3,4,5,6", help="which figures to measure, e.g. 1,5")
     parser.add_argument("--profile", type=Path, help="write py-spy samples of the gateway and provisioning here")

@@ -16,12 +16,12 @@ import uuid
 
 import jwt
 import msgspec
-import structlog
 from aiohttp import web
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from shared import errors
+from shared.logging import bind_log_context
 from shared.settings import Settings
 from shared.web import SETTINGS
 
@@ -139,7 +139,7 @@ def tenant_of(request: web.Request) -> uuid.UUID:
     principal = request.app[VERIFIER].verify(token)
     if ADMIN_SCOPE not in principal.scope.split():
         raise errors.Forbidden("the access token lacks the admin scope")
-    structlog.contextvars.bind_contextvars(tenant_id=str(principal.tenant_id))
+    bind_log_context(tenant_id=str(principal.tenant_id))
     return principal.tenant_id
 
 

@@ -17,6 +17,7 @@ from nats.aio.msg import Msg
 from nats.js import JetStreamContext, api
 
 from shared.events import AnyEvent, event_decoder
+from shared.logging import new_log_context
 from shared.projections import DEVICE_KEYS_BUCKET, SCREEN_CONTENT_BUCKET
 from shared.web import READINESS, SERVICE, SETTINGS, background
 
@@ -180,7 +181,7 @@ async def consume_events(
 
 
 async def _apply(message: Msg, handle: EventHandler) -> None:
-    structlog.contextvars.bind_contextvars(
+    new_log_context(
         subject=message.subject,
         request_id=(message.headers or {}).get("X-Request-ID"),
         event_id=(message.headers or {}).get("Nats-Msg-Id"),

@@ -4,8 +4,35 @@ from __future__ import annotations
 
 import logging
 import sys
+from contextvars import ContextVar
+from typing import Any
 
 import structlog
+
+# What every log line of the current request (or event being applied) carries: one dict, set anew
+# per request. Cheaper than clearing and re-binding structlog's contextvars on every request
+# (a few microseconds a poll), and nothing leaks to the next request on a keep-alive connection.
+_CONTEXT: ContextVar[dict[str, Any]] = ContextVar("log_context", default={})  # noqa: B039 - never mutated
+
+
+def new_log_context(**values: Any) -> None:
+    """Start the log context of a request or an event: replaces whatever the task had."""
+    _CONTEXT.set(values)
+
+
+def bind_log_context(**values: Any) -> None:
+    """Add to the current request's log context (e.g. the tenant once the token is verified)."""
+    _CONTEXT.set({**_CONTEXT.get(), **values})
+
+
+def log_context_value(name: str) -> Any:
+    return _CONTEXT.get().get(name)
+
+
+def merge_log_context(logger: Any, method: str, event: dict[str, Any]) -> dict[str, Any]:
+    for key, value in _CONTEXT.get().items():
+        event.setdefault(key, value)
+    return event
 
 
 def configure(*, service: str, log_format: str = "console", level: str = "info") -> None:
@@ -18,6 +45,7 @@ def configure(*, service: str, log_format: str = "console", level: str = "info")
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,
+            merge_log_context,
             structlog.processors.add_log_level,
             structlog.processors.TimeStamper(fmt="iso", utc=True),
             structlog.processors.dict_tracebacks if log_format == "json" else structlog.dev.set_exc_info,

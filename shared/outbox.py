@@ -19,6 +19,7 @@ from nats.js import JetStreamContext
 
 from shared.bus import JS
 from shared.events import Event, subject_of
+from shared.logging import log_context_value
 from shared.projections import kv_subject
 from shared.web import SETTINGS, background
 
@@ -45,7 +46,7 @@ async def put_kv(conn: asyncpg.Connection, bucket: str, key: str, value: msgspec
 
 
 async def _add(conn: asyncpg.Connection, message_id: uuid.UUID, subject: str, payload: bytes) -> None:
-    request_id = structlog.contextvars.get_contextvars().get("request_id")
+    request_id = log_context_value("request_id")
     await conn.execute(
         "INSERT INTO outbox (id, subject, payload, request_id) VALUES ($1, $2, $3, $4)",
         message_id,

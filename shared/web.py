@@ -20,6 +20,7 @@ import structlog
 from aiohttp import web
 
 from shared import errors
+from shared.logging import new_log_context
 from shared.settings import Settings
 
 log = structlog.get_logger()
@@ -106,9 +107,7 @@ def instrumented(service: str, method: str, route: str, handler: Handler, *, qui
     async def handle(request: web.Request) -> web.StreamResponse:
         started = time.perf_counter()
         request_id = request.headers.get("X-Request-ID") or f"{_REQUEST_ID_PREFIX}{next(_REQUEST_IDS):x}"
-        # One task serves every request of a keep-alive connection: drop the previous request's context.
-        structlog.contextvars.clear_contextvars()
-        structlog.contextvars.bind_contextvars(service=service, request_id=request_id)
+        new_log_context(request_id=request_id)
         try:
             response = await handler(request)
         except Exception as exc:  # noqa: BLE001 - every failure becomes a response in our shape

@@ -11,6 +11,7 @@ import structlog
 from aiohttp import web
 from prometheus_client.parser import text_string_to_metric_families
 
+from shared.logging import merge_log_context
 from shared.web import background
 
 SERVICES = ("registry", "provisioning", "device-gateway", "heartbeat")
@@ -124,3 +125,14 @@ async def test_a_failed_background_task_is_logged_and_started_again():
     assert [(e["event"], e["task"]) for e in logs if e["event"].startswith("background")] == [
         ("background_task_failed", "flaky")
     ]
+
+
+async def test_log_lines_carry_the_request_and_tenant_and_nothing_leaks_to_the_next_request(stack):
+    tenant = await stack.tenant()
+    with structlog.testing.capture_logs(processors=[merge_log_context]) as logs:
+        # Both calls on one keep-alive connection, so one task of the service serves them.
+        await stack.call("GET", "/v1/venues", token=tenant["token"], headers={"X-Request-ID": "first"})
+        await stack.call("GET", "/v1/venues", headers={"X-Request-ID": "second"})
+    lines = {e["request_id"]: e for e in logs if e["event"] == "request" and e.get("path") == "/v1/venues"}
+    assert lines["first"]["tenant_id"] == tenant["id"] and lines["first"]["status"] == 200
+    assert "tenant_id" not in lines["second"] and lines["second"]["status"] == 401

@@ -31,6 +31,7 @@ STREAMS = {
     # Domain events. The window is long so a relay that retries after an outage is still de-duplicated.
     "EVENTS": dict(subjects=["registry.>", "provisioning.>"], max_age=30 * DAY, duplicate_window=600),
     # Limited by age: presence is the durable record; the stream is a buffer and a tap for monitoring.
+    # heartbeat.presence.changed events travel here too (their subject matches; streams can't overlap).
     "HEARTBEATS": dict(subjects=["heartbeat.*.*"], max_age=DAY, duplicate_window=120),
     "DEVICE_EVENTS": dict(subjects=["device_events.*.*"], max_age=7 * DAY, duplicate_window=120),
 }
@@ -112,12 +113,18 @@ EventHandler = Callable[[AnyEvent], Awaitable[None]]
 
 
 def consumer_ctx(
-    durable: str, subjects: list[str], make_handler: Callable[[web.Application], EventHandler]
+    durable: str,
+    subjects: list[str],
+    make_handler: Callable[[web.Application], EventHandler],
+    *,
+    stream: str = "EVENTS",
 ) -> Callable[[web.Application], AsyncIterator[None]]:
-    """Run a durable ``EVENTS`` consumer for the app's lifetime (see :func:`consume_events`)."""
+    """Run a durable event consumer for the app's lifetime (see :func:`consume_events`)."""
 
     async def run(app: web.Application) -> None:
-        await consume_events(app[JS], durable=durable, subjects=subjects, handle=make_handler(app))
+        await consume_events(
+            app[JS], durable=durable, subjects=subjects, handle=make_handler(app), stream=stream
+        )
 
     return background(durable, run)
 
@@ -142,7 +149,13 @@ async def pull_batches(
     try:
         while True:
             try:
-                messages = await subscription.fetch(batch, timeout=5)
+                # nats-py's fetch(n) waits until n messages came or the timeout passed, so a quiet
+                # stream would delay each message by the whole timeout. Wait for one, then take
+                # what else is there within a moment.
+                messages = await subscription.fetch(1, timeout=5)
+                if batch > 1:
+                    with contextlib.suppress(asyncio.TimeoutError):
+                        messages += await subscription.fetch(batch - 1, timeout=0.05)
             except asyncio.TimeoutError:
                 # nats-py raises its own TimeoutError, and on some paths (a busy loop that
                 # overran the deadline) the builtin one: both mean "nothing yet".
@@ -158,9 +171,15 @@ async def pull_batches(
 
 
 async def consume_events(
-    js: JetStreamContext, *, durable: str, subjects: list[str], handle: EventHandler, batch: int = 100
+    js: JetStreamContext,
+    *,
+    durable: str,
+    subjects: list[str],
+    handle: EventHandler,
+    batch: int = 100,
+    stream: str = "EVENTS",
 ) -> None:
-    """Apply events from ``EVENTS`` with one durable consumer shared by every replica of a service.
+    """Apply events from ``stream`` with one durable consumer shared by every replica of a service.
 
     A message is acked only after ``handle`` has committed, so a crash redelivers it; ``handle``
     must therefore be idempotent. Undecodable messages are terminated (never redelivered);
@@ -174,7 +193,7 @@ async def consume_events(
         ack_wait=30,
         max_ack_pending=10_000,
     )
-    async with contextlib.aclosing(pull_batches(js, "EVENTS", config, batch)) as batches:
+    async with contextlib.aclosing(pull_batches(js, stream, config, batch)) as batches:
         async for messages in batches:
             for message in messages:
                 await _apply(message, handle)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import msgspec
 
@@ -70,7 +70,18 @@ class DeviceRevoked(Event, tag="provisioning.device.revoked"):
     revoked_at: datetime
 
 
-AnyEvent = ScreenCreated | ScreenConfigChanged | DeviceBound | DeviceRevoked
+class PresenceChanged(Event, tag="heartbeat.presence.changed"):
+    """A screen went online or offline (heartbeat service). Its subject matches the ``HEARTBEATS``
+    stream's ``heartbeat.*.*``, and streams may not overlap, so it travels on ``HEARTBEATS``."""
+
+    screen_id: uuid.UUID
+    presence: Literal["online", "offline"]
+    last_seen_at: datetime
+    # Counts the screen's transitions, so a late redelivery never undoes a newer one.
+    presence_seq: int
+
+
+AnyEvent = ScreenCreated | ScreenConfigChanged | DeviceBound | DeviceRevoked | PresenceChanged
 
 event_decoder = msgspec.json.Decoder(AnyEvent)
 

@@ -44,6 +44,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     # heartbeats/events while this many per worker wait for JetStream's ack.
     gateway_max_lag_ms: int = 250
     gateway_max_pending_reports: int = 2000
+    # A screen is offline once this many of its heartbeat intervals passed without one; the
+    # heartbeat service looks for such screens every presence_check_seconds.
+    offline_after_intervals: float = 3
+    presence_check_seconds: float = 5
     # Processes serving the service's port (SO_REUSEPORT); the gateway wants one per core.
     workers: int = 1
     ports: dict[str, int] = msgspec.field(default_factory=lambda: dict(DEFAULT_PORTS))
@@ -78,6 +82,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             nats_replicas=int(env.get("NATS_REPLICAS", 1)),
             host=env.get("HOST", "0.0.0.0"),
             workers=int(env.get("WORKERS", 1)),
+            offline_after_intervals=float(env.get("OFFLINE_AFTER_INTERVALS", 3)),
+            presence_check_seconds=float(env.get("PRESENCE_CHECK_SECONDS", 5)),
             gateway_max_lag_ms=int(env.get("GATEWAY_MAX_LAG_MS", 250)),
             gateway_max_pending_reports=int(env.get("GATEWAY_MAX_PENDING_REPORTS", 2000)),
             ports=ports,

@@ -1,4 +1,4 @@
-"""Heartbeat: reads TVs' heartbeats from the bus and keeps their presence."""
+"""Heartbeat: reads TVs' heartbeats from the bus, keeps their presence, announces online/offline."""
 
 from __future__ import annotations
 
@@ -6,16 +6,16 @@ from pathlib import Path
 
 from aiohttp import web
 
-from services.heartbeat.consumers import record_presence
-from shared import bus, db
-from shared.auth import VERIFIER, TokenVerifier
+from services.heartbeat.consumers import mark_offline, record_presence, screens_ctx
 from services.heartbeat.routes import OPERATIONS
+from shared import bus, db, outbox
+from shared.auth import VERIFIER, TokenVerifier
 from shared.openapi import add_operations
 from shared.settings import Settings
 from shared.web import background, base_app
 
 SCHEMA = "heartbeat"
-MIGRATIONS = (Path(__file__).parent / "migrations",)
+MIGRATIONS = (db.OUTBOX_MIGRATIONS, Path(__file__).parent / "migrations")
 
 
 def create_app(settings: Settings) -> web.Application:
@@ -23,6 +23,9 @@ def create_app(settings: Settings) -> web.Application:
     app[VERIFIER] = TokenVerifier(settings)
     app.cleanup_ctx.append(db.pool_ctx(SCHEMA))
     app.cleanup_ctx.append(bus.jetstream_ctx)
+    app.cleanup_ctx.append(outbox.relay_ctx(SCHEMA))
+    app.cleanup_ctx.append(screens_ctx)
     app.cleanup_ctx.append(background("heartbeat-presence", record_presence))
+    app.cleanup_ctx.append(background("mark-offline", mark_offline))
     add_operations(app, "Signage heartbeat", OPERATIONS)
     return app

@@ -1,4 +1,5 @@
-"""Reads ``HEARTBEATS`` in batches and records presence; acks only after the batch is stored."""
+"""What the heartbeat service reads and watches: heartbeats (→ presence), registry's screen events
+(→ the heartbeat interval of each screen), and the clock (→ screens gone offline)."""
 
 from __future__ import annotations
 
@@ -12,19 +13,22 @@ from nats.aio.msg import Msg
 from nats.js import api
 
 from services.heartbeat import queries
-from shared.bus import JS, pull_batches
+from shared import outbox
+from shared.bus import JS, EventHandler, consumer_ctx, pull_batches
 from shared.db import POOL
-from shared.events import heartbeat_decoder
+from shared.events import AnyEvent, PresenceChanged, ScreenConfigChanged, ScreenCreated, heartbeat_decoder
+from shared.web import SETTINGS
 
 log = structlog.get_logger()
 
 DURABLE = "heartbeat-presence"
 BATCH = 500
+_PRESENCE_SUBJECT = PresenceChanged.__struct_config__.tag
+_OVERDUE_BATCH = 1000
 
 
 async def record_presence(app: web.Application) -> None:
     """One durable pull consumer shared by every replica: each batch goes to one of them."""
-    js = app[JS]
     config = api.ConsumerConfig(
         durable_name=DURABLE,
         filter_subject="heartbeat.*.*",
@@ -32,25 +36,72 @@ async def record_presence(app: web.Application) -> None:
         ack_wait=30,
         max_ack_pending=20_000,
     )
-    async with contextlib.aclosing(pull_batches(js, "HEARTBEATS", config, BATCH)) as batches:
+    async with contextlib.aclosing(pull_batches(app[JS], "HEARTBEATS", config, BATCH)) as batches:
         async for messages in batches:
             await _record(app, messages)
 
 
 async def _record(app: web.Application, messages: list[Msg]) -> None:
-    heartbeats, good = [], []
+    """Store a batch and the presence changes it causes in one transaction; ack only after it."""
+    heartbeats, good, ours = [], [], []
     for message in messages:
+        if message.subject == _PRESENCE_SUBJECT:  # our own events share the stream's subjects
+            ours.append(message)
+            continue
         try:
             heartbeats.append(heartbeat_decoder.decode(message.data))
             good.append(message)
         except msgspec.DecodeError:
             log.error("heartbeat_undecodable", subject=message.subject)
             await message.term()
+    await asyncio.gather(*(message.ack() for message in ours))
+    if not good:
+        return
     try:
-        async with app[POOL].acquire() as conn:
-            await queries.record_heartbeats(conn, heartbeats)
+        async with app[POOL].acquire() as conn, conn.transaction():
+            transitions = await queries.record_heartbeats(
+                conn, heartbeats, app[SETTINGS].offline_after_intervals
+            )
+            for transition in transitions:
+                await outbox.add_event(conn, transition.event())
     except Exception:
         log.exception("presence_write_failed", batch=len(good))
         await asyncio.gather(*(message.nak(delay=1) for message in good))
         return
     await asyncio.gather(*(message.ack() for message in good))
+    for transition in transitions:
+        log.info("presence_changed", screen_id=str(transition.screen_id), presence=transition.presence)
+
+
+async def mark_offline(app: web.Application) -> None:
+    """Every ``presence_check_seconds``: screens past their deadline go offline. Safe on every
+    replica at once (see :func:`queries.mark_overdue_offline`)."""
+    settings = app[SETTINGS]
+    while True:
+        await asyncio.sleep(settings.presence_check_seconds)
+        while True:
+            async with app[POOL].acquire() as conn, conn.transaction():
+                transitions = await queries.mark_overdue_offline(conn, _OVERDUE_BATCH)
+                for transition in transitions:
+                    await outbox.add_event(conn, transition.event())
+            for transition in transitions:
+                log.info("presence_changed", screen_id=str(transition.screen_id), presence="offline")
+            if len(transitions) < _OVERDUE_BATCH:
+                break
+
+
+def screens_handler(app: web.Application) -> EventHandler:
+    async def handle(event: AnyEvent) -> None:
+        match event:
+            case ScreenCreated() | ScreenConfigChanged():
+                async with app[POOL].acquire() as conn, conn.transaction():
+                    await queries.upsert_screen(conn, event, app[SETTINGS].offline_after_intervals)
+
+    return handle
+
+
+screens_ctx = consumer_ctx(
+    "heartbeat-screens",
+    ["registry.screen.created", "registry.screen.config_changed"],
+    screens_handler,
+)

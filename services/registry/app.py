@@ -6,7 +6,7 @@ from pathlib import Path
 
 from aiohttp import web
 
-from services.registry.consumers import binding_ctx
+from services.registry.consumers import binding_ctx, presence_ctx
 from services.registry.routes import OPERATIONS
 from shared import bus, db, outbox
 from shared.auth import ISSUER, VERIFIER, TokenIssuer, TokenVerifier
@@ -26,5 +26,6 @@ def create_app(settings: Settings) -> web.Application:
     app.cleanup_ctx.append(bus.jetstream_ctx)
     app.cleanup_ctx.append(outbox.relay_ctx(SCHEMA))
     app.cleanup_ctx.append(binding_ctx)
+    app.cleanup_ctx.append(presence_ctx)
     add_operations(app, "Signage registry", OPERATIONS)
     return app

@@ -1,4 +1,4 @@
-"""Events registry applies to its screens: binding changes reported by provisioning."""
+"""Events registry applies to its screens: binding changes (provisioning) and presence (heartbeat)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from aiohttp import web
 from services.registry import queries
 from shared.bus import EventHandler, consumer_ctx
 from shared.db import POOL
-from shared.events import AnyEvent, DeviceBound, DeviceRevoked
+from shared.events import AnyEvent, DeviceBound, DeviceRevoked, PresenceChanged
 
 log = structlog.get_logger()
 
@@ -32,4 +32,19 @@ binding_ctx = consumer_ctx(
     "registry-binding",
     ["provisioning.device.bound", "provisioning.device.revoked"],
     binding_handler,
+)
+
+
+def presence_handler(app: web.Application) -> EventHandler:
+    async def handle(event: AnyEvent) -> None:
+        if isinstance(event, PresenceChanged):
+            async with app[POOL].acquire() as conn:
+                await queries.apply_presence_changed(conn, event)
+
+    return handle
+
+
+# Presence events travel on HEARTBEATS (their subject matches its heartbeat.*.*).
+presence_ctx = consumer_ctx(
+    "registry-presence", ["heartbeat.presence.changed"], presence_handler, stream="HEARTBEATS"
 )

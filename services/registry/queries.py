@@ -9,7 +9,7 @@ import msgspec
 
 from services.registry.models import NewScreen, NewVenue, Playlist, Screen, Venue
 from shared.errors import NotFound
-from shared.events import CachePolicy, DeviceBound, DeviceRevoked, ScreenConfig
+from shared.events import CachePolicy, DeviceBound, DeviceRevoked, PresenceChanged, ScreenConfig
 from shared.pagination import Cursor
 from shared.projections import PlaylistItem, ScreenContent
 
@@ -270,3 +270,19 @@ async def apply_device_revoked(conn: asyncpg.Connection, event: DeviceRevoked) -
     )
     return status.endswith(" 1")
 
+
+
+# ---- presence, as the heartbeat service reports it ----------------------------------------------
+
+
+async def apply_presence_changed(conn: asyncpg.Connection, event: PresenceChanged) -> bool:
+    """Record an online/offline transition; a no-op for one older than what was applied."""
+    status = await conn.execute(
+        "UPDATE screens SET presence = $2, last_seen_at = $3, presence_seq = $4"
+        " WHERE id = $1 AND presence_seq < $4",
+        event.screen_id,
+        event.presence,
+        event.last_seen_at,
+        event.presence_seq,
+    )
+    return status.endswith(" 1")

@@ -1,0 +1,195 @@
+"""Presence: heartbeats make a screen online, missed ones offline, and both ends agree.
+
+The heartbeat service decides; registry hears of each transition through the bus
+(``heartbeat.presence.changed``) and shows it on the screen. Short intervals come from the
+settings: ``offline_after_intervals=0.02`` makes a 1-minute interval 1.2 s.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Any
+
+import msgspec
+import nats
+import pytest
+import pytest_asyncio
+from aiohttp import web
+
+from services.heartbeat.app import create_app as create_heartbeat
+from shared.events import PresenceChanged
+from tests.stack import Stack, new_id
+
+
+HEARTBEAT = "/v1/device/heartbeat"
+
+
+@pytest_asyncio.fixture
+async def quick(settings, sockets) -> AsyncIterator[Stack]:
+    """A stack whose screens go offline 1.2 s after their last heartbeat, checked every 0.2 s."""
+    fast = msgspec.structs.replace(settings, offline_after_intervals=0.02, presence_check_seconds=0.2)
+    async with Stack(fast, sockets) as stack:
+        yield stack
+
+
+async def presence_of(stack: Stack, token: str, screen_id: str) -> dict[str, Any]:
+    """The heartbeat service's view (waiting out the moment before it hears of a new screen)."""
+
+    async def known() -> dict[str, Any] | None:
+        status, body, _ = await stack.call("GET", f"/v1/screens/{screen_id}/presence", token=token)
+        assert status in (200, 404), body
+        return body if status == 200 else None
+
+    return await stack.eventually(known)
+
+
+async def registry_screen(stack: Stack, token: str, screen_id: str) -> dict[str, Any]:
+    status, body, _ = await stack.call("GET", f"/v1/screens/{screen_id}", token=token)
+    assert status == 200, body
+    return body
+
+
+async def heartbeat(stack: Stack, key: str, **body: Any) -> None:
+    """One heartbeat, accepted (a key paired a moment ago may not have reached the gateway yet)."""
+
+    async def accepted() -> bool:
+        status, answer, _ = await stack.call("POST", HEARTBEAT, token=key, json=body)
+        assert status in (202, 401), answer
+        return status == 202
+
+    await stack.eventually(accepted)
+
+
+async def until_presence(stack: Stack, token: str, screen_id: str, presence: str, timeout: float = 10) -> None:
+    """Both the heartbeat service and registry show ``presence`` for the screen."""
+
+    async def agreed() -> bool:
+        seen = await presence_of(stack, token, screen_id)
+        screen = await registry_screen(stack, token, screen_id)
+        return seen["presence"] == presence and screen["presence"] == presence
+
+    await stack.eventually(agreed, timeout=timeout, interval=0.05)
+
+
+async def presence_events(stack: Stack) -> list[PresenceChanged]:
+    """Every presence event on the bus so far, in order."""
+    nc = await nats.connect(stack.settings.nats_url)
+    try:
+        js = nc.jetstream()
+        subscription = await js.subscribe(
+            "heartbeat.presence.changed", stream="HEARTBEATS", ordered_consumer=True
+        )
+        events = []
+        while True:
+            try:
+                message = await subscription.next_msg(timeout=0.5)
+            except nats.errors.TimeoutError:
+                return events
+            events.append(msgspec.json.decode(message.data, type=PresenceChanged))
+    finally:
+        await nc.close()
+
+
+async def test_a_heartbeat_makes_the_screen_online_in_both_services(stack):
+    tenant = await stack.tenant()
+    screen, registered = await stack.paired_device(tenant["token"])
+
+    async def fleet_is(expected: dict[str, int]) -> bool:
+        status, fleet, _ = await stack.call("GET", "/v1/fleet/status", token=tenant["token"])
+        assert status == 200, fleet
+        return fleet == expected
+
+    # The heartbeat service learns of the screen from registry's event, a moment after creation.
+    await stack.eventually(lambda: fleet_is({"screens": 1, "online": 0, "offline": 0, "unknown": 1}))
+    assert (await presence_of(stack, tenant["token"], screen["id"]))["presence"] == "unknown"
+
+    await heartbeat(stack, registered["apiKey"], appVersion="2.1.0", uptimeSeconds=60)
+    await until_presence(stack, tenant["token"], screen["id"], "online")
+
+    seen = await presence_of(stack, tenant["token"], screen["id"])
+    assert seen["screenId"] == screen["id"] and seen["lastSeenAt"] is not None
+    assert seen["lastHeartbeat"]["appVersion"] == "2.1.0" and seen["lastHeartbeat"]["uptimeSeconds"] == 60
+    assert (await registry_screen(stack, tenant["token"], screen["id"]))["lastSeenAt"] is not None
+    status, fleet, _ = await stack.call("GET", "/v1/fleet/status", token=tenant["token"])
+    assert fleet == {"screens": 1, "online": 1, "offline": 0, "unknown": 0}
+
+
+async def test_missed_heartbeats_make_it_offline_and_the_next_one_online_again(quick):
+    stack = quick
+    tenant = await stack.tenant()
+    screen, registered = await stack.paired_device(tenant["token"])
+    await heartbeat(stack, registered["apiKey"])
+    await until_presence(stack, tenant["token"], screen["id"], "online")
+    await until_presence(stack, tenant["token"], screen["id"], "offline")
+    status, fleet, _ = await stack.call("GET", "/v1/fleet/status", token=tenant["token"])
+    assert fleet == {"screens": 1, "online": 0, "offline": 1, "unknown": 0}
+
+    await heartbeat(stack, registered["apiKey"])
+    await until_presence(stack, tenant["token"], screen["id"], "online")
+    mine = [e for e in await presence_events(stack) if str(e.screen_id) == screen["id"]]
+    assert [(e.presence, e.presence_seq) for e in mine][:3] == [("online", 1), ("offline", 2), ("online", 3)]
+
+
+async def test_a_longer_heartbeat_interval_moves_the_offline_deadline(quick):
+    stack = quick
+    tenant = await stack.tenant()
+    screen, registered = await stack.paired_device(tenant["token"])
+    status, body, _ = await stack.call(
+        "PATCH", f"/v1/screens/{screen['id']}/config", token=tenant["token"],
+        json={"heartbeatIntervalMinutes": 60},
+    )
+    assert status == 200, body
+
+    async def interval_known() -> bool:  # the heartbeat service has the new interval
+        await heartbeat(stack, registered["apiKey"])
+        await asyncio.sleep(1.5)  # past the 1-minute interval's deadline (1.2 s here)
+        return (await presence_of(stack, tenant["token"], screen["id"]))["presence"] == "online"
+
+    await stack.eventually(interval_known, timeout=15, interval=0.1)
+
+
+async def test_two_instances_announce_each_transition_once(quick):
+    """A second heartbeat service shares the consumer and the offline detector."""
+    stack = quick
+    second = web.AppRunner(create_heartbeat(stack.settings))
+    await second.setup()  # starts its consumer and detector; it needs no port for that
+    try:
+        tenant = await stack.tenant()
+        paired = [await stack.paired_device(tenant["token"]) for _ in range(6)]
+        await asyncio.gather(*(heartbeat(stack, registered["apiKey"]) for _, registered in paired))
+        for screen, _ in paired:
+            await until_presence(stack, tenant["token"], screen["id"], "offline")
+        await asyncio.sleep(1)  # any duplicate would have been announced by now
+        events = await presence_events(stack)
+    finally:
+        await second.cleanup()
+    for screen, _ in paired:
+        mine = [(e.presence, e.presence_seq) for e in events if str(e.screen_id) == screen["id"]]
+        assert mine == [("online", 1), ("offline", 2)], (screen["id"], mine)
+
+
+async def test_presence_belongs_to_the_tenant(stack):
+    tenant, other = await stack.tenant(), await stack.tenant("Other Co")
+    screen, registered = await stack.paired_device(tenant["token"])
+    await heartbeat(stack, registered["apiKey"])
+    await until_presence(stack, tenant["token"], screen["id"], "online")
+
+    status, body, _ = await stack.call("GET", f"/v1/screens/{screen['id']}/presence", token=other["token"])
+    assert status == 404 and body["error"] == "not_found"
+    status, fleet, _ = await stack.call("GET", "/v1/fleet/status", token=other["token"])
+    assert fleet == {"screens": 0, "online": 0, "offline": 0, "unknown": 0}
+    status, body, _ = await stack.call("GET", f"/v1/screens/{new_id()}/presence", token=tenant["token"])
+    assert status == 404
+    for path in ("/v1/fleet/status", f"/v1/screens/{screen['id']}/presence"):
+        status, body, _ = await stack.call("GET", path)
+        assert status == 401 and body["error"] == "unauthorized"
+        status, body, _ = await stack.call("GET", path, token=registered["apiKey"])
+        assert status == 401
+
+
+@pytest.mark.parametrize("bad", ["not-a-uuid", "00000000-0000-0000-0000-00000000000g"])
+async def test_a_bad_screen_id_is_404(stack, bad):
+    tenant = await stack.tenant()
+    status, body, _ = await stack.call("GET", f"/v1/screens/{bad}/presence", token=tenant["token"])
+    assert status == 404 and body["error"] == "not_found"

@@ -27,24 +27,30 @@ class Cursor(msgspec.Struct, frozen=True, array_like=True):
 _decoder = msgspec.json.Decoder(Cursor)
 
 
-def page_params(request: web.Request) -> tuple[Cursor | None, int]:
-    """``cursor`` and ``limit`` from the query string; bad values are a 400 naming the parameter."""
+def page_limit(request: web.Request) -> int:
+    """``limit`` from the query string (1 to MAX_LIMIT); anything else is a 400 naming it."""
     raw_limit = request.query.get("limit", str(DEFAULT_LIMIT))
     if not re.fullmatch(r"[0-9]{1,4}", raw_limit) or not 1 <= int(raw_limit) <= MAX_LIMIT:
         raise BadRequest(
             f"limit must be an integer from 1 to {MAX_LIMIT}",
             details=[ErrorDetail("limit", "range")],
         )
+    return int(raw_limit)
+
+
+def page_params(request: web.Request) -> tuple[Cursor | None, int]:
+    """``cursor`` and ``limit`` from the query string; bad values are a 400 naming the parameter."""
+    limit = page_limit(request)
     raw_cursor = request.query.get("cursor")
     if not raw_cursor:
-        return None, int(raw_limit)
+        return None, limit
     try:
         cursor = _decoder.decode(base64.urlsafe_b64decode(raw_cursor + "=" * (-len(raw_cursor) % 4)))
     except (ValueError, msgspec.DecodeError):
         raise BadRequest(
             "cursor is not one this API returned", details=[ErrorDetail("cursor", "invalid")]
         ) from None
-    return cursor, int(raw_limit)
+    return cursor, limit
 
 
 def next_cursor(items: list, limit: int, *, sorted_by: str = "created_at") -> str | None:
@@ -63,6 +69,23 @@ def uuid_query(request: web.Request, name: str) -> uuid.UUID | None:
         return uuid.UUID(raw)
     except ValueError:
         raise BadRequest(f"{name} must be a UUID", details=[ErrorDetail(name, "format")]) from None
+
+
+def datetime_query(request: web.Request, name: str) -> datetime | None:
+    """An RFC 3339 time with its offset (``2026-11-23T10:00:00Z``); anything else is a 400."""
+    raw = request.query.get(name)
+    if raw is None or raw == "":
+        return None
+    try:
+        value = msgspec.json.decode(msgspec.json.encode(raw), type=datetime)
+    except msgspec.ValidationError:
+        value = None
+    if value is None or value.tzinfo is None:
+        raise BadRequest(
+            f"{name} must be an RFC 3339 time with an offset, like 2026-11-23T10:00:00Z",
+            details=[ErrorDetail(name, "format")],
+        )
+    return value
 
 
 def choice_query(request: web.Request, name: str, choices: tuple[str, ...]) -> str | None:

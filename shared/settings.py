@@ -48,6 +48,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     # heartbeat service looks for such screens every presence_check_seconds.
     offline_after_intervals: float = 3
     presence_check_seconds: float = 5
+    # How long the heartbeat history (GET /v1/screens/{id}/heartbeats) keeps each heartbeat.
+    heartbeat_retention_hours: float = 7 * 24
     # Processes serving the service's port (SO_REUSEPORT); the gateway wants one per core.
     workers: int = 1
     ports: dict[str, int] = msgspec.field(default_factory=lambda: dict(DEFAULT_PORTS))
@@ -84,6 +86,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             workers=int(env.get("WORKERS", 1)),
             offline_after_intervals=float(env.get("OFFLINE_AFTER_INTERVALS", 3)),
             presence_check_seconds=float(env.get("PRESENCE_CHECK_SECONDS", 5)),
+            heartbeat_retention_hours=float(env.get("HEARTBEAT_RETENTION_HOURS", 7 * 24)),
             gateway_max_lag_ms=int(env.get("GATEWAY_MAX_LAG_MS", 250)),
             gateway_max_pending_reports=int(env.get("GATEWAY_MAX_PENDING_REPORTS", 2000)),
             ports=ports,

@@ -11,6 +11,7 @@ import asyncio
 from collections.abc import AsyncIterator
 from typing import Any
 
+import asyncpg
 import msgspec
 import nats
 import pytest
@@ -193,3 +194,53 @@ async def test_a_bad_screen_id_is_404(stack, bad):
     tenant = await stack.tenant()
     status, body, _ = await stack.call("GET", f"/v1/screens/{bad}/presence", token=tenant["token"])
     assert status == 404 and body["error"] == "not_found"
+
+
+async def test_the_heartbeat_history_pages_by_time_and_is_pruned(settings, sockets):
+    tiny = msgspec.structs.replace(settings, heartbeat_retention_hours=1)
+    async with Stack(tiny, sockets) as stack:
+        tenant = await stack.tenant()
+        screen, registered = await stack.paired_device(tenant["token"])
+        for uptime in range(5):
+            await heartbeat(stack, registered["apiKey"], uptimeSeconds=uptime)
+        path = f"/v1/screens/{screen['id']}/heartbeats"
+
+        async def all_stored() -> dict[str, Any] | None:
+            status, page, _ = await stack.call("GET", path, token=tenant["token"], params={"limit": "3"})
+            return page if status == 200 and len(page["items"]) == 3 else None
+
+        first = await stack.eventually(all_stored)
+        assert [h["uptimeSeconds"] for h in first["items"]] == [0, 1, 2] and first["nextSince"]
+        status, second, _ = await stack.call(
+            "GET", path, token=tenant["token"], params={"limit": "3", "since": first["nextSince"]}
+        )
+        assert status == 200 and [h["uptimeSeconds"] for h in second["items"]] == [3, 4]
+        assert second["nextSince"] is None
+
+        for bad in ({"since": "yesterday"}, {"since": "2026-11-23T10:00:00"}, {"limit": "0"}):
+            status, body, _ = await stack.call("GET", path, token=tenant["token"], params=bad)
+            assert status == 400 and body["details"][0]["field"] in bad, body
+        other = await stack.tenant("Other Co")
+        status, body, _ = await stack.call("GET", path, token=other["token"])
+        assert status == 404
+
+        # Age the first two past the retention; the pruner (every minute, and at start) removes them.
+        conn = await asyncpg.connect(stack.settings.database_url)
+        try:
+            await conn.execute(
+                "UPDATE heartbeat.heartbeats SET received_at = received_at - interval '2 hours'"
+                " WHERE screen_id = $1::uuid AND (report->>'uptimeSeconds')::int < 2", screen["id"]
+            )
+            await stack.stop_service("heartbeat")
+            await stack.start_service("heartbeat")
+            await stack.wait_ready("heartbeat")
+
+            async def pruned() -> bool:
+                left = await conn.fetchval(
+                    "SELECT count(*) FROM heartbeat.heartbeats WHERE screen_id = $1::uuid", screen["id"]
+                )
+                return left == 3
+
+            await stack.eventually(pruned, timeout=10)
+        finally:
+            await conn.close()

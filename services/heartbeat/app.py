@@ -6,7 +6,7 @@ from pathlib import Path
 
 from aiohttp import web
 
-from services.heartbeat.consumers import mark_offline, record_presence, screens_ctx
+from services.heartbeat.consumers import mark_offline, prune_history, record_presence, screens_ctx
 from services.heartbeat.routes import OPERATIONS
 from shared import bus, db, outbox
 from shared.auth import VERIFIER, TokenVerifier
@@ -27,5 +27,6 @@ def create_app(settings: Settings) -> web.Application:
     app.cleanup_ctx.append(screens_ctx)
     app.cleanup_ctx.append(background("heartbeat-presence", record_presence))
     app.cleanup_ctx.append(background("mark-offline", mark_offline))
+    app.cleanup_ctx.append(background("prune-heartbeats", prune_history))
     add_operations(app, "Signage heartbeat", OPERATIONS)
     return app

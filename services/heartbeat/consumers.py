@@ -59,6 +59,7 @@ async def _record(app: web.Application, messages: list[Msg]) -> None:
         return
     try:
         async with app[POOL].acquire() as conn, conn.transaction():
+            await queries.store_heartbeats(conn, heartbeats)
             transitions = await queries.record_heartbeats(
                 conn, heartbeats, app[SETTINGS].offline_after_intervals
             )
@@ -105,3 +106,17 @@ screens_ctx = consumer_ctx(
     ["registry.screen.created", "registry.screen.config_changed"],
     screens_handler,
 )
+
+
+_PRUNE_BATCH = 10_000
+
+
+async def prune_history(app: web.Application) -> None:
+    """Every minute: heartbeats past HEARTBEAT_RETENTION_HOURS go, in batches that keep each
+    transaction short. Safe on every replica (a row is deleted once)."""
+    retention = app[SETTINGS].heartbeat_retention_hours
+    while True:
+        async with app[POOL].acquire() as conn:
+            while await queries.prune_heartbeats(conn, retention, _PRUNE_BATCH) == _PRUNE_BATCH:
+                pass
+        await asyncio.sleep(60)

@@ -2,13 +2,24 @@
 
 from __future__ import annotations
 
+from datetime import datetime
+
+import msgspec
 from aiohttp import web
 
 from services.heartbeat import queries
 from shared.auth import tenant_of
 from shared.db import POOL
 from shared.errors import NotFound
+from shared.events import Heartbeat
+from shared.pagination import datetime_query, page_limit
 from shared.web import json_response, uuid_param
+
+
+class HeartbeatPage(msgspec.Struct, frozen=True, rename="camel"):
+    items: list[Heartbeat]
+    # Pass as ``since`` for the next page; null after the last.
+    next_since: datetime | None
 
 
 async def get_fleet_status(request: web.Request) -> web.Response:
@@ -25,3 +36,17 @@ async def get_screen_presence(request: web.Request) -> web.Response:
     if presence is None:
         raise NotFound("no such screen")
     return json_response(presence)
+
+
+async def get_heartbeats(request: web.Request) -> web.Response:
+    """The screen's heartbeats after ``since`` (oldest first), as long as they are kept."""
+    tenant_id = tenant_of(request)
+    screen_id = uuid_param(request)
+    since = datetime_query(request, "since")
+    limit = page_limit(request)
+    async with request.app[POOL].acquire() as conn:
+        if not await queries.tenant_has_screen(conn, tenant_id, screen_id):
+            raise NotFound("no such screen")
+        items = await queries.heartbeat_history(conn, screen_id, since=since, limit=limit)
+    next_since = items[-1].received_at if len(items) == limit else None
+    return json_response(HeartbeatPage(items=items, next_since=next_since))

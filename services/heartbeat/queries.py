@@ -135,6 +135,50 @@ async def record_heartbeats(
     ]
 
 
+async def store_heartbeats(conn: asyncpg.Connection, heartbeats: list[Heartbeat]) -> None:
+    """Add the batch to the history; one already stored (a redelivery) is skipped."""
+    await conn.execute(
+        "INSERT INTO heartbeats (screen_id, received_at, tenant_id, report)"
+        " SELECT * FROM unnest($1::uuid[], $2::timestamptz[], $3::uuid[], $4::jsonb[])"
+        " ON CONFLICT DO NOTHING",
+        [h.screen_id for h in heartbeats],
+        [h.received_at for h in heartbeats],
+        [h.tenant_id for h in heartbeats],
+        [msgspec.to_builtins(h) for h in heartbeats],
+    )
+
+
+async def prune_heartbeats(conn: asyncpg.Connection, older_than_hours: float, limit: int) -> int:
+    """Delete at most ``limit`` heartbeats older than the retention; returns how many went."""
+    status = await conn.execute(
+        "DELETE FROM heartbeats WHERE ctid = ANY (ARRAY(SELECT ctid FROM heartbeats"
+        " WHERE received_at < now() - make_interval(secs => $1::float8 * 3600) LIMIT $2))",
+        older_than_hours,
+        limit,
+    )
+    return int(status.split()[-1])
+
+
+async def heartbeat_history(
+    conn: asyncpg.Connection, screen_id: uuid.UUID, *, since: datetime | None, limit: int
+) -> list[Heartbeat]:
+    """The screen's heartbeats after ``since``, oldest first."""
+    rows = await conn.fetch(
+        "SELECT report FROM heartbeats WHERE screen_id = $1 AND ($2::timestamptz IS NULL OR received_at > $2)"
+        " ORDER BY received_at LIMIT $3",
+        screen_id,
+        since,
+        limit,
+    )
+    return [msgspec.convert(row["report"], Heartbeat) for row in rows]
+
+
+async def tenant_has_screen(conn: asyncpg.Connection, tenant_id: uuid.UUID, screen_id: uuid.UUID) -> bool:
+    return await conn.fetchval(
+        "SELECT EXISTS (SELECT 1 FROM screens WHERE id = $1 AND tenant_id = $2)", screen_id, tenant_id
+    )
+
+
 async def mark_overdue_offline(conn: asyncpg.Connection, limit: int) -> list[Transition]:
     """Screens online past their deadline go offline, at most ``limit`` of them. Rows another
     replica is handling are skipped, and the status is checked again under the row lock, so two

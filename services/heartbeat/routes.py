@@ -2,7 +2,12 @@
 
 from services.heartbeat import handlers as h
 from services.heartbeat.queries import FleetStatus, ScreenPresence
-from shared.openapi import Operation
+from shared.openapi import Operation, Param
+
+_HISTORY = (
+    Param("since", {"type": "string", "format": "date-time"}, "only heartbeats received after this time"),
+    Param("limit", {"type": "integer", "minimum": 1, "maximum": 200, "default": 50}),
+)
 
 OPERATIONS = [
     Operation("GET", "/v1/fleet/status", h.get_fleet_status,
@@ -11,4 +16,7 @@ OPERATIONS = [
     Operation("GET", "/v1/screens/{id}/presence", h.get_screen_presence,
               "A screen's presence, when it was last seen and its last heartbeat", "admin",
               responses={200: ScreenPresence}, errors=(401, 404)),
+    Operation("GET", "/v1/screens/{id}/heartbeats", h.get_heartbeats,
+              "A screen's heartbeats, oldest first, as long as they are kept (HEARTBEAT_RETENTION_HOURS)",
+              "admin", responses={200: h.HeartbeatPage}, errors=(400, 401, 404), params=_HISTORY),
 ]

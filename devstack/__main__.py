@@ -82,7 +82,7 @@ async def _serve_entrypoint(
     ports: dict[str, int], env: dict[str, str], started: float, children: list[subprocess.Popen[bytes]]
 ) -> None:
     upstreams = {service: f"http://127.0.0.1:{ports[service]}" for service in SERVICES}
-    runner = web.AppRunner(entrypoint.create_app(upstreams), access_log=None)
+    runner = web.AppRunner(entrypoint.create_app(upstreams), access_log=None, **entrypoint.RUNNER_OPTIONS)
     await runner.setup()
     await web.TCPSite(runner, env.get("HOST", "0.0.0.0"), ports["entrypoint"]).start()
     await wait_ready(upstreams, children)

@@ -45,6 +45,11 @@ def create_app(upstreams: dict[str, str]) -> web.Application:
     return app
 
 
+# A client that goes away cancels its proxied request, which closes the upstream one: a streamed
+# response (GET /v1/heartbeats/stream) would otherwise hold the upstream until its next write.
+RUNNER_OPTIONS = {"handler_cancellation": True}
+
+
 async def client_ctx(app: web.Application) -> AsyncIterator[None]:
     connector = aiohttp.TCPConnector(limit=0)
     async with aiohttp.ClientSession(connector=connector, auto_decompress=False) as session:

@@ -50,6 +50,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     presence_check_seconds: float = 5
     # How long the heartbeat history (GET /v1/screens/{id}/heartbeats) keeps each heartbeat.
     heartbeat_retention_hours: float = 7 * 24
+    # GET /v1/heartbeats/stream: a comment this often keeps proxies from closing an idle stream;
+    # a client with this many events waiting for it is dropped (it resumes with Last-Event-ID).
+    sse_keepalive_seconds: float = 15
+    sse_buffer: int = 1000
     # Processes serving the service's port (SO_REUSEPORT); the gateway wants one per core.
     workers: int = 1
     ports: dict[str, int] = msgspec.field(default_factory=lambda: dict(DEFAULT_PORTS))
@@ -87,6 +91,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             offline_after_intervals=float(env.get("OFFLINE_AFTER_INTERVALS", 3)),
             presence_check_seconds=float(env.get("PRESENCE_CHECK_SECONDS", 5)),
             heartbeat_retention_hours=float(env.get("HEARTBEAT_RETENTION_HOURS", 7 * 24)),
+            sse_keepalive_seconds=float(env.get("SSE_KEEPALIVE_SECONDS", 15)),
+            sse_buffer=int(env.get("SSE_BUFFER", 1000)),
             gateway_max_lag_ms=int(env.get("GATEWAY_MAX_LAG_MS", 250)),
             gateway_max_pending_reports=int(env.get("GATEWAY_MAX_PENDING_REPORTS", 2000)),
             ports=ports,

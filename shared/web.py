@@ -112,7 +112,8 @@ def instrumented(service: str, method: str, route: str, handler: Handler, *, qui
             response = await handler(request)
         except Exception as exc:  # noqa: BLE001 - every failure becomes a response in our shape
             response = error_response(request, exc)
-        response.headers["X-Request-ID"] = request_id
+        if not response.prepared:  # a stream sent its headers already
+            response.headers["X-Request-ID"] = request_id
         elapsed = time.perf_counter() - started
         status = response.status
         counter = counted.get(status)

@@ -66,7 +66,9 @@ class Stack:
     async def __aenter__(self) -> Stack:
         for name in SERVICES:
             await self.start_service(name)
-        runner = web.AppRunner(entrypoint.create_app({name: self.url(name) for name in SERVICES}))
+        runner = web.AppRunner(
+            entrypoint.create_app({name: self.url(name) for name in SERVICES}), **entrypoint.RUNNER_OPTIONS
+        )
         await runner.setup()
         await self._site(runner, "entrypoint", self.settings).start()
         self.runners["entrypoint"] = runner

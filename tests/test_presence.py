@@ -8,9 +8,11 @@ settings: ``offline_after_intervals=0.02`` makes a 1-minute interval 1.2 s.
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import AsyncIterator
 from typing import Any
 
+import aiohttp
 import asyncpg
 import msgspec
 import nats
@@ -244,3 +246,86 @@ async def test_the_heartbeat_history_pages_by_time_and_is_pruned(settings, socke
             await stack.eventually(pruned, timeout=10)
         finally:
             await conn.close()
+
+
+# ---- the SSE stream ----------------------------------------------------------------------------
+
+
+class EventStream:
+    """A minimal SSE client: ``(id, event, data)`` tuples and the comments in between."""
+
+    def __init__(self, response: aiohttp.ClientResponse) -> None:
+        self.response = response
+        self.comments: list[str] = []
+
+    async def next(self, timeout: float = 10) -> tuple[int, str, dict[str, Any]]:
+        """The next event within ``timeout`` seconds (comments on the way are kept)."""
+        fields: dict[str, str] = {}
+        async with asyncio.timeout(timeout):
+            while True:
+                line = (await self.response.content.readline()).decode().rstrip("\n")
+                if line.startswith(":"):
+                    self.comments.append(line)
+                elif line == "":
+                    if "data" in fields:
+                        return int(fields["id"]), fields["event"], json.loads(fields["data"])
+                else:
+                    name, _, value = line.partition(": ")
+                    fields[name] = value
+
+
+async def open_stream(stack: Stack, token: str, last_event_id: int | None = None) -> EventStream:
+    headers = {"Authorization": f"Bearer {token}"}
+    if last_event_id is not None:
+        headers["Last-Event-ID"] = str(last_event_id)
+    response = await stack.http.get("/v1/heartbeats/stream", headers=headers)
+    assert response.status == 200 and response.content_type == "text/event-stream", await response.text()
+    return EventStream(response)
+
+
+async def test_the_stream_carries_the_tenants_heartbeats_and_presence_and_resumes_without_gaps(quick):
+    stack = quick
+    tenant, other = await stack.tenant(), await stack.tenant("Other Co")
+    screen, registered = await stack.paired_device(tenant["token"])
+    _, theirs = await stack.paired_device(other["token"])
+    stream = await open_stream(stack, tenant["token"])
+    await asyncio.sleep(0.2)  # the stream's consumer is in place
+    await heartbeat(stack, theirs["apiKey"], uptimeSeconds=999)
+    await heartbeat(stack, registered["apiKey"], uptimeSeconds=1)
+    seen = [await stream.next() for _ in range(2)]
+    assert {event for _, event, _ in seen} == {"heartbeat", "presence"}
+    for _, event, data in seen:
+        assert data["tenantId"] == tenant["id"] and data["screenId"] == screen["id"]
+    assert [d["uptimeSeconds"] for _, e, d in seen if e == "heartbeat"] == [1]
+    stream.response.close()
+
+    # Disconnected: what happens meanwhile is there when the client resumes.
+    for uptime in (2, 3, 4):
+        await heartbeat(stack, registered["apiKey"], uptimeSeconds=uptime)
+    resumed = await open_stream(stack, tenant["token"], last_event_id=max(i for i, _, _ in seen))
+    got = [await resumed.next() for _ in range(4)]  # three heartbeats and the offline change
+    resumed.response.close()
+    ids = [i for i, _, _ in got]
+    assert ids == sorted(ids) and min(ids) > max(i for i, _, _ in seen)
+    assert [d["uptimeSeconds"] for _, e, d in got if e == "heartbeat"] == [2, 3, 4]
+    assert [d["presence"] for _, e, d in got if e == "presence"] == ["offline"]
+
+
+async def test_an_idle_stream_gets_keep_alive_comments(settings, sockets):
+    async with Stack(msgspec.structs.replace(settings, sse_keepalive_seconds=0.2), sockets) as stack:
+        tenant = await stack.tenant()
+        stream = await open_stream(stack, tenant["token"])
+        with pytest.raises(asyncio.TimeoutError):
+            await stream.next(timeout=1)
+        stream.response.close()
+        assert len([c for c in stream.comments if c == ": keep-alive"]) >= 2
+
+
+async def test_the_stream_refuses_bad_credentials_and_ids(stack):
+    tenant = await stack.tenant()
+    status, body, _ = await stack.call("GET", "/v1/heartbeats/stream")
+    assert status == 401 and body["error"] == "unauthorized"
+    status, body, _ = await stack.call(
+        "GET", "/v1/heartbeats/stream", token=tenant["token"], headers={"Last-Event-ID": "abc"}
+    )
+    assert status == 400 and body["details"][0]["field"] == "Last-Event-ID"

@@ -8,6 +8,7 @@ from aiohttp import web
 
 from services.heartbeat.consumers import mark_offline, prune_history, record_presence, screens_ctx
 from services.heartbeat.routes import OPERATIONS
+from services.heartbeat.stream import STREAM_QUEUES, close_streams
 from shared import bus, db, outbox
 from shared.auth import VERIFIER, TokenVerifier
 from shared.openapi import add_operations
@@ -28,5 +29,7 @@ def create_app(settings: Settings) -> web.Application:
     app.cleanup_ctx.append(background("heartbeat-presence", record_presence))
     app.cleanup_ctx.append(background("mark-offline", mark_offline))
     app.cleanup_ctx.append(background("prune-heartbeats", prune_history))
+    app[STREAM_QUEUES] = set()
+    app.on_shutdown.append(close_streams)
     add_operations(app, "Signage heartbeat", OPERATIONS)
     return app

@@ -1,6 +1,7 @@
 """The heartbeat service's operations: the routes it serves and its OpenAPI document, from one list."""
 
 from services.heartbeat import handlers as h
+from services.heartbeat.stream import stream_heartbeats
 from services.heartbeat.queries import FleetStatus, ScreenPresence
 from shared.openapi import Operation, Param
 
@@ -19,4 +20,9 @@ OPERATIONS = [
     Operation("GET", "/v1/screens/{id}/heartbeats", h.get_heartbeats,
               "A screen's heartbeats, oldest first, as long as they are kept (HEARTBEAT_RETENTION_HOURS)",
               "admin", responses={200: h.HeartbeatPage}, errors=(400, 401, 404), params=_HISTORY),
+    Operation("GET", "/v1/heartbeats/stream", stream_heartbeats,
+              "Server-sent events of the tenant's heartbeats (event: heartbeat) and presence changes"
+              " (event: presence); the id is the event's place in the stream: reconnect with"
+              " Last-Event-ID to resume", "admin", responses={200: None}, errors=(400, 401, 503),
+              params=(Param("Last-Event-ID", {"type": "string"}, "resume after this event", "header"),)),
 ]

@@ -1,0 +1,126 @@
+"""``GET /v1/heartbeats/stream``: the tenant's heartbeats and presence changes as server-sent events.
+
+Both live on the ``HEARTBEATS`` stream, so one ordered consumer with two filters
+(``heartbeat.<tenantId>.*`` and ``heartbeat.presence.changed``) reads them in stream order, and
+an event's id is its stream sequence: a client that reconnects with ``Last-Event-ID`` resumes
+right after the last event it got, with no gap and no repeat, as long as the stream still holds
+it (``HEARTBEATS`` keeps a day). Comments every ``SSE_KEEPALIVE_SECONDS`` keep proxies from
+closing an idle stream. A client that reads slower than events come is dropped once
+``SSE_BUFFER`` events wait for it (it reconnects and resumes), rather than buffered forever.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+
+import msgspec
+import nats.errors
+import structlog
+from aiohttp import web
+from nats.aio.msg import Msg
+from nats.js import api
+
+from shared.auth import tenant_of
+from shared.bus import JS
+from shared.errors import BadRequest, ErrorDetail, Unavailable
+from shared.events import PresenceChanged
+from shared.logging import log_context_value
+from shared.web import SETTINGS
+
+log = structlog.get_logger()
+
+_PRESENCE_SUBJECT = PresenceChanged.__struct_config__.tag
+_presence = msgspec.json.Decoder(PresenceChanged)
+_CLOSE = object()  # put in a stream's queue: end it (shutdown, or the client fell behind)
+
+STREAM_QUEUES = web.AppKey("STREAM_QUEUES", set)
+
+
+async def stream_heartbeats(request: web.Request) -> web.StreamResponse:
+    tenant_id = tenant_of(request)
+    settings = request.app[SETTINGS]
+    resume_after = _last_event_id(request)
+    queue: asyncio.Queue[object] = asyncio.Queue(maxsize=settings.sse_buffer)
+    too_slow = False
+
+    async def on_message(message: Msg) -> None:
+        nonlocal too_slow
+        if message.subject == _PRESENCE_SUBJECT:
+            if _presence.decode(message.data).tenant_id != tenant_id:
+                return
+            event = b"presence"
+        else:
+            event = b"heartbeat"
+        frame = b"id: %d\nevent: %s\ndata: %s\n\n" % (message.metadata.sequence.stream, event, message.data)
+        try:
+            queue.put_nowait(frame)
+        except asyncio.QueueFull:
+            too_slow = True
+            _end(queue)
+
+    config = api.ConsumerConfig(
+        filter_subjects=[f"heartbeat.{tenant_id}.*", _PRESENCE_SUBJECT],
+        deliver_policy=api.DeliverPolicy.BY_START_SEQUENCE if resume_after else api.DeliverPolicy.NEW,
+        opt_start_seq=resume_after + 1 if resume_after else None,
+    )
+    try:
+        subscription = await request.app[JS].subscribe(
+            "", stream="HEARTBEATS", cb=on_message, ordered_consumer=True, config=config
+        )
+    except (nats.errors.Error, asyncio.TimeoutError):
+        raise Unavailable("the heartbeat stream is not reachable; retry shortly", retry_after=5) from None
+    response = web.StreamResponse(headers={
+        "Content-Type": "text/event-stream",
+        "Cache-Control": "no-cache",
+        "X-Accel-Buffering": "no",  # nginx-style proxies: pass each event on at once
+        "X-Request-ID": log_context_value("request_id") or "",
+    })
+    request.app[STREAM_QUEUES].add(queue)
+    try:
+        await response.prepare(request)
+        await response.write(b"retry: 2000\n\n")
+        while True:
+            try:
+                frame = await asyncio.wait_for(queue.get(), timeout=settings.sse_keepalive_seconds)
+            except asyncio.TimeoutError:
+                frame = b": keep-alive\n\n"
+            if frame is _CLOSE:
+                break
+            # write() waits while the client's socket is full; meanwhile on_message fills the queue.
+            await response.write(frame)  # type: ignore[arg-type]
+    except (ConnectionResetError, asyncio.CancelledError):
+        pass
+    finally:
+        request.app[STREAM_QUEUES].discard(queue)
+        with contextlib.suppress(nats.errors.Error):
+            await subscription.unsubscribe()
+    if too_slow:
+        log.warning("sse_client_dropped_too_slow", buffer=settings.sse_buffer)
+    return response
+
+
+def _last_event_id(request: web.Request) -> int:
+    raw = request.headers.get("Last-Event-ID", "").strip()
+    if not raw:
+        return 0
+    if not raw.isdigit() or len(raw) > 19:
+        raise BadRequest(
+            "Last-Event-ID must be the id of an event this stream sent",
+            details=[ErrorDetail("Last-Event-ID", "format")],
+        )
+    return int(raw)
+
+
+async def close_streams(app: web.Application) -> None:
+    """At shutdown: open streams end instead of holding the shutdown up until its timeout."""
+    for queue in list(app[STREAM_QUEUES]):
+        _end(queue)
+
+
+def _end(queue: asyncio.Queue[object]) -> None:
+    """Make the stream end after what it already sent: drop one waiting event if need be (the
+    client resumes from its Last-Event-ID), then the close marker."""
+    if queue.full():
+        queue.get_nowait()
+    queue.put_nowait(_CLOSE)

@@ -10,6 +10,7 @@ import msgspec
 import nats
 import nats.errors
 import nats.js.errors
+import prometheus_client
 import structlog
 from aiohttp import web
 from nats.aio.client import Client as NATS
@@ -22,6 +23,13 @@ from shared.projections import DEVICE_KEYS_BUCKET, SCREEN_CONTENT_BUCKET
 from shared.web import READINESS, SERVICE, SETTINGS, background
 
 log = structlog.get_logger()
+
+CONSUMER_PENDING = prometheus_client.Gauge(
+    "consumer_pending_messages",
+    "Messages of a durable consumer's stream not yet delivered to it, as of its last batch",
+    ["durable"],
+    multiprocess_mode="max",
+)
 
 NC = web.AppKey("NC", NATS)
 JS = web.AppKey("JS", JetStreamContext)
@@ -164,6 +172,7 @@ async def pull_batches(
                 log.warning("consumer_fetch_failed", durable=durable, error=str(exc))
                 await asyncio.sleep(1)
                 continue
+            CONSUMER_PENDING.labels(durable).set(messages[-1].metadata.num_pending)
             yield messages
     finally:
         # An open pull request would hold up drain() at shutdown until its timeout.

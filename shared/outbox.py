@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator, Callable
 
 import asyncpg
 import msgspec
+import prometheus_client
 import structlog
 from aiohttp import web
 from nats.js import JetStreamContext
@@ -54,6 +55,21 @@ async def _add(conn: asyncpg.Connection, message_id: uuid.UUID, subject: str, pa
         payload,
         request_id,
     )
+
+
+OUTBOX_LAG = prometheus_client.Gauge(
+    "outbox_relay_lag_seconds",
+    "Age of the oldest row in the last batch the relay published (0 when idle)",
+    ["schema"],
+    multiprocess_mode="max",
+)
+OUTBOX_PUBLISHED = prometheus_client.Counter(
+    "outbox_published_total", "Outbox rows published and acknowledged by JetStream", ["schema"]
+)
+OUTBOX_BACKLOG = prometheus_client.Gauge(
+    "outbox_backlog_batch", "Rows the relay found waiting at its last look (at most one batch)",
+    ["schema"], multiprocess_mode="max",
+)
 
 
 class Relay:
@@ -102,8 +118,12 @@ class Relay:
     async def _publish_batch(self, conn: asyncpg.Connection) -> bool:
         """Publish the oldest rows; True when more are waiting (a full batch, or a retry due)."""
         rows = await conn.fetch(
-            "SELECT seq, id, subject, payload, request_id FROM outbox ORDER BY seq LIMIT $1", BATCH
+            "SELECT seq, id, subject, payload, request_id, extract(epoch FROM now() - created_at) AS age"
+            " FROM outbox ORDER BY seq LIMIT $1",
+            BATCH,
         )
+        OUTBOX_BACKLOG.labels(self._schema).set(len(rows))
+        OUTBOX_LAG.labels(self._schema).set(float(rows[0]["age"]) if rows else 0)
         sent: list[int] = []
         try:
             for wave in _waves(rows):
@@ -117,6 +137,7 @@ class Relay:
         finally:
             if sent:
                 await conn.execute("DELETE FROM outbox WHERE seq = ANY($1::bigint[])", sent)
+                OUTBOX_PUBLISHED.labels(self._schema).inc(len(sent))
         return len(rows) == BATCH
 
     async def _publish(self, row: asyncpg.Record) -> None:

@@ -19,6 +19,7 @@ import nats
 import pytest
 import pytest_asyncio
 from aiohttp import web
+from prometheus_client.parser import text_string_to_metric_families
 
 from services.heartbeat.app import create_app as create_heartbeat
 from shared.events import PresenceChanged
@@ -329,3 +330,32 @@ async def test_the_stream_refuses_bad_credentials_and_ids(stack):
         "GET", "/v1/heartbeats/stream", token=tenant["token"], headers={"Last-Event-ID": "abc"}
     )
     assert status == 400 and body["details"][0]["field"] == "Last-Event-ID"
+
+
+async def test_the_pipeline_shows_in_the_metrics(stack):
+    """Outbox, consumers, the gateway's cache and the heartbeat batches report what they did."""
+    tenant = await stack.tenant()
+    screen, registered = await stack.paired_device(tenant["token"])
+    await heartbeat(stack, registered["apiKey"])
+    await until_presence(stack, tenant["token"], screen["id"], "online")
+
+    async def samples(service: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+        async with aiohttp.ClientSession() as http, http.get(stack.url(service) + "/metrics") as response:
+            text = await response.text()
+        return {
+            (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+            for family in text_string_to_metric_families(text) for sample in family.samples
+        }
+
+    async def reported() -> bool:
+        found = await samples("heartbeat")
+        return (
+            found.get(("outbox_published_total", (("schema", "provisioning"),)), 0) >= 2
+            and found.get(("outbox_published_total", (("schema", "heartbeat"),)), 0) >= 1
+            and found.get(("presence_transitions_total", (("presence", "online"),)), 0) >= 1
+            and found.get(("heartbeat_batch_size_count", ()), 0) >= 1
+            and ("consumer_pending_messages", (("durable", "heartbeat-presence"),)) in found
+            and found.get(("gateway_cached_entries", (("bucket", "keys"),)), 0) >= 1
+        )
+
+    await stack.eventually(reported, timeout=10, interval=0.2)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 
+import prometheus_client
 import structlog
 from aiohttp import web
 
@@ -21,6 +22,11 @@ from shared.web import READINESS, background, base_app
 
 log = structlog.get_logger()
 
+# Every worker holds the same entries, so the pod's figure is the max.
+CACHED = prometheus_client.Gauge(
+    "gateway_cached_entries", "Entries in this worker's projections", ["bucket"], multiprocess_mode="max"
+)
+
 
 def create_app(settings: Settings) -> web.Application:
     app = base_app("device-gateway", settings)
@@ -29,6 +35,7 @@ def create_app(settings: Settings) -> web.Application:
         max_lag_ms=settings.gateway_max_lag_ms, max_pending=settings.gateway_max_pending_reports
     )
     app.cleanup_ctx.append(background("measure-lag", lambda app: app[ADMISSION].measure_lag()))
+    app.cleanup_ctx.append(background("count-cached", count_cached))
     app.cleanup_ctx.append(bus.jetstream_ctx)
     app.cleanup_ctx.append(projections_ctx)
     add_operations(app, "Signage device gateway", OPERATIONS)
@@ -60,3 +67,13 @@ async def projections_ctx(app: web.Application) -> AsyncIterator[None]:
     for task in watchers:
         task.cancel()
     await asyncio.gather(*watchers, return_exceptions=True)
+
+
+async def count_cached(app: web.Application) -> None:
+    """Every 5 s, not per entry: a million-key load should not pay a metric update per key (and
+    multiprocess metrics cannot read a callback at scrape time)."""
+    projections = app[PROJECTIONS]
+    while True:
+        CACHED.labels("keys").set(len(projections.keys))
+        CACHED.labels("screens").set(len(projections.screens))
+        await asyncio.sleep(5)

@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 
 import msgspec
+import prometheus_client
 import structlog
 from aiohttp import web
 from nats.aio.msg import Msg
@@ -20,6 +21,13 @@ from shared.events import AnyEvent, PresenceChanged, ScreenConfigChanged, Screen
 from shared.web import SETTINGS
 
 log = structlog.get_logger()
+
+BATCH_SIZE = prometheus_client.Histogram(
+    "heartbeat_batch_size", "Heartbeats written per batch", buckets=(1, 10, 50, 100, 250, 500)
+)
+TRANSITIONS = prometheus_client.Counter(
+    "presence_transitions_total", "Screens that went online or offline", ["presence"]
+)
 
 DURABLE = "heartbeat-presence"
 BATCH = 500
@@ -70,7 +78,9 @@ async def _record(app: web.Application, messages: list[Msg]) -> None:
         await asyncio.gather(*(message.nak(delay=1) for message in good))
         return
     await asyncio.gather(*(message.ack() for message in good))
+    BATCH_SIZE.observe(len(good))
     for transition in transitions:
+        TRANSITIONS.labels(transition.presence).inc()
         log.info("presence_changed", screen_id=str(transition.screen_id), presence=transition.presence)
 
 
@@ -86,6 +96,7 @@ async def mark_offline(app: web.Application) -> None:
                 for transition in transitions:
                     await outbox.add_event(conn, transition.event())
             for transition in transitions:
+                TRANSITIONS.labels("offline").inc()
                 log.info("presence_changed", screen_id=str(transition.screen_id), presence="offline")
             if len(transitions) < _OVERDUE_BATCH:
                 break

@@ -24,6 +24,7 @@ import sys
 import time
 import uuid
 from collections.abc import Iterator
+from datetime import datetime, timedelta, timezone
 from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
@@ -38,6 +39,7 @@ from bench.load import Load, cpu_seconds, own_cpu, require_wrk, rss_bytes, wrk
 from devstack.infra import NatsServer, Postgres, free_port
 from devstack.services import ROOT, migrate, spawn, wait_ready
 from shared.auth import generate_signing_key
+from shared.events import Heartbeat, heartbeat_subject
 from shared.projections import DEVICE_KEYS_BUCKET, DeviceKeyEntry
 
 DATA = ROOT / ".data" / "bench"
@@ -152,6 +154,9 @@ class Bench:
                 gateway, gateway_url = await self.start_gateway(workers)
                 self.figures["poll_all_cores"] = await self.compare_polls(gateway, gateway_url, keys_file, workers)
                 stop(gateway)
+            if 7 in only:
+                print("7. heartbeat service alone ...", flush=True)
+                self.figures["heartbeat_service"] = await self.heartbeat_service(polling, args.heartbeats)
             if 5 in only:
                 print("5. registrations ...", flush=True)
                 codes = await new_codes(admin, args.registrations, concurrency=50)
@@ -254,6 +259,40 @@ class Bench:
             "ingested_per_second": round(stored / drained),
             "screens_with_stale_presence": stale,
         }
+
+    async def heartbeat_service(self, devices: list[Device], count: int) -> dict[str, Any]:
+        """Heartbeats published straight into ``HEARTBEATS`` (no gateway in front), as fast as
+        NATS takes them: the rate at which the heartbeat service stores them, and none lost."""
+        connection = await asyncpg.connect(self.env["DATABASE_URL"])
+        stored_before = await connection.fetchval("SELECT count(*) FROM heartbeat.heartbeats")
+        nc = await nats.connect(self.env["NATS_URL"])
+        js = nc.jetstream()
+        tenant = (await connection.fetchval("SELECT tenant_id FROM heartbeat.screens LIMIT 1"))
+        encoder = msgspec.json.Encoder()
+        base = datetime.now(timezone.utc)
+        started = time.monotonic()
+        for index in range(count):
+            device = devices[index % len(devices)]
+            heartbeat = Heartbeat(
+                tenant_id=tenant, screen_id=uuid.UUID(device.screen_id), device_id=uuid.UUID(device.device_id),
+                received_at=base + timedelta(microseconds=index), uptime_seconds=index,
+            )
+            await nc.publish(heartbeat_subject(heartbeat.tenant_id, heartbeat.screen_id), encoder.encode(heartbeat))
+            if index % 5000 == 0:
+                await nc.flush()
+        await nc.flush()
+        while True:
+            consumer = await js.consumer_info("HEARTBEATS", "heartbeat-presence")
+            if consumer.num_pending == 0 and consumer.num_ack_pending == 0:
+                break
+            if time.monotonic() - started > 300:
+                raise RuntimeError(f"heartbeat consumer did not catch up: {consumer}")
+            await asyncio.sleep(0.05)
+        seconds = time.monotonic() - started
+        stored = await connection.fetchval("SELECT count(*) FROM heartbeat.heartbeats") - stored_before
+        await connection.close()
+        await nc.close()
+        return {"published": count, "stored": stored, "lost": count - stored, "per_second": round(stored / seconds)}
 
     async def revoke_latency(
         self, http: aiohttp.ClientSession, admin: Admin, gateway_url: str, devices: list[Device]
@@ -424,6 +463,10 @@ def print_table(figures: dict[str, Any]) -> None:
     if rv:
         rows.append((f"4. revoke -> rejected on {rv['gateway_processes']} processes, p50 / p99",
                      f"{rv['p50_ms']:.1f} / {rv['p99_ms']:.1f} ms", f"n={rv['count']}, max {rv['max_ms']:.1f} ms"))
+    hs = figures.get("heartbeat_service")
+    if hs:
+        rows.append(("7. heartbeat service alone: stored per second", f"{hs['per_second']}/s",
+                     f"{hs['stored']} of {hs['published']} published straight to HEARTBEATS stored, lost {hs['lost']}"))
     rg = figures.get("registration")
     if rg:
         rows.append((f"5. registration at {rg['concurrency']} concurrent, p50 / p99",
@@ -450,7 +493,8 @@ def main() -> None:
     parser.add_argument("--seconds", type=int, default=3, help="length of each wrk run")
     parser.add_argument("--rounds", type=int, default=7, help="wrk runs per side; the median counts")
     parser.add_argument("--keys", default="100000,1000000", help="bucket sizes for the memory figure")
-    parser.add_argument("--only", default="1,2,3,4,5,6", help="which figures to measure, e.g. 1,5")
+    parser.add_argument("--heartbeats", type=int, default=50_000, help="heartbeats for figure 7")
+    parser.add_argument("--only", default="1,2,3,4,5,6,7", help="which figures to measure, e.g. 1,5")
     parser.add_argument("--profile", type=Path, help="write py-spy samples of the gateway and provisioning here")
     parser.add_argument("--out", type=Path, default=DATA / "results.json")
     args = parser.parse_args()

@@ -8,6 +8,7 @@ settings: ``offline_after_intervals=0.02`` makes a 1-minute interval 1.2 s.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 from collections.abc import AsyncIterator
 from typing import Any
@@ -359,3 +360,37 @@ async def test_the_pipeline_shows_in_the_metrics(stack):
         )
 
     await stack.eventually(reported, timeout=10, interval=0.2)
+
+
+async def test_a_client_that_does_not_read_is_dropped_not_buffered(settings, sockets):
+    """Events pile up for a client that stops reading; past SSE_BUFFER it is disconnected."""
+    async with Stack(msgspec.structs.replace(settings, sse_buffer=5), sockets) as stack:
+        tenant = await stack.tenant()
+        reader, writer = await asyncio.open_connection("127.0.0.1", stack.settings.ports["heartbeat"])
+        writer.write(
+            f"GET /v1/heartbeats/stream HTTP/1.1\r\nHost: test\r\nAuthorization: Bearer {tenant['token']}\r\n\r\n"
+            .encode()
+        )
+        await writer.drain()
+        assert (await asyncio.wait_for(reader.readline(), 5)).startswith(b"HTTP/1.1 200")
+        await asyncio.sleep(0.3)  # the stream's consumer is in place
+        nc = await nats.connect(stack.settings.nats_url)
+        try:
+            payload = b'{"playing": "' + b"x" * 4000 + b'"}'
+            for _ in range(5000):  # ~20 MB: far more than the sockets' buffers hold
+                await nc.publish(f"heartbeat.{tenant['id']}.{new_id()}", payload)
+            await nc.flush()
+        finally:
+            await nc.close()
+        await asyncio.sleep(1)  # the server gives up on us while we do not read
+
+        async def until_closed() -> int:
+            received = 0
+            with contextlib.suppress(ConnectionResetError):  # the server cut us off
+                while chunk := await reader.read(1 << 20):
+                    received += len(chunk)
+            return received
+
+        received = await asyncio.wait_for(until_closed(), 20)
+        writer.close()
+        assert received < len(payload) * 5000  # the server stopped sending long before the end

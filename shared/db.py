@@ -56,7 +56,12 @@ def pool_ctx(schema: str) -> Callable[[web.Application], AsyncIterator[None]]:
 
         app[READINESS]["database"] = database_ready
         yield
-        await app[POOL].close()
+        # close() waits for every connection to come back, without limit; a shutdown must end.
+        try:
+            await asyncio.wait_for(app[POOL].close(), 10)
+        except asyncio.TimeoutError:
+            log.error("database_pool_close_timed_out", schema=schema)
+            app[POOL].terminate()
 
     return ctx
 

@@ -10,6 +10,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import uuid
+from datetime import datetime, timedelta, timezone
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -23,7 +25,7 @@ from aiohttp import web
 from prometheus_client.parser import text_string_to_metric_families
 
 from services.heartbeat.app import create_app as create_heartbeat
-from shared.events import PresenceChanged
+from shared.events import Heartbeat, PresenceChanged
 from tests.stack import Stack, new_id
 
 
@@ -376,9 +378,13 @@ async def test_a_client_that_does_not_read_is_dropped_not_buffered(settings, soc
         await asyncio.sleep(0.3)  # the stream's consumer is in place
         nc = await nats.connect(stack.settings.nats_url)
         try:
-            payload = b'{"playing": "' + b"x" * 4000 + b'"}'
-            for _ in range(5000):  # ~20 MB: far more than the sockets' buffers hold
-                await nc.publish(f"heartbeat.{tenant['id']}.{new_id()}", payload)
+            screen_id = new_id()
+            for index in range(5000):  # ~20 MB: far more than the sockets' buffers hold
+                report = Heartbeat(
+                    tenant_id=uuid.UUID(tenant["id"]), screen_id=uuid.UUID(screen_id), device_id=uuid.uuid4(),
+                    received_at=datetime.now(timezone.utc) + timedelta(microseconds=index), playing="x" * 4000,
+                )
+                await nc.publish(f"heartbeat.{tenant['id']}.{screen_id}", msgspec.json.encode(report))
             await nc.flush()
         finally:
             await nc.close()
@@ -393,4 +399,4 @@ async def test_a_client_that_does_not_read_is_dropped_not_buffered(settings, soc
 
         received = await asyncio.wait_for(until_closed(), 20)
         writer.close()
-        assert received < len(payload) * 5000  # the server stopped sending long before the end
+        assert received < 4000 * 5000  # the server stopped sending long before the end

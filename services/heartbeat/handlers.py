@@ -2,24 +2,15 @@
 
 from __future__ import annotations
 
-from datetime import datetime
-
-import msgspec
 from aiohttp import web
 
 from services.heartbeat import queries
+from services.heartbeat.models import HeartbeatPage
 from shared.auth import tenant_of
 from shared.db import POOL
 from shared.errors import NotFound
-from shared.events import Heartbeat
 from shared.pagination import datetime_query, page_limit
 from shared.web import json_response, uuid_param
-
-
-class HeartbeatPage(msgspec.Struct, frozen=True, rename="camel"):
-    items: list[Heartbeat]
-    # Pass as ``since`` for the next page; null after the last.
-    next_since: datetime | None
 
 
 async def get_fleet_status(request: web.Request) -> web.Response:

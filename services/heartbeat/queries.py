@@ -9,6 +9,7 @@ from typing import Literal
 import asyncpg
 import msgspec
 
+from services.heartbeat.models import FleetStatus, ScreenPresence
 from shared.events import Heartbeat, PresenceChanged, ScreenConfigChanged, ScreenCreated
 
 
@@ -27,20 +28,6 @@ class Transition(msgspec.Struct, frozen=True):
             last_seen_at=self.last_seen_at,
             presence_seq=self.presence_seq,
         )
-
-
-class FleetStatus(msgspec.Struct, frozen=True):
-    screens: int
-    online: int
-    offline: int
-    unknown: int
-
-
-class ScreenPresence(msgspec.Struct, frozen=True, rename="camel"):
-    screen_id: uuid.UUID
-    presence: Literal["unknown", "online", "offline"]
-    last_seen_at: datetime | None
-    last_heartbeat: Heartbeat | None
 
 
 # ---- the copy of registry's screens -----------------------------------------------------------

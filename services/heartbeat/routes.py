@@ -2,7 +2,7 @@
 
 from services.heartbeat import handlers as h
 from services.heartbeat.stream import stream_heartbeats
-from services.heartbeat.queries import FleetStatus, ScreenPresence
+from services.heartbeat.models import FleetStatus, HeartbeatPage, ScreenPresence
 from shared.openapi import Operation, Param
 
 _HISTORY = (
@@ -19,7 +19,7 @@ OPERATIONS = [
               responses={200: ScreenPresence}, errors=(401, 404)),
     Operation("GET", "/v1/screens/{id}/heartbeats", h.get_heartbeats,
               "A screen's heartbeats, oldest first, as long as they are kept (HEARTBEAT_RETENTION_HOURS)",
-              "admin", responses={200: h.HeartbeatPage}, errors=(400, 401, 404), params=_HISTORY),
+              "admin", responses={200: HeartbeatPage}, errors=(400, 401, 404), params=_HISTORY),
     Operation("GET", "/v1/heartbeats/stream", stream_heartbeats,
               "Server-sent events of the tenant's heartbeats (event: heartbeat) and presence changes"
               " (event: presence); the id is the event's place in the stream: reconnect with"

@@ -22,6 +22,7 @@ import statistics
 import subprocess
 import sys
 import time
+import urllib.request
 import uuid
 from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
@@ -424,8 +425,6 @@ def machine() -> dict[str, Any]:
 
 
 def _wait_for_http(url: str, timeout: float = 15) -> None:
-    import urllib.request
-
     deadline = time.monotonic() + timeout
     while True:
         try:

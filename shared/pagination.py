@@ -77,7 +77,7 @@ def datetime_query(request: web.Request, name: str) -> datetime | None:
     if raw is None or raw == "":
         return None
     try:
-        value = msgspec.json.decode(msgspec.json.encode(raw), type=datetime)
+        value = msgspec.convert(raw, datetime)
     except msgspec.ValidationError:
         value = None
     if value is None or value.tzinfo is None:

@@ -58,8 +58,9 @@ def pool_ctx(schema: str) -> Callable[[web.Application], AsyncIterator[None]]:
         yield
         # close() waits for every connection to come back, without limit; a shutdown must end.
         try:
-            await asyncio.wait_for(app[POOL].close(), 10)
-        except asyncio.TimeoutError:
+            async with asyncio.timeout(10):
+                await app[POOL].close()
+        except TimeoutError:
             log.error("database_pool_close_timed_out", schema=schema)
             app[POOL].terminate()
 

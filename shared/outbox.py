@@ -8,6 +8,7 @@ projections share one ordered, de-duplicated path to NATS, and nothing is lost w
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import uuid
 from collections.abc import AsyncIterator, Callable
 
@@ -110,10 +111,10 @@ class Relay:
             await conn.close(timeout=2)
 
     async def _sleep(self, seconds: float) -> None:
-        try:
-            await asyncio.wait_for(self._wake.wait(), seconds)
-        except asyncio.TimeoutError:
-            pass
+        # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancellation (see web.stop).
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(seconds):
+                await self._wake.wait()
 
     async def _publish_batch(self, conn: asyncpg.Connection) -> bool:
         """Publish the oldest rows; True when more are waiting (a full batch, or a retry due)."""

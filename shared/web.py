@@ -244,7 +244,20 @@ def background(
     async def ctx(app: web.Application) -> AsyncIterator[None]:
         task = asyncio.create_task(supervised(app), name=name)
         yield
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
+        await stop(task)
 
     return ctx
+
+
+async def stop(task: asyncio.Task[Any]) -> None:
+    """Cancel ``task`` and wait until it has ended.
+
+    One cancel is not always enough on Python 3.11: ``asyncio.wait_for`` (nats-py waits with it in
+    every fetch) returns a result that arrives together with the cancellation and swallows the
+    cancellation (CPython gh-86296, fixed in 3.12). The task then simply goes on, and a shutdown
+    that awaited it hung for good — seen in CI. So cancel again until it ends."""
+    while not task.done():
+        task.cancel()
+        await asyncio.wait([task], timeout=1)
+    if not task.cancelled() and task.exception() is not None:
+        log.error("task_failed_at_stop", task=task.get_name(), error=repr(task.exception()))

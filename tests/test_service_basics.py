@@ -127,6 +127,30 @@ async def test_a_failed_background_task_is_logged_and_started_again():
     ]
 
 
+async def test_a_background_task_that_loses_a_cancellation_still_stops():
+    """Python 3.11's wait_for (inside nats-py's fetch) can swallow a cancellation; the shutdown
+    must end all the same instead of waiting for the task forever."""
+    cancels: list[int] = []
+
+    async def stubborn(app: web.Application) -> None:
+        while True:
+            try:
+                await asyncio.sleep(3600)
+            except asyncio.CancelledError:
+                cancels.append(1)
+                if len(cancels) == 1:
+                    continue  # the lost cancellation: the loop goes on as if nothing happened
+                raise
+
+    app = web.Application()
+    app.cleanup_ctx.append(background("stubborn", stubborn))
+    runner = web.AppRunner(app)
+    await runner.setup()
+    await asyncio.sleep(0.05)
+    await asyncio.wait_for(runner.cleanup(), timeout=10)
+    assert len(cancels) == 2
+
+
 async def test_log_lines_carry_the_request_and_tenant_and_nothing_leaks_to_the_next_request(stack):
     tenant = await stack.tenant()
     with structlog.testing.capture_logs(processors=[merge_log_context]) as logs:

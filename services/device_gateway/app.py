@@ -18,7 +18,7 @@ from shared.bus import JS
 from shared.openapi import add_operations
 from shared.projections import DEVICE_KEYS_BUCKET, SCREEN_CONTENT_BUCKET
 from shared.settings import Settings
-from shared.web import READINESS, background, base_app
+from shared.web import READINESS, background, base_app, stop
 
 log = structlog.get_logger()
 
@@ -65,8 +65,7 @@ async def projections_ctx(app: web.Application) -> AsyncIterator[None]:
             log.info("waiting_for_buckets", keys=len(projections.keys), screens=len(projections.screens))
     yield
     for task in watchers:
-        task.cancel()
-    await asyncio.gather(*watchers, return_exceptions=True)
+        await stop(task)
 
 
 async def count_cached(app: web.Application) -> None:

@@ -85,8 +85,9 @@ async def stream_heartbeats(request: web.Request) -> web.StreamResponse:
         await response.write(b"retry: 2000\n\n")
         while True:
             try:
-                frame = await asyncio.wait_for(queue.get(), timeout=settings.sse_keepalive_seconds)
-            except asyncio.TimeoutError:
+                async with asyncio.timeout(settings.sse_keepalive_seconds):
+                    frame = await queue.get()
+            except TimeoutError:
                 frame = b": keep-alive\n\n"
             if frame is _CLOSE:
                 break

@@ -52,7 +52,9 @@ def configure(*, service: str, log_format: str = "console", level: str = "info")
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level.upper())),
-        logger_factory=structlog.PrintLoggerFactory(sys.stderr),
+        # One write() per line (print() writes the line and its newline separately): workers of
+        # one pod share its log stream, and their lines must not run into each other.
+        logger_factory=structlog.WriteLoggerFactory(sys.stderr),
         cache_logger_on_first_use=True,
     )
     structlog.contextvars.bind_contextvars(service=service)

@@ -25,8 +25,8 @@ import time
 import urllib.request
 import uuid
 from collections.abc import Iterator
-from datetime import datetime, timedelta, timezone
 from contextlib import ExitStack
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -38,7 +38,8 @@ import nats
 from bench.fleet import Admin, Device, bounded, new_codes, pair_devices, registration_latencies
 from bench.load import Load, cpu_seconds, own_cpu, require_wrk, rss_bytes, wrk
 from devstack.infra import NatsServer, Postgres, free_port
-from devstack.services import ROOT, migrate, spawn, wait_ready
+from devstack.services import ROOT, spawn, wait_ready
+from services.setup import migrate
 from shared.auth import generate_signing_key
 from shared.events import Heartbeat, heartbeat_subject
 from shared.projections import DEVICE_KEYS_BUCKET, DeviceKeyEntry

@@ -20,7 +20,8 @@ from aiohttp import web
 
 from devstack import entrypoint
 from devstack.infra import NatsServer, Postgres
-from devstack.services import ROOT, SERVICES, migrate, spawn, wait_ready
+from devstack.services import ROOT, SERVICES, spawn, wait_ready
+from services.setup import migrate
 from shared.auth import generate_signing_key
 from shared.logging import configure
 from shared.settings import DEFAULT_PORTS

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from collections.abc import AsyncIterator
 
 import aiohttp
@@ -82,3 +83,19 @@ async def proxy(request: web.Request) -> web.StreamResponse:
         return json_response(
             ErrorBody(error="unavailable", message=f"{service} is not reachable"), status=502
         )
+
+
+def main(argv: list[str]) -> None:
+    """``python -m devstack.entrypoint PORT NAME=URL...``: the entry point alone, in front of services
+    that run elsewhere (docker-compose.yml)."""
+    try:
+        port, *pairs = argv
+        upstreams = dict(pair.split("=", 1) for pair in pairs)
+        port_number = int(port)
+    except ValueError:
+        raise SystemExit(main.__doc__) from None
+    web.run_app(create_app(upstreams), port=port_number, access_log=None, print=None, **RUNNER_OPTIONS)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

@@ -10,30 +10,13 @@ from pathlib import Path
 
 import aiohttp
 
-from services.heartbeat.app import MIGRATIONS as HEARTBEAT_MIGRATIONS
-from services.provisioning.app import MIGRATIONS as PROVISIONING_MIGRATIONS
-from services.registry.app import MIGRATIONS as REGISTRY_MIGRATIONS
-from shared import db
-
 ROOT = Path(__file__).resolve().parent.parent
 SERVICES = ("registry", "provisioning", "device-gateway", "heartbeat")
-MIGRATIONS = {
-    "registry": REGISTRY_MIGRATIONS,
-    "provisioning": PROVISIONING_MIGRATIONS,
-    "heartbeat": HEARTBEAT_MIGRATIONS,
-}
-
-
-async def migrate(dsn: str) -> None:
-    await db.wait_for_database(dsn)
-    for schema, folders in MIGRATIONS.items():
-        await db.migrate(dsn, schema, *folders)
 
 
 def spawn(service: str, env: dict[str, str], **popen: object) -> subprocess.Popen[bytes]:
-    """``python -m services.<service>`` with ``env``: the same command a container runs."""
-    module = "services." + service.replace("-", "_")
-    return subprocess.Popen([sys.executable, "-m", module], env=env, cwd=ROOT, **popen)  # type: ignore[call-overload]
+    """``python -m services <service>`` with ``env``: the same command a container runs."""
+    return subprocess.Popen([sys.executable, "-m", "services", service], env=env, cwd=ROOT, **popen)  # type: ignore[call-overload]
 
 
 async def wait_ready(

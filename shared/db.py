@@ -46,9 +46,15 @@ async def _keep_session(conn: asyncpg.Connection) -> None:
     transaction before calling this."""
 
 
-def pool_ctx(schema: str) -> Callable[[web.Application], AsyncIterator[None]]:
+def pool_ctx(schema: str, migrations: tuple[Path, ...]) -> Callable[[web.Application], AsyncIterator[None]]:
+    """The service's pool for the app's lifetime; the app starts only once ``migrations`` are all
+    applied (a rollout may start new pods before the setup Job has migrated)."""
+
     async def ctx(app: web.Application) -> AsyncIterator[None]:
+        if not app[SETTINGS].database_url:
+            raise SystemExit(f"missing setting: DATABASE_URL (the {schema} service keeps its data there)")
         app[POOL] = await create_pool(app[SETTINGS].database_url, schema)
+        await wait_for_migrations(app[POOL], schema, migrations)
 
         async def database_ready() -> bool:
             async with app[POOL].acquire(timeout=2) as conn:
@@ -70,6 +76,27 @@ def pool_ctx(schema: str) -> Callable[[web.Application], AsyncIterator[None]]:
 OUTBOX_MIGRATIONS = Path(__file__).parent / "migrations"
 
 
+def _versions(folders: tuple[Path, ...]) -> list[Path]:
+    return sorted((path for folder in folders for path in folder.glob("*.sql")), key=lambda path: path.stem)
+
+
+async def wait_for_migrations(pool: asyncpg.Pool, schema: str, folders: tuple[Path, ...]) -> None:
+    """Return once every migration of ``folders`` is applied to ``schema``; log what is missing."""
+    expected = {path.stem for path in _versions(folders)}
+    waited = 0
+    while True:
+        try:
+            applied = {row["version"] for row in await pool.fetch("SELECT version FROM schema_migrations")}
+        except asyncpg.UndefinedTableError:  # not even the schema yet
+            applied = set()
+        if expected <= applied:
+            return
+        if waited % 15 == 0:
+            log.warning("waiting_for_migrations", schema=schema, missing=sorted(expected - applied))
+        await asyncio.sleep(1)
+        waited += 1
+
+
 async def migrate(dsn: str, schema: str, *folders: Path) -> list[str]:
     """Apply the numbered ``*.sql`` files of ``folders`` not yet applied to ``schema``, in order.
 
@@ -86,7 +113,7 @@ async def migrate(dsn: str, schema: str, *folders: Path) -> list[str]:
         )
         done = {row["version"] for row in await conn.fetch("SELECT version FROM schema_migrations")}
         applied = []
-        for path in sorted((p for folder in folders for p in folder.glob("*.sql")), key=lambda p: p.stem):
+        for path in _versions(folders):
             if path.stem in done:
                 continue
             async with conn.transaction():

@@ -1,4 +1,4 @@
-"""The command line of every service: ``python -m services.<name> [serve|migrate]``.
+"""How a service process runs (``python -m services NAME``).
 
 With ``WORKERS`` > 1 the process supervises that many copies of itself, each serving the same
 port with ``SO_REUSEPORT`` (the kernel spreads connections over them) and each with its own NATS
@@ -8,7 +8,6 @@ mode, so any worker's ``/metrics`` answers for the whole pod.
 
 from __future__ import annotations
 
-import asyncio
 import ctypes
 import os
 import shutil
@@ -18,15 +17,12 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
-from pathlib import Path
 
 import structlog
 import uvloop
 from aiohttp import web
 from prometheus_client import multiprocess
 
-from shared import db
-from shared.logging import configure
 from shared.settings import Settings
 
 log = structlog.get_logger()
@@ -34,23 +30,8 @@ log = structlog.get_logger()
 WORKER = "SIGNAGE_WORKER"  # set in a supervised worker's environment: its index
 
 
-def main(
-    service: str,
-    create_app: Callable[[Settings], web.Application],
-    *,
-    schema: str | None = None,
-    migrations: tuple[Path, ...] = (),
-) -> None:
-    command = sys.argv[1] if len(sys.argv) > 1 else "serve"
-    settings = Settings.from_env()
-    configure(service=service, log_format=settings.log_format, level=settings.log_level)
-    if command == "migrate":
-        if schema is not None:
-            applied = asyncio.run(db.migrate(settings.database_url, schema, *migrations))
-            log.info("migrated", schema=schema, applied=applied)
-        return
-    if command != "serve":
-        raise SystemExit(f"usage: python -m services.{service.replace('-', '_')} [serve|migrate]")
+def main(service: str, create_app: Callable[[Settings], web.Application], settings: Settings) -> None:
+    """Serve ``service``: in this process, or with ``WORKERS`` > 1 as the supervisor of that many."""
     if settings.workers > 1 and WORKER not in os.environ:
         raise SystemExit(supervise(settings.workers))
     serve(service, create_app, settings)

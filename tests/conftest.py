@@ -14,8 +14,8 @@ import asyncpg
 import pytest
 import pytest_asyncio
 
-from devstack.services import MIGRATIONS
 from devstack.infra import NatsServer, Postgres
+from services.setup import MIGRATIONS
 from shared import db
 from shared.auth import generate_signing_key
 from shared.settings import Settings

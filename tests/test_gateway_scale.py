@@ -61,7 +61,7 @@ def spawn_gateway(settings: Settings, port: int, *, workers: int, log: Path) -> 
     }
     with open(log, "ab") as out:
         return subprocess.Popen(
-            [sys.executable, "-m", "services.device_gateway"], env=env, cwd=ROOT,
+            [sys.executable, "-m", "services", "device-gateway"], env=env, cwd=ROOT,
             stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
         )
 

@@ -22,7 +22,7 @@ MIGRATIONS = (db.OUTBOX_MIGRATIONS, Path(__file__).parent / "migrations")
 def create_app(settings: Settings) -> web.Application:
     app = base_app("heartbeat", settings)
     app[VERIFIER] = TokenVerifier(settings)
-    app.cleanup_ctx.append(db.pool_ctx(SCHEMA))
+    app.cleanup_ctx.append(db.pool_ctx(SCHEMA, MIGRATIONS))
     app.cleanup_ctx.append(bus.jetstream_ctx)
     app.cleanup_ctx.append(outbox.relay_ctx(SCHEMA))
     app.cleanup_ctx.append(screens_ctx)

@@ -22,7 +22,7 @@ def create_app(settings: Settings) -> web.Application:
     app = base_app("registry", settings)
     app[ISSUER] = TokenIssuer(settings)
     app[VERIFIER] = TokenVerifier(settings)
-    app.cleanup_ctx.append(db.pool_ctx(SCHEMA))
+    app.cleanup_ctx.append(db.pool_ctx(SCHEMA, MIGRATIONS))
     app.cleanup_ctx.append(bus.jetstream_ctx)
     app.cleanup_ctx.append(outbox.relay_ctx(SCHEMA))
     app.cleanup_ctx.append(binding_ctx)

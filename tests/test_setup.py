@@ -1,0 +1,140 @@
+"""The command line the image runs (``python -m services``), the setup step a deployment runs
+before its services, and the services' wait for their migrations."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+import uuid
+from collections.abc import AsyncIterator
+
+import aiohttp
+import asyncpg
+import msgspec
+import nats
+import pytest
+import pytest_asyncio
+from aiohttp import web
+
+from devstack.services import ROOT
+from services.device_gateway.app import create_app as create_gateway
+from services.registry.app import create_app as create_registry
+from services.setup import MIGRATIONS, migrate
+from shared.auth import public_key_of
+from shared.bus import BUCKETS, STREAMS
+
+
+@pytest_asyncio.fixture
+async def empty_database(postgres: str) -> AsyncIterator[str]:
+    """A database with nothing in it, as a new installation has."""
+    name = "e_" + uuid.uuid4().hex[:16]
+    conn = await asyncpg.connect(postgres)
+    try:
+        await conn.execute(f"CREATE DATABASE {name}")
+    finally:
+        await conn.close()
+    yield postgres.rpartition("/")[0] + "/" + name
+    conn = await asyncpg.connect(postgres)
+    try:
+        await conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+    finally:
+        await conn.close()
+
+
+def run_command(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "services", *args],
+        cwd=ROOT, env={**os.environ, **(env or {})}, capture_output=True, text=True, timeout=120, check=False,
+    )
+
+
+async def applied_versions(dsn: str) -> dict[str, set[str]]:
+    conn = await asyncpg.connect(dsn)
+    try:
+        return {
+            schema: {row["version"] for row in await conn.fetch(f'SELECT version FROM "{schema}".schema_migrations')}
+            for schema in MIGRATIONS
+        }
+    finally:
+        await conn.close()
+
+
+async def test_setup_migrates_every_schema_and_makes_the_streams_and_buckets_and_can_run_again(
+    empty_database, nats_server
+):
+    env = {"DATABASE_URL": empty_database, "NATS_URL": nats_server.url, "LOG_FORMAT": "json"}
+    first = await asyncio.to_thread(run_command, "setup", env=env)
+    assert first.returncode == 0, first.stderr
+    expected = {
+        schema: {path.stem for folder in folders for path in folder.glob("*.sql")}
+        for schema, folders in MIGRATIONS.items()
+    }
+    assert await applied_versions(empty_database) == expected
+    nc = await nats.connect(nats_server.url)
+    try:
+        js = nc.jetstream()
+        for stream in STREAMS:
+            info = await js.stream_info(stream)
+            assert info.config.num_replicas == 1
+        for bucket in BUCKETS:
+            await js.key_value(bucket)
+        again = await asyncio.to_thread(run_command, "setup", env=env)
+        assert again.returncode == 0, again.stderr
+        applied = [msgspec.json.decode(line) for line in again.stderr.splitlines() if '"schema_ready"' in line]
+        assert sorted(line["schema"] for line in applied) == sorted(MIGRATIONS)
+        assert all(line["applied"] == [] for line in applied)  # nothing twice
+        assert await applied_versions(empty_database) == expected
+    finally:
+        await nc.close()
+
+
+async def test_a_service_opens_only_once_its_migrations_are_applied(settings, empty_database):
+    runner = web.AppRunner(create_registry(msgspec.structs.replace(settings, database_url=empty_database)))
+    starting = asyncio.create_task(runner.setup())
+    try:
+        await asyncio.sleep(1.5)
+        assert not starting.done()  # waiting: a rollout may start pods before the setup Job is done
+        await migrate(empty_database)
+        await asyncio.wait_for(starting, timeout=10)
+    finally:
+        if not starting.done():
+            starting.cancel()
+        await runner.cleanup()
+
+
+async def test_the_gateway_needs_no_database(settings, sockets):
+    runner = web.AppRunner(create_gateway(msgspec.structs.replace(settings, database_url="")))
+    await runner.setup()
+    try:
+        port = sockets["device-gateway"].getsockname()[1]
+        await web.SockSite(runner, sockets.pop("device-gateway")).start()
+        async with aiohttp.ClientSession() as http, http.get(f"http://127.0.0.1:{port}/readyz") as response:
+            assert response.status == 200, await response.text()
+    finally:
+        await runner.cleanup()
+
+
+async def test_a_service_with_tables_refuses_to_start_without_a_database(settings):
+    runner = web.AppRunner(create_registry(msgspec.structs.replace(settings, database_url="")))
+    with pytest.raises(SystemExit, match="DATABASE_URL"):
+        await runner.setup()
+    await runner.cleanup()
+
+
+def test_the_command_line_names_its_commands_and_refuses_others():
+    for args in [(), ("nonsense",), ("registry", "extra")]:
+        result = run_command(*args)
+        assert result.returncode != 0
+        assert "device-gateway" in result.stderr and "setup" in result.stderr and "signing-key" in result.stderr
+    result = run_command("registry", env={"NATS_URL": ""})
+    assert result.returncode != 0 and "NATS_URL" in result.stderr
+
+
+def test_signing_key_prints_a_key_and_its_public_key_as_settings():
+    result = run_command("signing-key")
+    assert result.returncode == 0, result.stderr
+    settings = dict(line.split("=", 1) for line in result.stdout.splitlines())
+    assert set(settings) == {"TOKEN_SIGNING_KEY", "TOKEN_VERIFY_KEYS"}
+    assert settings["TOKEN_VERIFY_KEYS"] == public_key_of(settings["TOKEN_SIGNING_KEY"])

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import os
+import signal
+import socket
 import subprocess
 import sys
 import uuid
@@ -138,3 +140,52 @@ def test_signing_key_prints_a_key_and_its_public_key_as_settings():
     settings = dict(line.split("=", 1) for line in result.stdout.splitlines())
     assert set(settings) == {"TOKEN_SIGNING_KEY", "TOKEN_VERIFY_KEYS"}
     assert settings["TOKEN_VERIFY_KEYS"] == public_key_of(settings["TOKEN_SIGNING_KEY"])
+
+
+async def test_sigterm_ends_open_event_streams_and_the_service_exits_cleanly(stack, tmp_path):
+    """A rollout's SIGTERM (after the preStop delay): the heartbeat service ends its SSE streams —
+    clients reconnect elsewhere with Last-Event-ID — and exits 0 well within the grace period."""
+    tenant = await stack.tenant()
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    log = tmp_path / "heartbeat.log"
+    env = {
+        **os.environ,
+        "DATABASE_URL": stack.settings.database_url,
+        "NATS_URL": stack.settings.nats_url,
+        "TOKEN_VERIFY_KEYS": public_key_of(stack.settings.token_signing_key),
+        "HEARTBEAT_PORT": str(port),
+        "HOST": "127.0.0.1",
+        "LOG_FORMAT": "json",
+    }
+    with open(log, "ab") as out:
+        service = subprocess.Popen(
+            [sys.executable, "-m", "services", "heartbeat"], env=env, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT
+        )
+    try:
+        url = f"http://127.0.0.1:{port}"
+        async with aiohttp.ClientSession() as http:
+
+            async def ready() -> bool:
+                try:
+                    async with http.get(url + "/readyz") as response:
+                        return response.status == 200
+                except aiohttp.ClientConnectionError:
+                    assert service.poll() is None, log.read_text()
+                    return False
+
+            await stack.eventually(ready, timeout=30, interval=0.1)
+            headers = {"Authorization": f"Bearer {tenant['token']}"}
+            async with http.get(url + "/v1/heartbeats/stream", headers=headers) as stream:
+                assert stream.status == 200
+                assert await stream.content.readline() == b"retry: 2000\n"
+                service.send_signal(signal.SIGTERM)
+                # Well before aiohttp's own 10 s drain limit would cut it.
+                async with asyncio.timeout(5):
+                    await stream.content.read()  # returns when the server has ended the stream
+        assert await asyncio.to_thread(service.wait, 20) == 0, log.read_text()
+    finally:
+        if service.poll() is None:
+            service.kill()
+            service.wait()

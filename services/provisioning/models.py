@@ -58,6 +58,8 @@ class DeviceInfo(Body):
     ip_address: Annotated[str, Meta(max_length=45)]
     device_name: Label | None = None
     location_hint: Label | None = None
+    # Stable across factory resets (serial, board id): what recovery recognises the TV by.
+    hardware_id: Text | None = None
 
     def __post_init__(self) -> None:
         try:
@@ -71,12 +73,41 @@ class Registration(Body):
     device_info: DeviceInfo
 
 
-class Registered(Body):
+class Registered(Body, omit_defaults=True):
     device_id: uuid.UUID
     screen_id: uuid.UUID
     api_key: str
     tenant_id: uuid.UUID
     config: ScreenConfig
+    # Only for a TV that reported a hardwareId: shown once; keep it apart from the app's data.
+    recovery_secret: str | None = None
+
+
+# A secret we issued: its prefix, then 32 random bytes in url-safe base64.
+def _secret_pattern(prefix: str) -> str:
+    return rf"^{prefix}[A-Za-z0-9_-]{{43}}(?!\n)$"
+
+
+class Recovery(Body):
+    hardware_id: Text
+    recovery_secret: Annotated[str, Meta(pattern=_secret_pattern("drs_"))]
+
+
+class NewProvisioningToken(Body):
+    screen_id: uuid.UUID
+    ttl_seconds: Annotated[int, Meta(ge=60, le=3600)] = 600
+
+
+class ProvisioningTokenCreated(Body):
+    token: str
+    screen_id: uuid.UUID
+    tenant_id: uuid.UUID
+    expires_at: datetime
+
+
+class TokenProvisioning(Body):
+    provisioning_token: Annotated[str, Meta(pattern=_secret_pattern("dpt_"))]
+    device_info: DeviceInfo
 
 
 class Device(Body):
@@ -105,3 +136,27 @@ class Revoked(Body):
     screen_id: uuid.UUID
     revoked_at: datetime
     reason: str | None
+
+
+AuditAction = Literal["bound", "unbound", "recovered"]
+# How a device got bound or unbound: one name per flow (README "Binding flows").
+BindingMethod = Literal[
+    "code", "recovery", "provisioning_token", "serial", "claim", "device_authorization", "revoke", "logout"
+]
+
+
+class AuditEntry(Body):
+    at: datetime
+    device_id: uuid.UUID
+    screen_id: uuid.UUID
+    action: AuditAction
+    method: BindingMethod
+    # "client:<clientId>" (a tenant admin), "device:<deviceId>" (the TV with its key), "device"
+    # (a TV proving itself with a code, token, serial or recovery secret), "operator".
+    actor: str
+    client_address: str | None
+    reason: str | None
+
+
+class AuditTrail(Body):
+    items: list[AuditEntry]

@@ -14,7 +14,7 @@ from datetime import datetime
 import asyncpg
 import msgspec
 
-from services.provisioning.models import CodeStatus, Device, DeviceInfo
+from services.provisioning.models import AuditEntry, CodeStatus, Device, DeviceInfo
 from shared.errors import Conflict, NotFound
 from shared.events import CachePolicy, ScreenConfig, ScreenConfigChanged, ScreenCreated
 from shared.pagination import Cursor
@@ -79,6 +79,12 @@ async def insert_screen_seen_at_registry(
         "INSERT INTO screens (id, tenant_id, version) VALUES ($1, $2, 0) ON CONFLICT (id) DO NOTHING",
         screen_id,
         tenant_id,
+    )
+
+
+async def screen_exists(conn: asyncpg.Connection, screen_id: uuid.UUID, tenant_id: uuid.UUID) -> bool:
+    return await conn.fetchval(
+        "SELECT EXISTS (SELECT 1 FROM screens WHERE id = $1 AND tenant_id = $2)", screen_id, tenant_id
     )
 
 
@@ -184,6 +190,57 @@ async def get_code_status(conn: asyncpg.Connection, tenant_id: uuid.UUID, code: 
     return CodeStatus(**row)
 
 
+# ---- provisioning tokens ----------------------------------------------------------------------
+
+
+async def insert_token(
+    conn: asyncpg.Connection,
+    *,
+    token_hash: bytes,
+    tenant_id: uuid.UUID,
+    screen_id: uuid.UUID,
+    created_by: str,
+    ttl_seconds: int,
+) -> datetime:
+    return await conn.fetchval(
+        "INSERT INTO provisioning_tokens (token_hash, tenant_id, screen_id, created_by, expires_at)"
+        " VALUES ($1, $2, $3, $4, now() + make_interval(secs => $5)) RETURNING expires_at",
+        token_hash,
+        tenant_id,
+        screen_id,
+        created_by,
+        ttl_seconds,
+    )
+
+
+async def lock_token_screen(conn: asyncpg.Connection, token_hash: bytes) -> ScreenCopy | None:
+    """The screen of a provisioning token, locked (screens before tokens: the lock order)."""
+    row = await conn.fetchrow(
+        "SELECT id, tenant_id, sync_interval_minutes, heartbeat_interval_minutes, cache_max_size_gb,"
+        " cache_retention_days FROM screens"
+        " WHERE id = (SELECT screen_id FROM provisioning_tokens WHERE token_hash = $1) FOR UPDATE",
+        token_hash,
+    )
+    return _screen(row) if row else None
+
+
+async def lock_token(conn: asyncpg.Connection, token_hash: bytes) -> asyncpg.Record:
+    """``used`` and ``expired`` of a token, locked: its single use is decided under this lock."""
+    return await conn.fetchrow(
+        "SELECT used_at IS NOT NULL AS used, expires_at <= now() AS expired FROM provisioning_tokens"
+        " WHERE token_hash = $1 FOR UPDATE",
+        token_hash,
+    )
+
+
+async def mark_token_used(conn: asyncpg.Connection, token_hash: bytes, device_id: uuid.UUID) -> None:
+    await conn.execute(
+        "UPDATE provisioning_tokens SET used_at = now(), device_id = $2 WHERE token_hash = $1",
+        token_hash,
+        device_id,
+    )
+
+
 # ---- devices and keys -------------------------------------------------------------------------
 
 
@@ -196,38 +253,175 @@ def _device(row: asyncpg.Record | dict[str, Any]) -> Device:
 async def bind_device(
     conn: asyncpg.Connection,
     *,
-    code: str,
     tenant_id: uuid.UUID,
     screen_id: uuid.UUID,
     key_hash: bytes,
     device_info: DeviceInfo,
-    registered_from: str,
+    recovery_secret_hash: bytes | None,
+    method: str,
+    actor: str,
+    client_address: str | None,
+    code: str | None = None,
 ) -> tuple[Device, int]:
-    """The new device, its key, the code marked bound and the screen's next binding sequence, in
-    one statement (one round trip of the registration's transaction instead of four)."""
+    """The new device, its key, its audit row, the code (if any) marked bound and the screen's
+    next binding sequence, in one statement (one round trip instead of five)."""
     try:
         row = await conn.fetchrow(
             "WITH device AS ("
-            "  INSERT INTO devices (id, tenant_id, screen_id, status, device_info, registered_from)"
-            f"  VALUES ($1, $2, $3, 'active', $4, $5) RETURNING {_DEVICE_COLUMNS}"
+            "  INSERT INTO devices (id, tenant_id, screen_id, status, device_info, registered_from,"
+            "   hardware_id, recovery_secret_hash)"
+            f"  VALUES ($1, $2, $3, 'active', $4, $5, $8, $9) RETURNING {_DEVICE_COLUMNS}"
             "), key AS (INSERT INTO device_keys (key_hash, device_id) VALUES ($6, $1)"
             "), code AS ("
             "  UPDATE provisioning_codes SET status = 'bound', bound_at = now(), device_id = $1 WHERE code = $7"
+            "), audit AS ("
+            "  INSERT INTO binding_audit (tenant_id, device_id, screen_id, action, method, actor, client_address)"
+            "  SELECT tenant_id, id, screen_id, 'bound', $10, $11, $5 FROM device"
             "), seq AS (UPDATE screens SET binding_seq = binding_seq + 1 WHERE id = $3 RETURNING binding_seq)"
             " SELECT device.*, seq.binding_seq FROM device, seq",
             uuid.uuid4(),
             tenant_id,
             screen_id,
             msgspec.to_builtins(device_info),
-            registered_from,
+            client_address,
             key_hash,
             code,
+            device_info.hardware_id,
+            recovery_secret_hash,
+            method,
+            actor,
         )
     except asyncpg.UniqueViolationError:
         raise Conflict("the screen already has an active device") from None
     values = dict(row)
     binding_seq = values.pop("binding_seq")
     return _device(values), binding_seq
+
+
+async def rebind_device(
+    conn: asyncpg.Connection,
+    device_id: uuid.UUID,
+    *,
+    key_hash: bytes,
+    device_info: DeviceInfo,
+    recovery_secret_hash: bytes | None,
+    method: str,
+    actor: str,
+    client_address: str | None,
+    code: str | None = None,
+) -> tuple[Device, int]:
+    """A suspended device active again on its screen (factory-reset recovery): same id, a new key."""
+    try:
+        row = await conn.fetchrow(
+            "WITH device AS ("
+            "  UPDATE devices SET status = 'active', device_info = $2, registered_from = $3,"
+            "   registered_at = now(), revoked_at = NULL, revoke_reason = NULL, recovery_secret_hash = $4"
+            f"  WHERE id = $1 RETURNING {_DEVICE_COLUMNS}"
+            "), key AS (INSERT INTO device_keys (key_hash, device_id) VALUES ($5, $1)"
+            "), code AS ("
+            "  UPDATE provisioning_codes SET status = 'bound', bound_at = now(), device_id = $1 WHERE code = $6"
+            "), audit AS ("
+            "  INSERT INTO binding_audit (tenant_id, device_id, screen_id, action, method, actor, client_address)"
+            "  SELECT tenant_id, id, screen_id, 'bound', $7, $8, $3 FROM device"
+            "), seq AS (UPDATE screens SET binding_seq = binding_seq + 1"
+            "   WHERE id = (SELECT screen_id FROM device) RETURNING binding_seq)"
+            " SELECT device.*, seq.binding_seq FROM device, seq",
+            device_id,
+            msgspec.to_builtins(device_info),
+            client_address,
+            recovery_secret_hash,
+            key_hash,
+            code,
+            method,
+            actor,
+        )
+    except asyncpg.UniqueViolationError:
+        raise Conflict("the screen already has an active device") from None
+    values = dict(row)
+    binding_seq = values.pop("binding_seq")
+    return _device(values), binding_seq
+
+
+async def add_key(conn: asyncpg.Connection, device_id: uuid.UUID, key_hash: bytes) -> None:
+    await conn.execute("INSERT INTO device_keys (key_hash, device_id) VALUES ($1, $2)", key_hash, device_id)
+
+
+async def add_audit(
+    conn: asyncpg.Connection,
+    device: Device,
+    *,
+    action: str,
+    method: str,
+    actor: str,
+    client_address: str | None,
+    reason: str | None = None,
+) -> None:
+    await conn.execute(
+        "INSERT INTO binding_audit (tenant_id, device_id, screen_id, action, method, actor, client_address,"
+        " reason) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+        device.tenant_id,
+        device.id,
+        device.screen_id,
+        action,
+        method,
+        actor,
+        client_address,
+        reason,
+    )
+
+
+async def audit_trail(conn: asyncpg.Connection, tenant_id: uuid.UUID, device_id: uuid.UUID) -> list[AuditEntry]:
+    rows = await conn.fetch(
+        "SELECT at, device_id, screen_id, action, method, actor, client_address, reason FROM binding_audit"
+        " WHERE tenant_id = $1 AND device_id = $2 ORDER BY id",
+        tenant_id,
+        device_id,
+    )
+    return [AuditEntry(**row) for row in rows]
+
+
+async def set_recovery_secret(conn: asyncpg.Connection, device_id: uuid.UUID, secret_hash: bytes) -> None:
+    await conn.execute("UPDATE devices SET recovery_secret_hash = $2 WHERE id = $1", device_id, secret_hash)
+
+
+async def recoverable_device(
+    conn: asyncpg.Connection, tenant_id: uuid.UUID, screen_id: uuid.UUID, hardware_id: str
+) -> uuid.UUID | None:
+    """The suspended device of this hardware that was last bound to this screen, if any."""
+    return await conn.fetchval(
+        "SELECT id FROM devices WHERE tenant_id = $1 AND screen_id = $2 AND hardware_id = $3"
+        " AND status = 'suspended' ORDER BY registered_at DESC LIMIT 1",
+        tenant_id,
+        screen_id,
+        hardware_id,
+    )
+
+
+async def lock_device_by_recovery_secret(
+    conn: asyncpg.Connection, secret_hash: bytes, hardware_id: str
+) -> Device | None:
+    row = await conn.fetchrow(
+        f"SELECT {_DEVICE_COLUMNS} FROM devices WHERE recovery_secret_hash = $1 AND hardware_id = $2 FOR UPDATE",
+        secret_hash,
+        hardware_id,
+    )
+    return _device(row) if row else None
+
+
+async def lock_device_by_key(conn: asyncpg.Connection, key_hash: bytes) -> tuple[Device, bool] | None:
+    """The device of a key, locked, and whether the key still works."""
+    row = await conn.fetchrow(
+        f"SELECT {_DEVICE_COLUMNS}, k.key_active FROM devices,"
+        " LATERAL (SELECT revoked_at IS NULL AS key_active FROM device_keys"
+        "   WHERE key_hash = $1 AND device_id = devices.id) k"
+        " WHERE devices.id = (SELECT device_id FROM device_keys WHERE key_hash = $1) FOR UPDATE OF devices",
+        key_hash,
+    )
+    if row is None:
+        return None
+    values = dict(row)
+    key_active = values.pop("key_active")
+    return _device(values), key_active
 
 
 async def get_device(conn: asyncpg.Connection, tenant_id: uuid.UUID, device_id: uuid.UUID) -> Device:

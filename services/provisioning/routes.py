@@ -1,16 +1,22 @@
 """Provisioning's operations: the routes it serves and its OpenAPI document, from one list."""
 
 from services.provisioning import handlers as h
+from services.provisioning import recovery, tokens
 from services.provisioning.models import (
+    AuditTrail,
     CodeCreated,
     CodeStatus,
     Device,
     DevicePage,
     NewCode,
+    NewProvisioningToken,
+    ProvisioningTokenCreated,
+    Recovery,
     Registered,
     Registration,
     Revocation,
     Revoked,
+    TokenProvisioning,
 )
 from shared.openapi import Operation, Param
 
@@ -35,4 +41,22 @@ OPERATIONS = [
     Operation("POST", "/v1/devices/{id}/revoke", h.revoke_device,
               "Suspend a device and revoke its keys; its screen returns to provisioning", "admin",
               Revocation, responses={200: Revoked}, errors=(400, 401, 404, 409, 413, 415)),
+    Operation("GET", "/v1/devices/{id}/audit", h.device_audit,
+              "Every bind, unbind and recovery of a device: who, how, when and from where", "admin",
+              responses={200: AuditTrail}, errors=(401, 404)),
+    Operation("POST", "/v1/device/logout", h.logout_device,
+              "The TV signs itself out: its key dies and the screen returns to provisioning", "device",
+              responses={200: Revoked}, errors=(401,)),
+    # Factory-reset recovery (seed 001, with a proof)
+    Operation("POST", "/devices/recover", recovery.recover_device,
+              "A TV that reported a hardwareId trades it and its recovery secret for a fresh key", "none",
+              Recovery, responses={200: Registered}, errors=(400, 401, 413, 415, 429)),
+    # On-demand provisioning tokens (seed 003)
+    Operation("POST", "/v1/devices/provisioning-tokens", tokens.create_token,
+              "A single-use, short-lived token that provisions a device onto a screen (shown once)", "admin",
+              NewProvisioningToken, responses={201: ProvisioningTokenCreated},
+              errors=(400, 401, 404, 409, 413, 415)),
+    Operation("POST", "/devices/provision", tokens.provision_device,
+              "A device trades a provisioning token for its device key (shown once)", "none",
+              TokenProvisioning, responses={201: Registered}, errors=(400, 404, 409, 410, 413, 415, 429)),
 ]

@@ -1,0 +1,143 @@
+"""Making and ending a binding: the one place every flow goes through.
+
+Codes, provisioning tokens, recovery, serials, claims and device authorizations differ in how a
+device proves it may bind; what binding *is* does not change: a device row, a key stored as a
+hash, the key's entry in the gateways' KV bucket, a ``device.bound`` event, an audit row — all in
+the caller's transaction (which has locked the screen), all through the outbox. Unbinding is the
+mirror image (revoke, logout).
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+
+import asyncpg
+
+from services.provisioning import queries
+from services.provisioning.models import Device, DeviceInfo, Registered
+from services.provisioning.queries import ScreenCopy
+from shared import outbox
+from shared.auth import new_secret, secret_hash
+from shared.events import DeviceBound, DeviceRevoked
+from shared.projections import DEVICE_KEYS_BUCKET, DeviceKeyEntry
+
+
+async def bind(
+    conn: asyncpg.Connection,
+    screen: ScreenCopy,
+    device_info: DeviceInfo,
+    *,
+    method: str,
+    actor: str,
+    client_address: str | None,
+    code: str | None = None,
+) -> Registered:
+    """Bind a device to ``screen`` (locked by the caller, free of an active device).
+
+    A TV that reports a ``hardwareId`` gets a recovery secret. If that hardware was the screen's
+    device before (it was unbound, then the TV was reset and paired again with a new code or
+    token for the same screen), it gets its old ``deviceId`` back instead of a new one.
+    """
+    api_key = new_secret("dak_")
+    recovery_secret = new_secret("drs_") if device_info.hardware_id else None
+    common = {
+        "key_hash": secret_hash(api_key),
+        "device_info": device_info,
+        "recovery_secret_hash": secret_hash(recovery_secret) if recovery_secret else None,
+        "method": method,
+        "actor": actor,
+        "client_address": client_address,
+        "code": code,
+    }
+    previous = (
+        await queries.recoverable_device(conn, screen.tenant_id, screen.id, device_info.hardware_id)
+        if device_info.hardware_id
+        else None
+    )
+    if previous is not None:
+        device, binding_seq = await queries.rebind_device(conn, previous, **common)
+    else:
+        device, binding_seq = await queries.bind_device(
+            conn, tenant_id=screen.tenant_id, screen_id=screen.id, **common
+        )
+    await _publish_key(conn, common["key_hash"], device, "active")
+    await outbox.add_event(
+        conn,
+        DeviceBound(
+            tenant_id=device.tenant_id,
+            device_id=device.id,
+            screen_id=device.screen_id,
+            binding_seq=binding_seq,
+            bound_at=device.registered_at,
+        ),
+    )
+    return Registered(
+        device_id=device.id,
+        screen_id=device.screen_id,
+        api_key=api_key,
+        tenant_id=device.tenant_id,
+        config=screen.config,
+        recovery_secret=recovery_secret,
+    )
+
+
+async def unbind(
+    conn: asyncpg.Connection,
+    device: Device,
+    *,
+    reason: str | None,
+    method: str,
+    actor: str,
+    client_address: str | None,
+) -> datetime:
+    """Suspend ``device`` (locked by the caller, with its screen): every key dies on every gateway,
+    the screen returns to provisioning. Returns when."""
+    revoked_at = await queries.suspend_device(conn, device.id, reason)
+    for key_hash in await queries.revoke_keys(conn, device.id):
+        await _publish_key(conn, key_hash, device, "revoked")
+    binding_seq = await queries.next_binding_seq(conn, device.screen_id)
+    await outbox.add_event(
+        conn,
+        DeviceRevoked(
+            tenant_id=device.tenant_id,
+            device_id=device.id,
+            screen_id=device.screen_id,
+            binding_seq=binding_seq,
+            reason=reason,
+            revoked_at=revoked_at,
+        ),
+    )
+    await queries.add_audit(
+        conn, device, action="unbound", method=method, actor=actor, client_address=client_address, reason=reason
+    )
+    return revoked_at
+
+
+async def replace_key(conn: asyncpg.Connection, device: Device, *, client_address: str | None) -> str:
+    """A fresh key for an active device that lost its own (recovery); the old keys die."""
+    for key_hash in await queries.revoke_keys(conn, device.id):
+        await _publish_key(conn, key_hash, device, "revoked")
+    api_key = new_secret("dak_")
+    key_hash = secret_hash(api_key)
+    await queries.add_key(conn, device.id, key_hash)
+    await _publish_key(conn, key_hash, device, "active")
+    await queries.add_audit(
+        conn, device, action="recovered", method="recovery", actor="device", client_address=client_address
+    )
+    return api_key
+
+
+async def _publish_key(conn: asyncpg.Connection, key_hash: bytes, device: Device, status: str) -> None:
+    await outbox.put_kv(
+        conn,
+        DEVICE_KEYS_BUCKET,
+        key_hash.hex(),
+        DeviceKeyEntry(
+            device_id=device.id, screen_id=device.screen_id, tenant_id=device.tenant_id, status=status
+        ),
+    )
+
+
+def device_actor(device_id: uuid.UUID) -> str:
+    return f"device:{device_id}"

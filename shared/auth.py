@@ -26,6 +26,8 @@ from shared.settings import Settings
 from shared.web import SETTINGS
 
 ADMIN_SCOPE = "admin"
+# RFC 8628: the grant a TV polls the token endpoint with during device-first pairing.
+DEVICE_CODE_GRANT = "urn:ietf:params:oauth:grant-type:device_code"
 
 
 class Principal(msgspec.Struct, frozen=True):

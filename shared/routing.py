@@ -13,8 +13,14 @@ ROUTES: list[tuple[str, str]] = [
     (r"^/v1/device(/|$)", "device-gateway"),
     (r"^/(v1/)?devices(/|$)", "provisioning"),
     (r"^/v1/(tenants|venues|screens)(/|$)", "registry"),
+    (r"^/oauth/device_authorization$", "provisioning"),
     (r"^/oauth(/|$)", "registry"),
+    (r"^/\.well-known/oauth-authorization-server$", "registry"),
 ]
+
+# Provisioning's own path for the device-code grant that registry's /oauth/token passes on; no
+# public route leads to it.
+DEVICE_TOKEN_PATH = "/internal/oauth/device-token"
 
 _compiled = [(re.compile(pattern), service) for pattern, service in ROUTES]
 

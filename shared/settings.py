@@ -39,6 +39,17 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     max_body_bytes: int = 1024 * 1024
     # Registry's base URL, for provisioning to look up a screen its event copy has not seen yet.
     registry_url: str = "http://127.0.0.1:8081"
+    # Provisioning's base URL, for registry's token endpoint to pass device-code grants on.
+    provisioning_url: str = "http://127.0.0.1:8082"
+    # Where the API is reached from outside (RFC 8414 metadata: issuer and endpoints).
+    public_url: str = "http://localhost:8080"
+    # Device-first pairing (RFC 8628): the TV app's public client id; the page where an admin
+    # enters the code the TV shows (your console; it calls .../device-authorizations/{userCode}/approve);
+    # how long a device code lives and how often the TV may poll.
+    device_client_id: str = "signage-player"
+    device_verification_uri: str = ""
+    device_code_ttl_seconds: int = 600
+    device_poll_interval_seconds: int = 5
     nats_replicas: int = 1
     host: str = "0.0.0.0"
     # The gateway sheds device requests (429) while its event loop lags more than this, and
@@ -60,6 +71,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     ports: dict[str, int] = msgspec.field(default_factory=lambda: dict(DEFAULT_PORTS))
     log_format: str = "console"
     log_level: str = "info"
+
+    @property
+    def verification_uri(self) -> str:
+        return self.device_verification_uri or f"{self.public_url}/activate"
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] = os.environ) -> Settings:
@@ -85,6 +100,12 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             ),
             max_body_bytes=int(env.get("MAX_BODY_BYTES", 1024 * 1024)),
             registry_url=env.get("REGISTRY_URL", f"http://127.0.0.1:{ports['registry']}"),
+            provisioning_url=env.get("PROVISIONING_URL", f"http://127.0.0.1:{ports['provisioning']}"),
+            public_url=env.get("PUBLIC_URL", "http://localhost:8080").rstrip("/"),
+            device_client_id=env.get("DEVICE_CLIENT_ID", "signage-player"),
+            device_verification_uri=env.get("DEVICE_VERIFICATION_URI", ""),
+            device_code_ttl_seconds=int(env.get("DEVICE_CODE_TTL_SECONDS", 600)),
+            device_poll_interval_seconds=int(env.get("DEVICE_POLL_INTERVAL_SECONDS", 5)),
             nats_replicas=int(env.get("NATS_REPLICAS", 1)),
             host=env.get("HOST", "0.0.0.0"),
             workers=int(env.get("WORKERS", 1)),

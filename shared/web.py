@@ -13,6 +13,7 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, TypeVar
 
+import aiohttp
 import msgspec
 import prometheus_client
 from prometheus_client import multiprocess
@@ -141,6 +142,26 @@ def error_response(request: web.Request, exc: Exception) -> web.Response:
     log.error("unhandled_error", exc_info=exc)
     body = errors.ErrorBody(error="internal", message="internal error; see the service log")
     return json_response(body, status=500)
+
+
+def oauth_error(status: int, error: str, description: str, *, basic: bool = False) -> web.Response:
+    """An OAuth 2.0 error (RFC 6749 §5.2, RFC 8628 §3.5, RFC 7591 §3.2.2) in our one shape, with
+    ``error_description`` too, for stock OAuth clients."""
+    body = {"error": error, "message": description, "error_description": description}
+    headers = {"Cache-Control": "no-store"}
+    if basic:
+        headers["WWW-Authenticate"] = 'Basic realm="oauth"'
+    return json_response(body, status=status, headers=headers)
+
+
+# A client session for calls to the other services (a service asks another rarely, never per poll).
+HTTP = web.AppKey("HTTP", aiohttp.ClientSession)
+
+
+async def http_client_ctx(app: web.Application) -> AsyncIterator[None]:
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5)) as session:
+        app[HTTP] = session
+        yield
 
 
 def json_response(

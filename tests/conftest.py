@@ -100,6 +100,8 @@ def settings(database: str, nats_server: NatsServer, sockets: dict[str, socket.s
         host="127.0.0.1",
         ports=ports,
         registry_url=f"http://127.0.0.1:{ports['registry']}",
+        provisioning_url=f"http://127.0.0.1:{ports['provisioning']}",
+        public_url=f"http://127.0.0.1:{ports['entrypoint']}",
         log_format="console",
         log_level="warning",
     )

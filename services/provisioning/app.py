@@ -3,23 +3,21 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from pathlib import Path
 
-import aiohttp
 import structlog
 from aiohttp import web
 
-from services.provisioning import queries
+from services.provisioning import device_authorization, queries
 from services.provisioning.consumers import screens_ctx
-from services.provisioning.handlers import HTTP
 from services.provisioning.routes import OPERATIONS
 from shared import bus, db, outbox
 from shared.auth import VERIFIER, TokenVerifier
 from shared.openapi import add_operations
 from shared.settings import Settings
 from shared.db import POOL
-from shared.web import SETTINGS, background, base_app
+from shared.routing import DEVICE_TOKEN_PATH
+from shared.web import SETTINGS, add_routes, background, base_app, http_client_ctx
 
 log = structlog.get_logger()
 
@@ -36,14 +34,11 @@ def create_app(settings: Settings) -> web.Application:
     app.cleanup_ctx.append(screens_ctx)
     app.cleanup_ctx.append(http_client_ctx)
     app.cleanup_ctx.append(background("prune-registration-failures", prune_registration_failures))
+    # Not public (no route of the Ingress leads here): registry's /oauth/token passes the
+    # device-code grant on to it, so the token endpoint stays one URL (RFC 8414 metadata).
+    add_routes(app, [("POST", DEVICE_TOKEN_PATH, device_authorization.poll, True)])
     add_operations(app, "Signage provisioning", OPERATIONS)
     return app
-
-
-async def http_client_ctx(app: web.Application) -> AsyncIterator[None]:
-    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=2)) as session:
-        app[HTTP] = session
-        yield
 
 
 async def prune_registration_failures(app: web.Application) -> None:

@@ -29,11 +29,9 @@ from shared.auth import Principal, bearer_token, principal_of, secret_hash, tena
 from shared.db import POOL
 from shared.errors import BadRequest, CodeExpired, Conflict, DeviceRevoked, ErrorDetail, NotFound, Unauthorized
 from shared.pagination import choice_query, next_cursor, page_params, uuid_query
-from shared.web import SETTINGS, client_address, json_response, read_json, uuid_param
+from shared.web import HTTP, SETTINGS, client_address, json_response, read_json, uuid_param
 
 log = structlog.get_logger()
-
-HTTP = web.AppKey("HTTP", aiohttp.ClientSession)
 
 _new_code_body = msgspec.json.Decoder(NewCode)
 _registration = msgspec.json.Decoder(Registration)

@@ -160,3 +160,45 @@ class AuditEntry(Body):
 
 class AuditTrail(Body):
     items: list[AuditEntry]
+
+
+# ---- device-first pairing (RFC 8628): OAuth's own field names on the OAuth endpoints ------------
+
+
+class DeviceAuthorizationStarted(msgspec.Struct, kw_only=True):
+    device_code: str
+    user_code: str
+    verification_uri: str
+    verification_uri_complete: str
+    expires_in: int
+    interval: int
+
+
+class DeviceTokenResponse(msgspec.Struct, kw_only=True):
+    """RFC 6749 §5.1's token response; the access token is the device key (``dak_``)."""
+
+    access_token: str
+    token_type: str
+    device_id: uuid.UUID = msgspec.field(name="deviceId")
+    screen_id: uuid.UUID = msgspec.field(name="screenId")
+    tenant_id: uuid.UUID = msgspec.field(name="tenantId")
+    config: ScreenConfig
+
+
+DeviceAuthorizationStatus = Literal["pending", "approved", "denied", "delivered", "expired"]
+
+
+class DeviceAuthorization(Body):
+    """What an admin sees before approving: what the TV reported, and from where it asked."""
+
+    user_code: str
+    status: DeviceAuthorizationStatus
+    device_info: DeviceInfo
+    requested_from: str | None
+    created_at: datetime
+    expires_at: datetime
+    screen_id: uuid.UUID | None
+
+
+class Approval(Body):
+    screen_id: uuid.UUID

@@ -1,9 +1,12 @@
 """Provisioning's operations: the routes it serves and its OpenAPI document, from one list."""
 
 from services.provisioning import handlers as h
-from services.provisioning import recovery, tokens
+from services.provisioning import device_authorization, recovery, tokens
 from services.provisioning.models import (
+    Approval,
     AuditTrail,
+    DeviceAuthorization,
+    DeviceAuthorizationStarted,
     CodeCreated,
     CodeStatus,
     Device,
@@ -19,6 +22,19 @@ from services.provisioning.models import (
     TokenProvisioning,
 )
 from shared.openapi import Operation, Param
+
+_DEVICE_INFO_FIELDS = {
+    name: {"type": "string"}
+    for name in ("manufacturer", "model", "osVersion", "appVersion", "macAddress", "ipAddress",
+                 "deviceName", "locationHint", "hardwareId")
+}
+_DEVICE_AUTHORIZATION_FORM = {
+    "type": "object",
+    "description": "client_id, and the TV's deviceInfo fields (as in /devices/register) as parameters",
+    "required": ["client_id", "manufacturer", "model", "osVersion", "appVersion", "macAddress", "ipAddress"],
+    "properties": {"client_id": {"type": "string"}, "scope": {"type": "string"}, **_DEVICE_INFO_FIELDS},
+}
+_USER_CODE = "/v1/devices/device-authorizations/{userCode}"
 
 OPERATIONS = [
     Operation("POST", "/v1/devices/provisioning-codes", h.create_code,
@@ -59,4 +75,18 @@ OPERATIONS = [
     Operation("POST", "/devices/provision", tokens.provision_device,
               "A device trades a provisioning token for its device key (shown once)", "none",
               TokenProvisioning, responses={201: Registered}, errors=(400, 404, 409, 410, 413, 415, 429)),
+    # Device-first pairing (seed 004, RFC 8628); the device-code grant is at /oauth/token (registry)
+    Operation("POST", "/oauth/device_authorization", device_authorization.start,
+              "The TV starts device-first pairing: a device code to poll with, a user code to show "
+              "(RFC 8628 §3.1)", "none", _DEVICE_AUTHORIZATION_FORM, "application/x-www-form-urlencoded",
+              responses={200: DeviceAuthorizationStarted}, errors=(400, 401)),
+    Operation("GET", _USER_CODE, device_authorization.show,
+              "What the TV showing this user code reported, and from where", "admin",
+              responses={200: DeviceAuthorization}, errors=(400, 401, 404)),
+    Operation("POST", _USER_CODE + "/approve", device_authorization.approve,
+              "Approve the TV for a screen in provisioning; its next poll gets its device key", "admin",
+              Approval, responses={200: DeviceAuthorization}, errors=(400, 401, 404, 409, 410, 413, 415, 429)),
+    Operation("POST", _USER_CODE + "/deny", device_authorization.deny,
+              "Deny the TV; its next poll gets access_denied", "admin",
+              responses={200: DeviceAuthorization}, errors=(400, 401, 404, 409, 410, 429)),
 ]

@@ -12,7 +12,7 @@ from shared import bus, db, outbox
 from shared.auth import ISSUER, VERIFIER, TokenIssuer, TokenVerifier
 from shared.openapi import add_operations
 from shared.settings import Settings
-from shared.web import base_app
+from shared.web import base_app, http_client_ctx
 
 SCHEMA = "registry"
 MIGRATIONS = (db.OUTBOX_MIGRATIONS, Path(__file__).parent / "migrations")
@@ -27,5 +27,6 @@ def create_app(settings: Settings) -> web.Application:
     app.cleanup_ctx.append(outbox.relay_ctx(SCHEMA))
     app.cleanup_ctx.append(binding_ctx)
     app.cleanup_ctx.append(presence_ctx)
+    app.cleanup_ctx.append(http_client_ctx)
     add_operations(app, "Signage registry", OPERATIONS)
     return app

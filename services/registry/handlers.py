@@ -6,13 +6,17 @@ import base64
 import binascii
 import hmac
 import uuid
+from typing import Any
 
+import aiohttp
 import msgspec
 import structlog
 from aiohttp import web
+from multidict import MultiDictProxy
 
 from services.registry import queries
 from services.registry.models import (
+    AuthorizationServerMetadata,
     ClientCredentials,
     ConfigPatch,
     NewPlaylist,
@@ -25,12 +29,13 @@ from services.registry.models import (
     VenuePage,
 )
 from shared import outbox
-from shared.auth import ADMIN_SCOPE, ISSUER, new_secret, require_operator, secret_hash, tenant_of
+from shared.auth import ADMIN_SCOPE, DEVICE_CODE_GRANT, ISSUER, new_secret, require_operator, secret_hash, tenant_of
 from shared.db import POOL
 from shared.events import ScreenConfigChanged, ScreenCreated
 from shared.pagination import choice_query, next_cursor, page_params, uuid_query
 from shared.projections import SCREEN_CONTENT_BUCKET
-from shared.web import json_response, read_json, uuid_param
+from shared.routing import DEVICE_TOKEN_PATH
+from shared.web import HTTP, SETTINGS, json_response, oauth_error, read_json, uuid_param
 
 log = structlog.get_logger()
 
@@ -66,48 +71,76 @@ async def create_tenant(request: web.Request) -> web.Response:
     )
 
 
-def _oauth_error(status: int, error: str, description: str, *, basic: bool = False) -> web.Response:
-    """RFC 6749 §5.2 errors in our one shape; ``error_description`` too, for stock OAuth clients."""
-    body = {"error": error, "message": description, "error_description": description}
-    headers = {"Cache-Control": "no-store"}
-    if basic:
-        headers["WWW-Authenticate"] = 'Basic realm="oauth"'
-    return json_response(body, status=status, headers=headers)
-
-
 async def issue_token(request: web.Request) -> web.Response:
     """OAuth 2.0 client credentials grant (RFC 6749 §4.4), credentials in the form or HTTP Basic."""
     if request.content_type != "application/x-www-form-urlencoded":
-        return _oauth_error(400, "invalid_request", "send an application/x-www-form-urlencoded body")
+        return oauth_error(400, "invalid_request", "send an application/x-www-form-urlencoded body")
     form = await request.post()
+    if form.get("grant_type") == DEVICE_CODE_GRANT:
+        return await _pass_on_device_code_grant(request, form)
     if form.get("grant_type") != "client_credentials":
         if not form.get("grant_type"):
-            return _oauth_error(400, "invalid_request", "grant_type is required")
-        return _oauth_error(400, "unsupported_grant_type", "only client_credentials is supported")
+            return oauth_error(400, "invalid_request", "grant_type is required")
+        return oauth_error(400, "unsupported_grant_type", f"the grants are client_credentials and {DEVICE_CODE_GRANT}")
     basic = request.headers.get("Authorization", "")
     if basic.lower().startswith("basic "):
         try:
             client_id, _, client_secret = base64.b64decode(basic[6:], validate=True).decode().partition(":")
         except (binascii.Error, UnicodeDecodeError):
-            return _oauth_error(401, "invalid_client", "malformed HTTP Basic credentials", basic=True)
+            return oauth_error(401, "invalid_client", "malformed HTTP Basic credentials", basic=True)
         if form.get("client_id") or form.get("client_secret"):
-            return _oauth_error(400, "invalid_request", "send client credentials one way, not two")
+            return oauth_error(400, "invalid_request", "send client credentials one way, not two")
     else:
         client_id, client_secret = str(form.get("client_id", "")), str(form.get("client_secret", ""))
     scope = str(form.get("scope") or ADMIN_SCOPE)
     if scope.split() != [ADMIN_SCOPE]:
-        return _oauth_error(400, "invalid_scope", f"the only scope is {ADMIN_SCOPE!r}")
+        return oauth_error(400, "invalid_scope", f"the only scope is {ADMIN_SCOPE!r}")
     async with request.app[POOL].acquire() as conn:
         # PostgreSQL text cannot hold NUL; such an id cannot exist
         known = client_id and "\x00" not in client_id
         client = await queries.find_client(conn, client_id) if known else None
     if client is None or not hmac.compare_digest(client["secret_hash"], secret_hash(client_secret)):
-        return _oauth_error(401, "invalid_client", "unknown client or wrong secret", basic=bool(basic))
+        return oauth_error(401, "invalid_client", "unknown client or wrong secret", basic=bool(basic))
     issuer = request.app[ISSUER]
     token = issuer.issue(tenant_id=client["tenant_id"], client_id=client_id, scope=scope)
     return json_response(
         TokenResponse(access_token=token, token_type="Bearer", expires_in=issuer.ttl, scope=scope),
         headers={"Cache-Control": "no-store", "Pragma": "no-cache"},
+    )
+
+
+async def _pass_on_device_code_grant(request: web.Request, form: MultiDictProxy[Any]) -> web.Response:
+    """A TV polling during device-first pairing: provisioning owns device codes and keys; this
+    URL stays the one token endpoint of the metadata."""
+    url = request.app[SETTINGS].provisioning_url + DEVICE_TOKEN_PATH
+    try:
+        async with request.app[HTTP].post(url, data=dict(form)) as response:
+            return web.Response(
+                status=response.status,
+                body=await response.read(),
+                content_type=response.content_type,
+                headers={"Cache-Control": "no-store"},
+            )
+    except (aiohttp.ClientError, TimeoutError):
+        log.warning("provisioning_unreachable")
+        return oauth_error(503, "temporarily_unavailable", "try again shortly")
+
+
+async def authorization_server_metadata(request: web.Request) -> web.Response:
+    """RFC 8414: where stock OAuth clients find the endpoints, the grants and how clients
+    authenticate."""
+    base = request.app[SETTINGS].public_url
+    return json_response(
+        AuthorizationServerMetadata(
+            issuer=base,
+            token_endpoint=f"{base}/oauth/token",
+            device_authorization_endpoint=f"{base}/oauth/device_authorization",
+            grant_types_supported=["client_credentials", DEVICE_CODE_GRANT],
+            token_endpoint_auth_methods_supported=["client_secret_basic", "client_secret_post", "none"],
+            scopes_supported=[ADMIN_SCOPE],
+            response_types_supported=[],
+            service_documentation=f"{base}/openapi.json",
+        )
     )
 
 

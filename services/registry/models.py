@@ -146,3 +146,17 @@ class ConfigPatch(Body):
         }
         return msgspec.structs.replace(config, cache_policy=cache, **changes)
 
+
+
+class AuthorizationServerMetadata(msgspec.Struct, kw_only=True, omit_defaults=True):
+    """RFC 8414 §2, OAuth's own field names."""
+
+    issuer: str
+    token_endpoint: str
+    device_authorization_endpoint: str
+    grant_types_supported: list[str]
+    token_endpoint_auth_methods_supported: list[str]
+    scopes_supported: list[str]
+    response_types_supported: list[str]
+    service_documentation: str
+    registration_endpoint: str | None = None

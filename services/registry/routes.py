@@ -2,6 +2,7 @@
 
 from services.registry import handlers as h
 from services.registry.models import (
+    AuthorizationServerMetadata,
     NewPlaylist,
     NewScreen,
     NewTenant,
@@ -26,10 +27,11 @@ _TOKEN_FORM = {
     "type": "object",
     "required": ["grant_type"],
     "properties": {
-        "grant_type": {"const": "client_credentials"},
+        "grant_type": {"enum": ["client_credentials", "urn:ietf:params:oauth:grant-type:device_code"]},
         "client_id": {"type": "string"},
-        "client_secret": {"type": "string"},
+        "client_secret": {"type": "string", "description": "client_credentials only"},
         "scope": {"const": "admin"},
+        "device_code": {"type": "string", "description": "device_code grant (RFC 8628 §3.4)"},
     },
 }
 _ADMIN_ERRORS = (400, 401, 404)
@@ -37,7 +39,12 @@ _ADMIN_ERRORS = (400, 401, 404)
 OPERATIONS = [
     Operation("POST", "/v1/tenants", h.create_tenant, "Create a tenant and its first API client",
               "operator", NewTenant, responses={201: TenantCreated}, errors=(400, 401, 413, 415)),
-    Operation("POST", "/oauth/token", h.issue_token, "Client credentials grant (RFC 6749 §4.4)",
+    Operation("GET", "/.well-known/oauth-authorization-server", h.authorization_server_metadata,
+              "OAuth authorization server metadata (RFC 8414)", "none",
+              responses={200: AuthorizationServerMetadata}),
+    Operation("POST", "/oauth/token", h.issue_token,
+              "Client credentials grant (RFC 6749 §4.4); device-code grant of device-first pairing "
+              "(RFC 8628 §3.4: the access token is the device key, with deviceId, screenId, tenantId, config)",
               "client", _TOKEN_FORM, "application/x-www-form-urlencoded",
               responses={200: TokenResponse}, errors=(400, 401)),
     Operation("POST", "/v1/venues", h.create_venue, "Create a venue", "admin", NewVenue,

@@ -42,3 +42,24 @@ INSERT INTO binding_audit (at, tenant_id, device_id, screen_id, action, method, 
 INSERT INTO binding_audit (at, tenant_id, device_id, screen_id, action, method, actor, reason)
     SELECT revoked_at, tenant_id, id, screen_id, 'unbound', 'revoke', 'unknown', revoke_reason
     FROM devices WHERE revoked_at IS NOT NULL;
+
+-- Device-first pairing (RFC 8628): the TV asks for a device code and shows the user code; an
+-- admin approves it for a screen; the TV's next poll of the token endpoint binds and gets its
+-- key (made then, so only its hash is ever stored).
+CREATE TABLE device_authorizations (
+    device_code_hash  bytea PRIMARY KEY,
+    user_code         text NOT NULL UNIQUE,
+    client_id         text NOT NULL,
+    device_info       jsonb NOT NULL,
+    requested_from    text,
+    created_at        timestamptz NOT NULL DEFAULT now(),
+    expires_at        timestamptz NOT NULL,
+    interval_seconds  integer NOT NULL,
+    last_polled_at    timestamptz,
+    status            text NOT NULL CHECK (status IN ('pending', 'approved', 'denied', 'delivered')),
+    tenant_id         uuid,
+    screen_id         uuid REFERENCES screens (id),
+    decided_by        text,
+    decided_at        timestamptz,
+    device_id         uuid REFERENCES devices (id)
+);

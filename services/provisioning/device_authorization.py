@@ -1,0 +1,239 @@
+"""Device-first pairing (seed 004, RFC 8628's device authorization grant).
+
+The TV starts it: ``POST /oauth/device_authorization`` with the TV app's public client id and what
+it is (the deviceInfo fields as form parameters), and shows the user code and a QR code of
+``verification_uri_complete``. A tenant admin looks the code up (seeing the model and address the
+TV reported), then approves it for a screen or denies it. Meanwhile the TV polls the token
+endpoint (registry's ``/oauth/token`` passes the device-code grant on to ``poll`` here); the first
+poll after the approval binds the device, as a pairing code would, and answers with its ``dak_``
+key as the access token. The key is made at that moment, so it is never stored but as a hash.
+"""
+
+from __future__ import annotations
+
+import secrets
+import uuid
+
+import asyncpg
+import msgspec
+import structlog
+from aiohttp import web
+
+from services.provisioning import binding, queries
+from services.provisioning.handlers import client_actor, known_screen
+from services.provisioning.models import (
+    Approval,
+    DeviceAuthorization,
+    DeviceAuthorizationStarted,
+    DeviceInfo,
+    DeviceTokenResponse,
+)
+from shared.auth import DEVICE_CODE_GRANT, new_secret, principal_of, secret_hash
+from shared.db import POOL
+from shared.errors import BadRequest, CodeExpired, Conflict, ErrorDetail, NotFound, RateLimited
+from shared.web import SETTINGS, client_address, json_response, oauth_error, read_json
+
+log = structlog.get_logger()
+
+# RFC 8628 §6.1: consonants only (no words are spelt), no look-alikes; 20^8 ≈ 2.6e10 codes.
+USER_CODE_ALPHABET = "BCDFGHJKLMNPQRSTVWXZ"
+USER_CODE_LENGTH = 8
+
+_approval = msgspec.json.Decoder(Approval)
+
+
+def new_user_code() -> str:
+    return "".join(secrets.choice(USER_CODE_ALPHABET) for _ in range(USER_CODE_LENGTH))
+
+
+def shown(user_code: str) -> str:
+    """How the TV shows it: two groups of four, easier to read off a screen and type."""
+    return f"{user_code[:4]}-{user_code[4:]}"
+
+
+def normalized(raw: str) -> str:
+    """What a person typed, as stored: dashes and spaces dropped, upper case."""
+    return raw.replace("-", "").replace(" ", "").upper()
+
+
+# ---- the TV -------------------------------------------------------------------------------------
+
+
+async def start(request: web.Request) -> web.Response:
+    """RFC 8628 §3.1–3.2: a device code for the TV, a user code for the person."""
+    settings = request.app[SETTINGS]
+    if request.content_type != "application/x-www-form-urlencoded":
+        return oauth_error(400, "invalid_request", "send an application/x-www-form-urlencoded body")
+    form = await request.post()
+    client_id = form.get("client_id")
+    if not client_id:
+        return oauth_error(400, "invalid_request", "client_id is required")
+    if client_id != settings.device_client_id:
+        return oauth_error(401, "invalid_client", "unknown client")
+    fields = {name: value for name, value in form.items() if name not in ("client_id", "scope")}
+    try:
+        device_info = msgspec.convert(fields, DeviceInfo)
+    except msgspec.ValidationError as exc:
+        return oauth_error(400, "invalid_request", f"the TV's description: {exc}")
+    device_code = new_secret("ddc_")
+    async with request.app[POOL].acquire() as conn:
+        user_code = await queries.insert_authorization(
+            conn,
+            device_code_hash=secret_hash(device_code),
+            new_user_code=new_user_code,
+            client_id=client_id,
+            device_info=device_info,
+            requested_from=client_address(request, settings.trusted_proxies),
+            ttl_seconds=settings.device_code_ttl_seconds,
+            interval_seconds=settings.device_poll_interval_seconds,
+        )
+    uri = settings.verification_uri
+    return json_response(
+        DeviceAuthorizationStarted(
+            device_code=device_code,
+            user_code=shown(user_code),
+            verification_uri=uri,
+            verification_uri_complete=f"{uri}?user_code={shown(user_code)}",
+            expires_in=settings.device_code_ttl_seconds,
+            interval=settings.device_poll_interval_seconds,
+        ),
+        headers={"Cache-Control": "no-store"},
+    )
+
+
+async def poll(request: web.Request) -> web.Response:
+    """RFC 8628 §3.4–3.5: the token endpoint's device-code grant (reached through registry's
+    ``/oauth/token``, which owns that URL)."""
+    form = await request.post()
+    device_code = str(form.get("device_code") or "")
+    if form.get("grant_type") != DEVICE_CODE_GRANT or not device_code:
+        return oauth_error(400, "invalid_request", "grant_type and device_code are required")
+    if not form.get("client_id"):
+        return oauth_error(400, "invalid_request", "client_id is required (the TV app is a public client)")
+    code_hash = secret_hash(device_code)
+    async with request.app[POOL].acquire() as conn, conn.transaction():
+        screen = await queries.lock_authorization_screen(conn, code_hash)
+        row = await queries.lock_authorization(conn, code_hash)
+        if row is None or row["client_id"] != form["client_id"]:
+            return oauth_error(400, "invalid_grant", "unknown device code")
+        if row["status"] == "delivered":
+            return oauth_error(400, "invalid_grant", "this device code was already used")
+        if row["expired"]:
+            return oauth_error(400, "expired_token", "the device code expired; start again")
+        if row["status"] == "denied":
+            return oauth_error(400, "access_denied", "the request was denied")
+        if row["status"] == "pending" or screen is None:  # approved since we looked: next poll
+            slow_down = row["too_soon"]
+            interval = await queries.record_poll(conn, code_hash, slow_down=slow_down)
+            if slow_down:
+                return oauth_error(400, "slow_down", f"poll at most every {interval} s")
+            return oauth_error(400, "authorization_pending", "waiting for an admin to approve")
+        if await queries.screen_has_active_device(conn, screen.id):
+            return oauth_error(400, "access_denied", "the screen got another device meanwhile")
+        registered = await binding.bind(
+            conn,
+            screen,
+            msgspec.convert(row["device_info"], DeviceInfo),
+            method="device_authorization",
+            actor=row["decided_by"],
+            client_address=row["requested_from"],
+        )
+        await queries.mark_authorization_delivered(conn, code_hash, registered.device_id)
+    log.info("device_authorized", device_id=str(registered.device_id), screen_id=str(registered.screen_id))
+    return json_response(
+        DeviceTokenResponse(
+            access_token=registered.api_key,
+            token_type="Bearer",
+            device_id=registered.device_id,
+            screen_id=registered.screen_id,
+            tenant_id=registered.tenant_id,
+            config=registered.config,
+        ),
+        headers={"Cache-Control": "no-store", "Pragma": "no-cache"},
+    )
+
+
+# ---- the admin ----------------------------------------------------------------------------------
+
+
+async def show(request: web.Request) -> web.Response:
+    """What the TV reported and from where: what the admin is about to approve."""
+    principal = principal_of(request)
+    async with request.app[POOL].acquire() as conn:
+        found = await queries.get_authorization(conn, _user_code(request), principal.tenant_id)
+    if found is None:
+        raise NotFound("no such user code")
+    return json_response(found[0])
+
+
+async def approve(request: web.Request) -> web.Response:
+    principal = principal_of(request)
+    body = await read_json(request, _approval)
+    await known_screen(request, principal.tenant_id, body.screen_id)
+    return await _decide(request, "approved", body.screen_id)
+
+
+async def deny(request: web.Request) -> web.Response:
+    return await _decide(request, "denied", None)
+
+
+async def _decide(request: web.Request, status: str, screen_id: uuid.UUID | None) -> web.Response:
+    """Approve (for ``screen_id``) or deny a pending request. A user code is guessable: failed
+    decisions count against the tenant as failed registrations do against an address."""
+    principal = principal_of(request)
+    user_code = _user_code(request)
+    settings = request.app[SETTINGS]
+    counted_as = f"tenant:{principal.tenant_id}"
+    async with request.app[POOL].acquire() as conn:
+        failures, remaining = await queries.failures_in_window(
+            conn, counted_as, settings.register_failure_window_seconds
+        )
+        if failures >= settings.register_failures_per_window:
+            raise RateLimited("too many unknown user codes; wait", retry_after=remaining)
+        try:
+            decided = await _decide_locked(
+                conn, user_code, status, screen_id, principal.tenant_id, client_actor(principal)
+            )
+        except NotFound:
+            await queries.record_failure(conn, counted_as, settings.register_failure_window_seconds)
+            raise
+    log.info("device_authorization_" + status, user_code=user_code)
+    return json_response(decided)
+
+
+async def _decide_locked(
+    conn: asyncpg.Connection,
+    user_code: str,
+    status: str,
+    screen_id: uuid.UUID | None,
+    tenant_id: uuid.UUID,
+    actor: str,
+) -> DeviceAuthorization:
+    async with conn.transaction():
+        if screen_id is not None:  # screens before authorizations: the lock order
+            screen = await queries.lock_screen(conn, screen_id, tenant_id=tenant_id)
+            if screen is None:
+                raise NotFound("no such screen")
+            if await queries.screen_has_active_device(conn, screen.id):
+                raise Conflict("the screen is not in provisioning: revoke its device first")
+        found = await queries.get_authorization(conn, user_code, tenant_id, lock=True)
+        if found is None:
+            raise NotFound("no such user code")
+        authorization, row = found
+        if row["expired"]:
+            raise CodeExpired("this user code expired; the TV must start again")
+        if authorization.status != "pending":
+            raise Conflict(f"this request was already {authorization.status}")
+        return await queries.decide_authorization(
+            conn, user_code, status=status, tenant_id=tenant_id, screen_id=screen_id, decided_by=actor
+        )
+
+
+def _user_code(request: web.Request) -> str:
+    code = normalized(request.match_info["userCode"])
+    if len(code) != USER_CODE_LENGTH or any(c not in USER_CODE_ALPHABET for c in code):
+        raise BadRequest(
+            "userCode is the 8 letters the TV shows (dashes and case do not matter)",
+            details=[ErrorDetail("userCode", "pattern")],
+        )
+    return code

@@ -31,6 +31,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     token_ttl_seconds: int = 3600
     token_issuer: str = "signage"
     code_ttl_seconds: int = 15 * 60
+    # Secrets of API clients registered at /oauth/register expire after this long; 0: never.
+    client_secret_ttl_seconds: int = 0
     # Failed registrations one client address may make per window before it gets 429.
     register_failures_per_window: int = 10
     register_failure_window_seconds: int = 60
@@ -93,6 +95,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             token_ttl_seconds=int(env.get("TOKEN_TTL_SECONDS", 3600)),
             token_issuer=env.get("TOKEN_ISSUER", "signage"),
             code_ttl_seconds=int(env.get("CODE_TTL_SECONDS", 15 * 60)),
+            client_secret_ttl_seconds=int(env.get("CLIENT_SECRET_TTL_SECONDS", 0)),
             register_failures_per_window=int(env.get("REGISTER_FAILURES_PER_WINDOW", 10)),
             register_failure_window_seconds=int(env.get("REGISTER_FAILURE_WINDOW_SECONDS", 60)),
             trusted_proxies=tuple(

@@ -101,6 +101,8 @@ async def issue_token(request: web.Request) -> web.Response:
         client = await queries.find_client(conn, client_id) if known else None
     if client is None or not hmac.compare_digest(client["secret_hash"], secret_hash(client_secret)):
         return oauth_error(401, "invalid_client", "unknown client or wrong secret", basic=bool(basic))
+    if client["expired"]:
+        return oauth_error(401, "invalid_client", "the client secret expired; register again", basic=bool(basic))
     issuer = request.app[ISSUER]
     token = issuer.issue(tenant_id=client["tenant_id"], client_id=client_id, scope=scope)
     return json_response(
@@ -135,6 +137,7 @@ async def authorization_server_metadata(request: web.Request) -> web.Response:
             issuer=base,
             token_endpoint=f"{base}/oauth/token",
             device_authorization_endpoint=f"{base}/oauth/device_authorization",
+            registration_endpoint=f"{base}/oauth/register",
             grant_types_supported=["client_credentials", DEVICE_CODE_GRANT],
             token_endpoint_auth_methods_supported=["client_secret_basic", "client_secret_post", "none"],
             scopes_supported=[ADMIN_SCOPE],

@@ -160,3 +160,53 @@ class AuthorizationServerMetadata(msgspec.Struct, kw_only=True, omit_defaults=Tr
     response_types_supported: list[str]
     service_documentation: str
     registration_endpoint: str | None = None
+
+
+# ---- API clients: dynamic registration (RFC 7591, OAuth's names) and the tenant's view ----------
+
+
+class NewInitialAccessToken(Body):
+    ttl_seconds: Annotated[int, Meta(ge=60, le=7 * 24 * 3600)] = 3600
+
+
+class InitialAccessToken(Body):
+    """Shown once; good for one registration at POST /oauth/register until it expires."""
+
+    token: str
+    expires_at: datetime
+
+
+class ClientMetadata(msgspec.Struct, kw_only=True):
+    """RFC 7591 §2. What this server has no use for (redirect URIs aside) is ignored, as §2 allows."""
+
+    client_name: Annotated[str, Meta(min_length=1, max_length=200)] | None = None
+    grant_types: list[str] = msgspec.field(default_factory=lambda: ["client_credentials"])
+    token_endpoint_auth_method: str = "client_secret_basic"
+    scope: str = "admin"
+    redirect_uris: list[str] = msgspec.field(default_factory=list)
+
+
+class ClientRegistered(msgspec.Struct, kw_only=True, omit_defaults=True):
+    """RFC 7591 §3.2.1."""
+
+    client_id: str
+    client_secret: str
+    client_id_issued_at: int
+    client_secret_expires_at: int  # 0: never
+    grant_types: list[str]
+    token_endpoint_auth_method: str
+    scope: str
+    client_name: str | None = None
+
+
+class ApiClient(Body):
+    client_id: str
+    client_name: str | None
+    created_at: datetime
+    secret_expires_at: datetime | None
+    revoked_at: datetime | None
+    registered_by: str
+
+
+class ClientList(Body):
+    items: list[ApiClient]

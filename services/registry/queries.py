@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import uuid
+from datetime import datetime
 
 import asyncpg
 import msgspec
 
-from services.registry.models import NewScreen, NewVenue, Playlist, Screen, Venue
+from services.registry.models import ApiClient, NewScreen, NewVenue, Playlist, Screen, Venue
 from shared.errors import NotFound
 from shared.events import CachePolicy, DeviceBound, DeviceRevoked, PresenceChanged, ScreenConfig
 from shared.pagination import Cursor
@@ -44,9 +45,83 @@ async def insert_client(
 
 async def find_client(conn: asyncpg.Connection, client_id: str) -> asyncpg.Record | None:
     return await conn.fetchrow(
-        "SELECT tenant_id, secret_hash FROM api_clients WHERE client_id = $1 AND revoked_at IS NULL",
+        "SELECT tenant_id, secret_hash, secret_expires_at <= now() AS expired FROM api_clients"
+        " WHERE client_id = $1 AND revoked_at IS NULL",
         client_id,
     )
+
+
+async def insert_initial_access_token(
+    conn: asyncpg.Connection, *, token_hash: bytes, tenant_id: uuid.UUID, issued_by: str, ttl_seconds: int
+) -> datetime:
+    return await conn.fetchval(
+        "INSERT INTO initial_access_tokens (token_hash, tenant_id, issued_by, expires_at)"
+        " VALUES ($1, $2, $3, now() + make_interval(secs => $4)) RETURNING expires_at",
+        token_hash,
+        tenant_id,
+        issued_by,
+        ttl_seconds,
+    )
+
+
+async def take_initial_access_token(conn: asyncpg.Connection, token_hash: bytes) -> asyncpg.Record | None:
+    """The token's tenant and issuer if it is unused and unexpired; locked, for its single use."""
+    return await conn.fetchrow(
+        "SELECT tenant_id, issued_by FROM initial_access_tokens"
+        " WHERE token_hash = $1 AND used_at IS NULL AND expires_at > now() FOR UPDATE",
+        token_hash,
+    )
+
+
+async def register_client(
+    conn: asyncpg.Connection,
+    *,
+    client_id: str,
+    tenant_id: uuid.UUID,
+    secret_hash: bytes,
+    client_name: str | None,
+    secret_ttl_seconds: int,
+    registered_by: str,
+    token_hash: bytes,
+) -> asyncpg.Record:
+    """The new client, and its initial access token spent, in one statement."""
+    return await conn.fetchrow(
+        "WITH client AS ("
+        "  INSERT INTO api_clients (client_id, tenant_id, secret_hash, client_name, secret_expires_at, registered_by)"
+        "  VALUES ($1, $2, $3, $4, CASE WHEN $5 > 0 THEN now() + make_interval(secs => $5) END, $6)"
+        "  RETURNING created_at, secret_expires_at"
+        "), spent AS (UPDATE initial_access_tokens SET used_at = now(), client_id = $1 WHERE token_hash = $7)"
+        " SELECT * FROM client",
+        client_id,
+        tenant_id,
+        secret_hash,
+        client_name,
+        secret_ttl_seconds,
+        registered_by,
+        token_hash,
+    )
+
+
+_CLIENT_COLUMNS = "client_id, client_name, created_at, secret_expires_at, revoked_at, registered_by"
+
+
+async def list_clients(conn: asyncpg.Connection, tenant_id: uuid.UUID) -> list[ApiClient]:
+    rows = await conn.fetch(
+        f"SELECT {_CLIENT_COLUMNS} FROM api_clients WHERE tenant_id = $1 ORDER BY created_at, client_id",
+        tenant_id,
+    )
+    return [ApiClient(**row) for row in rows]
+
+
+async def revoke_client(conn: asyncpg.Connection, tenant_id: uuid.UUID, client_id: str) -> ApiClient | None:
+    """Revoked now (or as it was, if it already was); None if the tenant has no such client."""
+    row = await conn.fetchrow(
+        "UPDATE api_clients SET revoked_at = coalesce(revoked_at, now()) WHERE client_id = $1 AND tenant_id = $2"
+        f" RETURNING {_CLIENT_COLUMNS}",
+        client_id,
+        tenant_id,
+    )
+    return ApiClient(**row) if row else None
 
 
 # ---- venues -----------------------------------------------------------------------------------

@@ -1,7 +1,14 @@
 """Registry's operations: the routes it serves and its OpenAPI document, from one list."""
 
+from services.registry import clients
 from services.registry import handlers as h
 from services.registry.models import (
+    ApiClient,
+    ClientList,
+    ClientMetadata,
+    ClientRegistered,
+    InitialAccessToken,
+    NewInitialAccessToken,
     AuthorizationServerMetadata,
     NewPlaylist,
     NewScreen,
@@ -69,4 +76,16 @@ OPERATIONS = [
               responses={200: ScreenConfig}, errors=(401, 404)),
     Operation("PATCH", "/v1/screens/{id}/config", h.update_config, "Change a screen's config", "admin",
               ConfigPatch, responses={200: ScreenConfig}, errors=_ADMIN_ERRORS + (413, 415)),
+    # API clients (seed 004: dynamic client registration, RFC 7591)
+    Operation("POST", "/v1/clients/initial-access-tokens", clients.issue_initial_access_token,
+              "An initial access token for one client registration (shown once)", "admin",
+              NewInitialAccessToken, responses={201: InitialAccessToken}, errors=(400, 401, 413, 415)),
+    Operation("POST", "/oauth/register", clients.register_client,
+              "An integration registers itself as an API client (RFC 7591; Bearer <initial access token>)",
+              "none", ClientMetadata, responses={201: ClientRegistered}, errors=(400, 401)),
+    Operation("GET", "/v1/clients", clients.list_clients, "The tenant's API clients (never their secrets)",
+              "admin", responses={200: ClientList}, errors=(401,)),
+    Operation("POST", "/v1/clients/{clientId}/revoke", clients.revoke_client,
+              "Revoke an API client: it gets no new access token", "admin",
+              responses={200: ApiClient}, errors=(401, 404, 409)),
 ]

@@ -1,0 +1,130 @@
+"""API clients beyond a tenant's first (seed 004's dynamic client registration, RFC 7591).
+
+A tenant admin issues an initial access token (single use, short-lived) and gives it to an
+integration; the integration registers itself at ``POST /oauth/register`` and gets its own
+``client_id``/``client_secret``, then uses the client credentials grant as every client does. The
+tenant lists its clients and revokes them; a revoked client gets no new access token (tokens
+already issued live out their TOKEN_TTL_SECONDS)."""
+
+from __future__ import annotations
+
+import uuid
+
+import msgspec
+import structlog
+from aiohttp import web
+
+from services.registry import queries
+from services.registry.models import (
+    ClientList,
+    ClientMetadata,
+    ClientRegistered,
+    InitialAccessToken,
+    NewInitialAccessToken,
+)
+from shared.auth import ADMIN_SCOPE, new_secret, principal_of, secret_hash
+from shared.db import POOL
+from shared.errors import Conflict, NotFound
+from shared.web import SETTINGS, json_response, oauth_error, read_json
+
+log = structlog.get_logger()
+
+_new_initial_access_token = msgspec.json.Decoder(NewInitialAccessToken)
+_client_metadata = msgspec.json.Decoder(ClientMetadata)
+AUTH_METHODS = ("client_secret_basic", "client_secret_post")
+
+
+async def issue_initial_access_token(request: web.Request) -> web.Response:
+    principal = principal_of(request)
+    body = await read_json(request, _new_initial_access_token)
+    token = new_secret("iat_")
+    async with request.app[POOL].acquire() as conn:
+        expires_at = await queries.insert_initial_access_token(
+            conn,
+            token_hash=secret_hash(token),
+            tenant_id=principal.tenant_id,
+            issued_by=f"client:{principal.client_id}",
+            ttl_seconds=body.ttl_seconds,
+        )
+    log.info("initial_access_token_issued")
+    return json_response(InitialAccessToken(token=token, expires_at=expires_at), status=201)
+
+
+async def register_client(request: web.Request) -> web.Response:
+    """RFC 7591 §3: errors in §3.2.2's form (and ours), the secret shown once."""
+    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        return _invalid_token("send Authorization: Bearer <initial access token>")
+    if request.content_type != "application/json":
+        return oauth_error(400, "invalid_client_metadata", "send the client metadata as application/json")
+    try:
+        metadata = _client_metadata.decode(await request.read())
+    except msgspec.DecodeError as exc:  # ValidationError is one too
+        return oauth_error(400, "invalid_client_metadata", str(exc))
+    if metadata.redirect_uris:
+        return oauth_error(400, "invalid_redirect_uri", "this server has no redirect-based grants")
+    if set(metadata.grant_types) != {"client_credentials"}:
+        return oauth_error(400, "invalid_client_metadata", "grant_types: only client_credentials")
+    if metadata.token_endpoint_auth_method not in AUTH_METHODS:
+        return oauth_error(400, "invalid_client_metadata", f"token_endpoint_auth_method: one of {AUTH_METHODS}")
+    if metadata.scope.split() != [ADMIN_SCOPE]:
+        return oauth_error(400, "invalid_client_metadata", f"scope: the only scope is {ADMIN_SCOPE!r}")
+    token_hash = secret_hash(token.strip())
+    client_id, client_secret = "cli_" + uuid.uuid4().hex, new_secret("cs_")
+    async with request.app[POOL].acquire() as conn, conn.transaction():
+        grant = await queries.take_initial_access_token(conn, token_hash)
+        if grant is None:
+            return _invalid_token("unknown, used or expired initial access token")
+        client = await queries.register_client(
+            conn,
+            client_id=client_id,
+            tenant_id=grant["tenant_id"],
+            secret_hash=secret_hash(client_secret),
+            client_name=metadata.client_name,
+            secret_ttl_seconds=request.app[SETTINGS].client_secret_ttl_seconds,
+            registered_by=grant["issued_by"],
+            token_hash=token_hash,
+        )
+    log.info("client_registered", client_id=client_id, tenant_id=str(grant["tenant_id"]))
+    expires_at = client["secret_expires_at"]
+    return json_response(
+        ClientRegistered(
+            client_id=client_id,
+            client_secret=client_secret,
+            client_id_issued_at=int(client["created_at"].timestamp()),
+            client_secret_expires_at=int(expires_at.timestamp()) if expires_at else 0,
+            grant_types=["client_credentials"],
+            token_endpoint_auth_method=metadata.token_endpoint_auth_method,
+            scope=ADMIN_SCOPE,
+            client_name=metadata.client_name,
+        ),
+        status=201,
+        headers={"Cache-Control": "no-store"},
+    )
+
+
+def _invalid_token(description: str) -> web.Response:
+    """RFC 6750 §3.1, as RFC 7591 §3 asks for a bad initial access token."""
+    response = oauth_error(401, "invalid_token", description)
+    response.headers["WWW-Authenticate"] = f'Bearer error="invalid_token", error_description="{description}"'
+    return response
+
+
+async def list_clients(request: web.Request) -> web.Response:
+    principal = principal_of(request)
+    async with request.app[POOL].acquire() as conn:
+        clients = await queries.list_clients(conn, principal.tenant_id)
+    return json_response(ClientList(items=clients))
+
+
+async def revoke_client(request: web.Request) -> web.Response:
+    principal = principal_of(request)
+    client_id = request.match_info["clientId"]
+    if client_id == principal.client_id:
+        raise Conflict("a client cannot revoke itself; revoke it with another client of the tenant")
+    async with request.app[POOL].acquire() as conn:
+        client = await queries.revoke_client(conn, principal.tenant_id, client_id) if "\x00" not in client_id else None
+    if client is None:
+        raise NotFound("no such client")
+    log.info("client_revoked", client_id=client_id)
+    return json_response(client)

@@ -18,6 +18,8 @@ class ErrorBody(msgspec.Struct, frozen=True, omit_defaults=True):
     error: str
     message: str
     details: list[ErrorDetail] = []
+    # A machine-readable cause where clients act on it (claim mode: MATCHING_DEVICE_ONLY).
+    reason: str | None = None
 
 
 class ServiceError(Exception):
@@ -32,14 +34,16 @@ class ServiceError(Exception):
         *,
         details: list[ErrorDetail] | None = None,
         headers: dict[str, str] | None = None,
+        reason: str | None = None,
     ) -> None:
         super().__init__(message)
         self.message = message
         self.details = details or []
         self.headers = headers or {}
+        self.reason = reason
 
     def body(self) -> ErrorBody:
-        return ErrorBody(error=self.code, message=self.message, details=self.details)
+        return ErrorBody(error=self.code, message=self.message, details=self.details, reason=self.reason)
 
 
 class BadRequest(ServiceError):

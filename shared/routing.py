@@ -8,8 +8,8 @@ import re
 ROUTES: list[tuple[str, str]] = [
     (r"^/v1/screens/[^/]+/(presence|heartbeats)$", "heartbeat"),
     (r"^/v1/(fleet|heartbeats)(/|$)", "heartbeat"),
-    # A TV signs out at provisioning (it ends the binding, which the gateway cannot).
-    (r"^/v1/device/logout$", "provisioning"),
+    # Calls of a TV that change its binding go to provisioning; the gateway only serves it.
+    (r"^/v1/device/(logout|claim-mode)$", "provisioning"),
     (r"^/v1/device(/|$)", "device-gateway"),
     (r"^/(v1/)?devices(/|$)", "provisioning"),
     (r"^/v1/(tenants|venues|screens)(/|$)", "registry"),

@@ -181,10 +181,10 @@ def test_settings_come_from_the_config_map_and_secrets_that_are_not_committed(ov
                 assert (ref["name"], ref["key"]) in {
                     ("signage-db-app", "uri"), ("signage-auth", var["name"]),
                 }, var
-    # Least privilege: only registry signs tokens and knows the operator token; the gateway has
-    # no database at all.
+    # Least privilege: only registry signs tokens; the operator token only where operators act
+    # (tenants; pre-provisioned devices); the gateway has no database at all.
     assert {n for n, s in secrets_of.items() if "TOKEN_SIGNING_KEY" in s} == {"registry"}
-    assert {n for n, s in secrets_of.items() if "OPERATOR_TOKEN" in s} == {"registry"}
+    assert {n for n, s in secrets_of.items() if "OPERATOR_TOKEN" in s} == {"registry", "provisioning"}
     assert {n for n, s in secrets_of.items() if "DATABASE_URL" in s} == {
         "registry", "provisioning", "heartbeat", "signage-setup",
     }

@@ -1,6 +1,7 @@
-"""Calls by TVs that prove themselves with something that could be guessed (a pairing code, a
-provisioning token, a recovery secret, a serial number, a user code): each failed attempt counts
-against the caller's address, and too many in a window get 429 before anything is looked at."""
+"""Attempts with something that could be guessed (a pairing code, a provisioning token, a recovery
+secret, a serial number, a user code, a claim code): each failed attempt counts against whoever
+makes it — a TV's address, or a tenant for its admins' decisions — and too many in a window get
+429 before anything is looked at."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from aiohttp import web
 
 from services.provisioning import queries
 from shared.db import POOL
-from shared.errors import RateLimited, ServiceError
+from shared.errors import NotFound, RateLimited, ServiceError
 from shared.web import SETTINGS, client_address, read_json
 
 B = TypeVar("B")
@@ -25,26 +26,41 @@ async def counted_attempt(
     decoder: msgspec.json.Decoder[B],
     attempt: Callable[[asyncpg.Connection, B, str], Awaitable[R]],
 ) -> R:
-    """``attempt(conn, body, client_address)``; a ServiceError it raises (or a malformed body)
-    counts as a failure of the caller's address."""
-    settings = request.app[SETTINGS]
-    address = client_address(request, settings.trusted_proxies)
+    """A TV's call: ``attempt(conn, body, client_address)``; any ServiceError it raises (or a
+    malformed body) counts as a failure of the caller's address."""
+    address = client_address(request, request.app[SETTINGS].trusted_proxies)
     # The body is read before a connection is taken: a slow client must not hold one.
     body: B | ServiceError
     try:
         body = await read_json(request, decoder)
     except ServiceError as exc:
         body = exc
+
+    async def attempt_body(conn: asyncpg.Connection) -> R:
+        if isinstance(body, ServiceError):
+            raise body
+        return await attempt(conn, body, address)
+
+    return await counted(request, address, attempt_body, failures=(ServiceError,))
+
+
+async def counted(
+    request: web.Request,
+    who: str,
+    attempt: Callable[[asyncpg.Connection], Awaitable[R]],
+    *,
+    failures: tuple[type[ServiceError], ...] = (NotFound,),
+) -> R:
+    """``attempt(conn)``, refused with 429 while ``who`` has too many failures in the window; the
+    ``failures`` it raises count."""
+    settings = request.app[SETTINGS]
+    window = settings.register_failure_window_seconds
     async with request.app[POOL].acquire() as conn:
-        failures, remaining = await queries.failures_in_window(
-            conn, address, settings.register_failure_window_seconds
-        )
-        if failures >= settings.register_failures_per_window:
-            raise RateLimited("too many failed attempts from this address", retry_after=remaining)
+        failed, remaining = await queries.failures_in_window(conn, who, window)
+        if failed >= settings.register_failures_per_window:
+            raise RateLimited("too many failed attempts; wait", retry_after=remaining)
         try:
-            if isinstance(body, ServiceError):
-                raise body
-            return await attempt(conn, body, address)
-        except ServiceError:
-            await queries.record_failure(conn, address, settings.register_failure_window_seconds)
+            return await attempt(conn)
+        except failures:
+            await queries.record_failure(conn, who, window)
             raise

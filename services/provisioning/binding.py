@@ -61,7 +61,47 @@ async def bind(
         device, binding_seq = await queries.bind_device(
             conn, tenant_id=screen.tenant_id, screen_id=screen.id, **common
         )
-    await _publish_key(conn, common["key_hash"], device, "active")
+    await _announce(conn, device, binding_seq, common["key_hash"])
+    return Registered(
+        device_id=device.id,
+        screen_id=device.screen_id,
+        api_key=api_key,
+        tenant_id=device.tenant_id,
+        config=screen.config,
+        recovery_secret=recovery_secret,
+    )
+
+
+async def bind_claimed(
+    conn: asyncpg.Connection,
+    screen: ScreenCopy,
+    device_info: DeviceInfo,
+    *,
+    device_id: uuid.UUID,
+    key_hash: bytes,
+    actor: str,
+    client_address: str | None,
+) -> Device:
+    """Bind a pre-provisioned device with the id and key it was flashed with (claim mode)."""
+    device, binding_seq = await queries.bind_device(
+        conn,
+        tenant_id=screen.tenant_id,
+        screen_id=screen.id,
+        key_hash=key_hash,
+        device_info=device_info,
+        recovery_secret_hash=None,
+        method="claim",
+        actor=actor,
+        client_address=client_address,
+        device_id=device_id,
+    )
+    await _announce(conn, device, binding_seq, key_hash)
+    return device
+
+
+async def _announce(conn: asyncpg.Connection, device: Device, binding_seq: int, key_hash: bytes) -> None:
+    """The key to every gateway, the binding to registry: both through the outbox."""
+    await _publish_key(conn, key_hash, device, "active")
     await outbox.add_event(
         conn,
         DeviceBound(
@@ -71,14 +111,6 @@ async def bind(
             binding_seq=binding_seq,
             bound_at=device.registered_at,
         ),
-    )
-    return Registered(
-        device_id=device.id,
-        screen_id=device.screen_id,
-        api_key=api_key,
-        tenant_id=device.tenant_id,
-        config=screen.config,
-        recovery_secret=recovery_secret,
     )
 
 

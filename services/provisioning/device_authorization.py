@@ -20,6 +20,7 @@ import structlog
 from aiohttp import web
 
 from services.provisioning import binding, queries
+from services.provisioning.attempts import counted
 from services.provisioning.handlers import client_actor, known_screen
 from services.provisioning.models import (
     Approval,
@@ -30,7 +31,7 @@ from services.provisioning.models import (
 )
 from shared.auth import DEVICE_CODE_GRANT, new_secret, principal_of, secret_hash
 from shared.db import POOL
-from shared.errors import BadRequest, CodeExpired, Conflict, ErrorDetail, NotFound, RateLimited
+from shared.errors import BadRequest, CodeExpired, Conflict, ErrorDetail, NotFound
 from shared.web import SETTINGS, client_address, json_response, oauth_error, read_json
 
 log = structlog.get_logger()
@@ -182,21 +183,11 @@ async def _decide(request: web.Request, status: str, screen_id: uuid.UUID | None
     decisions count against the tenant as failed registrations do against an address."""
     principal = principal_of(request)
     user_code = _user_code(request)
-    settings = request.app[SETTINGS]
-    counted_as = f"tenant:{principal.tenant_id}"
-    async with request.app[POOL].acquire() as conn:
-        failures, remaining = await queries.failures_in_window(
-            conn, counted_as, settings.register_failure_window_seconds
-        )
-        if failures >= settings.register_failures_per_window:
-            raise RateLimited("too many unknown user codes; wait", retry_after=remaining)
-        try:
-            decided = await _decide_locked(
-                conn, user_code, status, screen_id, principal.tenant_id, client_actor(principal)
-            )
-        except NotFound:
-            await queries.record_failure(conn, counted_as, settings.register_failure_window_seconds)
-            raise
+    decided = await counted(
+        request,
+        f"tenant:{principal.tenant_id}",
+        lambda conn: _decide_locked(conn, user_code, status, screen_id, principal.tenant_id, client_actor(principal)),
+    )
     log.info("device_authorization_" + status, user_code=user_code)
     return json_response(decided)
 

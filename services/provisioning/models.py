@@ -202,3 +202,39 @@ class DeviceAuthorization(Body):
 
 class Approval(Body):
     screen_id: uuid.UUID
+
+
+# ---- pre-provisioned devices and claim mode (seed 003) -----------------------------------------
+
+CLAIM_CODE_PATTERN = PAIRING_CODE_PATTERN
+
+
+class NewFactoryDevices(Body):
+    count: Annotated[int, Meta(ge=1, le=1000)]
+
+
+class FactoryDevice(Body):
+    device_id: uuid.UUID
+    api_key: str
+
+
+class FactoryDevices(Body):
+    """Ids and keys to flash into devices: shown once."""
+
+    items: list[FactoryDevice]
+
+
+class ClaimModeRequest(Body):
+    device_id: uuid.UUID
+    device_info: DeviceInfo
+    duration_seconds: Annotated[int, Meta(ge=30, le=900)] = 300
+
+
+class ClaimMode(Body):
+    claim_code: str
+    claim_expiration_time: datetime
+
+
+class Claim(Body):
+    claim_code: Annotated[str, Meta(pattern=CLAIM_CODE_PATTERN)]
+    screen_id: uuid.UUID

@@ -263,9 +263,11 @@ async def bind_device(
     actor: str,
     client_address: str | None,
     code: str | None = None,
+    device_id: uuid.UUID | None = None,
 ) -> tuple[Device, int]:
-    """The new device, its key, its audit row, the code (if any) marked bound and the screen's
-    next binding sequence, in one statement (one round trip instead of five)."""
+    """The new device (a new id unless ``device_id`` is given), its key, its audit row, the code
+    (if any) marked bound and the screen's next binding sequence, in one statement (one round trip
+    instead of five)."""
     try:
         row = await conn.fetchrow(
             "WITH device AS ("
@@ -280,7 +282,7 @@ async def bind_device(
             "  SELECT tenant_id, id, screen_id, 'bound', $10, $11, $5 FROM device"
             "), seq AS (UPDATE screens SET binding_seq = binding_seq + 1 WHERE id = $3 RETURNING binding_seq)"
             " SELECT device.*, seq.binding_seq FROM device, seq",
-            uuid.uuid4(),
+            device_id or uuid.uuid4(),
             tenant_id,
             screen_id,
             msgspec.to_builtins(device_info),
@@ -653,4 +655,58 @@ async def mark_authorization_delivered(
         "UPDATE device_authorizations SET status = 'delivered', device_id = $2 WHERE device_code_hash = $1",
         device_code_hash,
         device_id,
+    )
+
+
+# ---- pre-provisioned devices and claim mode ---------------------------------------------------
+
+
+async def insert_factory_devices(conn: asyncpg.Connection, devices: list[tuple[uuid.UUID, bytes]]) -> None:
+    await conn.executemany("INSERT INTO factory_devices (id, key_hash) VALUES ($1, $2)", devices)
+
+
+async def lock_factory_device_by_key(conn: asyncpg.Connection, key_hash: bytes) -> asyncpg.Record | None:
+    return await conn.fetchrow(
+        "SELECT id, claimed_at IS NOT NULL AS claimed FROM factory_devices WHERE key_hash = $1 FOR UPDATE",
+        key_hash,
+    )
+
+
+async def open_claim_mode(
+    conn: asyncpg.Connection,
+    device_id: uuid.UUID,
+    *,
+    code_hash: bytes,
+    seconds: int,
+    device_info: DeviceInfo,
+    requested_from: str,
+) -> datetime | None:
+    """None when the code collides with another device's (draw again)."""
+    try:
+        async with conn.transaction():
+            return await conn.fetchval(
+                "UPDATE factory_devices SET claim_code_hash = $2, claim_expires_at = now() + make_interval(secs => $3),"
+                " device_info = $4, claim_requested_from = $5 WHERE id = $1 RETURNING claim_expires_at",
+                device_id,
+                code_hash,
+                seconds,
+                msgspec.to_builtins(device_info),
+                requested_from,
+            )
+    except asyncpg.UniqueViolationError:
+        return None
+
+
+async def lock_factory_device_by_claim(conn: asyncpg.Connection, code_hash: bytes) -> asyncpg.Record | None:
+    """A device in claim mode with this code, locked: its single claim is decided under this lock."""
+    return await conn.fetchrow(
+        "SELECT id, key_hash, device_info, claim_requested_from, claimed_at IS NOT NULL AS claimed"
+        " FROM factory_devices WHERE claim_code_hash = $1 AND claim_expires_at > now() FOR UPDATE",
+        code_hash,
+    )
+
+
+async def mark_claimed(conn: asyncpg.Connection, device_id: uuid.UUID) -> None:
+    await conn.execute(
+        "UPDATE factory_devices SET claimed_at = now(), claim_code_hash = NULL WHERE id = $1", device_id
     )

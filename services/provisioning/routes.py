@@ -1,10 +1,15 @@
 """Provisioning's operations: the routes it serves and its OpenAPI document, from one list."""
 
 from services.provisioning import handlers as h
-from services.provisioning import device_authorization, recovery, tokens
+from services.provisioning import claims, device_authorization, recovery, tokens
 from services.provisioning.models import (
     Approval,
     AuditTrail,
+    Claim,
+    ClaimMode,
+    ClaimModeRequest,
+    FactoryDevices,
+    NewFactoryDevices,
     DeviceAuthorization,
     DeviceAuthorizationStarted,
     CodeCreated,
@@ -89,4 +94,15 @@ OPERATIONS = [
     Operation("POST", _USER_CODE + "/deny", device_authorization.deny,
               "Deny the TV; its next poll gets access_denied", "admin",
               responses={200: DeviceAuthorization}, errors=(400, 401, 404, 409, 410, 429)),
+    # Pre-provisioned devices and claim mode (seed 003)
+    Operation("POST", "/v1/devices/pre-provisioned", claims.create_factory_devices,
+              "Operator: ids and keys for devices to flash at the factory (shown once)", "operator",
+              NewFactoryDevices, responses={201: FactoryDevices}, errors=(400, 401, 413, 415)),
+    Operation("POST", "/v1/device/claim-mode", claims.open_claim_mode,
+              "A pre-provisioned device makes itself claimable for a while and gets the code to show "
+              "(another device's id: 403 with reason MATCHING_DEVICE_ONLY)", "device",
+              ClaimModeRequest, responses={200: ClaimMode}, errors=(400, 401, 403, 409, 413, 415)),
+    Operation("POST", "/v1/devices/claims", claims.claim_device,
+              "Claim a device in claim mode onto a screen in provisioning, with the code it shows", "admin",
+              Claim, responses={201: Device}, errors=(400, 401, 404, 409, 413, 415, 429)),
 ]

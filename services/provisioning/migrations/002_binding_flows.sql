@@ -63,3 +63,17 @@ CREATE TABLE device_authorizations (
     decided_at        timestamptz,
     device_id         uuid REFERENCES devices (id)
 );
+
+-- Pre-provisioned devices (seed 003): an id and a key made ahead for factory flashing, owned by
+-- no tenant until claimed. Claim mode gives the device a short-lived claim code; a tenant admin
+-- claims it onto a screen, and the device row is made then, with this id and this key.
+CREATE TABLE factory_devices (
+    id                    uuid PRIMARY KEY,
+    key_hash              bytea NOT NULL UNIQUE,
+    created_at            timestamptz NOT NULL DEFAULT now(),
+    claim_code_hash       bytea UNIQUE,
+    claim_expires_at      timestamptz,
+    device_info           jsonb,
+    claim_requested_from  text,
+    claimed_at            timestamptz
+);

@@ -70,6 +70,16 @@ class DeviceRevoked(Event, tag="provisioning.device.revoked"):
     revoked_at: datetime
 
 
+class ActivationRepeated(Event, tag="provisioning.alert.activation_repeated"):
+    """Alert: a serial that was activated already was presented again (a cloned or stolen serial,
+    or a device reset without its key). The activation was refused."""
+
+    serial: str
+    screen_id: uuid.UUID
+    device_id: uuid.UUID | None
+    client_address: str
+
+
 class PresenceChanged(Event, tag="heartbeat.presence.changed"):
     """A screen went online or offline (heartbeat service). Its subject matches the ``HEARTBEATS``
     stream's ``heartbeat.*.*``, and streams may not overlap, so it travels on ``HEARTBEATS``."""
@@ -81,7 +91,7 @@ class PresenceChanged(Event, tag="heartbeat.presence.changed"):
     presence_seq: int
 
 
-AnyEvent = ScreenCreated | ScreenConfigChanged | DeviceBound | DeviceRevoked | PresenceChanged
+AnyEvent = ScreenCreated | ScreenConfigChanged | DeviceBound | DeviceRevoked | PresenceChanged | ActivationRepeated
 
 event_decoder = msgspec.json.Decoder(AnyEvent)
 

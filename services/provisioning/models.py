@@ -238,3 +238,50 @@ class ClaimMode(Body):
 class Claim(Body):
     claim_code: Annotated[str, Meta(pattern=CLAIM_CODE_PATTERN)]
     screen_id: uuid.UUID
+
+
+# ---- serial numbers registered ahead (seed 002) -------------------------------------------------
+
+SerialNumber = Annotated[str, Meta(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9._:/-]+(?!\n)$")]
+SerialStatus = Literal["registered", "enabled", "expired", "activated"]
+
+
+class SerialRow(Body):
+    serial: SerialNumber
+    screen_id: uuid.UUID
+
+
+class SerialUpload(Body):
+    serials: Annotated[list[SerialRow], Meta(min_length=1, max_length=10_000)]
+
+
+class SerialsUploaded(Body):
+    created: int
+    updated: int
+    unchanged: int
+
+
+class Serial(Body):
+    serial: str
+    screen_id: uuid.UUID
+    # registered (never enabled) → enabled (window open) → expired (window closed: enable again)
+    # → activated (a device used it: once)
+    status: SerialStatus
+    created_at: datetime
+    enabled_until: datetime | None
+    activated_at: datetime | None
+    device_id: uuid.UUID | None
+
+
+class SerialPage(Body):
+    items: list[Serial]
+    next_cursor: str | None
+
+
+class Enablement(Body):
+    window_minutes: Annotated[int, Meta(ge=1, le=7 * 24 * 60)] = 60
+
+
+class Activation(Body):
+    serial: SerialNumber
+    device_info: DeviceInfo

@@ -15,7 +15,14 @@ from datetime import datetime
 import asyncpg
 import msgspec
 
-from services.provisioning.models import AuditEntry, CodeStatus, Device, DeviceAuthorization, DeviceInfo
+from services.provisioning.models import (
+    AuditEntry,
+    CodeStatus,
+    Device,
+    DeviceAuthorization,
+    DeviceInfo,
+    Serial,
+)
 from shared.errors import Conflict, NotFound
 from shared.events import CachePolicy, ScreenConfig, ScreenConfigChanged, ScreenCreated
 from shared.pagination import Cursor
@@ -709,4 +716,97 @@ async def lock_factory_device_by_claim(conn: asyncpg.Connection, code_hash: byte
 async def mark_claimed(conn: asyncpg.Connection, device_id: uuid.UUID) -> None:
     await conn.execute(
         "UPDATE factory_devices SET claimed_at = now(), claim_code_hash = NULL WHERE id = $1", device_id
+    )
+
+
+# ---- serial numbers ---------------------------------------------------------------------------
+
+_SERIAL_COLUMNS = """serial, screen_id, CASE WHEN activated_at IS NOT NULL THEN 'activated'
+    WHEN enabled_until IS NULL THEN 'registered' WHEN enabled_until <= now() THEN 'expired'
+    ELSE 'enabled' END AS status, created_at, enabled_until, activated_at, device_id"""
+
+
+async def lock_serials(conn: asyncpg.Connection, serials: list[str]) -> list[asyncpg.Record]:
+    return await conn.fetch(
+        "SELECT serial, tenant_id, screen_id, activated_at IS NOT NULL AS activated FROM serials"
+        " WHERE serial = ANY($1) ORDER BY serial FOR UPDATE",
+        serials,
+    )
+
+
+async def upsert_serials(
+    conn: asyncpg.Connection, tenant_id: uuid.UUID, rows: list[tuple[str, uuid.UUID]]
+) -> tuple[int, int]:
+    """Insert new serials, move known ones to their new screen; returns (created, updated)."""
+    result = await conn.fetch(
+        "INSERT INTO serials (serial, tenant_id, screen_id)"
+        " SELECT serial, $1, screen_id FROM unnest($2::text[], $3::uuid[]) AS r (serial, screen_id)"
+        " ON CONFLICT (serial) DO UPDATE SET screen_id = EXCLUDED.screen_id"
+        " WHERE serials.screen_id <> EXCLUDED.screen_id"
+        " RETURNING (xmax = 0) AS created",
+        tenant_id,
+        [serial for serial, _ in rows],
+        [screen_id for _, screen_id in rows],
+    )
+    created = sum(1 for row in result if row["created"])
+    return created, len(result) - created
+
+
+async def list_serials(
+    conn: asyncpg.Connection, tenant_id: uuid.UUID, *, status: str | None, after: str | None, limit: int
+) -> list[Serial]:
+    """In serial order, after the serial ``after``."""
+    rows = await conn.fetch(
+        f"SELECT * FROM (SELECT {_SERIAL_COLUMNS} FROM serials WHERE tenant_id = $1"
+        "  AND ($3::text IS NULL OR serial > $3)) s"
+        " WHERE ($2::text IS NULL OR status = $2) ORDER BY serial LIMIT $4",
+        tenant_id,
+        status,
+        after,
+        limit,
+    )
+    return [Serial(**row) for row in rows]
+
+
+async def enable_serial(
+    conn: asyncpg.Connection, tenant_id: uuid.UUID, serial: str, minutes: int
+) -> Serial | None:
+    """Open (or reopen) the activation window of a serial not activated yet."""
+    row = await conn.fetchrow(
+        "UPDATE serials SET enabled_until = now() + make_interval(mins => $3)"
+        f" WHERE serial = $1 AND tenant_id = $2 AND activated_at IS NULL RETURNING {_SERIAL_COLUMNS}",
+        serial,
+        tenant_id,
+        minutes,
+    )
+    return Serial(**row) if row else None
+
+
+async def get_serial(conn: asyncpg.Connection, tenant_id: uuid.UUID, serial: str) -> Serial | None:
+    row = await conn.fetchrow(
+        f"SELECT {_SERIAL_COLUMNS} FROM serials WHERE serial = $1 AND tenant_id = $2", serial, tenant_id
+    )
+    return Serial(**row) if row else None
+
+
+async def lock_serial_screen(conn: asyncpg.Connection, serial: str) -> ScreenCopy | None:
+    """The screen of a serial, locked (screens before serials: the lock order)."""
+    row = await conn.fetchrow(
+        "SELECT id, tenant_id, sync_interval_minutes, heartbeat_interval_minutes, cache_max_size_gb,"
+        " cache_retention_days FROM screens WHERE id = (SELECT screen_id FROM serials WHERE serial = $1)"
+        " FOR UPDATE",
+        serial,
+    )
+    return _screen(row) if row else None
+
+
+async def lock_serial(conn: asyncpg.Connection, serial: str) -> asyncpg.Record | None:
+    return await conn.fetchrow(
+        f"SELECT {_SERIAL_COLUMNS}, tenant_id FROM serials WHERE serial = $1 FOR UPDATE", serial
+    )
+
+
+async def mark_serial_activated(conn: asyncpg.Connection, serial: str, device_id: uuid.UUID) -> None:
+    await conn.execute(
+        "UPDATE serials SET activated_at = now(), device_id = $2 WHERE serial = $1", serial, device_id
     )

@@ -1,8 +1,9 @@
 """Provisioning's operations: the routes it serves and its OpenAPI document, from one list."""
 
 from services.provisioning import handlers as h
-from services.provisioning import claims, device_authorization, recovery, tokens
+from services.provisioning import claims, device_authorization, recovery, serials, tokens
 from services.provisioning.models import (
+    Activation,
     Approval,
     AuditTrail,
     Claim,
@@ -17,7 +18,12 @@ from services.provisioning.models import (
     Device,
     DevicePage,
     NewCode,
+    Enablement,
     NewProvisioningToken,
+    Serial,
+    SerialPage,
+    SerialsUploaded,
+    SerialUpload,
     ProvisioningTokenCreated,
     Recovery,
     Registered,
@@ -57,6 +63,23 @@ OPERATIONS = [
                       Param("status", {"enum": ["active", "suspended"]}),
                       Param("limit", {"type": "integer", "minimum": 1, "maximum": 200, "default": 50}),
                       Param("cursor", {"type": "string"}))),
+    # Serial numbers registered ahead (seed 002); before /v1/devices/{id}, which would match them
+    Operation("POST", "/v1/devices/serials", serials.upload_serials,
+              "Register serial numbers, each for a screen (JSON, or text/csv lines serial,screenId); "
+              "idempotent", "admin", SerialUpload, responses={200: SerialsUploaded},
+              errors=(400, 401, 404, 409, 413, 415)),
+    Operation("GET", "/v1/devices/serials", serials.list_serials, "List the tenant's serials", "admin",
+              responses={200: SerialPage}, errors=(400, 401),
+              params=(Param("status", {"enum": ["registered", "enabled", "expired", "activated"]}),
+                      Param("limit", {"type": "integer", "minimum": 1, "maximum": 200, "default": 50}),
+                      Param("cursor", {"type": "string"}))),
+    Operation("POST", "/v1/devices/serials/{serial}/enable", serials.enable_serial,
+              "Open (or reopen) a serial's activation window", "admin", Enablement,
+              responses={200: Serial}, errors=(400, 401, 404, 409, 413, 415)),
+    Operation("POST", "/devices/activate", serials.activate_device,
+              "A device activates with its enabled serial and receives its device key (shown once); "
+              "a second activation is refused and raises an alert", "none", Activation,
+              responses={201: Registered}, errors=(400, 404, 409, 410, 413, 415, 429)),
     Operation("GET", "/v1/devices/{id}", h.get_device, "Get a device (never its key)", "admin",
               responses={200: Device}, errors=(401, 404)),
     Operation("POST", "/v1/devices/{id}/revoke", h.revoke_device,

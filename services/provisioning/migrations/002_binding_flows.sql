@@ -77,3 +77,17 @@ CREATE TABLE factory_devices (
     claim_requested_from  text,
     claimed_at            timestamptz
 );
+
+-- Serial numbers registered ahead (seed 002): each for a screen of the tenant that uploaded it.
+-- Enabling a serial opens its activation window; a device activates with its serial inside it,
+-- once. A serial is one physical device, so it is unique across tenants.
+CREATE TABLE serials (
+    serial         text PRIMARY KEY,
+    tenant_id      uuid NOT NULL,
+    screen_id      uuid NOT NULL REFERENCES screens (id),
+    created_at     timestamptz NOT NULL DEFAULT now(),
+    enabled_until  timestamptz,
+    activated_at   timestamptz,
+    device_id      uuid REFERENCES devices (id)
+);
+CREATE INDEX serials_by_tenant ON serials (tenant_id, created_at, serial);

@@ -19,7 +19,7 @@ from nats.js import JetStreamContext, api
 
 from shared.events import AnyEvent, event_decoder
 from shared.logging import new_log_context
-from shared.projections import DEVICE_KEYS_BUCKET, SCREEN_CONTENT_BUCKET
+from shared.projections import DEVICE_FILES_BUCKET, DEVICE_KEYS_BUCKET, SCREEN_CONTENT_BUCKET
 from shared.web import READINESS, SERVICE, SETTINGS, background
 
 log = structlog.get_logger()
@@ -95,6 +95,12 @@ async def ensure_topology(js: JetStreamContext, replicas: int) -> None:
             await js.create_key_value(
                 bucket=bucket, history=1, replicas=replicas, storage=api.StorageType.FILE
             )
+    try:
+        await js.object_store(DEVICE_FILES_BUCKET)
+    except nats.js.errors.BucketNotFoundError:
+        await js.create_object_store(
+            DEVICE_FILES_BUCKET, api.ObjectStoreConfig(replicas=replicas, storage=api.StorageType.FILE)
+        )
 
 
 async def jetstream_ctx(app: web.Application) -> AsyncIterator[None]:

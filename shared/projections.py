@@ -16,6 +16,8 @@ from shared.events import ScreenConfig
 
 DEVICE_KEYS_BUCKET = "device-keys"
 SCREEN_CONTENT_BUCKET = "screen-content"
+# Files devices download by name (GET /v1/device/content/{name}): a JetStream object store.
+DEVICE_FILES_BUCKET = "device-files"
 
 
 class DeviceKeyEntry(msgspec.Struct, frozen=True, kw_only=True, rename="camel"):
@@ -55,3 +57,22 @@ def kv_subject(bucket: str, key: str) -> str:
     # A KV put is a JetStream publish to this subject, which lets the outbox relay write KV entries
     # exactly like events: in order, with Nats-Msg-Id de-duplication.
     return f"$KV.{bucket}.{key}"
+
+
+class DeviceFileMeta(msgspec.Struct, frozen=True, kw_only=True, rename="camel"):
+    """Kept with each file in the object store (its description): what the gateway needs to serve
+    it and to decide who may. An empty ``screen_ids`` is every screen of the tenant."""
+
+    content_type: str
+    screen_ids: tuple[uuid.UUID, ...] = ()
+
+
+def device_file_object(tenant_id: uuid.UUID, name: str) -> str:
+    """The object's name in the store: files are the tenant's, by name."""
+    return f"{tenant_id}/{name}"
+
+
+def device_file_meta(description: str | None) -> DeviceFileMeta:
+    if not description:
+        return DeviceFileMeta(content_type="application/octet-stream")
+    return msgspec.json.decode(description, type=DeviceFileMeta)

@@ -39,6 +39,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     # X-Forwarded-For is believed only when the direct peer is one of these networks.
     trusted_proxies: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
     max_body_bytes: int = 1024 * 1024
+    # Files for devices (PUT /v1/content/{name}) are held in memory while stored and served.
+    max_file_bytes: int = 64 * 1024 * 1024
     # Registry's base URL, for provisioning to look up a screen its event copy has not seen yet.
     registry_url: str = "http://127.0.0.1:8081"
     # Provisioning's base URL, for registry's token endpoint to pass device-code grants on.
@@ -102,6 +104,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
                 ipaddress.ip_network(net, strict=False) for net in _split(env.get("TRUSTED_PROXIES", ""))
             ),
             max_body_bytes=int(env.get("MAX_BODY_BYTES", 1024 * 1024)),
+            max_file_bytes=int(env.get("MAX_FILE_BYTES", 64 * 1024 * 1024)),
             registry_url=env.get("REGISTRY_URL", f"http://127.0.0.1:{ports['registry']}"),
             provisioning_url=env.get("PROVISIONING_URL", f"http://127.0.0.1:{ports['provisioning']}"),
             public_url=env.get("PUBLIC_URL", "http://localhost:8080").rstrip("/"),

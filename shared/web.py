@@ -188,6 +188,17 @@ async def read_json(request: web.Request, decoder: msgspec.json.Decoder[T]) -> T
     return body
 
 
+async def read_limited(request: web.Request, limit: int, setting: str) -> bytes:
+    """The whole body of a non-JSON upload (a file, a CSV), refused with 413 past ``limit``."""
+    chunks, size = [], 0
+    async for chunk in request.content.iter_any():
+        size += len(chunk)
+        if size > limit:
+            raise errors.PayloadTooLarge(f"the body is at most {limit} bytes ({setting})")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
 def client_address(request: web.Request, trusted: tuple[Any, ...]) -> str:
     """The caller's address; X-Forwarded-For counts only when it comes from a trusted proxy."""
     peer = request.remote or ""

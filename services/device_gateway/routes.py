@@ -1,5 +1,6 @@
 """The gateway's operations: the routes it serves and its OpenAPI document, from one list."""
 
+from services.device_gateway import files
 from services.device_gateway import handlers as h
 from services.device_gateway.models import Accepted, EventsBody, HeartbeatBody
 from services.device_gateway.projections import PlaylistBody
@@ -19,4 +20,9 @@ OPERATIONS = [
               HeartbeatBody, responses={202: Accepted}, errors=(400, 401, 413, 415, 429, 503), quiet=True),
     Operation("POST", "/v1/device/events", h.post_events, "Report proof of play and errors (≤ 500)",
               "device", EventsBody, responses={202: Accepted}, errors=(400, 401, 413, 415, 429, 503), quiet=True),
+    Operation("GET", "/v1/device/content/{name}", files.get_file,
+              "A file for this device by name (ETag; If-None-Match → 304; Range: one byte range → 206)",
+              "device", responses={200: None, 206: None, 304: None, 416: None}, errors=(401, 404, 429, 503),
+              params=(*_IF_NONE_MATCH, Param("Range", {"type": "string"}, "bytes=first-last", "header"),
+                      Param("If-Range", {"type": "string"}, "the ETag the range belongs to", "header"))),
 ]

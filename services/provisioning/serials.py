@@ -38,7 +38,7 @@ from shared.db import POOL
 from shared.errors import BadRequest, CodeExpired, Conflict, ErrorDetail, NotFound
 from shared.events import ActivationRepeated
 from shared.pagination import choice_query, page_limit
-from shared.web import json_response, read_json
+from shared.web import json_response, read_json, read_limited
 
 log = structlog.get_logger()
 
@@ -86,9 +86,7 @@ async def _read_upload(request: web.Request) -> SerialUpload:
     line naming them is allowed)."""
     if request.content_type != "text/csv":
         return await read_json(request, _upload)
-    raw = await request.content.read(MAX_CSV_BYTES + 1)
-    if len(raw) > MAX_CSV_BYTES:
-        raise errors.PayloadTooLarge(f"a CSV upload is at most {MAX_CSV_BYTES} bytes")
+    raw = await read_limited(request, MAX_CSV_BYTES, "a CSV upload's limit")
     try:
         lines = list(csv.reader(io.StringIO(raw.decode("utf-8-sig"))))
     except (UnicodeDecodeError, csv.Error) as exc:

@@ -210,3 +210,18 @@ class ApiClient(Body):
 
 class ClientList(Body):
     items: list[ApiClient]
+
+
+
+class DeviceFile(Body):
+    name: str
+    size: int
+    etag: str
+    content_type: str
+    # Empty: every screen of the tenant may fetch it.
+    screen_ids: list[uuid.UUID]
+    updated_at: datetime | None
+
+
+class DeviceFileList(Body):
+    items: list[DeviceFile]

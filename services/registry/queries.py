@@ -124,6 +124,15 @@ async def revoke_client(conn: asyncpg.Connection, tenant_id: uuid.UUID, client_i
     return ApiClient(**row) if row else None
 
 
+async def screens_of_tenant(conn: asyncpg.Connection, tenant_id: uuid.UUID, screen_ids: tuple[uuid.UUID, ...]) -> bool:
+    """Whether every one of ``screen_ids`` is a screen of the tenant."""
+    return await conn.fetchval(
+        "SELECT count(*) = cardinality($2::uuid[]) FROM screens WHERE tenant_id = $1 AND id = ANY($2)",
+        tenant_id,
+        list(screen_ids),
+    )
+
+
 # ---- venues -----------------------------------------------------------------------------------
 
 

@@ -1,8 +1,10 @@
 """Registry's operations: the routes it serves and its OpenAPI document, from one list."""
 
-from services.registry import clients
+from services.registry import clients, files
 from services.registry import handlers as h
 from services.registry.models import (
+    DeviceFile,
+    DeviceFileList,
     ApiClient,
     ClientList,
     ClientMetadata,
@@ -88,4 +90,14 @@ OPERATIONS = [
     Operation("POST", "/v1/clients/{clientId}/revoke", clients.revoke_client,
               "Revoke an API client: it gets no new access token", "admin",
               responses={200: ApiClient}, errors=(401, 404, 409)),
+    # Files devices download by name (seed 002)
+    Operation("PUT", "/v1/content/{name}", files.put_file,
+              "Store a file for devices under a name (the body, as sent; ?screenId= repeatable limits it "
+              "to those screens)", "admin", {"type": "string", "format": "binary"}, "application/octet-stream",
+              responses={200: DeviceFile}, errors=(400, 401, 404, 413),
+              params=(Param("screenId", {"type": "string", "format": "uuid"}, "repeatable"),)),
+    Operation("GET", "/v1/content", files.list_files, "The tenant's files for devices", "admin",
+              responses={200: DeviceFileList}, errors=(401,)),
+    Operation("DELETE", "/v1/content/{name}", files.delete_file, "Delete a file", "admin",
+              responses={204: None}, errors=(400, 401, 404)),
 ]

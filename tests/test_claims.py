@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
@@ -119,3 +120,16 @@ async def test_a_claim_needs_a_live_code_and_a_free_screen_of_ones_own(stack):
     finally:
         await conn.close()
     assert (await claim(free["id"]))[0] == 404  # claim mode is over
+
+
+async def test_two_admins_claiming_one_device_at_once_bind_it_once(stack):
+    tenant = await stack.tenant()
+    screens = [await stack.screen(tenant["token"], f"S{i}") for i in range(4)]
+    (device,) = await factory_devices(stack)
+    _, mode = await claim_mode(stack, device["apiKey"], device["deviceId"])
+    results = await asyncio.gather(*(
+        stack.call("POST", "/v1/devices/claims", token=tenant["token"],
+                   json={"claimCode": mode["claimCode"], "screenId": screen["id"]})
+        for screen in screens
+    ))
+    assert sorted(status for status, _, _ in results) == [201, 404, 404, 404], [r[:2] for r in results]

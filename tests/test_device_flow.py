@@ -3,6 +3,7 @@ OAuth client library (oauthlib's DeviceClient builds the token requests and read
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import asyncpg
@@ -220,3 +221,18 @@ async def test_guessing_user_codes_is_rate_limited_per_tenant(settings, sockets)
             statuses.append(status)
         assert statuses == [404, 404, 404, 429], statuses
         assert int(response.headers["Retry-After"]) > 0
+
+
+async def test_concurrent_polls_after_the_approval_deliver_one_key(quick):
+    stack = quick
+    tenant = await stack.tenant()
+    screen = await stack.screen(tenant["token"])
+    _, started = await start(stack)
+    status, body, _ = await stack.call(
+        "POST", f"/v1/devices/device-authorizations/{started['user_code']}/approve",
+        token=tenant["token"], json={"screenId": screen["id"]},
+    )
+    assert status == 200, body
+    results = await asyncio.gather(*(poll(stack, started["device_code"]) for _ in range(6)))
+    keys = [r["access_token"] for r in results if "access_token" in r]
+    assert len(keys) == 1 and sorted(r["error"] for r in results if "error" in r) == ["invalid_grant"] * 5, results

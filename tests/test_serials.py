@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import asyncpg
@@ -126,3 +127,12 @@ async def test_bad_uploads_and_other_tenants_serials_are_refused(stack):
     assert (await activate(stack, "SN-9999"))[0] == 404
     status, body = await enable(stack, tenant["token"], "SN-0300", windowMinutes=0)
     assert status == 400, body
+
+
+async def test_concurrent_activations_of_one_serial_bind_exactly_one_device(stack):
+    tenant = await stack.tenant()
+    screen = await stack.screen(tenant["token"])
+    await upload(stack, tenant["token"], [("SN-0400", screen["id"])])
+    await enable(stack, tenant["token"], "SN-0400")
+    results = await asyncio.gather(*(activate(stack, "SN-0400") for _ in range(8)))
+    assert sorted(status for status, _ in results) == [201] + [409] * 7, results

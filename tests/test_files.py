@@ -31,6 +31,7 @@ async def test_a_device_downloads_a_file_whole_in_ranges_and_conditionally(stack
     _, registered = await stack.paired_device(tenant["token"])
     status, stored = await put_file(stack, tenant["token"], "firmware_v2.bin", FIRMWARE)
     assert status == 200 and stored["size"] == len(FIRMWARE) and stored["screenIds"] == [], stored
+    assert stored["updatedAt"].endswith("Z"), stored
     status, listed, _ = await stack.call("GET", "/v1/content", token=tenant["token"])
     assert [f["name"] for f in listed["items"]] == ["firmware_v2.bin"], listed
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 import uuid
+from datetime import datetime, timezone
 
 import msgspec
 import nats.js.errors
@@ -76,7 +77,8 @@ def _view(name: str, info: api.ObjectInfo, meta: DeviceFileMeta) -> DeviceFile:
         etag=file_etag(info),
         content_type=meta.content_type,
         screen_ids=list(meta.screen_ids),
-        updated_at=info.mtime,
+        # The store's mtime is an RFC 3339 string (any offset, up to nanoseconds): ours is UTC "Z".
+        updated_at=msgspec.convert(info.mtime, datetime).astimezone(timezone.utc) if info.mtime else None,
     )
 
 

@@ -59,6 +59,8 @@ class Operation:
     params: tuple[Param, ...] = ()
     # Hot paths (the TVs' polls and reports): successes are counted in the metrics, not logged.
     quiet: bool = False
+    # The section of the API it belongs to (OpenAPI tag), as in the README.
+    tag: str = ""
 
 
 def document(title: str, operations: Iterable[Operation], *, version: str = "1.0.0") -> dict[str, Any]:
@@ -115,12 +117,17 @@ def _operation(op: Operation) -> dict[str, Any]:
             "description": _ERROR_TEXT.get(status, "error"),
             "content": {"application/json": {"schema": _ref(ErrorBody)}},
         }
+    # Handlers of different services share names (get_config): the service keeps ids unique.
+    module = op.handler.__module__.split(".")
+    service = module[1] if module[0] == "services" and len(module) > 1 else module[0]
     result: dict[str, Any] = {
-        "operationId": op.handler.__name__,
+        "operationId": f"{service}.{op.handler.__name__}",
         "summary": op.summary,
         "security": _SECURITY[op.auth],
         "responses": responses,
     }
+    if op.tag:
+        result["tags"] = [op.tag]
     if parameters:
         result["parameters"] = parameters
     if op.body is not None:

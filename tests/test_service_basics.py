@@ -39,6 +39,10 @@ async def test_the_entry_point_serves_the_whole_api_document(stack):
     status, document, _ = await stack.call("GET", "/openapi.json")
     assert status == 200
     paths = document["paths"]
+    operations = [operation for path in paths.values() for operation in path.values()]
+    ids = [operation["operationId"] for operation in operations]
+    assert len(ids) == len(set(ids)), sorted(ids)
+    assert all(operation.get("tags") for operation in operations)  # each in its section
     for path, method in [
         ("/v1/tenants", "post"), ("/oauth/token", "post"), ("/v1/venues", "get"),
         ("/v1/screens/{id}/playlist", "put"), ("/v1/screens/{id}/config", "patch"),

@@ -42,7 +42,11 @@ async def get_file(request: web.Request) -> web.StreamResponse:
         if wanted == "unsatisfiable":
             return web.Response(status=416, headers={**headers, "Content-Range": f"bytes */{size}"})
         data = (await store.get(object_name)).data or b""
-    except (nats.js.errors.ObjectNotFoundError, nats.js.errors.ObjectDeletedError, nats.js.errors.NotFoundError):
+    except (
+        nats.js.errors.ObjectNotFoundError,
+        nats.js.errors.ObjectDeletedError,
+        nats.js.errors.NotFoundError,
+    ):
         raise NotFound("no such file") from None
     except (nats.errors.Error, TimeoutError):
         raise Unavailable("files are not reachable; retry shortly", retry_after=5) from None
@@ -50,7 +54,9 @@ async def get_file(request: web.Request) -> web.StreamResponse:
         return web.Response(body=data, headers=headers, content_type=meta.content_type)
     start, end = wanted
     headers["Content-Range"] = f"bytes {start}-{end}/{size}"
-    return web.Response(status=206, body=data[start : end + 1], headers=headers, content_type=meta.content_type)
+    return web.Response(
+        status=206, body=data[start : end + 1], headers=headers, content_type=meta.content_type
+    )
 
 
 def _range(request: web.Request, size: int, etag: str) -> tuple[int, int] | str | None:
@@ -73,4 +79,3 @@ def _range(request: web.Request, size: int, etag: str) -> tuple[int, int] | str 
     if start >= size or end < start:
         return "unsatisfiable"
     return start, end
-

@@ -141,7 +141,13 @@ async def unbind(
         ),
     )
     await queries.add_audit(
-        conn, device, action="unbound", method=method, actor=actor, client_address=client_address, reason=reason
+        conn,
+        device,
+        action="unbound",
+        method=method,
+        actor=actor,
+        client_address=client_address,
+        reason=reason,
     )
     return revoked_at
 

@@ -186,7 +186,9 @@ async def _decide(request: web.Request, status: str, screen_id: uuid.UUID | None
     decided = await counted(
         request,
         f"tenant:{principal.tenant_id}",
-        lambda conn: _decide_locked(conn, user_code, status, screen_id, principal.tenant_id, client_actor(principal)),
+        lambda conn: _decide_locked(
+            conn, user_code, status, screen_id, principal.tenant_id, client_actor(principal)
+        ),
     )
     log.info("device_authorization_" + status, user_code=user_code)
     return json_response(decided)

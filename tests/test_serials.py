@@ -19,12 +19,16 @@ async def upload(stack: Stack, token: str, rows: list[tuple[str, str]]) -> tuple
 
 
 async def activate(stack: Stack, serial: str) -> tuple[int, Any]:
-    status, body, _ = await stack.call("POST", "/devices/activate", json={"serial": serial, "deviceInfo": DEVICE_INFO})
+    status, body, _ = await stack.call(
+        "POST", "/devices/activate", json={"serial": serial, "deviceInfo": DEVICE_INFO}
+    )
     return status, body
 
 
 async def enable(stack: Stack, token: str, serial: str, **body: Any) -> tuple[int, Any]:
-    status, answer, _ = await stack.call("POST", f"/v1/devices/serials/{serial}/enable", token=token, json=body)
+    status, answer, _ = await stack.call(
+        "POST", f"/v1/devices/serials/{serial}/enable", token=token, json=body
+    )
     return status, answer
 
 
@@ -35,17 +39,24 @@ async def test_uploads_are_idempotent_in_json_and_csv(stack):
     assert await upload(stack, tenant["token"], rows) == (200, {"created": 2, "updated": 0, "unchanged": 0})
     assert await upload(stack, tenant["token"], rows) == (200, {"created": 0, "updated": 0, "unchanged": 2})
     assert await upload(stack, tenant["token"], [("SN-0002", lobby["id"])]) == (
-        200, {"created": 0, "updated": 1, "unchanged": 0},
+        200,
+        {"created": 0, "updated": 1, "unchanged": 0},
     )
     csv_body = f"serial,screenId\nSN-0003,{bar['id']}\n\nSN-0001,{lobby['id']}\n"
     status, body, _ = await stack.call(
-        "POST", "/v1/devices/serials", token=tenant["token"], data=csv_body, headers={"Content-Type": "text/csv"}
+        "POST",
+        "/v1/devices/serials",
+        token=tenant["token"],
+        data=csv_body,
+        headers={"Content-Type": "text/csv"},
     )
     assert (status, body) == (200, {"created": 1, "updated": 0, "unchanged": 1}), body
     status, page, _ = await stack.call("GET", "/v1/devices/serials?limit=2", token=tenant["token"])
     assert status == 200 and [s["serial"] for s in page["items"]] == ["SN-0001", "SN-0002"], page
     assert {s["status"] for s in page["items"]} == {"registered"}
-    status, rest, _ = await stack.call("GET", f"/v1/devices/serials?limit=2&cursor={page['nextCursor']}", token=tenant["token"])
+    status, rest, _ = await stack.call(
+        "GET", f"/v1/devices/serials?limit=2&cursor={page['nextCursor']}", token=tenant["token"]
+    )
     assert [s["serial"] for s in rest["items"]] == ["SN-0003"] and rest["nextCursor"] is None, rest
 
 
@@ -59,7 +70,9 @@ async def test_a_device_activates_once_inside_its_window_and_a_second_try_raises
     assert status == 200 and enabled["status"] == "enabled", enabled
 
     status, registered = await activate(stack, "SN-0100")
-    assert status == 201 and registered["apiKey"].startswith("dak_") and registered["screenId"] == screen["id"], registered
+    assert (
+        status == 201 and registered["apiKey"].startswith("dak_") and registered["screenId"] == screen["id"]
+    ), registered
 
     async def serves_it() -> bool:
         return (await stack.call("GET", "/v1/device/playlist", token=registered["apiKey"]))[0] == 200
@@ -67,7 +80,9 @@ async def test_a_device_activates_once_inside_its_window_and_a_second_try_raises
     await stack.eventually(serves_it)
     status, page, _ = await stack.call("GET", "/v1/devices/serials?status=activated", token=tenant["token"])
     assert [(s["serial"], s["deviceId"]) for s in page["items"]] == [("SN-0100", registered["deviceId"])]
-    status, trail, _ = await stack.call("GET", f"/v1/devices/{registered['deviceId']}/audit", token=tenant["token"])
+    status, trail, _ = await stack.call(
+        "GET", f"/v1/devices/{registered['deviceId']}/audit", token=tenant["token"]
+    )
     assert [(e["method"], e["actor"]) for e in trail["items"]] == [("serial", "device")]
 
     nc = await nats.connect(stack.settings.nats_url)
@@ -77,7 +92,11 @@ async def test_a_device_activates_once_inside_its_window_and_a_second_try_raises
         assert status == 409 and "activated already" in body["message"], body
         alert = msgspec.json.decode((await alerts.next_msg(timeout=5)).data)
         assert alert["type"] == "provisioning.alert.activation_repeated"
-        assert (alert["serial"], alert["tenantId"], alert["deviceId"]) == ("SN-0100", tenant["id"], registered["deviceId"])
+        assert (alert["serial"], alert["tenantId"], alert["deviceId"]) == (
+            "SN-0100",
+            tenant["id"],
+            registered["deviceId"],
+        )
         assert alert["clientAddress"] == "127.0.0.1"
     finally:
         await nc.close()
@@ -106,17 +125,25 @@ async def test_bad_uploads_and_other_tenants_serials_are_refused(stack):
     mine, theirs = await stack.screen(tenant["token"]), await stack.screen(other["token"])
     await upload(stack, other["token"], [("SN-0300", theirs["id"])])
     status, body = await upload(stack, tenant["token"], [("SN-0301", mine["id"]), ("SN-0300", mine["id"])])
-    assert status == 409 and body["details"] == [{"field": "serials[1].serial", "problem": "registered_elsewhere"}], body
+    assert status == 409 and body["details"] == [
+        {"field": "serials[1].serial", "problem": "registered_elsewhere"}
+    ], body
     status, body = await upload(stack, tenant["token"], [("SN-0302", theirs["id"])])
     assert status == 404, body
     status, body = await upload(stack, tenant["token"], [("SN 0303", mine["id"]), ("SN-0304", "nope")])
-    assert status == 400 and {d["field"] for d in body["details"]} == {"serials[0].serial", "serials[1].screenId"}, body
+    assert status == 400 and {d["field"] for d in body["details"]} == {
+        "serials[0].serial",
+        "serials[1].screenId",
+    }, body
     status, body = await upload(stack, tenant["token"], [("SN-0305", mine["id"]), ("SN-0305", mine["id"])])
     assert status == 400, body
     status, body = await upload(stack, tenant["token"], [])
     assert status == 400, body
     status, body, _ = await stack.call(
-        "POST", "/v1/devices/serials", token=tenant["token"], data="SN-0306,not-a-uuid\n",
+        "POST",
+        "/v1/devices/serials",
+        token=tenant["token"],
+        data="SN-0306,not-a-uuid\n",
         headers={"Content-Type": "text/csv"},
     )
     assert status == 400 and body["details"][0]["field"] == "serials[0].screenId", body

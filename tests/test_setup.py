@@ -48,7 +48,12 @@ async def empty_database(postgres: str) -> AsyncIterator[str]:
 def run_command(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "services", *args],
-        cwd=ROOT, env={**os.environ, **(env or {})}, capture_output=True, text=True, timeout=120, check=False,
+        cwd=ROOT,
+        env={**os.environ, **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
     )
 
 
@@ -56,7 +61,10 @@ async def applied_versions(dsn: str) -> dict[str, set[str]]:
     conn = await asyncpg.connect(dsn)
     try:
         return {
-            schema: {row["version"] for row in await conn.fetch(f'SELECT version FROM "{schema}".schema_migrations')}
+            schema: {
+                row["version"]
+                for row in await conn.fetch(f'SELECT version FROM "{schema}".schema_migrations')
+            }
             for schema in MIGRATIONS
         }
     finally:
@@ -84,7 +92,9 @@ async def test_setup_migrates_every_schema_and_makes_the_streams_and_buckets_and
             await js.key_value(bucket)
         again = await asyncio.to_thread(run_command, "setup", env=env)
         assert again.returncode == 0, again.stderr
-        applied = [msgspec.json.decode(line) for line in again.stderr.splitlines() if '"schema_ready"' in line]
+        applied = [
+            msgspec.json.decode(line) for line in again.stderr.splitlines() if '"schema_ready"' in line
+        ]
         assert sorted(line["schema"] for line in applied) == sorted(MIGRATIONS)
         assert all(line["applied"] == [] for line in applied)  # nothing twice
         assert await applied_versions(empty_database) == expected
@@ -129,7 +139,9 @@ def test_the_command_line_names_its_commands_and_refuses_others():
     for args in [(), ("nonsense",), ("registry", "extra")]:
         result = run_command(*args)
         assert result.returncode != 0
-        assert "device-gateway" in result.stderr and "setup" in result.stderr and "signing-key" in result.stderr
+        assert (
+            "device-gateway" in result.stderr and "setup" in result.stderr and "signing-key" in result.stderr
+        )
     result = run_command("registry", env={"NATS_URL": ""})
     assert result.returncode != 0 and "NATS_URL" in result.stderr
 
@@ -161,7 +173,11 @@ async def test_sigterm_ends_open_event_streams_and_the_service_exits_cleanly(sta
     }
     with open(log, "ab") as out:
         service = subprocess.Popen(
-            [sys.executable, "-m", "services", "heartbeat"], env=env, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT
+            [sys.executable, "-m", "services", "heartbeat"],
+            env=env,
+            cwd=ROOT,
+            stdout=out,
+            stderr=subprocess.STDOUT,
         )
     try:
         url = f"http://127.0.0.1:{port}"

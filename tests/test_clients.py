@@ -66,6 +66,7 @@ async def test_registration_refuses_what_this_server_cannot_honour_in_rfc_7591_f
         ({"scope": "admin devices"}, "invalid_client_metadata"),
         ({"client_name": "x" * 201}, "invalid_client_metadata"),
         ({"client_name": 5}, "invalid_client_metadata"),
+        ({"client_name": "nul\u0000here"}, "invalid_client_metadata"),
         ([1, 2], "invalid_client_metadata"),
     ]:
         status, body, _ = await register(stack, token, metadata)

@@ -192,6 +192,8 @@ async def test_bad_requests_get_the_rfc_errors(quick):
     assert (
         status == 400 and body["error"] == "invalid_request" and "macAddress" in body["error_description"]
     ), body
+    status, body = await start(stack, model="web\x00OS")
+    assert status == 400 and body["error"] == "invalid_request", body
     assert (await poll(stack, "ddc_" + "x" * 43))["error"] == "invalid_grant"
     _, started = await start(stack)
     assert (await poll(stack, started["device_code"], DeviceClient("another-client")))[

@@ -72,6 +72,8 @@ async def start(request: web.Request) -> web.Response:
     if client_id != settings.device_client_id:
         return oauth_error(401, "invalid_client", "unknown client")
     fields = {name: value for name, value in form.items() if name not in ("client_id", "scope")}
+    if any("\x00" in str(value) for value in fields.values()):  # PostgreSQL text cannot hold NUL
+        return oauth_error(400, "invalid_request", "parameters must not contain NUL characters")
     try:
         device_info = msgspec.convert(fields, DeviceInfo)
     except msgspec.ValidationError as exc:

@@ -57,10 +57,13 @@ async def register_client(request: web.Request) -> web.Response:
         return _invalid_token("send Authorization: Bearer <initial access token>")
     if request.content_type != "application/json":
         return oauth_error(400, "invalid_client_metadata", "send the client metadata as application/json")
+    raw = await request.read()
     try:
-        metadata = _client_metadata.decode(await request.read())
+        metadata = _client_metadata.decode(raw)
     except msgspec.DecodeError as exc:  # ValidationError is one too
         return oauth_error(400, "invalid_client_metadata", str(exc))
+    if metadata.client_name and "\x00" in metadata.client_name:  # PostgreSQL text cannot hold NUL
+        return oauth_error(400, "invalid_client_metadata", "client_name must not contain NUL characters")
     if metadata.redirect_uris:
         return oauth_error(400, "invalid_redirect_uri", "this server has no redirect-based grants")
     if set(metadata.grant_types) != {"client_credentials"}:

@@ -4,6 +4,7 @@ per test, copied from a migrated template), one nats-server per test (it starts 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import socket
 import uuid
@@ -58,12 +59,13 @@ def _with_database(dsn: str, database: str) -> str:
     return f"{base}/{database}"
 
 
-@pytest_asyncio.fixture
-async def database(postgres: str) -> AsyncIterator[str]:
+@contextlib.asynccontextmanager
+async def new_database(postgres: str, *, template: str | None = TEMPLATE) -> AsyncIterator[str]:
+    """A database of its own (a copy of the migrated template, or empty), dropped afterwards."""
     name = "t_" + uuid.uuid4().hex[:16]
     conn = await asyncpg.connect(postgres)
     try:
-        await conn.execute(f"CREATE DATABASE {name} TEMPLATE {TEMPLATE}")
+        await conn.execute(f"CREATE DATABASE {name}" + (f" TEMPLATE {template}" if template else ""))
     finally:
         await conn.close()
     yield _with_database(postgres, name)
@@ -72,6 +74,12 @@ async def database(postgres: str) -> AsyncIterator[str]:
         await conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
     finally:
         await conn.close()
+
+
+@pytest_asyncio.fixture
+async def database(postgres: str) -> AsyncIterator[str]:
+    async with new_database(postgres) as dsn:
+        yield dsn
 
 
 @pytest.fixture

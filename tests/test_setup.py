@@ -9,7 +9,6 @@ import signal
 import socket
 import subprocess
 import sys
-import uuid
 from collections.abc import AsyncIterator
 
 import aiohttp
@@ -26,23 +25,14 @@ from services.registry.app import create_app as create_registry
 from services.setup import MIGRATIONS, migrate
 from shared.auth import public_key_of
 from shared.bus import BUCKETS, STREAMS
+from tests.conftest import new_database
 
 
 @pytest_asyncio.fixture
 async def empty_database(postgres: str) -> AsyncIterator[str]:
     """A database with nothing in it, as a new installation has."""
-    name = "e_" + uuid.uuid4().hex[:16]
-    conn = await asyncpg.connect(postgres)
-    try:
-        await conn.execute(f"CREATE DATABASE {name}")
-    finally:
-        await conn.close()
-    yield postgres.rpartition("/")[0] + "/" + name
-    conn = await asyncpg.connect(postgres)
-    try:
-        await conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
-    finally:
-        await conn.close()
+    async with new_database(postgres, template=None) as dsn:
+        yield dsn
 
 
 def run_command(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:

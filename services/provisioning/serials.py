@@ -126,11 +126,12 @@ def _cursor(request: web.Request) -> str | None:
     if not raw:
         return None
     try:
-        return base64.urlsafe_b64decode(raw + "=" * (-len(raw) % 4)).decode()
-    except (binascii.Error, UnicodeDecodeError):
-        raise BadRequest(
-            "cursor is not one this API returned", details=[ErrorDetail("cursor", "invalid")]
-        ) from None
+        serial = base64.urlsafe_b64decode(raw + "=" * (-len(raw) % 4)).decode()
+    except (binascii.Error, UnicodeDecodeError, ValueError):
+        serial = ""
+    if not _serial_pattern.match(serial):  # a cursor we made holds a serial (never NUL, found by fuzzing)
+        raise BadRequest("cursor is not one this API returned", details=[ErrorDetail("cursor", "invalid")])
+    return serial
 
 
 async def enable_serial(request: web.Request) -> web.Response:

@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, TypeVar
 
 import aiohttp
+import asyncpg
 import msgspec
 import prometheus_client
 from prometheus_client import multiprocess
@@ -130,12 +131,26 @@ def instrumented(service: str, method: str, route: str, handler: Handler, *, qui
     return handle
 
 
+# A connection refused or lost, the server shutting down or not yet accepting: not our bug.
+DATABASE_UNREACHABLE = (
+    OSError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.exceptions.OperatorInterventionError,
+)
+
+
 def error_response(request: web.Request, exc: Exception) -> web.Response:
     if isinstance(exc, errors.ServiceError):
         return json_response(exc.body(), status=exc.status, headers=exc.headers)
     if isinstance(exc, web.HTTPRequestEntityTooLarge):
         error = errors.PayloadTooLarge(f"body is larger than {request.app[SETTINGS].max_body_bytes} bytes")
         return json_response(error.body(), status=error.status)
+    if isinstance(exc, DATABASE_UNREACHABLE):
+        # PostgreSQL restarting or failing over: nothing was applied (the transaction did not
+        # commit); the caller may retry, and /readyz says the same meanwhile.
+        log.warning("database_unreachable", error=repr(exc))
+        error = errors.Unavailable("the database is not reachable; retry shortly", retry_after=5)
+        return json_response(error.body(), status=error.status, headers=error.headers)
     if isinstance(exc, web.HTTPException) and exc.status >= 400:
         body = errors.ErrorBody(error=exc.reason.lower().replace(" ", "_"), message=exc.reason)
         return json_response(body, status=exc.status)

@@ -546,3 +546,47 @@ async def test_the_device_key_is_never_readable_again(stack: Stack) -> None:
                 assert key.encode() not in raw and secret_part.encode() not in raw, qualified
     finally:
         await conn.close()
+
+
+# ---- every operation of the API document --------------------------------------------------------
+
+
+def _operations(document: dict[str, Any], scheme: str) -> list[tuple[str, str]]:
+    """(method, path with made-up ids) of every operation that the document secures with ``scheme``."""
+    found = []
+    for path, methods in document["paths"].items():
+        for method, operation in methods.items():
+            if any(scheme in option for option in operation.get("security", [])):
+                concrete = path.replace("{id}", str(uuid.uuid4()))
+                for name in ("userCode", "clientId", "serial", "name", "code"):
+                    concrete = concrete.replace("{" + name + "}", "BCDFGHJK")
+                found.append((method.upper(), concrete))
+    return found
+
+
+@pytest.mark.parametrize(
+    "bad", ["no_header", "tampered_signature", "expired", "other_key_same_kid", "alg_none", "device_key"]
+)
+async def test_every_admin_operation_refuses_a_bad_credential(stack: Stack, bad: str) -> None:
+    tenant = await stack.tenant()
+    headers = await BAD_CREDENTIALS[bad](stack, tenant)
+    status, document, _ = await stack.call("GET", "/openapi.json")
+    operations = _operations(document, "accessToken")
+    assert len(operations) >= 30, operations  # the whole admin API, not a sample
+    for method, path in operations:
+        status, body, response = await stack.call(method, path, json={}, headers=dict(headers))
+        assert_unauthorized(status, body, response, f"{method} {path}")
+
+
+async def test_every_operator_and_device_operation_refuses_the_wrong_kind_of_credential(stack: Stack) -> None:
+    tenant = await stack.tenant()
+    status, document, _ = await stack.call("GET", "/openapi.json")
+    for method, path in _operations(document, "operatorToken"):
+        status, body, _ = await stack.call(method, path, json={}, token=tenant["token"])
+        assert (status, body["error"]) == (401, "unauthorized"), (method, path, body)
+    device_operations = _operations(document, "deviceKey")
+    assert len(device_operations) >= 6, device_operations
+    for token in (tenant["token"], "dak_" + "E" * 43, None):
+        for method, path in device_operations:
+            status, body, _ = await stack.call(method, path, json={}, token=token)
+            assert (status, body["error"]) == (401, "unauthorized"), (method, path, token, body)

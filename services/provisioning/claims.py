@@ -33,7 +33,7 @@ from services.provisioning.models import (
 from services.provisioning.queries import new_code
 from shared.auth import Principal, bearer_token, new_secret, principal_of, require_operator, secret_hash
 from shared.db import POOL
-from shared.errors import Conflict, Forbidden, NotFound, Unauthorized
+from shared.errors import Conflict, Forbidden, NotFound, ServiceError, Unauthorized
 from shared.web import SETTINGS, client_address, json_response, read_json
 
 log = structlog.get_logger()
@@ -59,12 +59,20 @@ async def open_claim_mode(request: web.Request) -> web.Response:
     key = bearer_token(request)
     if not key.startswith("dak_"):
         raise Unauthorized("send Authorization: Bearer <device key>")
-    body = await read_json(request, _claim_mode)
+    # The body is read before a connection is taken; its errors wait until the key is known
+    # (an unknown key is 401 whatever it sends).
+    body: ClaimModeRequest | ServiceError
+    try:
+        body = await read_json(request, _claim_mode)
+    except ServiceError as exc:
+        body = exc
     address = client_address(request, request.app[SETTINGS].trusted_proxies)
     async with request.app[POOL].acquire() as conn, conn.transaction():
         device = await queries.lock_factory_device_by_key(conn, secret_hash(key))
         if device is None:
             raise Unauthorized("unknown device key (claim mode is for pre-provisioned devices)")
+        if isinstance(body, ServiceError):
+            raise body
         if body.device_id != device["id"]:
             raise Forbidden("a device can open claim mode only for itself", reason="MATCHING_DEVICE_ONLY")
         if device["claimed"]:

@@ -35,6 +35,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     client_secret_ttl_seconds: int = 0
     # Failed registrations one client address may make per window before it gets 429.
     register_failures_per_window: int = 10
+    # ...and from all addresses together: a botnet guessing codes from many addresses is slowed
+    # down too (everyone waits for the window's end; a wrong guess costs the attacker nothing else).
+    register_failures_global_per_window: int = 1000
     register_failure_window_seconds: int = 60
     # X-Forwarded-For is believed only when the direct peer is one of these networks.
     trusted_proxies: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
@@ -99,6 +102,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             code_ttl_seconds=int(env.get("CODE_TTL_SECONDS", 15 * 60)),
             client_secret_ttl_seconds=int(env.get("CLIENT_SECRET_TTL_SECONDS", 0)),
             register_failures_per_window=int(env.get("REGISTER_FAILURES_PER_WINDOW", 10)),
+            register_failures_global_per_window=int(env.get("REGISTER_FAILURES_GLOBAL_PER_WINDOW", 1000)),
             register_failure_window_seconds=int(env.get("REGISTER_FAILURE_WINDOW_SECONDS", 60)),
             trusted_proxies=tuple(
                 ipaddress.ip_network(net, strict=False) for net in _split(env.get("TRUSTED_PROXIES", ""))

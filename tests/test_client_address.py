@@ -45,3 +45,24 @@ class TestWithoutTrustedProxies:
     async def test_forwarded_for_is_ignored(self, stack):
         statuses = [await fail_once(stack, f"203.0.113.{i}") for i in range(3)]
         assert statuses == [400, 400, 429]
+
+
+class TestManyAddresses:
+    @pytest.fixture
+    def settings(self, settings):
+        return msgspec.structs.replace(
+            settings,
+            register_failures_per_window=100,
+            register_failures_global_per_window=4,
+            trusted_proxies=(ipaddress.ip_network("127.0.0.0/8"),),
+        )
+
+    async def test_guessing_from_many_addresses_is_limited_all_together(self, stack):
+        statuses = [await fail_once(stack, f"203.0.113.{i}") for i in range(6)]
+        assert statuses == [400, 400, 400, 400, 429, 429]
+        # Every way in that takes a guessable proof shares the budget.
+        status, body, response = await stack.call(
+            "POST", "/devices/recover", headers={"X-Forwarded-For": "198.51.100.1"},
+            json={"hardwareId": "HW", "recoverySecret": "drs_" + "F" * 43},
+        )
+        assert status == 429 and int(response.headers["Retry-After"]) > 0, body

@@ -17,6 +17,9 @@ from shared.db import POOL
 from shared.errors import NotFound, RateLimited, ServiceError
 from shared.web import SETTINGS, client_address, read_json
 
+# The counter of all TVs' failures together (no client address looks like this).
+EVERYONE = "*"
+
 B = TypeVar("B")
 R = TypeVar("R")
 
@@ -41,7 +44,7 @@ async def counted_attempt(
             raise body
         return await attempt(conn, body, address)
 
-    return await counted(request, address, attempt_body, failures=(ServiceError,))
+    return await counted(request, address, attempt_body, failures=(ServiceError,), everyone=True)
 
 
 async def counted(
@@ -50,17 +53,24 @@ async def counted(
     attempt: Callable[[asyncpg.Connection], Awaitable[R]],
     *,
     failures: tuple[type[ServiceError], ...] = (NotFound,),
+    everyone: bool = False,
 ) -> R:
-    """``attempt(conn)``, refused with 429 while ``who`` has too many failures in the window; the
-    ``failures`` it raises count."""
+    """``attempt(conn)``, refused with 429 while ``who`` has too many failures in the window (or,
+    with ``everyone``, all callers together have); the ``failures`` it raises count."""
     settings = request.app[SETTINGS]
     window = settings.register_failure_window_seconds
     async with request.app[POOL].acquire() as conn:
         failed, remaining = await queries.failures_in_window(conn, who, window)
         if failed >= settings.register_failures_per_window:
             raise RateLimited("too many failed attempts; wait", retry_after=remaining)
+        if everyone:
+            failed, remaining = await queries.failures_in_window(conn, EVERYONE, window)
+            if failed >= settings.register_failures_global_per_window:
+                raise RateLimited("too many failed attempts from everywhere; wait", retry_after=remaining)
         try:
             return await attempt(conn)
         except failures:
             await queries.record_failure(conn, who, window)
+            if everyone:
+                await queries.record_failure(conn, EVERYONE, window)
             raise

@@ -15,6 +15,7 @@ import asyncpg
 import jwt
 import msgspec
 import pytest
+import structlog
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from shared.auth import TokenIssuer, generate_signing_key, public_key_of
@@ -590,3 +591,74 @@ async def test_every_operator_and_device_operation_refuses_the_wrong_kind_of_cre
         for method, path in device_operations:
             status, body, _ = await stack.call(method, path, json={}, token=token)
             assert (status, body["error"]) == (401, "unauthorized"), (method, path, token, body)
+
+
+async def test_no_secret_of_any_flow_is_stored_in_clear_or_logged(stack: Stack) -> None:
+    """Every credential the flows hand out exists only in its holder's hands: the database has its
+    hash at most, and no log line carries it."""
+    secrets: dict[str, str] = {}
+    with structlog.testing.capture_logs() as logs:
+        tenant = await stack.tenant()
+        token = tenant["token"]
+        secrets |= {"client secret": tenant["client"]["clientSecret"], "access token": token}
+        screen = await stack.screen(token)
+        code = await stack.code(token, screen["id"])
+        _, registered = await stack.register(code["code"], hardwareId="HW-SECRET")
+        secrets |= {"device key": registered["apiKey"], "recovery secret": registered["recoverySecret"]}
+        status, recovered, _ = await stack.call(
+            "POST", "/devices/recover",
+            json={"hardwareId": "HW-SECRET", "recoverySecret": registered["recoverySecret"]},
+        )
+        assert status == 200, recovered
+        secrets["recovered key"] = recovered["apiKey"]
+        other = await stack.screen(token, "Other")
+        _, provisioning, _ = await stack.call(
+            "POST", "/v1/devices/provisioning-tokens", token=token, json={"screenId": other["id"]}
+        )
+        secrets["provisioning token"] = provisioning["token"]
+        _, iat, _ = await stack.call("POST", "/v1/clients/initial-access-tokens", token=token, json={})
+        async with stack.http.post(
+            "/oauth/register", json={}, headers={"Authorization": f"Bearer {iat['token']}"}
+        ) as response:
+            client = await response.json()
+        secrets |= {"initial access token": iat["token"], "registered client secret": client["client_secret"]}
+        async with stack.http.post("/oauth/device_authorization", data={
+            "client_id": "signage-player", "manufacturer": "LG", "model": "webOS", "osVersion": "6",
+            "appVersion": "1", "macAddress": "00:11:22:33:44:77", "ipAddress": "10.0.0.9",
+        }) as response:
+            secrets["device code"] = (await response.json())["device_code"]
+        _, made, _ = await stack.call(
+            "POST", "/v1/devices/pre-provisioned", token=stack.settings.operator_token, json={"count": 1}
+        )
+        secrets["factory key"] = made["items"][0]["apiKey"]
+        secrets["operator token"] = stack.settings.operator_token
+    assert all(len(secret) > 20 for secret in secrets.values()), secrets
+
+    logged = "\n".join(str(entry) for entry in logs)
+    assert "device_registered" in logged  # the capture did see the services' lines
+    for what, secret in secrets.items():
+        assert secret not in logged, f"{what} in a log line"
+
+    conn = await asyncpg.connect(stack.settings.database_url)
+    try:
+        tables = await conn.fetch(
+            "SELECT table_schema, table_name FROM information_schema.tables"
+            " WHERE table_schema IN ('provisioning', 'registry', 'heartbeat') AND table_type = 'BASE TABLE'"
+        )
+        dump = "\n".join([
+            row["j"]
+            for table in tables
+            for row in await conn.fetch(
+                f'SELECT row_to_json(t)::text AS j FROM "{table["table_schema"]}"."{table["table_name"]}" t'
+            )
+        ])
+    finally:
+        await conn.close()
+    assert registered["deviceId"] in dump  # the dump did see this test's rows
+    for what, secret in secrets.items():
+        if what in ("access token", "operator token"):
+            continue  # never stored at all: the token is verified by signature, the operator's is a setting
+        body = secret.split("_", 1)[1]
+        for form in (secret, body, secret.encode().hex(), body.encode().hex()):
+            assert form not in dump, f"{what} stored in clear"
+        assert hashlib.sha256(secret.encode()).hexdigest() in dump, f"{what}: its hash is what is kept"

@@ -5,18 +5,25 @@ stack converges by itself once the part is back."""
 from __future__ import annotations
 
 import asyncio
+import os
+import subprocess
+import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import aiohttp
+import asyncpg
 import msgspec
 import nats
+import nats.js.errors
 import pytest
 import pytest_asyncio
 
 from devstack.infra import Postgres
 from services.setup import migrate
+from shared.auth import public_key_of
+from shared.projections import DEVICE_KEYS_BUCKET
 from tests.stack import Stack
 
 # How long a change made during an outage may take to be enforced once the part is back: NATS
@@ -140,3 +147,135 @@ async def test_services_ride_out_a_postgres_restart(settings, sockets, own_postg
         for service in ("registry", "provisioning", "heartbeat"):
             async with aiohttp.ClientSession() as http, http.get(stack.url(service) + "/readyz") as response:
                 assert response.status == 200, (service, await response.text())
+
+
+def spawn_provisioning(settings: Any, log: Path) -> subprocess.Popen[bytes]:
+    """Provisioning as its own process on the stack's provisioning port, logging to ``log``."""
+    env = {
+        **os.environ,
+        "DATABASE_URL": settings.database_url,
+        "NATS_URL": settings.nats_url,
+        "PROVISIONING_PORT": str(settings.ports["provisioning"]),
+        "REGISTRY_URL": settings.registry_url,
+        "HOST": "127.0.0.1",
+        "TOKEN_VERIFY_KEYS": public_key_of(settings.token_signing_key),
+        "OPERATOR_TOKEN": settings.operator_token,
+        "LOG_FORMAT": "json",
+    }
+    with open(log, "ab") as out:
+        return subprocess.Popen(
+            [sys.executable, "-m", "services", "provisioning"], env=env, stdout=out, stderr=subprocess.STDOUT
+        )
+
+
+async def until_ready(stack: Stack, process: subprocess.Popen[bytes], log: Path) -> None:
+    async def ready() -> bool:
+        assert process.poll() is None, log.read_text()[-3000:]
+        try:
+            async with aiohttp.ClientSession() as http, http.get(stack.url("provisioning") + "/readyz") as r:
+                return r.status == 200
+        except aiohttp.ClientConnectionError:
+            return False
+
+    await stack.eventually(ready, timeout=30, interval=0.1)
+
+
+async def test_provisioning_killed_in_the_middle_of_binds_and_revokes_leaves_nothing_half_done(
+    stack, tmp_path
+):
+    tenant = await stack.tenant()
+    screens = [await stack.screen(tenant["token"], f"S{i}") for i in range(12)]
+    await stack.stop_service("provisioning")  # from here on it runs as a process we can kill
+    log = tmp_path / "provisioning.log"
+    process = spawn_provisioning(stack.settings, log)
+    try:
+        await until_ready(stack, process, log)
+        codes = [await stack.code(tenant["token"], screen["id"]) for screen in screens]
+
+        async def register(code: str) -> int | str:
+            try:
+                return (await stack.register(code))[0]
+            except aiohttp.ClientError as exc:
+                return type(exc).__name__
+
+        attempts = [asyncio.create_task(register(code["code"])) for code in codes]
+        # Killed as soon as the first is through: the others are in flight or not started.
+        await asyncio.wait(attempts, return_when=asyncio.FIRST_COMPLETED)
+        process.kill()
+        process.wait()
+        first_round = await asyncio.gather(*attempts)
+        process = spawn_provisioning(stack.settings, log)
+        await until_ready(stack, process, log)
+        # Whatever the first round left undone, a TV simply tries again with its code.
+        second_round = [await stack.register(code["code"]) for code in codes]
+        await _check_nothing_half_done(stack, codes, first_round, second_round, log)
+    finally:  # kept running until here: its relay publishes what the second round committed
+        process.kill()
+        process.wait()
+
+
+async def _check_nothing_half_done(
+    stack: Stack, codes: list[Any], first_round: list[Any], second_round: list[Any], log: Path
+) -> None:
+    # A second try is 201, or 409 when the first one had committed (its answer may have been lost
+    # with the process: the entry point said 502).
+    assert all(status in (201, 409) for status, _ in second_round), (first_round, second_round)
+    assert any(status != 201 for status in first_round), first_round  # the kill did interrupt work
+
+    conn = await asyncpg.connect(stack.settings.database_url)
+    try:
+        # Every bound code has its device and every device its key; nothing pending on a bound screen.
+        assert (
+            await conn.fetchval(
+                "SELECT count(*) FROM provisioning.provisioning_codes c LEFT JOIN provisioning.devices d"
+                " ON d.id = c.device_id WHERE c.status = 'bound' AND d.id IS NULL"
+            )
+            == 0
+        )
+        assert (
+            await conn.fetchval(
+                "SELECT count(*) FROM provisioning.devices d WHERE NOT EXISTS"
+                " (SELECT 1 FROM provisioning.device_keys k WHERE k.device_id = d.id)"
+            )
+            == 0
+        )
+        assert (
+            await conn.fetchval(
+                "SELECT count(*) FROM provisioning.provisioning_codes c JOIN provisioning.devices d"
+                " ON d.screen_id = c.screen_id AND d.status = 'active' WHERE c.status = 'pending'"
+            )
+            == 0
+        )
+        key_hashes = [
+            bytes(r["key_hash"]).hex()
+            for r in await conn.fetch(
+                "SELECT key_hash FROM provisioning.device_keys WHERE revoked_at IS NULL"
+            )
+        ]
+        assert len(key_hashes) == len(codes)
+    finally:
+        await conn.close()
+    # ...and every key reached the gateways' bucket (the outbox kept what the killed process had
+    # committed but not yet published; the new process's relay sent it).
+    nc = await nats.connect(stack.settings.nats_url)
+    try:
+        bucket = await nc.jetstream().key_value(DEVICE_KEYS_BUCKET)
+
+        async def all_published() -> bool:
+            for key_hash in key_hashes:
+                try:
+                    await bucket.get(key_hash)
+                except nats.js.errors.KeyNotFoundError:
+                    return False
+            return True
+
+        try:
+            await stack.eventually(all_published, timeout=CONVERGE_SECONDS, interval=0.2)
+        except AssertionError:
+            conn = await asyncpg.connect(stack.settings.database_url)
+            waiting = await conn.fetch("SELECT seq, subject, created_at FROM provisioning.outbox")
+            locks = await conn.fetch("SELECT pid, granted, objid FROM pg_locks WHERE locktype = 'advisory'")
+            await conn.close()
+            raise AssertionError(f"outbox: {waiting}\nlocks: {locks}\n{log.read_text()[-4000:]}") from None
+    finally:
+        await nc.close()

@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import socket
 import time
 import uuid
 from typing import Any
@@ -662,3 +663,44 @@ async def test_no_secret_of_any_flow_is_stored_in_clear_or_logged(stack: Stack) 
         for form in (secret, body, secret.encode().hex(), body.encode().hex()):
             assert form not in dump, f"{what} stored in clear"
         assert hashlib.sha256(secret.encode()).hexdigest() in dump, f"{what}: its hash is what is kept"
+
+
+async def test_the_signing_key_rotates_without_downtime(settings, sockets) -> None:
+    """Registry signs with a new key while every service still accepts the old one's tokens (the old
+    public key in TOKEN_VERIFY_KEYS) until they expire; each token names its key (kid)."""
+    async with Stack(settings, sockets) as stack:
+        tenant = await stack.tenant()
+        old_token = tenant["token"]
+    new_key = generate_signing_key()
+    rotated = msgspec.structs.replace(
+        settings,
+        token_signing_key=new_key,
+        token_verify_keys=(public_key_of(settings.token_signing_key),),
+    )
+    async with Stack(rotated, bound_sockets_again(settings)) as stack:
+        client = tenant["client"]
+        status, issued, _ = await stack.client_credentials(client["clientId"], client["clientSecret"])
+        assert status == 200, issued
+        new_token = issued["access_token"]
+        assert jwt.get_unverified_header(new_token)["kid"] != jwt.get_unverified_header(old_token)["kid"]
+        for token in (old_token, new_token):  # both work, on every service
+            for path in ("/v1/venues", "/v1/devices", "/v1/fleet/status"):
+                status, body, _ = await stack.call("GET", path, token=token)
+                assert status == 200, (path, body)
+    # Once the old key is dropped, its tokens are refused.
+    dropped = msgspec.structs.replace(rotated, token_verify_keys=())
+    async with Stack(dropped, bound_sockets_again(settings)) as stack:
+        status, body, response = await stack.call("GET", "/v1/venues", token=old_token)
+        assert_unauthorized(status, body, response, "old key dropped")
+        assert (await stack.call("GET", "/v1/venues", token=new_token))[0] == 200
+
+
+def bound_sockets_again(settings: Any) -> dict[str, Any]:
+    """The stack's own ports once more (a stopped stack released them)."""
+    sockets = {}
+    for name, port in settings.ports.items():
+        sock = socket.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(("127.0.0.1", port))
+        sockets[name] = sock
+    return sockets

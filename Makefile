@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 
-.PHONY: install run test bench wrk clean
+.PHONY: install run test bench simulate wrk clean
 
 install: $(VENV)/.installed
 
@@ -23,6 +23,10 @@ test: install
 # The gateway's figures (README "Performance"); BENCH_ARGS="--only 1,5 --seconds 3" for a part.
 bench: install wrk
 	$(BIN)/python -m bench $(BENCH_ARGS)
+
+# A fleet of virtual TVs against the running stack (make run): SIMULATE_ARGS="--tvs 2000 --seconds 120".
+simulate: install
+	$(BIN)/python -m bench.simulate $(SIMULATE_ARGS)
 
 # wrk is the load generator; Debian and Ubuntu package it.
 wrk:

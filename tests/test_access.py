@@ -704,3 +704,28 @@ def bound_sockets_again(settings: Any) -> dict[str, Any]:
         sock.bind(("127.0.0.1", port))
         sockets[name] = sock
     return sockets
+
+
+async def test_admin_changes_are_listed_per_tenant_with_who_what_and_from_where(stack: Stack) -> None:
+    tenant, other = await stack.tenant(), await stack.tenant("Other Co")
+    token = tenant["token"]
+    screen = await stack.screen(token)
+    await stack.call("PUT", f"/v1/screens/{screen['id']}/playlist", token=token, json=PLAYLIST)
+    await stack.call("PATCH", f"/v1/screens/{screen['id']}/config", token=token, json=CONFIG_PATCH)
+    status, page, _ = await stack.call("GET", "/v1/audit?limit=3", token=token)
+    assert status == 200, page
+    me = f"client:{tenant['client']['clientId']}"
+    assert [(e["action"], e["actor"], e["resourceId"]) for e in page["items"]] == [
+        ("config.changed", me, screen["id"]),
+        ("playlist.replaced", me, screen["id"]),
+        ("screen.created", me, screen["id"]),
+    ]
+    assert {e["clientAddress"] for e in page["items"]} == {"127.0.0.1"}
+    status, rest, _ = await stack.call("GET", f"/v1/audit?before={page['nextBefore']}", token=token)
+    assert [(e["action"], e["actor"]) for e in rest["items"]] == [
+        ("venue.created", me), ("tenant.created", "operator"),
+    ] and rest["nextBefore"] is None, rest
+    status, theirs, _ = await stack.call("GET", "/v1/audit", token=other["token"])
+    assert [e["action"] for e in theirs["items"]] == ["tenant.created"], theirs
+    status, body, _ = await stack.call("GET", "/v1/audit?before=abc", token=token)
+    assert status == 400 and body["details"][0]["field"] == "before", body

@@ -14,7 +14,7 @@ import msgspec
 import structlog
 from aiohttp import web
 
-from services.registry import queries
+from services.registry import audit, queries
 from services.registry.models import (
     ClientList,
     ClientMetadata,
@@ -38,13 +38,22 @@ async def issue_initial_access_token(request: web.Request) -> web.Response:
     principal = principal_of(request)
     body = await read_json(request, _new_initial_access_token)
     token = new_secret("iat_")
-    async with request.app[POOL].acquire() as conn:
+    async with request.app[POOL].acquire() as conn, conn.transaction():
         expires_at = await queries.insert_initial_access_token(
             conn,
             token_hash=secret_hash(token),
             tenant_id=principal.tenant_id,
-            issued_by=f"client:{principal.client_id}",
+            issued_by=audit.actor(principal),
             ttl_seconds=body.ttl_seconds,
+        )
+        # The token itself is a secret: the trail names when it expires instead.
+        await audit.record(
+            request,
+            conn,
+            principal.tenant_id,
+            audit.actor(principal),
+            "initial_access_token.issued",
+            expires_at.isoformat(),
         )
     log.info("initial_access_token_issued")
     return json_response(InitialAccessToken(token=token, expires_at=expires_at), status=201)
@@ -90,6 +99,9 @@ async def register_client(request: web.Request) -> web.Response:
             registered_by=grant["issued_by"],
             token_hash=token_hash,
         )
+        await audit.record(
+            request, conn, grant["tenant_id"], grant["issued_by"], "client.registered", client_id
+        )
     log.info("client_registered", client_id=client_id, tenant_id=str(grant["tenant_id"]))
     expires_at = client["secret_expires_at"]
     return json_response(
@@ -127,13 +139,14 @@ async def revoke_client(request: web.Request) -> web.Response:
     client_id = request.match_info["clientId"]
     if client_id == principal.client_id:
         raise Conflict("a client cannot revoke itself; revoke it with another client of the tenant")
-    async with request.app[POOL].acquire() as conn:
-        client = (
-            await queries.revoke_client(conn, principal.tenant_id, client_id)
-            if "\x00" not in client_id
-            else None
-        )
-    if client is None:
+    if "\x00" in client_id:  # PostgreSQL text cannot hold it: no such client
         raise NotFound("no such client")
+    async with request.app[POOL].acquire() as conn, conn.transaction():
+        client = await queries.revoke_client(conn, principal.tenant_id, client_id)
+        if client is None:
+            raise NotFound("no such client")
+        await audit.record(
+            request, conn, principal.tenant_id, audit.actor(principal), "client.revoked", client_id
+        )
     log.info("client_revoked", client_id=client_id)
     return json_response(client)

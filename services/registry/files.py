@@ -17,9 +17,9 @@ import structlog
 from aiohttp import web
 from nats.js import api
 
-from services.registry import queries
+from services.registry import audit, queries
 from services.registry.models import DeviceFile, DeviceFileList
-from shared.auth import tenant_of
+from shared.auth import principal_of, tenant_of
 from shared.bus import JS
 from shared.db import POOL
 from shared.errors import BadRequest, ErrorDetail, NotFound
@@ -44,7 +44,8 @@ def file_name(request: web.Request) -> str:
 async def put_file(request: web.Request) -> web.Response:
     """The body is the file, stored as sent (its Content-Type kept); ``?screenId=`` (repeatable)
     limits it to those screens."""
-    tenant_id = tenant_of(request)
+    principal = principal_of(request)
+    tenant_id = principal.tenant_id
     name = file_name(request)
     screen_ids = _screen_ids(request)
     if screen_ids:
@@ -61,6 +62,8 @@ async def put_file(request: web.Request) -> web.Response:
         data,
         meta=api.ObjectMeta(description=msgspec.json.encode(meta).decode()),
     )
+    async with request.app[POOL].acquire() as conn:
+        await audit.record(request, conn, tenant_id, audit.actor(principal), "file.stored", name)
     log.info("device_file_stored", name=name, size=info.size)
     return json_response(_view(name, info, meta))
 
@@ -106,7 +109,8 @@ async def list_files(request: web.Request) -> web.Response:
 
 
 async def delete_file(request: web.Request) -> web.Response:
-    tenant_id = tenant_of(request)
+    principal = principal_of(request)
+    tenant_id = principal.tenant_id
     name = file_name(request)
     store = await request.app[JS].object_store(DEVICE_FILES_BUCKET)
     try:
@@ -117,5 +121,7 @@ async def delete_file(request: web.Request) -> web.Response:
         nats.js.errors.NotFoundError,
     ):
         raise NotFound("no such file") from None
+    async with request.app[POOL].acquire() as conn:
+        await audit.record(request, conn, tenant_id, audit.actor(principal), "file.deleted", name)
     log.info("device_file_deleted", name=name)
     return web.Response(status=204)

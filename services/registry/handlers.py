@@ -14,7 +14,7 @@ import structlog
 from aiohttp import web
 from multidict import MultiDictProxy
 
-from services.registry import queries
+from services.registry import audit, queries
 from services.registry.models import (
     AuthorizationServerMetadata,
     ClientCredentials,
@@ -29,7 +29,16 @@ from services.registry.models import (
     VenuePage,
 )
 from shared import outbox
-from shared.auth import ADMIN_SCOPE, DEVICE_CODE_GRANT, ISSUER, new_secret, require_operator, secret_hash, tenant_of
+from shared.auth import (
+    ADMIN_SCOPE,
+    DEVICE_CODE_GRANT,
+    ISSUER,
+    new_secret,
+    principal_of,
+    require_operator,
+    secret_hash,
+    tenant_of,
+)
 from shared.db import POOL
 from shared.events import ScreenConfigChanged, ScreenCreated
 from shared.pagination import choice_query, next_cursor, page_params, uuid_query
@@ -59,6 +68,7 @@ async def create_tenant(request: web.Request) -> web.Response:
         await queries.insert_client(
             conn, client_id=client_id, tenant_id=tenant["id"], secret_hash=secret_hash(client_secret)
         )
+        await audit.record(request, conn, tenant["id"], audit.OPERATOR, "tenant.created", tenant["id"])
     log.info("tenant_created", tenant_id=str(tenant["id"]), client_id=client_id)
     return json_response(
         TenantCreated(
@@ -151,10 +161,11 @@ async def authorization_server_metadata(request: web.Request) -> web.Response:
 
 
 async def create_venue(request: web.Request) -> web.Response:
-    tenant_id = tenant_of(request)
+    principal = principal_of(request)
     body = await read_json(request, _new_venue)
-    async with request.app[POOL].acquire() as conn:
-        venue = await queries.insert_venue(conn, tenant_id, body)
+    async with request.app[POOL].acquire() as conn, conn.transaction():
+        venue = await queries.insert_venue(conn, principal.tenant_id, body)
+        await audit.record(request, conn, principal.tenant_id, audit.actor(principal), "venue.created", venue.id)
     return json_response(venue, status=201)
 
 
@@ -177,11 +188,13 @@ async def get_venue(request: web.Request) -> web.Response:
 
 
 async def create_screen(request: web.Request) -> web.Response:
-    tenant_id = tenant_of(request)
+    principal = principal_of(request)
+    tenant_id = principal.tenant_id
     body = await read_json(request, _new_screen)
     async with request.app[POOL].acquire() as conn, conn.transaction():
         await queries.get_venue(conn, tenant_id, body.venue_id)
         screen = await queries.insert_screen(conn, tenant_id, body)
+        await audit.record(request, conn, tenant_id, audit.actor(principal), "screen.created", screen.id)
         content = await queries.get_screen_content(conn, screen.id)
         await outbox.add_event(
             conn,
@@ -225,11 +238,13 @@ async def get_playlist(request: web.Request) -> web.Response:
 
 
 async def replace_playlist(request: web.Request) -> web.Response:
-    tenant_id = tenant_of(request)
+    principal = principal_of(request)
+    tenant_id = principal.tenant_id
     screen_id = uuid_param(request)
     body = await read_json(request, _new_playlist)
     async with request.app[POOL].acquire() as conn, conn.transaction():
         playlist = await queries.replace_playlist(conn, tenant_id, screen_id, body.items)
+        await audit.record(request, conn, tenant_id, audit.actor(principal), "playlist.replaced", screen_id)
         content = await queries.get_screen_content(conn, screen_id)
         await outbox.put_kv(conn, SCREEN_CONTENT_BUCKET, str(screen_id), content)
     log.info("playlist_replaced", screen_id=str(screen_id), version=playlist.version)
@@ -244,11 +259,13 @@ async def get_config(request: web.Request) -> web.Response:
 
 
 async def update_config(request: web.Request) -> web.Response:
-    tenant_id = tenant_of(request)
+    principal = principal_of(request)
+    tenant_id = principal.tenant_id
     screen_id = uuid_param(request)
     patch = await read_json(request, _config_patch)
     async with request.app[POOL].acquire() as conn, conn.transaction():
         config = patch.applied_to(await queries.lock_screen_config(conn, tenant_id, screen_id))
+        await audit.record(request, conn, tenant_id, audit.actor(principal), "config.changed", screen_id)
         version = await queries.update_screen_config(conn, screen_id, config)
         await outbox.add_event(
             conn,

@@ -225,3 +225,26 @@ class DeviceFile(Body):
 
 class DeviceFileList(Body):
     items: list[DeviceFile]
+
+
+AdminAction = Literal[
+    "tenant.created", "venue.created", "screen.created", "playlist.replaced", "config.changed",
+    "client.registered", "client.revoked", "initial_access_token.issued", "file.stored", "file.deleted",
+]
+
+
+class AdminAuditEntry(Body):
+    id: int
+    at: datetime
+    # "operator", or "client:<clientId>": the API client whose access token made the change.
+    actor: str
+    action: AdminAction
+    # The id (or name, for files) of what changed.
+    resource_id: str
+    client_address: str | None
+
+
+class AdminAuditPage(Body):
+    items: list[AdminAuditEntry]
+    # Pass as ``before`` for the next (older) page; null on the last.
+    next_before: int | None

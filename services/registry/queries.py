@@ -8,7 +8,7 @@ from datetime import datetime
 import asyncpg
 import msgspec
 
-from services.registry.models import ApiClient, NewScreen, NewVenue, Playlist, Screen, Venue
+from services.registry.models import AdminAuditEntry, ApiClient, NewScreen, NewVenue, Playlist, Screen, Venue
 from shared.errors import NotFound
 from shared.events import CachePolicy, DeviceBound, DeviceRevoked, PresenceChanged, ScreenConfig
 from shared.pagination import Cursor
@@ -370,3 +370,40 @@ async def apply_presence_changed(conn: asyncpg.Connection, event: PresenceChange
         event.presence_seq,
     )
     return status.endswith(" 1")
+
+
+# ---- the admin audit trail --------------------------------------------------------------------
+
+
+async def add_audit(
+    conn: asyncpg.Connection,
+    tenant_id: uuid.UUID,
+    *,
+    actor: str,
+    action: str,
+    resource_id: object,
+    client_address: str | None,
+) -> None:
+    await conn.execute(
+        "INSERT INTO admin_audit (tenant_id, actor, action, resource_id, client_address)"
+        " VALUES ($1, $2, $3, $4, $5)",
+        tenant_id,
+        actor,
+        action,
+        str(resource_id),
+        client_address,
+    )
+
+
+async def list_audit(
+    conn: asyncpg.Connection, tenant_id: uuid.UUID, *, before: int | None, limit: int
+) -> list[AdminAuditEntry]:
+    """Newest first, older than ``before``."""
+    rows = await conn.fetch(
+        "SELECT id, at, actor, action, resource_id, client_address FROM admin_audit"
+        " WHERE tenant_id = $1 AND ($2::bigint IS NULL OR id < $2) ORDER BY id DESC LIMIT $3",
+        tenant_id,
+        before,
+        limit,
+    )
+    return [AdminAuditEntry(**row) for row in rows]

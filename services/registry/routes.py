@@ -1,8 +1,9 @@
 """Registry's operations: the routes it serves and its OpenAPI document, from one list."""
 
-from services.registry import clients, files
+from services.registry import audit, clients, files
 from services.registry import handlers as h
 from services.registry.models import (
+    AdminAuditPage,
     DeviceFile,
     DeviceFileList,
     ApiClient,
@@ -105,4 +106,10 @@ OPERATIONS = [
               responses={200: DeviceFileList}, errors=(401,), tag="Files for devices"),
     Operation("DELETE", "/v1/content/{name}", files.delete_file, "Delete a file", "admin",
               responses={204: None}, errors=(400, 401, 404), tag="Files for devices"),
+    Operation("GET", "/v1/audit", audit.list_audit,
+              "The tenant's admin changes, newest first: who, what, when, from where", "admin",
+              responses={200: AdminAuditPage}, errors=(400, 401),
+              params=(Param("limit", {"type": "integer", "minimum": 1, "maximum": 200, "default": 50}),
+                      Param("before", {"type": "integer"}, "nextBefore of the previous page")),
+              tag="Audit"),
 ]

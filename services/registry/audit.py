@@ -1,0 +1,54 @@
+"""The admin audit trail: every change to a tenant's data, with who made it, when and from where,
+written in the change's own transaction and listed per tenant (``GET /v1/audit``)."""
+
+from __future__ import annotations
+
+import uuid
+
+import asyncpg
+from aiohttp import web
+
+from services.registry import queries
+from services.registry.models import AdminAuditPage
+from shared.auth import Principal, tenant_of
+from shared.db import POOL
+from shared.errors import BadRequest, ErrorDetail
+from shared.pagination import page_limit
+from shared.web import SETTINGS, client_address, json_response
+
+OPERATOR = "operator"
+
+
+def actor(principal: Principal) -> str:
+    return f"client:{principal.client_id}"
+
+
+async def record(
+    request: web.Request,
+    conn: asyncpg.Connection,
+    tenant_id: uuid.UUID,
+    who: str,
+    action: str,
+    resource_id: object,
+) -> None:
+    await queries.add_audit(
+        conn,
+        tenant_id,
+        actor=who,
+        action=action,
+        resource_id=resource_id,
+        client_address=client_address(request, request.app[SETTINGS].trusted_proxies),
+    )
+
+
+async def list_audit(request: web.Request) -> web.Response:
+    tenant_id = tenant_of(request)
+    limit = page_limit(request)
+    raw = request.query.get("before")
+    if raw is not None and not (raw.isdigit() and len(raw) <= 18):
+        raise BadRequest("before is the nextBefore of a page", details=[ErrorDetail("before", "format")])
+    async with request.app[POOL].acquire() as conn:
+        entries = await queries.list_audit(conn, tenant_id, before=int(raw) if raw else None, limit=limit)
+    return json_response(
+        AdminAuditPage(items=entries, next_before=entries[-1].id if len(entries) == limit else None)
+    )

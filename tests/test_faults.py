@@ -5,7 +5,9 @@ stack converges by itself once the part is back."""
 from __future__ import annotations
 
 import asyncio
+import collections
 import os
+import signal
 import subprocess
 import sys
 from collections.abc import AsyncIterator
@@ -149,13 +151,13 @@ async def test_services_ride_out_a_postgres_restart(settings, sockets, own_postg
                 assert response.status == 200, (service, await response.text())
 
 
-def spawn_provisioning(settings: Any, log: Path) -> subprocess.Popen[bytes]:
-    """Provisioning as its own process on the stack's provisioning port, logging to ``log``."""
+def spawn(service: str, settings: Any, log: Path) -> subprocess.Popen[bytes]:
+    """``service`` as its own process on the stack's port for it, logging to ``log``."""
     env = {
         **os.environ,
         "DATABASE_URL": settings.database_url,
         "NATS_URL": settings.nats_url,
-        "PROVISIONING_PORT": str(settings.ports["provisioning"]),
+        f"{service.upper().replace('-', '_')}_PORT": str(settings.ports[service]),
         "REGISTRY_URL": settings.registry_url,
         "HOST": "127.0.0.1",
         "TOKEN_VERIFY_KEYS": public_key_of(settings.token_signing_key),
@@ -164,15 +166,17 @@ def spawn_provisioning(settings: Any, log: Path) -> subprocess.Popen[bytes]:
     }
     with open(log, "ab") as out:
         return subprocess.Popen(
-            [sys.executable, "-m", "services", "provisioning"], env=env, stdout=out, stderr=subprocess.STDOUT
+            [sys.executable, "-m", "services", service], env=env, stdout=out, stderr=subprocess.STDOUT
         )
 
 
-async def until_ready(stack: Stack, process: subprocess.Popen[bytes], log: Path) -> None:
+async def until_ready(
+    stack: Stack, process: subprocess.Popen[bytes], log: Path, service: str = "provisioning"
+) -> None:
     async def ready() -> bool:
         assert process.poll() is None, log.read_text()[-3000:]
         try:
-            async with aiohttp.ClientSession() as http, http.get(stack.url("provisioning") + "/readyz") as r:
+            async with aiohttp.ClientSession() as http, http.get(stack.url(service) + "/readyz") as r:
                 return r.status == 200
         except aiohttp.ClientConnectionError:
             return False
@@ -187,7 +191,7 @@ async def test_provisioning_killed_in_the_middle_of_binds_and_revokes_leaves_not
     screens = [await stack.screen(tenant["token"], f"S{i}") for i in range(12)]
     await stack.stop_service("provisioning")  # from here on it runs as a process we can kill
     log = tmp_path / "provisioning.log"
-    process = spawn_provisioning(stack.settings, log)
+    process = spawn("provisioning", stack.settings, log)
     try:
         await until_ready(stack, process, log)
         codes = [await stack.code(tenant["token"], screen["id"]) for screen in screens]
@@ -204,7 +208,7 @@ async def test_provisioning_killed_in_the_middle_of_binds_and_revokes_leaves_not
         process.kill()
         process.wait()
         first_round = await asyncio.gather(*attempts)
-        process = spawn_provisioning(stack.settings, log)
+        process = spawn("provisioning", stack.settings, log)
         await until_ready(stack, process, log)
         # Whatever the first round left undone, a TV simply tries again with its code.
         second_round = [await stack.register(code["code"]) for code in codes]
@@ -279,3 +283,66 @@ async def _check_nothing_half_done(
             raise AssertionError(f"outbox: {waiting}\nlocks: {locks}\n{log.read_text()[-4000:]}") from None
     finally:
         await nc.close()
+
+
+@pytest.mark.timeout(240)
+async def test_heartbeats_acked_by_the_gateway_survive_a_killed_heartbeat_service(stack, tmp_path):
+    """202 means in JetStream; the heartbeat service acks a batch only after storing it. Killed in
+    the middle, its unacked messages come back (after the consumer's ack wait) to the restarted
+    service: every heartbeat ends up stored, none twice."""
+    tenant = await stack.tenant()
+    screen, registered = await stack.paired_device(tenant["token"])
+    await stack.stop_service("heartbeat")
+    log = tmp_path / "heartbeat.log"
+    process = spawn("heartbeat", stack.settings, log)
+    try:
+        await until_ready(stack, process, log, "heartbeat")
+
+        async def beat(uptime: int) -> int:
+            body = {"uptimeSeconds": uptime}
+            return (await stack.call("POST", "/v1/device/heartbeat", token=registered["apiKey"], json=body))[
+                0
+            ]
+
+        async def gateway_knows_the_key() -> bool:
+            return await beat(0) == 202
+
+        await stack.eventually(gateway_knows_the_key)
+        # Frozen, the service has a fetch open: JetStream hands it messages it will never ack.
+        process.send_signal(signal.SIGSTOP)
+        statuses = await asyncio.gather(*(beat(uptime) for uptime in range(1, 400)))
+        assert set(statuses) == {202}, collections.Counter(statuses)
+        await asyncio.sleep(0.5)
+        process.kill()
+        process.wait()
+        conn = await asyncpg.connect(stack.settings.database_url)
+        try:
+            assert await conn.fetchval("SELECT count(*) FROM heartbeat.heartbeats") < 400
+        finally:
+            await conn.close()
+        process = spawn("heartbeat", stack.settings, log)
+        await until_ready(stack, process, log, "heartbeat")
+
+        async def stored() -> int:
+            count, since = 0, None
+            while True:
+                query = "?limit=200" + (f"&since={since}" if since else "")
+                status, page, _ = await stack.call(
+                    "GET", f"/v1/screens/{screen['id']}/heartbeats{query}", token=tenant["token"]
+                )
+                if status == 404:  # the service's copy of the screen may still be on its way
+                    return 0
+                assert status == 200, page
+                count += len(page["items"])
+                since = page["nextSince"]
+                if not since:
+                    return count
+
+        async def all_stored() -> bool:
+            return await stored() >= 400
+
+        await stack.eventually(all_stored, timeout=90, interval=1)
+        assert await stored() == 400  # none twice
+    finally:
+        process.kill()
+        process.wait()

@@ -16,6 +16,7 @@ from aiohttp import web
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext, api
+from nats.js.object_store import ObjectStore
 
 from shared.events import AnyEvent, event_decoder
 from shared.logging import new_log_context
@@ -33,6 +34,8 @@ CONSUMER_PENDING = prometheus_client.Gauge(
 
 NC = web.AppKey("NC", NATS)
 JS = web.AppKey("JS", JetStreamContext)
+# The object store of files for devices, looked up once (each lookup is a request to NATS).
+FILES = web.AppKey("FILES", ObjectStore)
 
 DAY = 24 * 3600
 STREAMS = {
@@ -108,6 +111,7 @@ async def jetstream_ctx(app: web.Application) -> AsyncIterator[None]:
     app[NC] = await connect(settings.nats_url, app[SERVICE])
     app[JS] = app[NC].jetstream()
     await ensure_topology(app[JS], settings.nats_replicas)
+    app[FILES] = await app[JS].object_store(DEVICE_FILES_BUCKET)
 
     async def nats_ready() -> bool:
         return app[NC].is_connected

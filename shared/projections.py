@@ -72,6 +72,11 @@ def device_file_object(tenant_id: uuid.UUID, name: str) -> str:
     return f"{tenant_id}/{name}"
 
 
+def device_file_etag(digest: str | None) -> str:
+    """A strong validator from the object store's SHA-256 of the content (``SHA-256=<base64>``)."""
+    return '"' + (digest or "").removeprefix("SHA-256=") + '"'
+
+
 def device_file_meta(description: str | None) -> DeviceFileMeta:
     if not description:
         return DeviceFileMeta(content_type="application/octet-stream")

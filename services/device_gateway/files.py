@@ -10,10 +10,10 @@ import nats.errors
 import nats.js.errors
 from aiohttp import web
 
-from services.device_gateway.handlers import authenticate
-from shared.bus import JS
+from services.device_gateway.handlers import authenticate, etag_matches
+from shared.bus import FILES
 from shared.errors import NotFound, Unavailable
-from shared.projections import DEVICE_FILES_BUCKET, device_file_meta, device_file_object
+from shared.projections import device_file_etag, device_file_meta, device_file_object
 
 _RANGE = re.compile(r"bytes=(\d*)-(\d*)")
 _FILE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,199}")
@@ -25,17 +25,17 @@ async def get_file(request: web.Request) -> web.StreamResponse:
     if not _FILE_NAME.fullmatch(name):
         raise NotFound("no such file")
     try:
-        store = await request.app[JS].object_store(DEVICE_FILES_BUCKET)
+        store = request.app[FILES]
         object_name = device_file_object(device.tenant_id, name)
         info = await store.get_info(object_name)
         meta = device_file_meta(info.description)
         # Another screen's file is as absent as a file that does not exist.
         if info.deleted or (meta.screen_ids and device.screen_id not in meta.screen_ids):
             raise NotFound("no such file")
-        etag = '"' + (info.digest or "").removeprefix("SHA-256=") + '"'
+        etag = device_file_etag(info.digest)
         headers = {"ETag": etag, "Accept-Ranges": "bytes", "Cache-Control": "private, no-cache"}
         if_none_match = request.headers.get("If-None-Match")
-        if if_none_match and etag in [tag.strip().removeprefix("W/") for tag in if_none_match.split(",")]:
+        if if_none_match and etag_matches(if_none_match, etag):
             return web.Response(status=304, headers=headers)
         size = info.size or 0
         wanted = _range(request, size, etag)

@@ -41,7 +41,7 @@ def authenticate(request: web.Request) -> DeviceKey:
     return device
 
 
-def _matches(if_none_match: str, etag: str) -> bool:
+def etag_matches(if_none_match: str, etag: str) -> bool:
     """RFC 9110 §13.1.2: weak comparison over a list of entity tags, or ``*``."""
     if if_none_match == etag:
         return True
@@ -52,7 +52,7 @@ def _matches(if_none_match: str, etag: str) -> bool:
 def _conditional(request: web.Request, body: bytes, etag: str) -> web.Response:
     headers = {"ETag": etag, "Cache-Control": "private, no-cache"}
     if_none_match = request.headers.get("If-None-Match")
-    if if_none_match and _matches(if_none_match, etag):
+    if if_none_match and etag_matches(if_none_match, etag):
         return web.Response(status=304, headers=headers)
     return web.Response(body=body, headers=headers, content_type="application/json")
 

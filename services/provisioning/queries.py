@@ -389,10 +389,6 @@ async def audit_trail(conn: asyncpg.Connection, tenant_id: uuid.UUID, device_id:
     return [AuditEntry(**row) for row in rows]
 
 
-async def set_recovery_secret(conn: asyncpg.Connection, device_id: uuid.UUID, secret_hash: bytes) -> None:
-    await conn.execute("UPDATE devices SET recovery_secret_hash = $2 WHERE id = $1", device_id, secret_hash)
-
-
 async def recoverable_device(
     conn: asyncpg.Connection, tenant_id: uuid.UUID, screen_id: uuid.UUID, hardware_id: str
 ) -> uuid.UUID | None:

@@ -20,10 +20,15 @@ from nats.js import api
 from services.registry import audit, queries
 from services.registry.models import DeviceFile, DeviceFileList
 from shared.auth import principal_of, tenant_of
-from shared.bus import JS
+from shared.bus import FILES
 from shared.db import POOL
 from shared.errors import BadRequest, ErrorDetail, NotFound
-from shared.projections import DEVICE_FILES_BUCKET, DeviceFileMeta, device_file_meta, device_file_object
+from shared.projections import (
+    DeviceFileMeta,
+    device_file_etag,
+    device_file_meta,
+    device_file_object,
+)
 from shared.web import SETTINGS, json_response, read_limited
 
 log = structlog.get_logger()
@@ -56,7 +61,7 @@ async def put_file(request: web.Request) -> web.Response:
     meta = DeviceFileMeta(
         content_type=request.content_type or "application/octet-stream", screen_ids=screen_ids
     )
-    store = await request.app[JS].object_store(DEVICE_FILES_BUCKET)
+    store = request.app[FILES]
     info = await store.put(
         device_file_object(tenant_id, name),
         data,
@@ -79,7 +84,7 @@ def _view(name: str, info: api.ObjectInfo, meta: DeviceFileMeta) -> DeviceFile:
     return DeviceFile(
         name=name,
         size=info.size or 0,
-        etag=file_etag(info),
+        etag=device_file_etag(info.digest),
         content_type=meta.content_type,
         screen_ids=list(meta.screen_ids),
         # The store's mtime is an RFC 3339 string (any offset, up to nanoseconds): ours is UTC "Z".
@@ -87,14 +92,9 @@ def _view(name: str, info: api.ObjectInfo, meta: DeviceFileMeta) -> DeviceFile:
     )
 
 
-def file_etag(info: api.ObjectInfo) -> str:
-    """A strong validator: the object store's SHA-256 of the content."""
-    return '"' + (info.digest or "").removeprefix("SHA-256=") + '"'
-
-
 async def list_files(request: web.Request) -> web.Response:
     tenant_id = tenant_of(request)
-    store = await request.app[JS].object_store(DEVICE_FILES_BUCKET)
+    store = request.app[FILES]
     prefix = f"{tenant_id}/"
     try:
         objects = await store.list()
@@ -112,7 +112,7 @@ async def delete_file(request: web.Request) -> web.Response:
     principal = principal_of(request)
     tenant_id = principal.tenant_id
     name = file_name(request)
-    store = await request.app[JS].object_store(DEVICE_FILES_BUCKET)
+    store = request.app[FILES]
     try:
         await store.delete(device_file_object(tenant_id, name))
     except (

@@ -21,7 +21,7 @@ from nats.js.object_store import ObjectStore
 from shared.events import AnyEvent, event_decoder
 from shared.logging import new_log_context
 from shared.projections import DEVICE_FILES_BUCKET, DEVICE_KEYS_BUCKET, SCREEN_CONTENT_BUCKET
-from shared.web import READINESS, SERVICE, SETTINGS, background
+from shared.web import READINESS, SERVICE, SETTINGS, background, finished
 
 log = structlog.get_logger()
 
@@ -164,16 +164,17 @@ async def pull_batches(
         except (nats.errors.Error, asyncio.TimeoutError) as exc:
             log.warning("consumer_setup_failed", durable=durable, error=str(exc))
             await asyncio.sleep(1)
+    held: list[Msg] = []  # fetched, not yet handed to the caller
     try:
         while True:
             try:
                 # nats-py's fetch(n) waits until n messages came or the timeout passed, so a quiet
                 # stream would delay each message by the whole timeout. Wait for one, then take
                 # what else is there within a moment.
-                messages = await subscription.fetch(1, timeout=5)
+                held = await subscription.fetch(1, timeout=5)
                 if batch > 1:
                     with contextlib.suppress(asyncio.TimeoutError):
-                        messages += await subscription.fetch(batch - 1, timeout=0.05)
+                        held += await subscription.fetch(batch - 1, timeout=0.05)
             except asyncio.TimeoutError:
                 # nats-py raises its own TimeoutError, and on some paths (a busy loop that
                 # overran the deadline) the builtin one: both mean "nothing yet".
@@ -182,10 +183,33 @@ async def pull_batches(
                 log.warning("consumer_fetch_failed", durable=durable, error=str(exc))
                 await asyncio.sleep(1)
                 continue
+            messages, held = held, []
             CONSUMER_PENDING.labels(durable).set(messages[-1].metadata.num_pending)
             yield messages
     finally:
-        # An open pull request would hold up drain() at shutdown until its timeout.
+        await _close(subscription, held)
+
+
+async def _close(subscription: JetStreamContext.PullSubscription, held: list[Msg]) -> None:
+    """End the subscription at a stop and hand back at once (nak: to another replica, or to the
+    next start) what it holds unhandled, instead of leaving it to wait out the ack wait (30 s).
+
+    Unhandled are the messages of a fetch the stop cut off, those a batch fetch's pull request
+    brought after the fetch had returned (nats-py queues them for the next fetch), and those
+    on their way to our open pull requests. So: unsubscribe on the wire (the server drops our
+    pull requests; an open one would also hold up drain() until it expired), a round trip (all
+    sent before it is here), hand back, then forget the subscription. nats-py's own
+    ``unsubscribe`` drops what arrives after it, and has no public way to read its queue.
+    """
+    sub = subscription._sub  # noqa: SLF001 - see above
+    with contextlib.suppress(nats.errors.Error):
+        await sub._conn._send_unsubscribe(sub._id)  # noqa: SLF001
+        await sub._conn.flush(timeout=1)  # noqa: SLF001
+    while not sub._pending_queue.empty():  # noqa: SLF001
+        held.append(sub._pending_queue.get_nowait())  # noqa: SLF001
+    with contextlib.suppress(nats.errors.Error):
+        # Status messages (a pull request's timeout) have no reply subject.
+        await asyncio.gather(*(message.nak() for message in held if message.reply))
         await subscription.unsubscribe()
 
 
@@ -214,8 +238,12 @@ async def consume_events(
     )
     async with contextlib.aclosing(pull_batches(js, stream, config, batch)) as batches:
         async for messages in batches:
-            for message in messages:
-                await _apply(message, handle)
+            await finished(_apply_all(messages, handle))
+
+
+async def _apply_all(messages: list[Msg], handle: EventHandler) -> None:
+    for message in messages:
+        await _apply(message, handle)
 
 
 async def _apply(message: Msg, handle: EventHandler) -> None:

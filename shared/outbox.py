@@ -31,6 +31,8 @@ _encoder = msgspec.json.Encoder()
 BATCH = 500
 # Notifications are the trigger; this is only the safety net should one ever be missed.
 IDLE_RECHECK_SECONDS = 5.0
+# At shutdown, how long the active relay may take to publish what is committed.
+FLUSH_SECONDS = 5.0
 
 
 async def add_event(conn: asyncpg.Connection, event: Event) -> None:
@@ -87,6 +89,9 @@ class Relay:
         self._schema = schema
         self._js = js
         self._wake = asyncio.Event()
+        self._active = False
+        self._passes = 0  # publishing passes started
+        self._emptied = 0  # the last pass that left nothing behind
 
     async def run(self) -> None:
         while True:
@@ -103,12 +108,30 @@ class Relay:
             while not await conn.fetchval("SELECT pg_try_advisory_lock(hashtext($1))", f"outbox:{self._schema}"):
                 await self._sleep(IDLE_RECHECK_SECONDS)
             log.info("outbox_relay_active", schema=self._schema)
+            self._active = True
             while True:
                 self._wake.clear()
+                self._passes += 1
+                current = self._passes
                 if not await self._publish_batch(conn):
+                    self._emptied = current
                     await self._sleep(IDLE_RECHECK_SECONDS)
         finally:
+            self._active = False
             await conn.close(timeout=2)
+
+    async def flush(self, seconds: float) -> None:
+        """At shutdown, when this relay is the active one: wait (at most ``seconds``) for a pass
+        that starts now and leaves the outbox empty, so that what the last requests committed
+        leaves now — not when another replica takes over or this one starts again."""
+        if not self._active:
+            return
+        wanted = self._passes + 1
+        self._wake.set()
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(seconds):
+                while self._emptied < wanted and self._active:
+                    await asyncio.sleep(0.01)
 
     async def _sleep(self, seconds: float) -> None:
         # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancellation (see web.stop).
@@ -170,7 +193,11 @@ def _waves(rows: list[asyncpg.Record]) -> list[list[asyncpg.Record]]:
 
 
 def relay_ctx(schema: str) -> Callable[[web.Application], AsyncIterator[None]]:
-    async def run(app: web.Application) -> None:
-        await Relay(app[SETTINGS].database_url, schema, app[JS]).run()
+    async def ctx(app: web.Application) -> AsyncIterator[None]:
+        relay = Relay(app[SETTINGS].database_url, schema, app[JS])
+        running = background(f"outbox-relay-{schema}", lambda _: relay.run())
+        async with contextlib.asynccontextmanager(running)(app):
+            yield
+            await relay.flush(FLUSH_SECONDS)
 
-    return background(f"outbox-relay-{schema}", run)
+    return ctx

@@ -8,6 +8,7 @@ mode, so any worker's ``/metrics`` answers for the whole pod.
 
 from __future__ import annotations
 
+import asyncio
 import ctypes
 import os
 import shutil
@@ -24,6 +25,7 @@ from aiohttp import web
 from prometheus_client import multiprocess
 
 from shared.settings import Settings
+from shared.web import IN_FLIGHT
 
 log = structlog.get_logger()
 
@@ -37,17 +39,59 @@ def main(service: str, create_app: Callable[[Settings], web.Application], settin
     serve(service, create_app, settings)
 
 
+# How long a stopping service waits for the requests in flight, then for their answers to be
+# written; a rollout's grace period (deploy/base: 45 s after a 10 s preStop delay) covers both.
+DRAIN_SECONDS = 10
+
+
 def serve(service: str, create_app: Callable[[Settings], web.Application], settings: Settings) -> None:
-    uvloop.install()
-    web.run_app(
-        create_app(settings),
-        host=settings.host,
-        port=settings.ports[service],
-        reuse_port=WORKER in os.environ,
-        access_log=None,  # each route logs one line per request, with its request id
-        print=None,
-        shutdown_timeout=10,
-    )
+    uvloop.run(_serve(create_app(settings), settings.host, settings.ports[service]))
+
+
+async def _serve(app: web.Application, host: str, port: int) -> None:
+    """Serve until SIGTERM or SIGINT, then stop as a rollout needs: the port closes (new
+    connections go to other replicas), event streams end, the requests in flight are answered,
+    then background work stops (each unit of it finishes first, see ``shared.web.background``)
+    and the connections to PostgreSQL and NATS close."""
+    runner = DrainingRunner(app, access_log=None, handle_signals=False, shutdown_timeout=DRAIN_SECONDS)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    try:
+        await runner.setup()
+        await web.TCPSite(runner, host, port, reuse_port=WORKER in os.environ).start()
+        await stop.wait()
+        await runner.drain(DRAIN_SECONDS)
+    finally:
+        await runner.cleanup()
+
+
+class DrainingRunner(web.AppRunner):
+    """aiohttp's runner, with the wait for requests in flight before the connections close.
+
+    aiohttp's own stop closes every connection first and then waits for the handlers; a closed
+    connection ignores what still arrives on it, so a request whose body was still on its way
+    could never complete and was cancelled at the timeout (its client saw the connection drop).
+    """
+
+    _shutdown_sent = False
+
+    async def drain(self, seconds: float) -> None:
+        in_flight = self.app[IN_FLIGHT]
+        in_flight.stopping = True
+        for site in list(self.sites):
+            await site.stop()
+        await super().shutdown()  # on_shutdown: event streams end now, not after the wait
+        self._shutdown_sent = True
+        log.info("draining", in_flight=in_flight.count)
+        left = await in_flight.wait(seconds)
+        if left:
+            log.warning("drain_timed_out", in_flight=left, seconds=seconds)
+
+    async def shutdown(self) -> None:
+        if not self._shutdown_sent:  # cleanup() sends on_shutdown; drain() did already
+            await super().shutdown()
 
 
 def supervise(workers: int) -> int:

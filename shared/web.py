@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ipaddress
 import itertools
 import os
@@ -32,6 +33,37 @@ SERVICE = web.AppKey("SERVICE", str)
 # Named checks that /readyz runs; each returns True when its dependency answers.
 READINESS = web.AppKey("READINESS", dict[str, Callable[[], Awaitable[bool]]])
 
+
+class InFlight:
+    """The requests a service is handling, so that a stopping service can wait for them to be
+    answered (``shared.serve``); once it is stopping, answers ask the client to close the
+    connection, and its next request goes to another replica."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.stopping = False
+        self._idle = asyncio.Event()
+        self._idle.set()
+
+    def enter(self) -> None:
+        self.count += 1
+        self._idle.clear()
+
+    def leave(self) -> None:
+        self.count -= 1
+        if not self.count:
+            self._idle.set()
+
+    async def wait(self, seconds: float) -> int:
+        """Wait until no request is in flight, at most ``seconds``; the number still in flight."""
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(seconds):
+                await self._idle.wait()
+        return self.count
+
+
+IN_FLIGHT = web.AppKey("IN_FLIGHT", InFlight)
+
 REQUESTS = prometheus_client.Counter(
     "http_requests_total", "HTTP requests answered", ["service", "method", "route", "status"]
 )
@@ -59,6 +91,7 @@ def base_app(service: str, settings: Settings) -> web.Application:
     app[SETTINGS] = settings
     app[SERVICE] = service
     app[READINESS] = {}
+    app[IN_FLIGHT] = InFlight()
     add_routes(app, [
         ("GET", "/healthz", healthz, True),
         ("GET", "/readyz", readyz, True),
@@ -110,12 +143,18 @@ def instrumented(service: str, method: str, route: str, handler: Handler, *, qui
         started = time.perf_counter()
         request_id = request.headers.get("X-Request-ID") or f"{_REQUEST_ID_PREFIX}{next(_REQUEST_IDS):x}"
         new_log_context(request_id=request_id)
+        in_flight = request.app[IN_FLIGHT]
+        in_flight.enter()
         try:
             response = await handler(request)
         except Exception as exc:  # noqa: BLE001 - every failure becomes a response in our shape
             response = error_response(request, exc)
+        finally:
+            in_flight.leave()
         if not response.prepared:  # a stream sent its headers already
             response.headers["X-Request-ID"] = request_id
+            if in_flight.stopping:
+                response.force_close()
         elapsed = time.perf_counter() - started
         status = response.status
         counter = counted.get(status)
@@ -294,6 +333,29 @@ def background(
         await stop(task)
 
     return ctx
+
+
+# How long a unit of background work may go on once its service is stopping (see ``finished``).
+FINISH_SECONDS = 10
+
+
+async def finished(work: Awaitable[T]) -> T:
+    """Await ``work`` to its end, even when the caller is cancelled meanwhile (its service is
+    stopping): then for at most FINISH_SECONDS more, and the cancellation goes on after it.
+
+    For units of background work that are cheaper to finish than to redo: a batch of messages
+    cut off before its ack comes back only after the consumer's ack wait (30 s), to whichever
+    replica is left."""
+    task = asyncio.ensure_future(work)
+    try:
+        return await asyncio.shield(task)
+    except asyncio.CancelledError:
+        deadline = asyncio.get_running_loop().time() + FINISH_SECONDS
+        while not task.done() and (left := deadline - asyncio.get_running_loop().time()) > 0:
+            with contextlib.suppress(asyncio.CancelledError):  # stop() cancels again meanwhile
+                await asyncio.wait([task], timeout=left)
+        task.cancel()
+        raise
 
 
 async def stop(task: asyncio.Task[Any]) -> None:

@@ -6,9 +6,13 @@ Tests talk HTTP to the entry point exactly as a user would; helpers walk the com
 from __future__ import annotations
 
 import asyncio
+import os
 import socket
+import subprocess
+import sys
 import time
 import uuid
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -19,6 +23,7 @@ from services.device_gateway.app import create_app as create_gateway
 from services.heartbeat.app import create_app as create_heartbeat
 from services.provisioning.app import create_app as create_provisioning
 from services.registry.app import create_app as create_registry
+from shared.auth import public_key_of
 from shared.settings import DEFAULT_PORTS, Settings
 
 SERVICES = {
@@ -194,3 +199,38 @@ class Stack:
 
 def new_id() -> str:
     return str(uuid.uuid4())
+
+
+def spawn(service: str, settings: Settings, log: Path) -> subprocess.Popen[bytes]:
+    """``service`` as its own process on the stack's port for it, logging to ``log``."""
+    env = {
+        **os.environ,
+        "DATABASE_URL": settings.database_url,
+        "NATS_URL": settings.nats_url,
+        f"{service.upper().replace('-', '_')}_PORT": str(settings.ports[service]),
+        "REGISTRY_URL": settings.registry_url,
+        "PROVISIONING_URL": settings.provisioning_url,
+        "HOST": "127.0.0.1",
+        "TOKEN_SIGNING_KEY": settings.token_signing_key,
+        "TOKEN_VERIFY_KEYS": public_key_of(settings.token_signing_key),
+        "OPERATOR_TOKEN": settings.operator_token,
+        "LOG_FORMAT": "json",
+    }
+    with open(log, "ab") as out:
+        return subprocess.Popen(
+            [sys.executable, "-m", "services", service], env=env, stdout=out, stderr=subprocess.STDOUT
+        )
+
+
+async def until_ready(
+    stack: Stack, process: subprocess.Popen[bytes], log: Path, service: str = "provisioning"
+) -> None:
+    async def ready() -> bool:
+        assert process.poll() is None, log.read_text()[-3000:]
+        try:
+            async with aiohttp.ClientSession() as http, http.get(stack.url(service) + "/readyz") as r:
+                return r.status == 200
+        except aiohttp.ClientConnectionError:
+            return False
+
+    await stack.eventually(ready, timeout=30, interval=0.1)

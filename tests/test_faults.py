@@ -6,10 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import os
 import signal
-import subprocess
-import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -24,9 +21,8 @@ import pytest_asyncio
 
 from devstack.infra import Postgres
 from services.setup import migrate
-from shared.auth import public_key_of
 from shared.projections import DEVICE_KEYS_BUCKET
-from tests.stack import Stack
+from tests.stack import Stack, spawn, until_ready
 
 # How long a change made during an outage may take to be enforced once the part is back: NATS
 # clients retry every 0.5 s, the outbox relay wakes on commit or within a second.
@@ -43,10 +39,10 @@ async def screen_state(stack: Stack, token: str, screen_id: str) -> str:
     return (await stack.call("GET", f"/v1/screens/{screen_id}", token=token))[1]["state"]
 
 
-async def event_counts(nats_url: str) -> dict[str, int]:
+async def event_counts(nats_url: str, subjects: str = "provisioning.device.>") -> dict[str, int]:
     nc = await nats.connect(nats_url)
     try:
-        info = await nc.jetstream().stream_info("EVENTS", subjects_filter="provisioning.device.>")
+        info = await nc.jetstream().stream_info("EVENTS", subjects_filter=subjects)
         return dict(info.state.subjects or {})
     finally:
         await nc.close()
@@ -151,50 +147,19 @@ async def test_services_ride_out_a_postgres_restart(settings, sockets, own_postg
                 assert response.status == 200, (service, await response.text())
 
 
-def spawn(service: str, settings: Any, log: Path) -> subprocess.Popen[bytes]:
-    """``service`` as its own process on the stack's port for it, logging to ``log``."""
-    env = {
-        **os.environ,
-        "DATABASE_URL": settings.database_url,
-        "NATS_URL": settings.nats_url,
-        f"{service.upper().replace('-', '_')}_PORT": str(settings.ports[service]),
-        "REGISTRY_URL": settings.registry_url,
-        "HOST": "127.0.0.1",
-        "TOKEN_VERIFY_KEYS": public_key_of(settings.token_signing_key),
-        "OPERATOR_TOKEN": settings.operator_token,
-        "LOG_FORMAT": "json",
-    }
-    with open(log, "ab") as out:
-        return subprocess.Popen(
-            [sys.executable, "-m", "services", service], env=env, stdout=out, stderr=subprocess.STDOUT
-        )
-
-
-async def until_ready(
-    stack: Stack, process: subprocess.Popen[bytes], log: Path, service: str = "provisioning"
-) -> None:
-    async def ready() -> bool:
-        assert process.poll() is None, log.read_text()[-3000:]
-        try:
-            async with aiohttp.ClientSession() as http, http.get(stack.url(service) + "/readyz") as r:
-                return r.status == 200
-        except aiohttp.ClientConnectionError:
-            return False
-
-    await stack.eventually(ready, timeout=30, interval=0.1)
-
-
 async def test_provisioning_killed_in_the_middle_of_binds_and_revokes_leaves_nothing_half_done(
     stack, tmp_path
 ):
     tenant = await stack.tenant()
-    screens = [await stack.screen(tenant["token"], f"S{i}") for i in range(12)]
+    token = tenant["token"]
+    screens = [await stack.screen(token, f"S{i}") for i in range(12)]
+    paired = [(await stack.paired_device(token))[1] for _ in range(6)]  # to be revoked
     await stack.stop_service("provisioning")  # from here on it runs as a process we can kill
     log = tmp_path / "provisioning.log"
     process = spawn("provisioning", stack.settings, log)
     try:
         await until_ready(stack, process, log)
-        codes = [await stack.code(tenant["token"], screen["id"]) for screen in screens]
+        codes = [await stack.code(token, screen["id"]) for screen in screens]
 
         async def register(code: str) -> int | str:
             try:
@@ -202,7 +167,15 @@ async def test_provisioning_killed_in_the_middle_of_binds_and_revokes_leaves_not
             except aiohttp.ClientError as exc:
                 return type(exc).__name__
 
+        async def revoke(device: dict[str, Any]) -> int | str:
+            try:
+                path = f"/v1/devices/{device['deviceId']}/revoke"
+                return (await stack.call("POST", path, token=token, json={"reason": "stolen"}))[0]
+            except aiohttp.ClientError as exc:
+                return type(exc).__name__
+
         attempts = [asyncio.create_task(register(code["code"])) for code in codes]
+        attempts += [asyncio.create_task(revoke(device)) for device in paired]
         # Killed as soon as the first is through: the others are in flight or not started.
         await asyncio.wait(attempts, return_when=asyncio.FIRST_COMPLETED)
         process.kill()
@@ -210,9 +183,17 @@ async def test_provisioning_killed_in_the_middle_of_binds_and_revokes_leaves_not
         first_round = await asyncio.gather(*attempts)
         process = spawn("provisioning", stack.settings, log)
         await until_ready(stack, process, log)
-        # Whatever the first round left undone, a TV simply tries again with its code.
+        # Whatever the first round left undone, a TV simply tries again with its code, and the
+        # admin revokes again (409 when the first one had gone through).
         second_round = [await stack.register(code["code"]) for code in codes]
+        assert {await revoke(device) for device in paired} <= {200, 409}
         await _check_nothing_half_done(stack, codes, first_round, second_round, log)
+
+        async def revoked_everywhere() -> bool:
+            statuses = [await playlist_status(stack, device["apiKey"]) for device in paired]
+            return set(statuses) == {401}
+
+        await stack.eventually(revoked_everywhere, timeout=CONVERGE_SECONDS, interval=0.2)
     finally:  # kept running until here: its relay publishes what the second round committed
         process.kill()
         process.wait()
@@ -224,7 +205,7 @@ async def _check_nothing_half_done(
     # A second try is 201, or 409 when the first one had committed (its answer may have been lost
     # with the process: the entry point said 502).
     assert all(status in (201, 409) for status, _ in second_round), (first_round, second_round)
-    assert any(status != 201 for status in first_round), first_round  # the kill did interrupt work
+    assert any(status not in (200, 201) for status in first_round), first_round  # the kill cut work off
 
     conn = await asyncpg.connect(stack.settings.database_url)
     try:
@@ -240,6 +221,13 @@ async def _check_nothing_half_done(
             await conn.fetchval(
                 "SELECT count(*) FROM provisioning.devices d WHERE NOT EXISTS"
                 " (SELECT 1 FROM provisioning.device_keys k WHERE k.device_id = d.id)"
+            )
+            == 0
+        )
+        assert (
+            await conn.fetchval(
+                "SELECT count(*) FROM provisioning.device_keys k JOIN provisioning.devices d"
+                " ON d.id = k.device_id WHERE d.status = 'suspended' AND k.revoked_at IS NULL"
             )
             == 0
         )
@@ -283,6 +271,93 @@ async def _check_nothing_half_done(
             raise AssertionError(f"outbox: {waiting}\nlocks: {locks}\n{log.read_text()[-4000:]}") from None
     finally:
         await nc.close()
+
+
+async def test_registry_killed_in_the_middle_of_changes_loses_no_event(stack, tmp_path):
+    """Screens created and playlists and configs changed while registry is SIGKILLed: after a
+    restart and the admin's retries, every screen registry has was announced exactly once, and
+    every TV plays what registry says its screen has."""
+    tenant = await stack.tenant()
+    token = tenant["token"]
+    paired = [await stack.paired_device(token) for _ in range(4)]
+    status, venue, _ = await stack.call("POST", "/v1/venues", token=token, json={"name": "HQ"})
+    assert status == 201, venue
+    await stack.stop_service("registry")
+    log = tmp_path / "registry.log"
+    process = spawn("registry", stack.settings, log)
+
+    def playlist(round_: int) -> dict[str, Any]:
+        return {
+            "items": [{"type": "image", "url": f"https://cdn.example.com/{round_}.png", "durationSeconds": 5}]
+        }
+
+    async def change(method: str, path: str, body: Any) -> int | str:
+        try:
+            return (await stack.call(method, path, token=token, json=body))[0]
+        except aiohttp.ClientError as exc:
+            return type(exc).__name__
+
+    def changes(round_: int) -> list[Any]:
+        return [
+            *(
+                change("POST", "/v1/screens", {"venueId": venue["id"], "name": f"New {round_}.{i}"})
+                for i in range(8)
+            ),
+            *(
+                change("PUT", f"/v1/screens/{screen['id']}/playlist", playlist(round_))
+                for screen, _ in paired
+            ),
+            *(
+                change(
+                    "PATCH", f"/v1/screens/{screen['id']}/config", {"heartbeatIntervalMinutes": 1 + round_}
+                )
+                for screen, _ in paired
+            ),
+        ]
+
+    try:
+        await until_ready(stack, process, log, "registry")
+        attempts = [asyncio.create_task(attempt) for attempt in changes(1)]
+        await asyncio.wait(attempts, return_when=asyncio.FIRST_COMPLETED)
+        process.kill()
+        process.wait()
+        first_round = await asyncio.gather(*attempts)
+        assert any(status not in (200, 201) for status in first_round), first_round  # the kill cut work off
+        process = spawn("registry", stack.settings, log)
+        await until_ready(stack, process, log, "registry")
+        # The admin's console tries its changes again (a later round: the last word).
+        assert set(await asyncio.gather(*changes(2))) <= {200, 201}
+
+        conn = await asyncpg.connect(stack.settings.database_url)
+        try:
+
+            async def each_screen_announced_once() -> bool:
+                screens = await conn.fetchval("SELECT count(*) FROM registry.screens")
+                announced = await event_counts(stack.settings.nats_url, "registry.screen.created")
+                return announced == {"registry.screen.created": screens}
+
+            await stack.eventually(each_screen_announced_once, timeout=CONVERGE_SECONDS, interval=0.2)
+        finally:
+            await conn.close()
+
+        async def every_tv_plays_the_last_word() -> bool:
+            for screen, registered in paired:
+                status, body, _ = await stack.call("GET", "/v1/device/playlist", token=registered["apiKey"])
+                _, config, _ = await stack.call("GET", "/v1/device/config", token=registered["apiKey"])
+                _, stored, _ = await stack.call("GET", f"/v1/screens/{screen['id']}/playlist", token=token)
+                if (
+                    status != 200
+                    or body["items"] != playlist(2)["items"]
+                    or body["version"] != stored["version"]
+                    or config["heartbeatIntervalMinutes"] != 3
+                ):
+                    return False
+            return True
+
+        await stack.eventually(every_tv_plays_the_last_word, timeout=CONVERGE_SECONDS, interval=0.2)
+    finally:
+        process.kill()
+        process.wait()
 
 
 @pytest.mark.timeout(240)

@@ -12,7 +12,8 @@ from aiohttp import web
 from prometheus_client.parser import text_string_to_metric_families
 
 from shared.logging import merge_log_context
-from shared.web import background
+from shared import web as shared_web
+from shared.web import background, finished
 
 SERVICES = ("registry", "provisioning", "device-gateway", "heartbeat")
 
@@ -153,6 +154,30 @@ async def test_a_background_task_that_loses_a_cancellation_still_stops():
     await asyncio.sleep(0.05)
     await asyncio.wait_for(runner.cleanup(), timeout=10)
     assert len(cancels) == 2
+
+
+async def test_a_unit_of_work_in_hand_at_the_stop_is_finished_first(monkeypatch):
+    """A consumer's batch is stored and acked before its task stops (not redelivered after the
+    ack wait); one that cannot finish is given up after FINISH_SECONDS."""
+    done: list[str] = []
+
+    async def batch(name: str, seconds: float) -> None:
+        await asyncio.sleep(seconds)
+        done.append(name)
+
+    async def consumer(name: str, seconds: float) -> None:
+        await finished(batch(name, seconds))
+        done.append(f"{name} went on")  # must not: the stop goes on once the batch is done
+
+    monkeypatch.setattr(shared_web, "FINISH_SECONDS", 1.5)
+    quick = asyncio.create_task(consumer("quick", 0.3))
+    endless = asyncio.create_task(consumer("endless", 3600))
+    await asyncio.sleep(0.05)
+    started = asyncio.get_running_loop().time()
+    await asyncio.gather(shared_web.stop(quick), shared_web.stop(endless))  # cancels every second
+    assert done == ["quick"]
+    assert quick.cancelled() and endless.cancelled()
+    assert 1.4 < asyncio.get_running_loop().time() - started < 3
 
 
 async def test_log_lines_carry_the_request_and_tenant_and_nothing_leaks_to_the_next_request(stack):

@@ -18,7 +18,7 @@ from shared import outbox
 from shared.bus import JS, EventHandler, consumer_ctx, pull_batches
 from shared.db import POOL
 from shared.events import AnyEvent, PresenceChanged, ScreenConfigChanged, ScreenCreated, heartbeat_decoder
-from shared.web import SETTINGS
+from shared.web import SETTINGS, finished
 
 log = structlog.get_logger()
 
@@ -46,7 +46,7 @@ async def record_presence(app: web.Application) -> None:
     )
     async with contextlib.aclosing(pull_batches(app[JS], "HEARTBEATS", config, BATCH)) as batches:
         async for messages in batches:
-            await _record(app, messages)
+            await finished(_record(app, messages))
 
 
 async def _record(app: web.Application, messages: list[Msg]) -> None:

@@ -9,6 +9,7 @@ mode, so any worker's ``/metrics`` answers for the whole pod.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ctypes
 import os
 import shutil
@@ -51,17 +52,27 @@ def serve(service: str, create_app: Callable[[Settings], web.Application], setti
 async def _serve(app: web.Application, host: str, port: int) -> None:
     """Serve until SIGTERM or SIGINT, then stop as a rollout needs: the port closes (new
     connections go to other replicas), event streams end, the requests in flight are answered,
-    then background work stops (each unit of it finishes first, see ``shared.web.background``)
-    and the connections to PostgreSQL and NATS close."""
+    then background work stops (a consumer finishes its batch in hand, ``shared.web.finished``)
+    and the connections to PostgreSQL and NATS close. A stop while starting (waiting for
+    migrations, a gateway loading a million keys) gives the start up at once."""
     runner = DrainingRunner(app, access_log=None, handle_signals=False, shutdown_timeout=DRAIN_SECONDS)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
+    stopping = asyncio.ensure_future(stop.wait())
+    starting = asyncio.ensure_future(runner.setup())
     try:
-        await runner.setup()
+        await asyncio.wait([starting, stopping], return_when=asyncio.FIRST_COMPLETED)
+        if not starting.done():
+            log.info("stopped_while_starting")
+            starting.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await starting
+            return
+        starting.result()  # a failed start ends here, with its error
         await web.TCPSite(runner, host, port, reuse_port=WORKER in os.environ).start()
-        await stop.wait()
+        await stopping
         await runner.drain(DRAIN_SECONDS)
     finally:
         await runner.cleanup()

@@ -26,6 +26,7 @@ from services.setup import MIGRATIONS, migrate
 from shared.auth import public_key_of
 from shared.bus import BUCKETS, STREAMS
 from tests.conftest import new_database
+from tests.stack import spawn
 
 
 @pytest_asyncio.fixture
@@ -104,6 +105,23 @@ async def test_a_service_opens_only_once_its_migrations_are_applied(settings, em
         if not starting.done():
             starting.cancel()
         await runner.cleanup()
+
+
+async def test_a_stop_while_waiting_for_migrations_ends_the_service_at_once(settings, empty_database, tmp_path):
+    """A rollout that is called off while the new pods still wait for the setup Job: SIGTERM ends
+    the wait (and the process, with 0) instead of running into the kill after the grace period."""
+    log = tmp_path / "registry.log"
+    process = spawn("registry", msgspec.structs.replace(settings, database_url=empty_database), log)
+    try:
+        deadline = asyncio.get_running_loop().time() + 20
+        while "waiting_for_migrations" not in log.read_text():
+            assert process.poll() is None and asyncio.get_running_loop().time() < deadline, log.read_text()
+            await asyncio.sleep(0.1)
+        process.send_signal(signal.SIGTERM)
+        assert await asyncio.to_thread(process.wait, 10) == 0, log.read_text()
+        assert "stopped_while_starting" in log.read_text()
+    finally:
+        process.kill()
 
 
 async def test_the_gateway_needs_no_database(settings, sockets):

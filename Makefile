@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 
-.PHONY: install run test bench simulate wrk clean
+.PHONY: install run test bench simulate soak wrk clean
 
 install: $(VENV)/.installed
 
@@ -27,6 +27,10 @@ bench: install wrk
 # A fleet of virtual TVs against the running stack (make run): SIMULATE_ARGS="--tvs 2000 --seconds 120".
 simulate: install
 	$(BIN)/python -m bench.simulate $(SIMULATE_ARGS)
+
+# The long soak, on a stack of its own: 2,000 TVs for 10 minutes; SOAK_ARGS="--tvs 5000 --seconds 1800".
+soak: install
+	$(BIN)/python -m bench.soak $(SOAK_ARGS)
 
 # wrk is the load generator; Debian and Ubuntu package it.
 wrk:

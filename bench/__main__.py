@@ -25,7 +25,6 @@ import time
 import urllib.request
 import uuid
 from collections.abc import Iterator
-from contextlib import ExitStack
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
@@ -38,37 +37,13 @@ import nats
 from bench.fleet import Admin, Device, bounded, new_codes, pair_devices, registration_latencies
 from bench.load import Load, cpu_seconds, own_cpu, require_wrk, rss_bytes, wrk
 from devstack.infra import NatsServer, Postgres, free_port
-from devstack.services import ROOT, spawn, wait_ready
+from devstack.services import ROOT, Processes, stop, wait_ready
 from services.setup import migrate
 from shared.auth import generate_signing_key
 from shared.events import Heartbeat, heartbeat_subject
 from shared.projections import DEVICE_KEYS_BUCKET, DeviceKeyEntry
 
 DATA = ROOT / ".data" / "bench"
-
-
-class Processes(ExitStack):
-    """Child processes that end (SIGTERM, then SIGKILL) when the bench does, whatever happens."""
-
-    def start(self, command: list[str] | str, env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
-        out = open(log, "ab")  # noqa: SIM115 - closed with the process
-        if isinstance(command, str):
-            process = spawn(command, env, stdout=out, stderr=subprocess.STDOUT)
-        else:
-            process = subprocess.Popen(command, env=env, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT)
-        self.callback(out.close)
-        self.callback(stop, process)
-        return process
-
-
-def stop(process: subprocess.Popen[bytes]) -> None:
-    if process.poll() is None:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
 
 
 @contextlib.contextmanager

@@ -5,12 +5,15 @@ does: polls its config and playlist with ETags, sends heartbeats, backs off with
 and pairs again when its key is revoked (the simulated admin revokes a few TVs as it goes). At
 the end it waits for the heartbeat service to store what was accepted and prints what happened:
 answers by status, errors (anything but 2xx, 304, designed 429s and the 401s of revoked keys),
-heartbeats accepted vs stored, and the services' memory at the start and the end.
+heartbeats accepted vs stored, and — sampled from the services' /metrics during the run — their
+memory, the outbox lag and the consumers' backlog.
 
     make run                                   # in one terminal
     make simulate SIMULATE_ARGS="--tvs 2000 --seconds 120"
 
-Exit status 1 when there were errors or a heartbeat was lost: usable as a capacity check.
+Exit status 1 when a bar is missed (an error, a lost heartbeat, memory grown more than
+``--max-memory-growth``, outbox lag or consumer backlog over their ``--max-…``): usable as a
+capacity check. ``make soak`` runs it on a stack of its own.
 """
 
 from __future__ import annotations
@@ -29,6 +32,17 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from bench.fleet import Admin, bounded
 from devstack.services import ROOT
+from shared.settings import DEFAULT_PORTS
+
+
+@dataclass
+class Sample:
+    """What the services' /metrics said at one moment of the run."""
+
+    at: float  # seconds into the run
+    memory: dict[str, float]  # resident MiB by service
+    outbox_lag: float  # seconds: the oldest row waiting in any service's outbox
+    consumer_pending: float  # messages: the largest backlog of any durable consumer
 
 
 @dataclass
@@ -37,12 +51,28 @@ class Report:
     errors: collections.Counter[str] = field(default_factory=collections.Counter)
     heartbeats_accepted: collections.Counter[str] = field(default_factory=collections.Counter)  # by screen
     stored: dict[str, int] = field(default_factory=dict)  # heartbeats in the history, by screen
-    memory: tuple[dict[str, float], dict[str, float]] = ({}, {})  # MiB by service, start and end
+    samples: list[Sample] = field(default_factory=list)
     repairs: int = 0
     revokes: int = 0
 
     def answer(self, what: str, status: int) -> None:
         self.answers[f"{what} {status}"] += 1
+
+    @property
+    def lost(self) -> int:
+        return sum(n - min(self.stored.get(s, 0), n) for s, n in self.heartbeats_accepted.items())
+
+    def memory_growth(self) -> dict[str, float]:
+        """Resident memory at the end over that once warmed up (a fifth into the run), per service:
+        1.0 is flat."""
+        if len(self.samples) < 2:
+            return {}
+        warm = self.samples[len(self.samples) // 5]
+        last = self.samples[-1]
+        return {name: last.memory[name] / warm.memory[name] for name in last.memory if warm.memory.get(name)}
+
+    def worst(self, what: str) -> float:
+        return max((getattr(sample, what) for sample in self.samples), default=0.0)
 
 
 @dataclass
@@ -149,19 +179,37 @@ class Fleet:
                 return stored
 
 
-async def memory(http: aiohttp.ClientSession, urls: list[str]) -> dict[str, float]:
-    """Resident MiB of each service, from its own /metrics."""
-    found = {}
-    for url in urls:
+async def sample(http: aiohttp.ClientSession, services: list[str], at: float) -> Sample:
+    """Each service's memory, outbox lag and consumer backlogs, from its own /metrics.
+    ``services``: base URLs, each optionally named (``registry=http://…``)."""
+    memory: dict[str, float] = {}
+    lag = pending = 0.0
+    for service in services:
+        name, _, url = service.rpartition("=")
+        name = name or url
         try:
             async with http.get(url + "/metrics") as response:
                 text = await response.text()
         except aiohttp.ClientError:
             continue
         for family in text_string_to_metric_families(text):
+            values = [sample.value for sample in family.samples]
             if family.name == "process_resident_memory_bytes":
-                found[url] = sum(sample.value for sample in family.samples) / 2**20
-    return found
+                memory[name] = sum(values) / 2**20
+            elif family.name == "outbox_relay_lag_seconds":
+                lag = max([lag, *values])
+            elif family.name == "consumer_pending_messages":
+                pending = max([pending, *values])
+    return Sample(at, memory, lag, pending)
+
+
+async def sampling(http: aiohttp.ClientSession, args: argparse.Namespace, report: Report, until: float) -> None:
+    started = time.monotonic()
+    while True:
+        report.samples.append(await sample(http, args.services, time.monotonic() - started))
+        if time.monotonic() >= until:
+            return
+        await asyncio.sleep(min(args.sample_every, max(0.0, until - time.monotonic())))
 
 
 async def simulate(args: argparse.Namespace) -> Report:
@@ -173,10 +221,13 @@ async def simulate(args: argparse.Namespace) -> Report:
         fleet = Fleet(http, args.url, admin, args)
         print(f"pairing {args.tvs} TVs ...", flush=True)
         fleet.tvs = await bounded(20, [lambda i=i: fleet.pair(i) for i in range(args.tvs)])
-        rss_before = await memory(http, args.services)
         until = time.monotonic() + args.seconds
         print(f"living for {args.seconds} s ...", flush=True)
-        await asyncio.gather(fleet.revoke_some(until), *(fleet.live(tv, until) for tv in fleet.tvs))
+        await asyncio.gather(
+            sampling(http, args, fleet.report, until),
+            fleet.revoke_some(until),
+            *(fleet.live(tv, until) for tv in fleet.tvs),
+        )
         print("waiting for the heartbeats to be stored ...", flush=True)
         accepted = fleet.report.heartbeats_accepted
         deadline = time.monotonic() + 60
@@ -188,29 +239,45 @@ async def simulate(args: argparse.Namespace) -> Report:
                 break
             await asyncio.sleep(1)
         fleet.report.stored = stored
-        fleet.report.memory = (rss_before, await memory(http, args.services))
         return fleet.report
 
 
-def print_report(report: Report, seconds: float) -> bool:
+def print_report(report: Report, args: argparse.Namespace) -> bool:
+    """Print what happened; True when the run meets the bars: no errors, nothing lost, memory
+    flat, outbox and consumers keeping up."""
+    seconds = args.seconds
     accepted = sum(report.heartbeats_accepted.values())
-    stored = sum(min(report.stored.get(s, 0), n) for s, n in report.heartbeats_accepted.items())
     print()
     for what, count in sorted(report.answers.items()):
         print(f"  {what:<20} {count:>9}  ({count / seconds:,.0f}/s)")
     print(f"  revoked {report.revokes}, paired again {report.repairs}")
-    print(f"  heartbeats accepted {accepted}, stored {stored}, lost {accepted - stored}")
-    before, after = report.memory
-    for url in after:
-        print(f"  memory {url}: {before.get(url, 0):.0f} -> {after[url]:.0f} MiB")
+    print(f"  heartbeats accepted {accepted}, stored {accepted - report.lost}, lost {report.lost}")
+    growth = report.memory_growth()
+    for name, ratio in growth.items():
+        series = [sample.memory[name] for sample in report.samples if name in sample.memory]
+        print(f"  memory {name}: {series[0]:.0f} MiB at start, {max(series):.0f} peak, {series[-1]:.0f} at end"
+              f" (x{ratio:.2f} since warm)")
+    lag, pending = report.worst("outbox_lag"), report.worst("consumer_pending")
+    print(f"  outbox lag at most {lag:.2f} s, consumer backlog at most {pending:.0f} messages"
+          f" ({len(report.samples)} samples)")
     print(f"  errors: {dict(report.errors) or 'none'}")
-    return not report.errors and accepted == stored
+    failures = []
+    if report.errors:
+        failures.append("errors")
+    if report.lost:
+        failures.append(f"{report.lost} heartbeats lost")
+    if any(ratio > args.max_memory_growth for ratio in growth.values()):
+        failures.append(f"memory grew more than x{args.max_memory_growth}")
+    if lag > args.max_outbox_lag:
+        failures.append(f"outbox lag over {args.max_outbox_lag} s")
+    if pending > args.max_consumer_backlog:
+        failures.append(f"consumer backlog over {args.max_consumer_backlog}")
+    print(f"  verdict: {'; '.join(failures) or 'pass'}")
+    return not failures
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(prog="make simulate", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--url", default=os.environ.get("SIMULATE_URL", "http://localhost:8080"))
-    parser.add_argument("--operator-token", default=os.environ.get("OPERATOR_TOKEN", ""))
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The fleet's shape and the bars it must meet (``make simulate`` and ``make soak``)."""
     parser.add_argument("--tvs", type=int, default=500)
     parser.add_argument("--seconds", type=float, default=60)
     parser.add_argument("--poll-every", type=float, default=5, help="seconds between a TV's rounds")
@@ -218,11 +285,22 @@ def main() -> None:
         "--revoke-share", type=float, default=0.02, help="share of TVs revoked during the run"
     )
     parser.add_argument("--connections", type=int, default=200)
+    parser.add_argument("--sample-every", type=float, default=5, help="seconds between looks at /metrics")
+    parser.add_argument("--max-memory-growth", type=float, default=1.2, help="end / warmed-up memory")
+    parser.add_argument("--max-outbox-lag", type=float, default=5, help="seconds")
+    parser.add_argument("--max-consumer-backlog", type=float, default=5000, help="messages")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="make simulate", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--url", default=os.environ.get("SIMULATE_URL", "http://localhost:8080"))
+    parser.add_argument("--operator-token", default=os.environ.get("OPERATOR_TOKEN", ""))
+    add_arguments(parser)
     parser.add_argument(
         "--services",
         nargs="*",
-        default=[f"http://localhost:{port}" for port in (8081, 8082, 8083, 8084)],
-        help="service base URLs whose /metrics give their memory",
+        default=[f"{name}=http://localhost:{port}" for name, port in DEFAULT_PORTS.items() if name != "entrypoint"],
+        help="services ([NAME=]URL) whose /metrics give their memory, outbox lag and consumer backlog",
     )
     args = parser.parse_args()
     if not args.operator_token:
@@ -231,7 +309,7 @@ def main() -> None:
     if not args.operator_token:
         raise SystemExit("set OPERATOR_TOKEN (make run prints it and keeps it in .data/operator_token)")
     report = asyncio.run(simulate(args))
-    sys.exit(0 if print_report(report, args.seconds) else 1)
+    sys.exit(0 if print_report(report, args) else 1)
 
 
 if __name__ == "__main__":

@@ -1,11 +1,13 @@
-"""Starting the services as processes, as ``make run`` and ``make bench`` both do."""
+"""Starting the services as processes, as ``make run``, ``make bench`` and ``make soak`` do."""
 
 from __future__ import annotations
 
 import asyncio
+import signal
 import subprocess
 import sys
 import time
+from contextlib import ExitStack
 from pathlib import Path
 
 import aiohttp
@@ -38,3 +40,27 @@ async def wait_ready(
                 if time.monotonic() > deadline:
                     raise SystemExit(f"{service} is not ready after {timeout:.0f} s; see its log above")
                 await asyncio.sleep(0.2)
+
+
+class Processes(ExitStack):
+    """Child processes that end (SIGTERM, then SIGKILL) with the block, whatever happens."""
+
+    def start(self, command: list[str] | str, env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+        out = open(log, "ab")  # noqa: SIM115 - closed with the process
+        if isinstance(command, str):
+            process = spawn(command, env, stdout=out, stderr=subprocess.STDOUT)
+        else:
+            process = subprocess.Popen(command, env=env, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT)
+        self.callback(out.close)
+        self.callback(stop, process)
+        return process
+
+
+def stop(process: subprocess.Popen[bytes]) -> None:
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()

@@ -1,25 +1,37 @@
-"""The fleet simulator (``make simulate``) for a short while against the stack: every answer is
-a designed one, every accepted heartbeat is stored, revoked TVs pair again by themselves. The
-long soak is ``make run`` + ``make simulate`` (README "Reliability")."""
+"""The fleet simulator for a short while against the test stack — the short variant of ``make soak``
+(README "Reliability"), judged by the same bars: every answer a designed one, every accepted
+heartbeat stored once, memory flat, the outbox and the consumers keeping up; revoked TVs pair
+again by themselves."""
 
 from __future__ import annotations
 
 import argparse
 
-from bench.simulate import simulate
+from bench.simulate import add_arguments, print_report, simulate
 
 
 async def test_a_short_soak_of_a_simulated_fleet(stack):
-    args = argparse.Namespace(
-        url=stack.base_url,
-        operator_token=stack.settings.operator_token,
-        tvs=60,
-        seconds=10,
-        poll_every=1,
-        revoke_share=0.05,
-        connections=50,
-        services=[stack.url(name) for name in ("registry", "provisioning", "device-gateway", "heartbeat")],
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    args = parser.parse_args(
+        [
+            "--tvs",
+            "60",
+            "--seconds",
+            "10",
+            "--poll-every",
+            "1",
+            "--revoke-share",
+            "0.05",
+            "--sample-every",
+            "1",
+        ]
     )
+    args.url = stack.base_url
+    args.operator_token = stack.settings.operator_token
+    args.services = [
+        f"{name}={stack.url(name)}" for name in ("registry", "provisioning", "device-gateway", "heartbeat")
+    ]
     report = await simulate(args)
     assert not report.errors, report.errors
     accepted = report.heartbeats_accepted
@@ -28,3 +40,6 @@ async def test_a_short_soak_of_a_simulated_fleet(stack):
     assert report.answers["config 304"] > report.answers["config 200"]  # ETags spare the bodies
     # Revoked TVs paired again (one revoked near the end may not have polled since).
     assert report.revokes == 3 and 1 <= report.repairs <= report.revokes
+    # The services share this test's process, so each reports the same memory; one figure is enough.
+    assert len(report.samples) >= 5 and report.samples[-1].memory
+    assert print_report(report, args)  # memory, outbox lag and consumer backlog within the bars

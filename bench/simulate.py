@@ -25,6 +25,7 @@ import os
 import random
 import sys
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 import aiohttp
@@ -33,6 +34,15 @@ from prometheus_client.parser import text_string_to_metric_families
 from bench.fleet import Admin, bounded
 from devstack.services import ROOT
 from shared.settings import DEFAULT_PORTS
+
+
+# Answers that tell a TV to come back later (Retry-After): designed, not errors.
+BACK_OFF = (429, 503)
+PATIENCE_SECONDS = 120
+
+
+def _designed(response: aiohttp.ClientResponse) -> bool:
+    return response.status in BACK_OFF and "Retry-After" in response.headers
 
 
 @dataclass
@@ -52,6 +62,8 @@ class Report:
     heartbeats_accepted: collections.Counter[str] = field(default_factory=collections.Counter)  # by screen
     stored: dict[str, int] = field(default_factory=dict)  # heartbeats in the history, by screen
     samples: list[Sample] = field(default_factory=list)
+    retries: collections.Counter[str] = field(default_factory=collections.Counter)  # admin steps tried again
+    faults: list[str] = field(default_factory=list)  # injected during the run (make soak --faults)
     repairs: int = 0
     revokes: int = 0
 
@@ -99,17 +111,36 @@ class Fleet:
 
     async def repair(self, tv: TV) -> None:
         """What a TV whose key was revoked does: shows its pairing screen; the admin gives a code."""
-        code = await self.admin._call(
-            "POST",
-            "provisioning",
-            "/v1/devices/provisioning-codes",
-            201,
-            json={"screenId": tv.screen_id},
-            headers=self.admin.headers,
-        )
-        registered = await self.admin.register(code["code"])
-        tv.key, tv.device_id, tv.etags = registered["apiKey"], registered["deviceId"], {}
+
+        async def pair_again() -> None:
+            code = await self.admin._call(
+                "POST",
+                "provisioning",
+                "/v1/devices/provisioning-codes",
+                201,
+                json={"screenId": tv.screen_id},
+                headers=self.admin.headers,
+            )
+            registered = await self.admin.register(code["code"])
+            tv.key, tv.device_id, tv.etags = registered["apiKey"], registered["deviceId"], {}
+
+        await self.patiently("pair again", pair_again)
         self.report.repairs += 1
+
+    async def patiently(self, what: str, step: Callable[[], Awaitable[None]]) -> None:
+        """An admin's step, tried again while a part of the stack is down (a console retries; with
+        ``make soak --faults`` parts go down on purpose). Retries are counted, not errors; a step
+        that cannot be done within PATIENCE_SECONDS is an error."""
+        deadline = time.monotonic() + PATIENCE_SECONDS
+        while True:
+            try:
+                return await step()
+            except (RuntimeError, aiohttp.ClientError, asyncio.TimeoutError) as exc:
+                if time.monotonic() > deadline:
+                    self.report.errors[f"{what}: {exc}"[:120]] += 1
+                    return
+                self.report.retries[what] += 1
+                await asyncio.sleep(1)
 
     async def live(self, tv: TV, until: float) -> None:
         await asyncio.sleep(random.uniform(0, self.args.poll_every))  # TVs do not start in step
@@ -120,11 +151,11 @@ class Fleet:
                 if status == 401:
                     await self.repair(tv)
                     break
-                if status == 429:
+                if status in BACK_OFF:
                     pause = max(pause, retry_after * random.uniform(1, 1.5))
             else:
                 status, retry_after = await self.heartbeat(tv)
-                if status == 429:
+                if status in BACK_OFF:
                     pause = max(pause, retry_after * random.uniform(1, 1.5))
             await asyncio.sleep(pause)
 
@@ -137,7 +168,7 @@ class Fleet:
             self.report.answer(what, response.status)
             if response.status == 200:
                 tv.etags[what] = response.headers["ETag"]
-            elif response.status not in (304, 401, 429):
+            elif response.status not in (304, 401) and not _designed(response):
                 self.report.errors[f"{what} {response.status}"] += 1
             return response.status, float(response.headers.get("Retry-After", 1))
 
@@ -150,7 +181,7 @@ class Fleet:
             self.report.answer("heartbeat", response.status)
             if response.status == 202:
                 self.report.heartbeats_accepted[tv.screen_id] += 1
-            elif response.status not in (401, 429):
+            elif response.status != 401 and not _designed(response):
                 self.report.errors[f"heartbeat {response.status}"] += 1
             return response.status, float(response.headers.get("Retry-After", 1))
 
@@ -162,16 +193,27 @@ class Fleet:
         gap = (until - time.monotonic()) / (count + 1)
         for tv in random.sample(self.tvs, count):
             await asyncio.sleep(gap)
-            await self.admin.revoke(tv.device_id)
+            await self.patiently("revoke", lambda tv=tv: self.revoke(tv))
             self.report.revokes += 1
 
+    async def revoke(self, tv: TV) -> None:
+        async with self.http.post(
+            f"{self.url}/v1/devices/{tv.device_id}/revoke", json={"reason": "simulated"}, headers=self.admin.headers
+        ) as response:
+            await response.read()
+            if response.status not in (200, 409):  # 409: an earlier try went through
+                raise RuntimeError(f"revoke answered {response.status}")
+
     async def stored_heartbeats(self, screen_id: str) -> int:
+        """Heartbeats in the screen's history; -1 while the heartbeat service cannot say (restarting)."""
         stored, since = 0, None
         while True:
             params = {"limit": "200", **({"since": since} if since else {})}
             async with self.http.get(
                 f"{self.url}/v1/screens/{screen_id}/heartbeats", params=params, headers=self.admin.headers
             ) as response:
+                if response.status != 200:
+                    return -1
                 page = await response.json()
             stored += len(page["items"])
             since = page.get("nextSince")
@@ -212,7 +254,11 @@ async def sampling(http: aiohttp.ClientSession, args: argparse.Namespace, report
         await asyncio.sleep(min(args.sample_every, max(0.0, until - time.monotonic())))
 
 
-async def simulate(args: argparse.Namespace) -> Report:
+async def simulate(
+    args: argparse.Namespace, during: Callable[[float, Report], Awaitable[None]] | None = None
+) -> Report:
+    """Pair the fleet, let it live for ``args.seconds`` (while ``during(until, report)`` runs, if
+    given: ``make soak --faults``), then count what was stored."""
     connector = aiohttp.TCPConnector(limit=args.connections)
     async with aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=30)) as http:
         urls = dict.fromkeys(("registry", "provisioning"), args.url)
@@ -227,10 +273,11 @@ async def simulate(args: argparse.Namespace) -> Report:
             sampling(http, args, fleet.report, until),
             fleet.revoke_some(until),
             *(fleet.live(tv, until) for tv in fleet.tvs),
+            *([during(until, fleet.report)] if during else []),
         )
         print("waiting for the heartbeats to be stored ...", flush=True)
         accepted = fleet.report.heartbeats_accepted
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + PATIENCE_SECONDS
         while True:
             stored = dict(
                 zip(accepted, await bounded(20, [lambda s=s: fleet.stored_heartbeats(s) for s in accepted]))
@@ -251,6 +298,10 @@ def print_report(report: Report, args: argparse.Namespace) -> bool:
     for what, count in sorted(report.answers.items()):
         print(f"  {what:<20} {count:>9}  ({count / seconds:,.0f}/s)")
     print(f"  revoked {report.revokes}, paired again {report.repairs}")
+    if report.faults:
+        print(f"  faults injected: {', '.join(report.faults)}")
+    if report.retries:
+        print(f"  admin steps tried again: {dict(report.retries)}")
     print(f"  heartbeats accepted {accepted}, stored {accepted - report.lost}, lost {report.lost}")
     growth = report.memory_growth()
     for name, ratio in growth.items():

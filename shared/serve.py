@@ -9,7 +9,6 @@ mode, so any worker's ``/metrics`` answers for the whole pod.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import ctypes
 import os
 import shutil
@@ -57,22 +56,27 @@ async def _serve(app: web.Application, host: str, port: int) -> None:
     migrations, a gateway loading a million keys) gives the start up at once."""
     runner = DrainingRunner(app, access_log=None, handle_signals=False, shutdown_timeout=DRAIN_SECONDS)
     stop = asyncio.Event()
+    main = asyncio.current_task()
+    assert main is not None
+
+    def on_signal() -> None:
+        stop.set()
+        if runner.server is None:  # still starting: give the start up
+            main.cancel()
+
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, stop.set)
-    stopping = asyncio.ensure_future(stop.wait())
-    starting = asyncio.ensure_future(runner.setup())
+        loop.add_signal_handler(signum, on_signal)
     try:
-        await asyncio.wait([starting, stopping], return_when=asyncio.FIRST_COMPLETED)
-        if not starting.done():
+        try:
+            await runner.setup()
+        except asyncio.CancelledError:
+            if not stop.is_set():
+                raise
             log.info("stopped_while_starting")
-            starting.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await starting
             return
-        starting.result()  # a failed start ends here, with its error
         await web.TCPSite(runner, host, port, reuse_port=WORKER in os.environ).start()
-        await stopping
+        await stop.wait()
         await runner.drain(DRAIN_SECONDS)
     finally:
         await runner.cleanup()

@@ -36,9 +36,8 @@ import nats
 
 from bench.fleet import Admin, Device, bounded, new_codes, pair_devices, registration_latencies
 from bench.load import Load, cpu_seconds, own_cpu, require_wrk, rss_bytes, wrk
-from devstack.infra import NatsServer, Postgres, free_port
+from devstack.infra import free_port
 from devstack.services import ROOT, Processes, stop, wait_ready
-from services.setup import migrate
 from shared.auth import generate_signing_key
 from shared.events import Heartbeat, heartbeat_subject
 from shared.projections import DEVICE_KEYS_BUCKET, DeviceKeyEntry
@@ -487,16 +486,7 @@ def main() -> None:
         "PYTHONUNBUFFERED": "1",
     }
     with Processes() as processes:
-        postgres = nats_server = None
-        if not env.get("DATABASE_URL"):
-            postgres = Postgres(DATA / "postgres").start()
-            processes.callback(postgres.stop)
-            env["DATABASE_URL"] = postgres.dsn
-        if not env.get("NATS_URL"):
-            nats_server = NatsServer(DATA / "nats").start()
-            processes.callback(nats_server.stop)
-            env["NATS_URL"] = nats_server.url
-        asyncio.run(migrate(env["DATABASE_URL"]))
+        postgres, nats_server = processes.start_servers(env, DATA)
         figures = asyncio.run(Bench(args, processes, env).run())
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(figures, indent=2) + "\n")

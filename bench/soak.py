@@ -36,7 +36,6 @@ import time
 from bench.simulate import Report, add_arguments, print_report, simulate
 from devstack.infra import NatsServer, Postgres, free_port, wait_for_port
 from devstack.services import ROOT, SERVICES, Processes, wait_ready
-from services.setup import migrate
 from shared.auth import generate_signing_key
 
 DATA = ROOT / ".data" / "soak"
@@ -126,16 +125,7 @@ def main() -> None:
     env.update({f"{name.upper().replace('-', '_')}_PORT": str(port) for name, port in ports.items()})
     env.update(REGISTRY_URL=urls["registry"], PROVISIONING_URL=urls["provisioning"])
     with Processes() as processes:
-        postgres = nats_server = None
-        if not env.get("DATABASE_URL"):
-            postgres = Postgres(DATA / "postgres").start()
-            processes.callback(postgres.stop)
-            env["DATABASE_URL"] = postgres.dsn
-        if not env.get("NATS_URL"):
-            nats_server = NatsServer(DATA / "nats").start()
-            processes.callback(nats_server.stop)
-            env["NATS_URL"] = nats_server.url
-        asyncio.run(migrate(env["DATABASE_URL"]))
+        postgres, nats_server = processes.start_servers(env, DATA)
         services = {name: processes.start(name, env, DATA / f"{name}.log") for name in SERVICES}
         entry_port = free_port()
         entrypoint = processes.start(

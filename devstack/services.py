@@ -12,6 +12,9 @@ from pathlib import Path
 
 import aiohttp
 
+from devstack.infra import NatsServer, Postgres
+from services.setup import migrate
+
 ROOT = Path(__file__).resolve().parent.parent
 SERVICES = ("registry", "provisioning", "device-gateway", "heartbeat")
 
@@ -54,6 +57,21 @@ class Processes(ExitStack):
         self.callback(out.close)
         self.callback(stop, process)
         return process
+
+    def start_servers(self, env: dict[str, str], data: Path) -> tuple[Postgres | None, NatsServer | None]:
+        """PostgreSQL and nats-server under ``data`` unless ``env`` names them (then ``env`` gets
+        their URLs), and every migration applied; the ones started here end with the block."""
+        postgres = nats_server = None
+        if not env.get("DATABASE_URL"):
+            postgres = Postgres(data / "postgres").start()
+            self.callback(postgres.stop)
+            env["DATABASE_URL"] = postgres.dsn
+        if not env.get("NATS_URL"):
+            nats_server = NatsServer(data / "nats").start()
+            self.callback(nats_server.stop)
+            env["NATS_URL"] = nats_server.url
+        asyncio.run(migrate(env["DATABASE_URL"]))
+        return postgres, nats_server
 
 
 def stop(process: subprocess.Popen[bytes]) -> None:

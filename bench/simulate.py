@@ -113,14 +113,17 @@ class Fleet:
         """What a TV whose key was revoked does: shows its pairing screen; the admin gives a code."""
 
         async def pair_again() -> None:
-            code = await self.admin._call(
-                "POST",
-                "provisioning",
-                "/v1/devices/provisioning-codes",
-                201,
-                json={"screenId": tv.screen_id},
-                headers=self.admin.headers,
-            )
+            async with self.http.post(
+                f"{self.url}/v1/devices/provisioning-codes", json={"screenId": tv.screen_id}, headers=self.admin.headers
+            ) as response:
+                code = await response.json()
+            if response.status == 409:
+                # The TV's last registration went through but a fault lost its answer: the screen
+                # is bound to a key nobody holds. What an operator does: revoke that, pair again.
+                await self.unbind(tv.screen_id)
+                raise RuntimeError("the screen was bound to a key the TV never got")
+            if response.status != 201:
+                raise RuntimeError(f"provisioning code: {response.status} {code}")
             registered = await self.admin.register(code["code"])
             tv.key, tv.device_id, tv.etags = registered["apiKey"], registered["deviceId"], {}
 
@@ -197,12 +200,26 @@ class Fleet:
             self.report.revokes += 1
 
     async def revoke(self, tv: TV) -> None:
+        await self.revoke_device(tv.device_id)
+
+    async def revoke_device(self, device_id: str) -> None:
         async with self.http.post(
-            f"{self.url}/v1/devices/{tv.device_id}/revoke", json={"reason": "simulated"}, headers=self.admin.headers
+            f"{self.url}/v1/devices/{device_id}/revoke", json={"reason": "simulated"}, headers=self.admin.headers
         ) as response:
             await response.read()
             if response.status not in (200, 409):  # 409: an earlier try went through
                 raise RuntimeError(f"revoke answered {response.status}")
+
+    async def unbind(self, screen_id: str) -> None:
+        """Revoke whatever device is active on the screen."""
+        async with self.http.get(
+            f"{self.url}/v1/devices", params={"screenId": screen_id, "status": "active"}, headers=self.admin.headers
+        ) as response:
+            page = await response.json()
+            if response.status != 200:
+                raise RuntimeError(f"devices: {response.status} {page}")
+        for device in page["items"]:
+            await self.revoke_device(device["id"])
 
     async def stored_heartbeats(self, screen_id: str) -> int:
         """Heartbeats in the screen's history; -1 while the heartbeat service cannot say (restarting)."""

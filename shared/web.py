@@ -354,7 +354,11 @@ async def finished(work: Awaitable[T]) -> T:
         while not task.done() and (left := deadline - asyncio.get_running_loop().time()) > 0:
             with contextlib.suppress(asyncio.CancelledError):  # stop() cancels again meanwhile
                 await asyncio.wait([task], timeout=left)
-        task.cancel()
+        if not task.done():
+            log.warning("unfinished_at_stop", seconds=FINISH_SECONDS)
+            task.cancel()
+        elif not task.cancelled() and task.exception() is not None:
+            log.error("failed_at_stop", error=repr(task.exception()))
         raise
 
 

@@ -97,3 +97,13 @@ def choice_query(request: web.Request, name: str, choices: tuple[str, ...]) -> s
             f"{name} must be one of {', '.join(choices)}", details=[ErrorDetail(name, "enum")]
         )
     return raw
+
+
+def before_query(request: web.Request) -> int | None:
+    """``?before=``: the ``nextBefore`` of an audit page (an entry's sequence number), or None."""
+    raw = request.query.get("before")
+    if raw is None:
+        return None
+    if not (raw.isdigit() and len(raw) <= 18):
+        raise BadRequest("before is the nextBefore of a page", details=[ErrorDetail("before", "format")])
+    return int(raw)

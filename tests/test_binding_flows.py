@@ -26,7 +26,7 @@ DEFAULT_CONFIG = {
     "heartbeatIntervalMinutes": 1,
     "cachePolicy": {"maxSizeGB": 10.0, "retentionDays": 7},
 }
-AUDIT_FIELDS = {"at", "deviceId", "screenId", "action", "method", "actor", "clientAddress", "reason"}
+AUDIT_FIELDS = {"id", "at", "deviceId", "screenId", "action", "method", "actor", "clientAddress", "reason"}
 
 
 # ---- helpers ----------------------------------------------------------------------------------
@@ -567,7 +567,7 @@ async def test_the_audit_trail_of_a_code_bind_and_an_admin_revoke(stack):
 
     entries = await audit(stack, token, device_id)
     assert len(entries) == 1, entries
-    assert {k: v for k, v in entries[0].items() if k != "at"} == {
+    assert {k: v for k, v in entries[0].items() if k not in ("id", "at")} == {
         "deviceId": device_id,
         "screenId": screen["id"],
         "action": "bound",
@@ -583,7 +583,7 @@ async def test_the_audit_trail_of_a_code_bind_and_an_admin_revoke(stack):
     assert status == 200, body
     entries = await audit(stack, token, device_id)
     assert len(entries) == 2, entries
-    assert {k: v for k, v in entries[1].items() if k != "at"} == {
+    assert {k: v for k, v in entries[1].items() if k not in ("id", "at")} == {
         "deviceId": device_id,
         "screenId": screen["id"],
         "action": "unbound",
@@ -592,7 +592,7 @@ async def test_the_audit_trail_of_a_code_bind_and_an_admin_revoke(stack):
         "clientAddress": "127.0.0.1",
         "reason": "Replaced hardware",
     }, entries
-    assert parse_time(entries[0]["at"]) <= parse_time(entries[1]["at"]), entries
+    assert parse_time(entries[0]["at"]) <= parse_time(entries[1]["at"]) and entries[0]["id"] < entries[1]["id"], entries
 
 
 async def test_the_audit_trail_of_a_logout(stack):

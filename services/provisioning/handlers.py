@@ -16,6 +16,7 @@ from services.provisioning import binding, queries
 from services.provisioning.attempts import counted_attempt
 from services.provisioning.models import (
     PAIRING_CODE_PATTERN,
+    AuditPage,
     AuditTrail,
     CodeCreated,
     DevicePage,
@@ -28,7 +29,7 @@ from services.provisioning.models import (
 from shared.auth import Principal, bearer_token, principal_of, secret_hash, tenant_of
 from shared.db import POOL
 from shared.errors import BadRequest, CodeExpired, Conflict, DeviceRevoked, ErrorDetail, NotFound, Unauthorized
-from shared.pagination import choice_query, next_cursor, page_params, uuid_query
+from shared.pagination import before_query, choice_query, next_cursor, page_limit, page_params, uuid_query
 from shared.web import HTTP, SETTINGS, client_address, json_response, read_json, uuid_param
 
 log = structlog.get_logger()
@@ -207,6 +208,16 @@ async def device_audit(request: web.Request) -> web.Response:
         await queries.get_device(conn, tenant_id, device_id)  # another tenant's device is 404
         entries = await queries.audit_trail(conn, tenant_id, device_id)
     return json_response(AuditTrail(items=entries))
+
+
+async def tenant_audit(request: web.Request) -> web.Response:
+    """Every bind, unbind and recovery of the tenant's devices, newest first."""
+    tenant_id = tenant_of(request)
+    limit = page_limit(request)
+    before = before_query(request)
+    async with request.app[POOL].acquire() as conn:
+        entries = await queries.tenant_audit_trail(conn, tenant_id, before=before, limit=limit)
+    return json_response(AuditPage(items=entries, next_before=entries[-1].id if len(entries) == limit else None))
 
 
 def client_actor(principal: Principal) -> str:

@@ -146,6 +146,7 @@ BindingMethod = Literal[
 
 
 class AuditEntry(Body):
+    id: int  # the entry's sequence number in the tenant's trail
     at: datetime
     device_id: uuid.UUID
     screen_id: uuid.UUID
@@ -156,6 +157,12 @@ class AuditEntry(Body):
     actor: str
     client_address: str | None
     reason: str | None
+
+
+class AuditPage(Body):
+    items: list[AuditEntry]
+    # Pass as ``before`` for the next (older) page; null on the last.
+    next_before: int | None
 
 
 class AuditTrail(Body):

@@ -381,10 +381,24 @@ async def add_audit(
 
 async def audit_trail(conn: asyncpg.Connection, tenant_id: uuid.UUID, device_id: uuid.UUID) -> list[AuditEntry]:
     rows = await conn.fetch(
-        "SELECT at, device_id, screen_id, action, method, actor, client_address, reason FROM binding_audit"
+        "SELECT id, at, device_id, screen_id, action, method, actor, client_address, reason FROM binding_audit"
         " WHERE tenant_id = $1 AND device_id = $2 ORDER BY id",
         tenant_id,
         device_id,
+    )
+    return [AuditEntry(**row) for row in rows]
+
+
+async def tenant_audit_trail(
+    conn: asyncpg.Connection, tenant_id: uuid.UUID, *, before: int | None, limit: int
+) -> list[AuditEntry]:
+    """The tenant's binds, unbinds and recoveries, newest first, older than ``before``."""
+    rows = await conn.fetch(
+        "SELECT id, at, device_id, screen_id, action, method, actor, client_address, reason FROM binding_audit"
+        " WHERE tenant_id = $1 AND ($2::bigint IS NULL OR id < $2) ORDER BY id DESC LIMIT $3",
+        tenant_id,
+        before,
+        limit,
     )
     return [AuditEntry(**row) for row in rows]
 

@@ -5,6 +5,7 @@ from services.provisioning import claims, device_authorization, recovery, serial
 from services.provisioning.models import (
     Activation,
     Approval,
+    AuditPage,
     AuditTrail,
     Claim,
     ClaimMode,
@@ -82,6 +83,12 @@ OPERATIONS = [
               "A device activates with its enabled serial and receives its device key (shown once); "
               "a second activation is refused and raises an alert", "none", Activation,
               responses={201: Registered}, errors=(400, 404, 409, 410, 413, 415, 429), tag="Serial numbers"),
+    Operation("GET", "/v1/devices/audit", h.tenant_audit,
+              "Every bind, unbind and recovery of the tenant's devices, newest first", "admin",
+              responses={200: AuditPage}, errors=(400, 401),
+              params=(Param("limit", {"type": "integer", "minimum": 1, "maximum": 200, "default": 50}),
+                      Param("before", {"type": "integer"}, "nextBefore of the previous page")),
+              tag="Audit"),
     Operation("GET", "/v1/devices/{id}", h.get_device, "Get a device (never its key)", "admin",
               responses={200: Device}, errors=(401, 404), tag="Devices"),
     Operation("POST", "/v1/devices/{id}/revoke", h.revoke_device,

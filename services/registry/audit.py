@@ -12,8 +12,7 @@ from services.registry import queries
 from services.registry.models import AdminAuditPage
 from shared.auth import Principal, tenant_of
 from shared.db import POOL
-from shared.errors import BadRequest, ErrorDetail
-from shared.pagination import page_limit
+from shared.pagination import before_query, page_limit
 from shared.web import SETTINGS, client_address, json_response
 
 OPERATOR = "operator"
@@ -44,11 +43,9 @@ async def record(
 async def list_audit(request: web.Request) -> web.Response:
     tenant_id = tenant_of(request)
     limit = page_limit(request)
-    raw = request.query.get("before")
-    if raw is not None and not (raw.isdigit() and len(raw) <= 18):
-        raise BadRequest("before is the nextBefore of a page", details=[ErrorDetail("before", "format")])
+    before = before_query(request)
     async with request.app[POOL].acquire() as conn:
-        entries = await queries.list_audit(conn, tenant_id, before=int(raw) if raw else None, limit=limit)
+        entries = await queries.list_audit(conn, tenant_id, before=before, limit=limit)
     return json_response(
         AdminAuditPage(items=entries, next_before=entries[-1].id if len(entries) == limit else None)
     )

@@ -127,21 +127,22 @@ class Fleet:
             registered = await self.admin.register(code["code"])
             tv.key, tv.device_id, tv.etags = registered["apiKey"], registered["deviceId"], {}
 
-        await self.patiently("pair again", pair_again)
-        self.report.repairs += 1
+        if await self.patiently("pair again", pair_again):
+            self.report.repairs += 1
 
-    async def patiently(self, what: str, step: Callable[[], Awaitable[None]]) -> None:
+    async def patiently(self, what: str, step: Callable[[], Awaitable[None]]) -> bool:
         """An admin's step, tried again while a part of the stack is down (a console retries; with
         ``make soak --faults`` parts go down on purpose). Retries are counted, not errors; a step
-        that cannot be done within PATIENCE_SECONDS is an error."""
+        that cannot be done within PATIENCE_SECONDS is an error. True when the step was done."""
         deadline = time.monotonic() + PATIENCE_SECONDS
         while True:
             try:
-                return await step()
+                await step()
+                return True
             except (RuntimeError, aiohttp.ClientError, asyncio.TimeoutError) as exc:
                 if time.monotonic() > deadline:
                     self.report.errors[f"{what}: {exc}"[:120]] += 1
-                    return
+                    return False
                 self.report.retries[what] += 1
                 await asyncio.sleep(1)
 
@@ -196,8 +197,8 @@ class Fleet:
         gap = (until - time.monotonic()) / (count + 1)
         for tv in random.sample(self.tvs, count):
             await asyncio.sleep(gap)
-            await self.patiently("revoke", lambda tv=tv: self.revoke(tv))
-            self.report.revokes += 1
+            if await self.patiently("revoke", lambda tv=tv: self.revoke(tv)):
+                self.report.revokes += 1
 
     async def revoke(self, tv: TV) -> None:
         await self.revoke_device(tv.device_id)

@@ -99,6 +99,12 @@ def choice_query(request: web.Request, name: str, choices: tuple[str, ...]) -> s
     return raw
 
 
+def next_before(entries: list, limit: int) -> int | None:
+    """The ``nextBefore`` of an audit page (newest first): the last entry's id when the page is
+    full, None on the last page."""
+    return entries[-1].id if len(entries) == limit else None
+
+
 def before_query(request: web.Request) -> int | None:
     """``?before=``: the ``nextBefore`` of an audit page (an entry's sequence number), or None."""
     raw = request.query.get("before")

@@ -103,7 +103,7 @@ def base_app(service: str, settings: Settings) -> web.Application:
 def add_routes(app: web.Application, routes: list[tuple[str, str, Handler, bool]]) -> None:
     """Add ``(method, path, handler, quiet)`` routes, each wrapped in :func:`instrumented`."""
     for method, path, handler, quiet in routes:
-        wrapped = instrumented(app[SERVICE], method, path, handler, quiet=quiet)
+        wrapped = instrumented(app, method, path, handler, quiet=quiet)
         if method == "GET":
             app.router.add_get(path, wrapped)  # and HEAD, as HTTP asks of a GET
         else:
@@ -112,7 +112,7 @@ def add_routes(app: web.Application, routes: list[tuple[str, str, Handler, bool]
 
 def finish_routes(app: web.Application) -> None:
     """Answer every path no route matched with our 404 or 405 shape (call after the last route)."""
-    app.router.add_route("*", "/{path:.*}", instrumented(app[SERVICE], "*", "unmatched", unmatched))
+    app.router.add_route("*", "/{path:.*}", instrumented(app, "*", "unmatched", unmatched))
 
 
 async def unmatched(request: web.Request) -> web.StreamResponse:
@@ -132,10 +132,13 @@ _REQUEST_IDS = itertools.count(1)
 _REQUEST_ID_PREFIX = secrets.token_hex(6)  # per process, so ids from all replicas stay distinct
 
 
-def instrumented(service: str, method: str, route: str, handler: Handler, *, quiet: bool = False) -> Handler:
+def instrumented(
+    app: web.Application, method: str, route: str, handler: Handler, *, quiet: bool = False
+) -> Handler:
     """``handler`` with what every request gets: a request id on its log lines and its response,
     errors in our JSON shape, a count and a latency in the metrics, and one log line — except for
     ``quiet`` routes (the TVs' polls, probes) whose successes are counted, not logged."""
+    service, in_flight = app[SERVICE], app[IN_FLIGHT]  # looked up once, not per request
     counted: dict[int, Any] = {}  # status -> its counter, so the hot path skips labels()
     latency = LATENCY.labels(service, route)
 
@@ -143,7 +146,6 @@ def instrumented(service: str, method: str, route: str, handler: Handler, *, qui
         started = time.perf_counter()
         request_id = request.headers.get("X-Request-ID") or f"{_REQUEST_ID_PREFIX}{next(_REQUEST_IDS):x}"
         new_log_context(request_id=request_id)
-        in_flight = request.app[IN_FLIGHT]
         in_flight.enter()
         try:
             response = await handler(request)

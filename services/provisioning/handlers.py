@@ -29,7 +29,15 @@ from services.provisioning.models import (
 from shared.auth import Principal, bearer_token, principal_of, secret_hash, tenant_of
 from shared.db import POOL
 from shared.errors import BadRequest, CodeExpired, Conflict, DeviceRevoked, ErrorDetail, NotFound, Unauthorized
-from shared.pagination import before_query, choice_query, next_cursor, page_limit, page_params, uuid_query
+from shared.pagination import (
+    before_query,
+    choice_query,
+    next_before,
+    next_cursor,
+    page_limit,
+    page_params,
+    uuid_query,
+)
 from shared.web import HTTP, SETTINGS, client_address, json_response, read_json, uuid_param
 
 log = structlog.get_logger()
@@ -217,7 +225,7 @@ async def tenant_audit(request: web.Request) -> web.Response:
     before = before_query(request)
     async with request.app[POOL].acquire() as conn:
         entries = await queries.tenant_audit_trail(conn, tenant_id, before=before, limit=limit)
-    return json_response(AuditPage(items=entries, next_before=entries[-1].id if len(entries) == limit else None))
+    return json_response(AuditPage(items=entries, next_before=next_before(entries, limit)))
 
 
 def client_actor(principal: Principal) -> str:

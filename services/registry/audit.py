@@ -12,7 +12,7 @@ from services.registry import queries
 from services.registry.models import AdminAuditPage
 from shared.auth import Principal, tenant_of
 from shared.db import POOL
-from shared.pagination import before_query, page_limit
+from shared.pagination import before_query, next_before, page_limit
 from shared.web import SETTINGS, client_address, json_response
 
 OPERATOR = "operator"
@@ -46,6 +46,4 @@ async def list_audit(request: web.Request) -> web.Response:
     before = before_query(request)
     async with request.app[POOL].acquire() as conn:
         entries = await queries.list_audit(conn, tenant_id, before=before, limit=limit)
-    return json_response(
-        AdminAuditPage(items=entries, next_before=entries[-1].id if len(entries) == limit else None)
-    )
+    return json_response(AdminAuditPage(items=entries, next_before=next_before(entries, limit)))

@@ -25,7 +25,7 @@ import time
 import urllib.request
 import uuid
 from collections.abc import Iterator
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -56,9 +56,22 @@ def profiled(directory: Path | None, name: str, pid: int) -> Iterator[None]:
         raise SystemExit("--profile needs py-spy: .venv/bin/pip install py-spy")
     directory.mkdir(parents=True, exist_ok=True)
     sampler = subprocess.Popen(
-        [py_spy, "record", "--pid", str(pid), "--subprocesses", "--nonblocking", "--rate", "500", "--format", "raw",
-         "--output", str(directory / f"{name}.txt")],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        [
+            py_spy,
+            "record",
+            "--pid",
+            str(pid),
+            "--subprocesses",
+            "--nonblocking",
+            "--rate",
+            "500",
+            "--format",
+            "raw",
+            "--output",
+            str(directory / f"{name}.txt"),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     try:
         yield
@@ -72,7 +85,9 @@ class Bench:
         self.args = args
         self.processes = processes
         self.env = env
-        self.urls = {name: f"http://127.0.0.1:{free_port()}" for name in ("registry", "provisioning", "heartbeat")}
+        self.urls = {
+            name: f"http://127.0.0.1:{free_port()}" for name in ("registry", "provisioning", "heartbeat")
+        }
         self.services: dict[str, subprocess.Popen[bytes]] = {}
         self.figures: dict[str, Any] = {"machine": machine()}
 
@@ -80,7 +95,11 @@ class Bench:
 
     async def start_services(self) -> None:
         for name, url in self.urls.items():
-            env = {**self.env, f"{name.upper()}_PORT": url.rsplit(":", 1)[1], "REGISTRY_URL": self.urls["registry"]}
+            env = {
+                **self.env,
+                f"{name.upper()}_PORT": url.rsplit(":", 1)[1],
+                "REGISTRY_URL": self.urls["registry"],
+            }
             self.services[name] = self.processes.start(name, env, DATA / f"{name}.log")
         await wait_ready(self.urls, list(self.services.values()))
 
@@ -116,7 +135,9 @@ class Bench:
             keys_file = await self.keys_file(http, gateway_url, polling)
             if 1 in only:
                 print("1. polls, one process ...", flush=True)
-                self.figures["poll_one_process"] = await self.compare_polls(gateway, gateway_url, keys_file, 1)
+                self.figures["poll_one_process"] = await self.compare_polls(
+                    gateway, gateway_url, keys_file, 1
+                )
             if 3 in only:
                 print("3. heartbeats ...", flush=True)
                 self.figures["heartbeats"] = await self.heartbeats(gateway, gateway_url, keys_file, polling)
@@ -128,7 +149,9 @@ class Bench:
                 workers = os.cpu_count() or 1
                 print(f"2. polls, {workers} workers ...", flush=True)
                 gateway, gateway_url = await self.start_gateway(workers)
-                self.figures["poll_all_cores"] = await self.compare_polls(gateway, gateway_url, keys_file, workers)
+                self.figures["poll_all_cores"] = await self.compare_polls(
+                    gateway, gateway_url, keys_file, workers
+                )
                 stop(gateway)
             if 7 in only:
                 print("7. heartbeat service alone ...", flush=True)
@@ -176,7 +199,9 @@ class Bench:
         options = dict(seconds=self.args.seconds, connections=64, threads=workers)
         runs: dict[str, list[Load]] = {"gateway": [], "bare": []}
         for _ in range(self.args.rounds):
-            runs["bare"].append(wrk(bare_url + "/v1/device/playlist", keys_file, server_pid=bare.pid, **options))
+            runs["bare"].append(
+                wrk(bare_url + "/v1/device/playlist", keys_file, server_pid=bare.pid, **options)
+            )
             with profiled(self.args.profile, f"poll-{workers}", gateway.pid):
                 runs["gateway"].append(
                     wrk(gateway_url + "/v1/device/playlist", keys_file, server_pid=gateway.pid, **options)
@@ -204,8 +229,12 @@ class Bench:
         started = time.monotonic()
         with profiled(self.args.profile, "heartbeats", gateway.pid):
             load = wrk(
-                gateway_url + "/v1/device/heartbeat", keys_file, server_pid=gateway.pid, method="POST",
-                body='{"uptimeSeconds": 60, "appVersion": "1.0.0"}', seconds=self.args.seconds,
+                gateway_url + "/v1/device/heartbeat",
+                keys_file,
+                server_pid=gateway.pid,
+                method="POST",
+                body='{"uptimeSeconds": 60, "appVersion": "1.0.0"}',
+                seconds=self.args.seconds,
             )
         accepted = load.requests - load.failed
         await heartbeats_consumed(js, timeout=120)
@@ -238,17 +267,22 @@ class Bench:
         stored_before = await connection.fetchval("SELECT count(*) FROM heartbeat.heartbeats")
         nc = await nats.connect(self.env["NATS_URL"])
         js = nc.jetstream()
-        tenant = (await connection.fetchval("SELECT tenant_id FROM heartbeat.screens LIMIT 1"))
+        tenant = await connection.fetchval("SELECT tenant_id FROM heartbeat.screens LIMIT 1")
         encoder = msgspec.json.Encoder()
-        base = datetime.now(timezone.utc)
+        base = datetime.now(UTC)
         started = time.monotonic()
         for index in range(count):
             device = devices[index % len(devices)]
             heartbeat = Heartbeat(
-                tenant_id=tenant, screen_id=uuid.UUID(device.screen_id), device_id=uuid.UUID(device.device_id),
-                received_at=base + timedelta(microseconds=index), uptime_seconds=index,
+                tenant_id=tenant,
+                screen_id=uuid.UUID(device.screen_id),
+                device_id=uuid.UUID(device.device_id),
+                received_at=base + timedelta(microseconds=index),
+                uptime_seconds=index,
             )
-            await nc.publish(heartbeat_subject(heartbeat.tenant_id, heartbeat.screen_id), encoder.encode(heartbeat))
+            await nc.publish(
+                heartbeat_subject(heartbeat.tenant_id, heartbeat.screen_id), encoder.encode(heartbeat)
+            )
             if index % 5000 == 0:
                 await nc.flush()
         await nc.flush()
@@ -257,7 +291,12 @@ class Bench:
         stored = await connection.fetchval("SELECT count(*) FROM heartbeat.heartbeats") - stored_before
         await connection.close()
         await nc.close()
-        return {"published": count, "stored": stored, "lost": count - stored, "per_second": round(stored / seconds)}
+        return {
+            "published": count,
+            "stored": stored,
+            "lost": count - stored,
+            "per_second": round(stored / seconds),
+        }
 
     async def revoke_latency(
         self, http: aiohttp.ClientSession, admin: Admin, gateway_url: str, devices: list[Device]
@@ -337,7 +376,9 @@ async def bulk_keys(nats_url: str, *, first: int, count: int) -> None:
     tenant = uuid.uuid4()
     for index in range(first, first + count):
         digest = hashlib.sha256(f"bench-{index}".encode()).hexdigest()
-        entry = DeviceKeyEntry(device_id=uuid.uuid4(), screen_id=uuid.uuid4(), tenant_id=tenant, status="active")
+        entry = DeviceKeyEntry(
+            device_id=uuid.uuid4(), screen_id=uuid.uuid4(), tenant_id=tenant, status="active"
+        )
         await nc.publish(f"$KV.{DEVICE_KEYS_BUCKET}.{digest}", encoder.encode(entry))
         if index % 20_000 == 0:
             await nc.flush(timeout=60)
@@ -385,8 +426,12 @@ def percentiles(latencies_ms: list[float]) -> dict[str, Any]:
 
 def machine() -> dict[str, Any]:
     model = next(
-        (line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-         if line.startswith("model name")), "unknown",
+        (
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if line.startswith("model name")
+        ),
+        "unknown",
     )
     wrk_version = subprocess.run([require_wrk(), "-v"], capture_output=True, text=True).stdout.split("\n")[0]
     return {
@@ -413,8 +458,10 @@ def _wait_for_http(url: str, timeout: float = 15) -> None:
 
 def print_table(figures: dict[str, Any]) -> None:
     m = figures["machine"]
-    print(f"\nmachine: {m['cores']} cores, {m['cpu']}, {m['memory_gb']} GiB; Python {m['python']};"
-          f" {m['load_generator']}")
+    print(
+        f"\nmachine: {m['cores']} cores, {m['cpu']}, {m['memory_gb']} GiB; Python {m['python']};"
+        f" {m['load_generator']}"
+    )
     print(f"{'figure':<52} {'value':>14}  notes")
     rows = []
     polls = (("poll_one_process", "1. 304 polls, one process"), ("poll_all_cores", "2. 304 polls, all cores"))
@@ -423,39 +470,67 @@ def print_table(figures: dict[str, Any]) -> None:
         if poll:
             g, b = poll["gateway"], poll["bare"]
             spread = f"{min(poll['ratios']):.2f}-{max(poll['ratios']):.2f}"
-            rows.append((f"{title} ({poll['workers']} worker(s)): gateway / bare", f"{poll['ratio']:.2f}",
-                         f"rounds {spread}; {g['rate']}/s vs {b['rate']}/s;"
-                         f" p99 {g['p99_ms']:.1f} vs {b['p99_ms']:.1f} ms; "
-                         f"server {g['server_cores']} vs {b['server_cores']} cores, wrk {g['wrk_cores']}; "
-                         f"failed {g['failed']}"))
+            rows.append(
+                (
+                    f"{title} ({poll['workers']} worker(s)): gateway / bare",
+                    f"{poll['ratio']:.2f}",
+                    f"rounds {spread}; {g['rate']}/s vs {b['rate']}/s;"
+                    f" p99 {g['p99_ms']:.1f} vs {b['p99_ms']:.1f} ms; "
+                    f"server {g['server_cores']} vs {b['server_cores']} cores, wrk {g['wrk_cores']}; "
+                    f"failed {g['failed']}",
+                )
+            )
     hb = figures.get("heartbeats")
     if hb:
-        rows.append(("3. heartbeats: accepted (202) / lost", f"{hb['accepted']} / {hb['lost']}",
-                     f"{hb['rate']}/s in (gateway {hb['gateway_cores']} cores), stored {hb['stored']},"
-                     f" service ingested {hb['ingested_per_second']}/s,"
-                     f" stale presence {hb['screens_with_stale_presence']}"))
+        rows.append(
+            (
+                "3. heartbeats: accepted (202) / lost",
+                f"{hb['accepted']} / {hb['lost']}",
+                f"{hb['rate']}/s in (gateway {hb['gateway_cores']} cores), stored {hb['stored']},"
+                f" service ingested {hb['ingested_per_second']}/s,"
+                f" stale presence {hb['screens_with_stale_presence']}",
+            )
+        )
     rv = figures.get("revoke")
     if rv:
-        rows.append((f"4. revoke -> rejected on {rv['gateway_processes']} processes, p50 / p99",
-                     f"{rv['p50_ms']:.1f} / {rv['p99_ms']:.1f} ms", f"n={rv['count']}, max {rv['max_ms']:.1f} ms"))
+        rows.append(
+            (
+                f"4. revoke -> rejected on {rv['gateway_processes']} processes, p50 / p99",
+                f"{rv['p50_ms']:.1f} / {rv['p99_ms']:.1f} ms",
+                f"n={rv['count']}, max {rv['max_ms']:.1f} ms",
+            )
+        )
     hs = figures.get("heartbeat_service")
     if hs:
-        rows.append(("7. heartbeat service alone: stored per second", f"{hs['per_second']}/s",
-                     f"{hs['stored']} of {hs['published']} published straight to HEARTBEATS stored, lost {hs['lost']}"))
+        rows.append(
+            (
+                "7. heartbeat service alone: stored per second",
+                f"{hs['per_second']}/s",
+                f"{hs['stored']} of {hs['published']} published straight to HEARTBEATS stored, lost {hs['lost']}",
+            )
+        )
     rg = figures.get("registration")
     if rg:
-        rows.append((f"5. registration at {rg['concurrency']} concurrent, p50 / p99",
-                     f"{rg['p50_ms']:.1f} / {rg['p99_ms']:.1f} ms",
-                     f"n={rg['count']}, max {rg['max_ms']:.1f} ms, {rg['per_second']}/s; CPU: provisioning"
-                     f" {rg['provisioning_cores']}, postgres {rg['postgres_cores']} cores"))
+        rows.append(
+            (
+                f"5. registration at {rg['concurrency']} concurrent, p50 / p99",
+                f"{rg['p50_ms']:.1f} / {rg['p99_ms']:.1f} ms",
+                f"n={rg['count']}, max {rg['max_ms']:.1f} ms, {rg['per_second']}/s; CPU: provisioning"
+                f" {rg['provisioning_cores']}, postgres {rg['postgres_cores']} cores",
+            )
+        )
     mem = figures.get("memory")
     if mem:
         for key, value in mem.items():
             if key.endswith("_keys"):
-                rows.append((f"6. gateway RSS, {key.replace('_', ' ')} loaded: bytes per key",
-                             f"{value['bytes_per_key']}",
-                             f"RSS {value['rss_mb']} MiB (base {mem['base_rss_mb']}),"
-                             f" ready in {value['start_to_ready_s']} s"))
+                rows.append(
+                    (
+                        f"6. gateway RSS, {key.replace('_', ' ')} loaded: bytes per key",
+                        f"{value['bytes_per_key']}",
+                        f"RSS {value['rss_mb']} MiB (base {mem['base_rss_mb']}),"
+                        f" ready in {value['start_to_ready_s']} s",
+                    )
+                )
     for title, value, notes in rows:
         print(f"{title:<52} {value:>14}  {notes}")
 
@@ -470,7 +545,9 @@ def main() -> None:
     parser.add_argument("--keys", default="100000,1000000", help="bucket sizes for the memory figure")
     parser.add_argument("--heartbeats", type=int, default=50_000, help="heartbeats for figure 7")
     parser.add_argument("--only", default="1,2,3,4,5,6,7", help="which figures to measure, e.g. 1,5")
-    parser.add_argument("--profile", type=Path, help="write py-spy samples of the gateway and provisioning here")
+    parser.add_argument(
+        "--profile", type=Path, help="write py-spy samples of the gateway and provisioning here"
+    )
     parser.add_argument("--out", type=Path, default=DATA / "results.json")
     args = parser.parse_args()
     args.keys = [int(part) for part in args.keys.split(",") if part]

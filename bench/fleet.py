@@ -13,8 +13,13 @@ import aiohttp
 T = TypeVar("T")
 
 DEVICE_INFO = {
-    "manufacturer": "Bench", "model": "TV", "osVersion": "1", "appVersion": "1",
-    "macAddress": "00:11:22:33:44:55", "ipAddress": "10.0.0.1", "deviceName": "TV",
+    "manufacturer": "Bench",
+    "model": "TV",
+    "osVersion": "1",
+    "appVersion": "1",
+    "macAddress": "00:11:22:33:44:55",
+    "ipAddress": "10.0.0.1",
+    "deviceName": "TV",
 }
 
 
@@ -36,24 +41,41 @@ class Admin:
 
     async def sign_up(self, operator_token: str) -> None:
         tenant = await self._call(
-            "POST", "registry", "/v1/tenants", 201, json={"name": "Bench"},
+            "POST",
+            "registry",
+            "/v1/tenants",
+            201,
+            json={"name": "Bench"},
             headers={"Authorization": f"Bearer {operator_token}"},
         )
         client = tenant["client"]
-        form = {"grant_type": "client_credentials", "client_id": client["clientId"],
-                "client_secret": client["clientSecret"]}
+        form = {
+            "grant_type": "client_credentials",
+            "client_id": client["clientId"],
+            "client_secret": client["clientSecret"],
+        }
         token = await self._call("POST", "registry", "/oauth/token", 200, data=form)
         self.headers = {"Authorization": f"Bearer {token['access_token']}"}
-        venue = await self._call("POST", "registry", "/v1/venues", 201, json={"name": "HQ"}, headers=self.headers)
+        venue = await self._call(
+            "POST", "registry", "/v1/venues", 201, json={"name": "HQ"}, headers=self.headers
+        )
         self.venue_id = venue["id"]
 
     async def screen_with_code(self, name: str) -> tuple[str, str]:
         screen = await self._call(
-            "POST", "registry", "/v1/screens", 201, json={"venueId": self.venue_id, "name": name},
+            "POST",
+            "registry",
+            "/v1/screens",
+            201,
+            json={"venueId": self.venue_id, "name": name},
             headers=self.headers,
         )
         code = await self._call(
-            "POST", "provisioning", "/v1/devices/provisioning-codes", 201, json={"screenId": screen["id"]},
+            "POST",
+            "provisioning",
+            "/v1/devices/provisioning-codes",
+            201,
+            json={"screenId": screen["id"]},
             headers=self.headers,
         )
         return screen["id"], code["code"]
@@ -61,13 +83,20 @@ class Admin:
     async def register(self, code: str) -> dict[str, Any]:
         """What the TV does: no credential, just the code."""
         return await self._call(
-            "POST", "provisioning", "/devices/register", 201,
+            "POST",
+            "provisioning",
+            "/devices/register",
+            201,
             json={"pairingCode": code, "deviceInfo": DEVICE_INFO},
         )
 
     async def revoke(self, device_id: str) -> None:
         await self._call(
-            "POST", "provisioning", f"/v1/devices/{device_id}/revoke", 200, json={"reason": "bench"},
+            "POST",
+            "provisioning",
+            f"/v1/devices/{device_id}/revoke",
+            200,
+            json={"reason": "bench"},
             headers=self.headers,
         )
 
@@ -94,7 +123,9 @@ async def new_codes(admin: Admin, count: int, concurrency: int) -> list[str]:
     return [code for _, code in made]
 
 
-async def registration_latencies(admin: Admin, codes: list[str], concurrency: int) -> tuple[list[float], float]:
+async def registration_latencies(
+    admin: Admin, codes: list[str], concurrency: int
+) -> tuple[list[float], float]:
     """Milliseconds per registration with ``concurrency`` TVs registering at once, and the seconds
     they took in all."""
 

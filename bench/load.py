@@ -48,8 +48,18 @@ def wrk(
     threads: int = 1,
 ) -> Load:
     command = [
-        require_wrk(), f"-t{threads}", f"-c{connections}", f"-d{seconds}s", "--latency",
-        "-s", str(LUA), url, "--", str(keys_file), method, body,
+        require_wrk(),
+        f"-t{threads}",
+        f"-c{connections}",
+        f"-d{seconds}s",
+        "--latency",
+        "-s",
+        str(LUA),
+        url,
+        "--",
+        str(keys_file),
+        method,
+        body,
     ]
     server_before, wrk_before = cpu_seconds(server_pid), _reaped_children_cpu()
     started = time.monotonic()

@@ -35,7 +35,6 @@ from bench.fleet import Admin, bounded
 from devstack.services import ROOT
 from shared.settings import DEFAULT_PORTS
 
-
 # Answers that tell a TV to come back later (Retry-After): designed, not errors.
 BACK_OFF = (429, 503)
 PATIENCE_SECONDS = 120
@@ -114,7 +113,9 @@ class Fleet:
 
         async def pair_again() -> None:
             async with self.http.post(
-                f"{self.url}/v1/devices/provisioning-codes", json={"screenId": tv.screen_id}, headers=self.admin.headers
+                f"{self.url}/v1/devices/provisioning-codes",
+                json={"screenId": tv.screen_id},
+                headers=self.admin.headers,
             ) as response:
                 code = await response.json()
             if response.status == 409:
@@ -139,7 +140,7 @@ class Fleet:
             try:
                 await step()
                 return True
-            except (RuntimeError, aiohttp.ClientError, asyncio.TimeoutError) as exc:
+            except (TimeoutError, RuntimeError, aiohttp.ClientError) as exc:
                 if time.monotonic() > deadline:
                     self.report.errors[f"{what}: {exc}"[:120]] += 1
                     return False
@@ -205,7 +206,9 @@ class Fleet:
 
     async def revoke_device(self, device_id: str) -> None:
         async with self.http.post(
-            f"{self.url}/v1/devices/{device_id}/revoke", json={"reason": "simulated"}, headers=self.admin.headers
+            f"{self.url}/v1/devices/{device_id}/revoke",
+            json={"reason": "simulated"},
+            headers=self.admin.headers,
         ) as response:
             await response.read()
             if response.status not in (200, 409):  # 409: an earlier try went through
@@ -214,7 +217,9 @@ class Fleet:
     async def unbind(self, screen_id: str) -> None:
         """Revoke whatever device is active on the screen."""
         async with self.http.get(
-            f"{self.url}/v1/devices", params={"screenId": screen_id, "status": "active"}, headers=self.admin.headers
+            f"{self.url}/v1/devices",
+            params={"screenId": screen_id, "status": "active"},
+            headers=self.admin.headers,
         ) as response:
             page = await response.json()
             if response.status != 200:
@@ -263,7 +268,9 @@ async def sample(http: aiohttp.ClientSession, services: list[str], at: float) ->
     return Sample(at, memory, lag, pending)
 
 
-async def sampling(http: aiohttp.ClientSession, args: argparse.Namespace, report: Report, until: float) -> None:
+async def sampling(
+    http: aiohttp.ClientSession, args: argparse.Namespace, report: Report, until: float
+) -> None:
     started = time.monotonic()
     while True:
         report.samples.append(await sample(http, args.services, time.monotonic() - started))
@@ -324,11 +331,15 @@ def print_report(report: Report, args: argparse.Namespace) -> bool:
     growth = report.memory_growth()
     for name, ratio in growth.items():
         series = [sample.memory[name] for sample in report.samples if name in sample.memory]
-        print(f"  memory {name}: {series[0]:.0f} MiB at start, {max(series):.0f} peak, {series[-1]:.0f} at end"
-              f" (x{ratio:.2f} since warm)")
+        print(
+            f"  memory {name}: {series[0]:.0f} MiB at start, {max(series):.0f} peak, {series[-1]:.0f} at end"
+            f" (x{ratio:.2f} since warm)"
+        )
     lag, pending = report.worst("outbox_lag"), report.worst("consumer_pending")
-    print(f"  outbox lag at most {lag:.2f} s, consumer backlog at most {pending:.0f} messages"
-          f" ({len(report.samples)} samples)")
+    print(
+        f"  outbox lag at most {lag:.2f} s, consumer backlog at most {pending:.0f} messages"
+        f" ({len(report.samples)} samples)"
+    )
     print(f"  errors: {dict(report.errors) or 'none'}")
     failures = []
     if report.errors:
@@ -368,7 +379,9 @@ def main() -> None:
     parser.add_argument(
         "--services",
         nargs="*",
-        default=[f"{name}=http://localhost:{port}" for name, port in DEFAULT_PORTS.items() if name != "entrypoint"],
+        default=[
+            f"{name}=http://localhost:{port}" for name, port in DEFAULT_PORTS.items() if name != "entrypoint"
+        ],
         help="services ([NAME=]URL) whose /metrics give their memory, outbox lag and consumer backlog",
     )
     args = parser.parse_args()

@@ -52,12 +52,15 @@ def main() -> None:
     if not env.get("NATS_URL"):
         nats = NatsServer(DATA / "nats", port=int(env.get("NATS_PORT", 54222))).start()
         env["NATS_URL"] = nats.url
-    env.setdefault("OPERATOR_TOKEN", _persisted_secret("operator_token", lambda: "op_" + secrets.token_urlsafe(24)))
+    env.setdefault(
+        "OPERATOR_TOKEN", _persisted_secret("operator_token", lambda: "op_" + secrets.token_urlsafe(24))
+    )
     env.setdefault("TOKEN_SIGNING_KEY", _persisted_secret("token_signing_key", generate_signing_key))
     # The entry point forwards the caller's address in X-Forwarded-For; believe it from loopback.
     env.setdefault("TRUSTED_PROXIES", "127.0.0.1/32,::1/128")
     ports = {
-        name: int(env.get(f"{name.upper().replace('-', '_')}_PORT", port)) for name, port in DEFAULT_PORTS.items()
+        name: int(env.get(f"{name.upper().replace('-', '_')}_PORT", port))
+        for name, port in DEFAULT_PORTS.items()
     }
     children: list[subprocess.Popen[bytes]] = []
     try:
@@ -98,7 +101,7 @@ async def _serve_entrypoint(
             break
         try:
             await asyncio.wait_for(stop.wait(), 1)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             pass
     await runner.cleanup()
 
@@ -110,12 +113,12 @@ def _print_welcome(port: int, env: dict[str, str], seconds: float) -> None:
 ================================================================================
  Signage backend is up in {seconds:.1f} s: {base}
    OpenAPI:         {base}/openapi.json
-   operator token:  {env['OPERATOR_TOKEN']}
-   database:        {env['DATABASE_URL']}
-   nats:            {env['NATS_URL']}
+   operator token:  {env["OPERATOR_TOKEN"]}
+   database:        {env["DATABASE_URL"]}
+   nats:            {env["NATS_URL"]}
 
  Try it (README.md walks the whole flow):
-   export OP={env['OPERATOR_TOKEN']}
+   export OP={env["OPERATOR_TOKEN"]}
    curl -s -X POST {base}/v1/tenants -H "Authorization: Bearer $OP" \\
         -H 'Content-Type: application/json' -d '{{"name": "Acme Retail"}}'
  Ctrl-C stops everything.

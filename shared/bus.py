@@ -75,7 +75,7 @@ async def connect(url: str, name: str, *, timeout: float = 30) -> NATS:
                 reconnected_cb=reconnected,
                 error_cb=error,
             )
-        except (OSError, nats.errors.NoServersError, asyncio.TimeoutError):
+        except (TimeoutError, OSError, nats.errors.NoServersError):
             if asyncio.get_running_loop().time() > deadline:
                 raise
             await asyncio.sleep(0.5)
@@ -84,9 +84,7 @@ async def connect(url: str, name: str, *, timeout: float = 30) -> NATS:
 async def ensure_topology(js: JetStreamContext, replicas: int) -> None:
     """Create or update every stream and bucket; safe to run from every replica at every start."""
     for name, params in STREAMS.items():
-        config = api.StreamConfig(
-            name=name, storage=api.StorageType.FILE, num_replicas=replicas, **params
-        )
+        config = api.StreamConfig(name=name, storage=api.StorageType.FILE, num_replicas=replicas, **params)
         try:
             await js.add_stream(config)
         except nats.js.errors.BadRequestError:  # exists with other settings: bring it up to date
@@ -161,7 +159,7 @@ async def pull_batches(
             await js.add_consumer(stream, config)
             subscription = await js.pull_subscribe_bind(durable=durable, stream=stream)
             break
-        except (nats.errors.Error, asyncio.TimeoutError) as exc:
+        except (TimeoutError, nats.errors.Error) as exc:
             log.warning("consumer_setup_failed", durable=durable, error=str(exc))
             await asyncio.sleep(1)
     held: list[Msg] = []  # fetched, not yet handed to the caller
@@ -175,7 +173,7 @@ async def pull_batches(
                 if batch > 1:
                     with contextlib.suppress(asyncio.TimeoutError):
                         held += await subscription.fetch(batch - 1, timeout=0.05)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 # nats-py raises its own TimeoutError, and on some paths (a busy loop that
                 # overran the deadline) the builtin one: both mean "nothing yet".
                 continue

@@ -1,7 +1,7 @@
 """The one way the services read the wall clock: aware UTC datetimes."""
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 
 def utcnow() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)

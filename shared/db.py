@@ -133,7 +133,7 @@ async def wait_for_database(dsn: str, *, timeout: float = 30) -> None:
     while True:
         try:
             conn = await asyncpg.connect(dsn, timeout=2)
-        except (OSError, asyncpg.PostgresError, asyncio.TimeoutError):
+        except (TimeoutError, OSError, asyncpg.PostgresError):
             if asyncio.get_running_loop().time() > deadline:
                 raise
             await asyncio.sleep(0.2)

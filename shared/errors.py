@@ -103,6 +103,25 @@ class Unavailable(ServiceError):
         super().__init__(message, headers={"Retry-After": str(retry_after)})
 
 
+class OAuthErrorBody(ErrorBody, frozen=True, omit_defaults=True):
+    error_description: str = ""
+
+
+class OAuthError(ServiceError):
+    """An OAuth 2.0 error (RFC 6749 §5.2, RFC 8628 §3.5, RFC 7591 §3.2.2): ``error`` is the RFC's
+    code; the body is our one shape with ``error_description`` too, for stock OAuth clients."""
+
+    def __init__(self, status: int, error: str, description: str, *, basic: bool = False) -> None:
+        headers = {"Cache-Control": "no-store"}
+        if basic:  # a client that authenticated with HTTP Basic is told how to retry (RFC 6749 §5.2)
+            headers["WWW-Authenticate"] = 'Basic realm="oauth"'
+        super().__init__(description, headers=headers)
+        self.status, self.code = status, error
+
+    def body(self) -> OAuthErrorBody:
+        return OAuthErrorBody(error=self.code, message=self.message, error_description=self.message)
+
+
 # ---- naming every bad field -------------------------------------------------------------------
 # msgspec stops at the first error. Clients fix a form faster when every bad field is named, so on
 # the (rare) error path we walk the decoded JSON against the Struct and collect each problem.

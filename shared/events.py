@@ -91,7 +91,9 @@ class PresenceChanged(Event, tag="heartbeat.presence.changed"):
     presence_seq: int
 
 
-AnyEvent = ScreenCreated | ScreenConfigChanged | DeviceBound | DeviceRevoked | PresenceChanged | ActivationRepeated
+AnyEvent = (
+    ScreenCreated | ScreenConfigChanged | DeviceBound | DeviceRevoked | PresenceChanged | ActivationRepeated
+)
 
 event_decoder = msgspec.json.Decoder(AnyEvent)
 

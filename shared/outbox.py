@@ -70,8 +70,10 @@ OUTBOX_PUBLISHED = prometheus_client.Counter(
     "outbox_published_total", "Outbox rows published and acknowledged by JetStream", ["schema"]
 )
 OUTBOX_BACKLOG = prometheus_client.Gauge(
-    "outbox_backlog_batch", "Rows the relay found waiting at its last look (at most one batch)",
-    ["schema"], multiprocess_mode="max",
+    "outbox_backlog_batch",
+    "Rows the relay found waiting at its last look (at most one batch)",
+    ["schema"],
+    multiprocess_mode="max",
 )
 
 
@@ -97,7 +99,7 @@ class Relay:
         while True:
             try:
                 await self._run_connected()
-            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, asyncio.TimeoutError) as exc:
+            except (TimeoutError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
                 log.warning("outbox_relay_reconnecting", schema=self._schema, error=str(exc))
                 await asyncio.sleep(1)
 
@@ -105,7 +107,9 @@ class Relay:
         conn = await asyncpg.connect(self._dsn, server_settings={"search_path": self._schema})
         try:
             await conn.add_listener(f"{self._schema}_outbox", lambda *_: self._wake.set())
-            while not await conn.fetchval("SELECT pg_try_advisory_lock(hashtext($1))", f"outbox:{self._schema}"):
+            while not await conn.fetchval(
+                "SELECT pg_try_advisory_lock(hashtext($1))", f"outbox:{self._schema}"
+            ):
                 await self._sleep(IDLE_RECHECK_SECONDS)
             log.info("outbox_relay_active", schema=self._schema)
             self._active = True

@@ -93,9 +93,7 @@ def choice_query(request: web.Request, name: str, choices: tuple[str, ...]) -> s
     if raw is None or raw == "":
         return None
     if raw not in choices:
-        raise BadRequest(
-            f"{name} must be one of {', '.join(choices)}", details=[ErrorDetail(name, "enum")]
-        )
+        raise BadRequest(f"{name} must be one of {', '.join(choices)}", details=[ErrorDetail(name, "enum")])
     return raw
 
 

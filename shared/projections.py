@@ -48,9 +48,15 @@ class ScreenContent(msgspec.Struct, frozen=True, kw_only=True, rename="camel"):
     config: ScreenConfig
 
 
-def key_hash(api_key: str) -> str:
-    """The stored and looked-up form of a ``dak_`` key (also its KV key)."""
-    return hashlib.sha256(api_key.encode()).hexdigest()
+def device_key_digest(api_key: str) -> bytes:
+    """What is stored of a ``dak_`` key (never the key): its SHA-256, as provisioning keeps it and
+    the gateway looks it up."""
+    return hashlib.sha256(api_key.encode()).digest()
+
+
+def device_key_name(digest: bytes) -> str:
+    """The key's entry name in ``device-keys``: its digest in hex."""
+    return digest.hex()
 
 
 def kv_subject(bucket: str, key: str) -> str:

@@ -18,9 +18,9 @@ import aiohttp
 import asyncpg
 import msgspec
 import prometheus_client
-from prometheus_client import multiprocess
 import structlog
 from aiohttp import web
+from prometheus_client import multiprocess
 
 from shared import errors
 from shared.logging import new_log_context
@@ -92,11 +92,14 @@ def base_app(service: str, settings: Settings) -> web.Application:
     app[SERVICE] = service
     app[READINESS] = {}
     app[IN_FLIGHT] = InFlight()
-    add_routes(app, [
-        ("GET", "/healthz", healthz, True),
-        ("GET", "/readyz", readyz, True),
-        ("GET", "/metrics", metrics, True),
-    ])
+    add_routes(
+        app,
+        [
+            ("GET", "/healthz", healthz, True),
+            ("GET", "/readyz", readyz, True),
+            ("GET", "/metrics", metrics, True),
+        ],
+    )
     return app
 
 
@@ -165,8 +168,13 @@ def instrumented(
         counter.inc()
         latency.observe(elapsed)
         if not quiet or status >= 400:
-            log.info("request", method=request.method, path=request.path, status=status,
-                     duration_ms=round(elapsed * 1000, 2))
+            log.info(
+                "request",
+                method=request.method,
+                path=request.path,
+                status=status,
+                duration_ms=round(elapsed * 1000, 2),
+            )
         return response
 
     return handle
@@ -220,9 +228,7 @@ async def http_client_ctx(app: web.Application) -> AsyncIterator[None]:
         yield
 
 
-def json_response(
-    body: Any, *, status: int = 200, headers: dict[str, str] | None = None
-) -> web.Response:
+def json_response(body: Any, *, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
     return web.Response(
         body=_encoder.encode(body), status=status, headers=headers, content_type="application/json"
     )

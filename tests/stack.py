@@ -125,7 +125,11 @@ class Stack:
         if token is not None:
             headers["Authorization"] = f"Bearer {token}"
         async with self.http.request(method, path, json=json, headers=headers, **kwargs) as response:
-            body = await response.json() if response.content_type == "application/json" else await response.read()
+            body = (
+                await response.json()
+                if response.content_type == "application/json"
+                else await response.read()
+            )
             return response.status, body, response
 
     async def tenant(self, name: str = "Acme Retail") -> dict[str, Any]:
@@ -145,11 +149,14 @@ class Stack:
         """``POST /oauth/token`` (client credentials grant), secrets in the form or HTTP Basic."""
         if basic:
             return await self.call(
-                "POST", "/oauth/token", data={"grant_type": "client_credentials"},
+                "POST",
+                "/oauth/token",
+                data={"grant_type": "client_credentials"},
                 headers={"Authorization": aiohttp.BasicAuth(client_id, client_secret).encode()},
             )
         return await self.call(
-            "POST", "/oauth/token",
+            "POST",
+            "/oauth/token",
             data={"grant_type": "client_credentials", "client_id": client_id, "client_secret": client_secret},
         )
 

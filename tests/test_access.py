@@ -110,9 +110,7 @@ async def test_another_tenant_gets_404_on_every_resource_and_changes_nothing(sta
     a_key = a_registered["apiKey"]
     a_pending_screen = await _screen_in(stack, ta, a_venue_id, "Window")
     a_pending_code = (await stack.code(ta, a_pending_screen["id"]))["code"]
-    status, a_bound_codes, _ = await stack.call(
-        "GET", f"/v1/devices?screenId={a_screen['id']}", token=ta
-    )
+    status, a_bound_codes, _ = await stack.call("GET", f"/v1/devices?screenId={a_screen['id']}", token=ta)
     assert status == 200 and [d["id"] for d in a_bound_codes["items"]] == [a_device_id]
 
     status, playlist, _ = await stack.call(
@@ -180,7 +178,11 @@ async def test_another_tenant_gets_404_on_every_resource_and_changes_nothing(sta
     status, pending_config, _ = await stack.call("GET", f"/v1/screens/{pid}/config", token=ta)
     assert (status, pending_config) == (
         200,
-        {"syncIntervalMinutes": 5, "heartbeatIntervalMinutes": 1, "cachePolicy": {"maxSizeGB": 10, "retentionDays": 7}},
+        {
+            "syncIntervalMinutes": 5,
+            "heartbeatIntervalMinutes": 1,
+            "cachePolicy": {"maxSizeGB": 10, "retentionDays": 7},
+        },
     )
     status, code_status, _ = await stack.call(
         "GET", f"/v1/devices/provisioning-codes/{a_pending_code}/status", token=ta
@@ -322,9 +324,7 @@ async def test_a_bad_admin_credential_is_401_on_every_service(stack: Stack, make
         assert_unauthorized(status, answer, response, f"{method} {path}")
     # Nothing was created with the bad credential; the genuine token still works.
     assert await _ids(stack, tenant["token"], "/v1/venues") == venues_before
-    status, codes, _ = await stack.call(
-        "GET", f"/v1/devices?screenId={screen['id']}", token=tenant["token"]
-    )
+    status, codes, _ = await stack.call("GET", f"/v1/devices?screenId={screen['id']}", token=tenant["token"])
     assert (status, codes["items"]) == (200, [])
     status, code, _ = await stack.call(
         "POST", "/v1/devices/provisioning-codes", token=tenant["token"], json={"screenId": screen["id"]}
@@ -383,7 +383,9 @@ async def test_token_with_http_basic_credentials(stack: Stack) -> None:
     assert body["scope"] == "admin"
     assert response.headers.get("Cache-Control") == "no-store"
     claims = jwt.decode(
-        body["access_token"], _public_key(stack.settings.token_signing_key), algorithms=["EdDSA"],
+        body["access_token"],
+        _public_key(stack.settings.token_signing_key),
+        algorithms=["EdDSA"],
         issuer=stack.settings.token_issuer,
     )
     assert (claims["tid"], claims["sub"]) == (tenant["id"], client["clientId"])
@@ -463,7 +465,11 @@ async def test_screens_paginate_in_creation_order_and_filter(stack: Stack) -> No
 
     assert await stack.eventually(active_ids) == [created[2]]
     assert await _ids(stack, token, "/v1/screens?state=provisioning") == [
-        created[0], created[1], created[3], created[4], lone
+        created[0],
+        created[1],
+        created[3],
+        created[4],
+        lone,
     ]
     assert await _ids(stack, token, f"/v1/screens?venueId={other_venue['id']}&state=active") == []
     assert await _ids(stack, token, f"/v1/screens?venueId={venue['id']}&state=active") == [created[2]]
@@ -521,7 +527,11 @@ async def test_the_device_key_is_never_readable_again(stack: Stack) -> None:
             " AND table_type = 'BASE TABLE' ORDER BY 1, 2"
         )
         names = {(t["table_schema"], t["table_name"]) for t in tables}
-        assert {("provisioning", "device_keys"), ("provisioning", "devices"), ("registry", "screens")} <= names
+        assert {
+            ("provisioning", "device_keys"),
+            ("provisioning", "devices"),
+            ("registry", "screens"),
+        } <= names
         scanned = 0
         device_rows = 0
         for table in tables:
@@ -607,7 +617,8 @@ async def test_no_secret_of_any_flow_is_stored_in_clear_or_logged(stack: Stack) 
         _, registered = await stack.register(code["code"], hardwareId="HW-SECRET")
         secrets |= {"device key": registered["apiKey"], "recovery secret": registered["recoverySecret"]}
         status, recovered, _ = await stack.call(
-            "POST", "/devices/recover",
+            "POST",
+            "/devices/recover",
             json={"hardwareId": "HW-SECRET", "recoverySecret": registered["recoverySecret"]},
         )
         assert status == 200, recovered
@@ -623,10 +634,18 @@ async def test_no_secret_of_any_flow_is_stored_in_clear_or_logged(stack: Stack) 
         ) as response:
             client = await response.json()
         secrets |= {"initial access token": iat["token"], "registered client secret": client["client_secret"]}
-        async with stack.http.post("/oauth/device_authorization", data={
-            "client_id": "signage-player", "manufacturer": "LG", "model": "webOS", "osVersion": "6",
-            "appVersion": "1", "macAddress": "00:11:22:33:44:77", "ipAddress": "10.0.0.9",
-        }) as response:
+        async with stack.http.post(
+            "/oauth/device_authorization",
+            data={
+                "client_id": "signage-player",
+                "manufacturer": "LG",
+                "model": "webOS",
+                "osVersion": "6",
+                "appVersion": "1",
+                "macAddress": "00:11:22:33:44:77",
+                "ipAddress": "10.0.0.9",
+            },
+        ) as response:
             secrets["device code"] = (await response.json())["device_code"]
         _, made, _ = await stack.call(
             "POST", "/v1/devices/pre-provisioned", token=stack.settings.operator_token, json={"count": 1}
@@ -646,13 +665,15 @@ async def test_no_secret_of_any_flow_is_stored_in_clear_or_logged(stack: Stack) 
             "SELECT table_schema, table_name FROM information_schema.tables"
             " WHERE table_schema IN ('provisioning', 'registry', 'heartbeat') AND table_type = 'BASE TABLE'"
         )
-        dump = "\n".join([
-            row["j"]
-            for table in tables
-            for row in await conn.fetch(
-                f'SELECT row_to_json(t)::text AS j FROM "{table["table_schema"]}"."{table["table_name"]}" t'
-            )
-        ])
+        dump = "\n".join(
+            [
+                row["j"]
+                for table in tables
+                for row in await conn.fetch(
+                    f'SELECT row_to_json(t)::text AS j FROM "{table["table_schema"]}"."{table["table_name"]}" t'
+                )
+            ]
+        )
     finally:
         await conn.close()
     assert registered["deviceId"] in dump  # the dump did see this test's rows
@@ -723,7 +744,8 @@ async def test_admin_changes_are_listed_per_tenant_with_who_what_and_from_where(
     assert {e["clientAddress"] for e in page["items"]} == {"127.0.0.1"}
     status, rest, _ = await stack.call("GET", f"/v1/audit?before={page['nextBefore']}", token=token)
     assert [(e["action"], e["actor"]) for e in rest["items"]] == [
-        ("venue.created", me), ("tenant.created", "operator"),
+        ("venue.created", me),
+        ("tenant.created", "operator"),
     ] and rest["nextBefore"] is None, rest
     status, theirs, _ = await stack.call("GET", "/v1/audit", token=other["token"])
     assert [e["action"] for e in theirs["items"]] == ["tenant.created"], theirs
@@ -756,7 +778,8 @@ async def test_binds_and_revokes_are_listed_per_tenant_with_who_how_and_from_whe
     ] and rest["nextBefore"] is None, rest
     status, theirs, _ = await stack.call("GET", "/v1/devices/audit", token=other["token"])
     assert [e["action"] for e in theirs["items"]] == ["bound"] and theirs["items"][0]["deviceId"] not in (
-        first["deviceId"], second["deviceId"]
+        first["deviceId"],
+        second["deviceId"],
     ), theirs
     status, body, _ = await stack.call("GET", "/v1/devices/audit?before=-1", token=token)
     assert status == 400 and body["details"][0]["field"] == "before", body

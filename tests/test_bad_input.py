@@ -98,9 +98,7 @@ async def post_raw(
 
 async def assert_code_still_usable(stack: Stack, token: str, code: str) -> None:
     """The code survived the bad requests: still pending, and a valid registration binds it."""
-    status, body, _ = await stack.call(
-        "GET", f"/v1/devices/provisioning-codes/{code}/status", token=token
-    )
+    status, body, _ = await stack.call("GET", f"/v1/devices/provisioning-codes/{code}/status", token=token)
     assert status == 200, body
     assert body["status"] == "pending", body
     status, body = await stack.register(code)
@@ -167,7 +165,9 @@ async def test_register_body_over_1_mib(stack, token, code):
     await assert_code_still_usable(stack, token, code)
 
 
-@pytest.mark.parametrize("raw", [b"null", b"[]", b'"ABCD1234"', b"42"], ids=["null", "array", "string", "number"])
+@pytest.mark.parametrize(
+    "raw", [b"null", b"[]", b'"ABCD1234"', b"42"], ids=["null", "array", "string", "number"]
+)
 async def test_register_body_not_an_object(stack, raw):
     result = await post_raw(stack, "/devices/register", raw)
     assert_error(result, 400, "invalid_request", [("", "type")])
@@ -204,21 +204,69 @@ REGISTER_CASES: list[tuple[str, Callable[[str], Any], list[tuple[str, str]]]] = 
     ("missing-model", _without_device_field("model"), [("deviceInfo.model", "required")]),
     ("missing-macAddress", _without_device_field("macAddress"), [("deviceInfo.macAddress", "required")]),
     ("missing-ipAddress", _without_device_field("ipAddress"), [("deviceInfo.ipAddress", "required")]),
-    ("mac-mixed-separators", lambda c: registration(c, macAddress="00:11:22:33:44-55"), [("deviceInfo.macAddress", "pattern")]),
-    ("mac-five-octets", lambda c: registration(c, macAddress="00:11:22:33:44"), [("deviceInfo.macAddress", "pattern")]),
-    ("mac-not-hex", lambda c: registration(c, macAddress="GG:11:22:33:44:55"), [("deviceInfo.macAddress", "pattern")]),
-    ("mac-no-separators", lambda c: registration(c, macAddress="001122334455"), [("deviceInfo.macAddress", "pattern")]),
-    ("ipv4-octet-999", lambda c: registration(c, ipAddress="192.168.1.999"), [("deviceInfo.ipAddress", "format")]),
-    ("ipv4-three-parts", lambda c: registration(c, ipAddress="192.168.1"), [("deviceInfo.ipAddress", "format")]),
+    (
+        "mac-mixed-separators",
+        lambda c: registration(c, macAddress="00:11:22:33:44-55"),
+        [("deviceInfo.macAddress", "pattern")],
+    ),
+    (
+        "mac-five-octets",
+        lambda c: registration(c, macAddress="00:11:22:33:44"),
+        [("deviceInfo.macAddress", "pattern")],
+    ),
+    (
+        "mac-not-hex",
+        lambda c: registration(c, macAddress="GG:11:22:33:44:55"),
+        [("deviceInfo.macAddress", "pattern")],
+    ),
+    (
+        "mac-no-separators",
+        lambda c: registration(c, macAddress="001122334455"),
+        [("deviceInfo.macAddress", "pattern")],
+    ),
+    (
+        "ipv4-octet-999",
+        lambda c: registration(c, ipAddress="192.168.1.999"),
+        [("deviceInfo.ipAddress", "format")],
+    ),
+    (
+        "ipv4-three-parts",
+        lambda c: registration(c, ipAddress="192.168.1"),
+        [("deviceInfo.ipAddress", "format")],
+    ),
     ("ipv6-bad-hex", lambda c: registration(c, ipAddress="fe80::zz"), [("deviceInfo.ipAddress", "format")]),
-    ("ipv6-two-gaps", lambda c: registration(c, ipAddress="2001::db8::1"), [("deviceInfo.ipAddress", "format")]),
+    (
+        "ipv6-two-gaps",
+        lambda c: registration(c, ipAddress="2001::db8::1"),
+        [("deviceInfo.ipAddress", "format")],
+    ),
     ("ip-hostname", lambda c: registration(c, ipAddress="tv.local"), [("deviceInfo.ipAddress", "format")]),
-    ("manufacturer-101-chars", lambda c: registration(c, manufacturer="x" * 101), [("deviceInfo.manufacturer", "length")]),
-    ("manufacturer-empty", lambda c: registration(c, manufacturer=""), [("deviceInfo.manufacturer", "length")]),
+    (
+        "manufacturer-101-chars",
+        lambda c: registration(c, manufacturer="x" * 101),
+        [("deviceInfo.manufacturer", "length")],
+    ),
+    (
+        "manufacturer-empty",
+        lambda c: registration(c, manufacturer=""),
+        [("deviceInfo.manufacturer", "length")],
+    ),
     ("manufacturer-int", lambda c: registration(c, manufacturer=5), [("deviceInfo.manufacturer", "type")]),
-    ("manufacturer-null", lambda c: registration(c, manufacturer=None), [("deviceInfo.manufacturer", "type")]),
-    ("deviceName-201-chars", lambda c: registration(c, deviceName="x" * 201), [("deviceInfo.deviceName", "length")]),
-    ("ipAddress-46-chars", lambda c: registration(c, ipAddress="1" * 46), [("deviceInfo.ipAddress", "length")]),
+    (
+        "manufacturer-null",
+        lambda c: registration(c, manufacturer=None),
+        [("deviceInfo.manufacturer", "type")],
+    ),
+    (
+        "deviceName-201-chars",
+        lambda c: registration(c, deviceName="x" * 201),
+        [("deviceInfo.deviceName", "length")],
+    ),
+    (
+        "ipAddress-46-chars",
+        lambda c: registration(c, ipAddress="1" * 46),
+        [("deviceInfo.ipAddress", "length")],
+    ),
 ]
 
 
@@ -282,9 +330,7 @@ async def test_register_code_survives_a_series_of_bad_requests(stack, token, cod
     statuses = [(await request)[0] for request in bad_requests]
     assert statuses == [400, 415, 413, 400, 400, 400, 400]
     await assert_code_still_usable(stack, token, code)
-    status, body, _ = await stack.call(
-        "GET", f"/v1/devices/provisioning-codes/{code}/status", token=token
-    )
+    status, body, _ = await stack.call("GET", f"/v1/devices/provisioning-codes/{code}/status", token=token)
     assert (status, body["status"]) == (200, "bound")
 
 
@@ -397,7 +443,11 @@ async def test_venue_accepts_valid_timezone(stack, token):
 
 
 async def test_venue_not_json(stack, token):
-    assert_error(await post_raw(stack, "/v1/venues", "name=HQ", "text/plain", token=token), 415, "unsupported_media_type")
+    assert_error(
+        await post_raw(stack, "/v1/venues", "name=HQ", "text/plain", token=token),
+        415,
+        "unsupported_media_type",
+    )
 
 
 async def test_venue_malformed_json(stack, token):
@@ -441,7 +491,9 @@ async def test_screen_unknown_venue(stack, token):
 async def test_screen_venue_of_another_tenant(stack, token):
     other = (await stack.tenant("Other"))["token"]
     _, venue, _ = await stack.call("POST", "/v1/venues", token=other, json={"name": "Theirs"})
-    result = await stack.call("POST", "/v1/screens", token=token, json={"venueId": venue["id"], "name": "Lobby"})
+    result = await stack.call(
+        "POST", "/v1/screens", token=token, json={"venueId": venue["id"], "name": "Lobby"}
+    )
     assert_error(result, 404, "not_found")
 
 
@@ -452,7 +504,10 @@ async def test_screen_venue_of_another_tenant(stack, token):
         ({"resolution": "big"}, [("resolution", "pattern")]),
         ({"resolution": "1920x"}, [("resolution", "pattern")]),
         ({"name": ""}, [("name", "length")]),
-        ({"orientation": "diagonal", "resolution": "big"}, [("orientation", "enum"), ("resolution", "pattern")]),
+        (
+            {"orientation": "diagonal", "resolution": "big"},
+            [("orientation", "enum"), ("resolution", "pattern")],
+        ),
     ],
     ids=["orientation-diagonal", "resolution-big", "resolution-no-height", "empty-name", "two-bad-fields"],
 )
@@ -463,7 +518,9 @@ async def test_screen_invalid_field(stack, token, screen, extra, details):
 
 
 async def test_screen_not_json(stack, token):
-    assert_error(await post_raw(stack, "/v1/screens", "x", "text/plain", token=token), 415, "unsupported_media_type")
+    assert_error(
+        await post_raw(stack, "/v1/screens", "x", "text/plain", token=token), 415, "unsupported_media_type"
+    )
 
 
 async def test_screen_rejects_resolution_with_trailing_newline(stack, token, screen):
@@ -489,17 +546,31 @@ PLAYLIST_CASES = [
     ("url-ftp", {"items": [{**ITEM, "url": "ftp://x"}]}, [("items[0].url", "pattern")]),
     ("url-2049-chars", {"items": [{**ITEM, "url": "https://x/" + "a" * 2039}]}, [("items[0].url", "length")]),
     ("duration-0", {"items": [{**ITEM, "durationSeconds": 0}]}, [("items[0].durationSeconds", "range")]),
-    ("duration-over-a-day", {"items": [{**ITEM, "durationSeconds": 86401}]}, [("items[0].durationSeconds", "range")]),
-    ("duration-string", {"items": [{**ITEM, "durationSeconds": "10"}]}, [("items[0].durationSeconds", "type")]),
+    (
+        "duration-over-a-day",
+        {"items": [{**ITEM, "durationSeconds": 86401}]},
+        [("items[0].durationSeconds", "range")],
+    ),
+    (
+        "duration-string",
+        {"items": [{**ITEM, "durationSeconds": "10"}]},
+        [("items[0].durationSeconds", "type")],
+    ),
     ("second-item-bad", {"items": [ITEM, {**ITEM, "type": "pdf"}]}, [("items[1].type", "enum")]),
-    ("item-missing-url", {"items": [{"type": "image", "durationSeconds": 5}]}, [("items[0].url", "required")]),
+    (
+        "item-missing-url",
+        {"items": [{"type": "image", "durationSeconds": 5}]},
+        [("items[0].url", "required")],
+    ),
     ("1001-items", {"items": [ITEM] * 1001}, [("items", "length")]),
     ("missing-items", {}, [("items", "required")]),
     ("items-not-list", {"items": ITEM}, [("items", "type")]),
 ]
 
 
-@pytest.mark.parametrize(("body", "details"), [c[1:] for c in PLAYLIST_CASES], ids=[c[0] for c in PLAYLIST_CASES])
+@pytest.mark.parametrize(
+    ("body", "details"), [c[1:] for c in PLAYLIST_CASES], ids=[c[0] for c in PLAYLIST_CASES]
+)
 async def test_playlist_invalid_field(stack, token, screen, body, details):
     result = await stack.call("PUT", f"/v1/screens/{screen['id']}/playlist", token=token, json=body)
     assert_error(result, 400, "invalid_request", details)
@@ -524,7 +595,9 @@ async def test_playlist_unknown_screen(stack, token):
 
 
 async def test_playlist_not_json(stack, token, screen):
-    result = await post_raw(stack, f"/v1/screens/{screen['id']}/playlist", "x", "text/plain", token=token, method="PUT")
+    result = await post_raw(
+        stack, f"/v1/screens/{screen['id']}/playlist", "x", "text/plain", token=token, method="PUT"
+    )
     assert_error(result, 415, "unsupported_media_type")
 
 
@@ -584,22 +657,30 @@ async def test_config_invalid_field(stack, token, screen, body, details):
 
 
 async def test_config_path_id_not_a_uuid(stack, token):
-    result = await stack.call("PATCH", "/v1/screens/nope/config", token=token, json={"syncIntervalMinutes": 5})
+    result = await stack.call(
+        "PATCH", "/v1/screens/nope/config", token=token, json={"syncIntervalMinutes": 5}
+    )
     assert_error(result, 404, "not_found")
 
 
 async def test_config_unknown_screen(stack, token):
-    result = await stack.call("PATCH", f"/v1/screens/{new_id()}/config", token=token, json={"syncIntervalMinutes": 5})
+    result = await stack.call(
+        "PATCH", f"/v1/screens/{new_id()}/config", token=token, json={"syncIntervalMinutes": 5}
+    )
     assert_error(result, 404, "not_found")
 
 
 async def test_config_malformed_json(stack, token, screen):
-    result = await post_raw(stack, f"/v1/screens/{screen['id']}/config", b"{syncIntervalMinutes: 5}", token=token, method="PATCH")
+    result = await post_raw(
+        stack, f"/v1/screens/{screen['id']}/config", b"{syncIntervalMinutes: 5}", token=token, method="PATCH"
+    )
     assert_error(result, 400, "invalid_request")
 
 
 async def test_config_not_json(stack, token, screen):
-    result = await post_raw(stack, f"/v1/screens/{screen['id']}/config", "x", "text/plain", token=token, method="PATCH")
+    result = await post_raw(
+        stack, f"/v1/screens/{screen['id']}/config", "x", "text/plain", token=token, method="PATCH"
+    )
     assert_error(result, 415, "unsupported_media_type")
 
 
@@ -614,7 +695,9 @@ async def test_new_code_missing_screen_id(stack, token):
 
 
 async def test_new_code_screen_id_not_a_uuid(stack, token):
-    result = await stack.call("POST", "/v1/devices/provisioning-codes", token=token, json={"screenId": "nope"})
+    result = await stack.call(
+        "POST", "/v1/devices/provisioning-codes", token=token, json={"screenId": "nope"}
+    )
     assert_error(result, 400, "invalid_request", [("screenId", "invalid")])
 
 
@@ -624,16 +707,26 @@ async def test_new_code_screen_id_not_a_string(stack, token):
 
 
 async def test_new_code_unknown_screen(stack, token):
-    result = await stack.call("POST", "/v1/devices/provisioning-codes", token=token, json={"screenId": new_id()})
+    result = await stack.call(
+        "POST", "/v1/devices/provisioning-codes", token=token, json={"screenId": new_id()}
+    )
     assert_error(result, 404, "not_found")
 
 
 async def test_new_code_not_json(stack, token):
-    assert_error(await post_raw(stack, "/v1/devices/provisioning-codes", "x", "text/plain", token=token), 415, "unsupported_media_type")
+    assert_error(
+        await post_raw(stack, "/v1/devices/provisioning-codes", "x", "text/plain", token=token),
+        415,
+        "unsupported_media_type",
+    )
 
 
 async def test_new_code_malformed_json(stack, token):
-    assert_error(await post_raw(stack, "/v1/devices/provisioning-codes", b'{"screenId"', token=token), 400, "invalid_request")
+    assert_error(
+        await post_raw(stack, "/v1/devices/provisioning-codes", b'{"screenId"', token=token),
+        400,
+        "invalid_request",
+    )
 
 
 # =================================================================================================
@@ -706,7 +799,9 @@ async def test_list_venues_bad_query(stack, token, query, details):
     ids=["screenId=nope", "status=bogus", "limit=201", "cursor=garbage"],
 )
 async def test_list_devices_bad_query(stack, token, query, details):
-    assert_error(await stack.call("GET", f"/v1/devices?{query}", token=token), 400, "invalid_request", details)
+    assert_error(
+        await stack.call("GET", f"/v1/devices?{query}", token=token), 400, "invalid_request", details
+    )
 
 
 # =================================================================================================
@@ -816,7 +911,9 @@ HEARTBEAT_CASES = [
 ]
 
 
-@pytest.mark.parametrize(("body", "details"), [c[1:] for c in HEARTBEAT_CASES], ids=[c[0] for c in HEARTBEAT_CASES])
+@pytest.mark.parametrize(
+    ("body", "details"), [c[1:] for c in HEARTBEAT_CASES], ids=[c[0] for c in HEARTBEAT_CASES]
+)
 async def test_heartbeat_invalid_field(stack, device_key, body, details):
     result = await stack.call("POST", "/v1/device/heartbeat", token=device_key, json=body)
     assert_error(result, 400, "invalid_request", details)
@@ -859,7 +956,9 @@ async def test_events_invalid_field(stack, device_key, body, details):
 
 
 async def test_events_500_accepted(stack, device_key):
-    status, body, _ = await stack.call("POST", "/v1/device/events", token=device_key, json={"events": [EVENT] * 500})
+    status, body, _ = await stack.call(
+        "POST", "/v1/device/events", token=device_key, json={"events": [EVENT] * 500}
+    )
     assert (status, body) == (202, {"status": "accepted"})
 
 

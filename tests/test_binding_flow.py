@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import re
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import asyncpg
 import msgspec
@@ -47,7 +47,9 @@ async def test_screen_first_binding_end_to_end(stack):
     )
     assert status == 201
     assert UUID.match(screen["id"])
-    assert {k: screen[k] for k in ("tenantId", "venueId", "name", "state", "deviceId", "presence", "lastSeenAt")} == {
+    assert {
+        k: screen[k] for k in ("tenantId", "venueId", "name", "state", "deviceId", "presence", "lastSeenAt")
+    } == {
         "tenantId": tenant["id"],
         "venueId": venue["id"],
         "name": "Lobby",
@@ -61,7 +63,7 @@ async def test_screen_first_binding_end_to_end(stack):
     code = await stack.code(token, screen["id"])
     assert len(code["code"]) == 8 and set(code["code"]) <= set(CODE_ALPHABET)
     assert (code["screenId"], code["tenantId"], code["status"]) == (screen["id"], tenant["id"], "pending")
-    ttl = parse_time(code["expiresAt"]) - datetime.now(timezone.utc)
+    ttl = parse_time(code["expiresAt"]) - datetime.now(UTC)
     assert timedelta(minutes=14) < ttl <= timedelta(minutes=15)
 
     # Steps 3-4: the TV registers; the key is shown once; the screen becomes active.
@@ -73,16 +75,16 @@ async def test_screen_first_binding_end_to_end(stack):
     assert registered["config"] == DEFAULT_CONFIG
     key, device_id = registered["apiKey"], registered["deviceId"]
 
-    active = await stack.eventually(
-        lambda: _screen_if(stack, token, screen["id"], state="active")
-    )
+    active = await stack.eventually(lambda: _screen_if(stack, token, screen["id"], state="active"))
     assert active["deviceId"] == device_id
     status, code_status, _ = await stack.call(
         "GET", f"/v1/devices/provisioning-codes/{code['code']}/status", token=token
     )
     assert status == 200
     assert (code_status["status"], code_status["deviceId"], code_status["screenId"]) == (
-        "bound", device_id, screen["id"]
+        "bound",
+        device_id,
+        screen["id"],
     )
     assert code_status["boundAt"] is not None
 
@@ -119,11 +121,17 @@ async def test_screen_first_binding_end_to_end(stack):
     assert new_etag != playlist_etag
 
     status, patched, _ = await stack.call(
-        "PATCH", f"/v1/screens/{screen['id']}/config", token=token,
+        "PATCH",
+        f"/v1/screens/{screen['id']}/config",
+        token=token,
         json={"heartbeatIntervalMinutes": 2, "cachePolicy": {"retentionDays": 3}},
     )
     assert status == 200
-    expected_config = {**DEFAULT_CONFIG, "heartbeatIntervalMinutes": 2, "cachePolicy": {"maxSizeGB": 10.0, "retentionDays": 3}}
+    expected_config = {
+        **DEFAULT_CONFIG,
+        "heartbeatIntervalMinutes": 2,
+        "cachePolicy": {"maxSizeGB": 10.0, "retentionDays": 3},
+    }
     assert patched == expected_config
 
     async def new_config():
@@ -139,7 +147,9 @@ async def test_screen_first_binding_end_to_end(stack):
     )
     assert (status, body) == (202, {"status": "accepted"})
     status, body, _ = await stack.call(
-        "POST", "/v1/device/events", token=key,
+        "POST",
+        "/v1/device/events",
+        token=key,
         json={"events": [{"type": "proof_of_play", "at": "2026-11-23T08:00:00Z", "data": {"item": 0}}]},
     )
     assert (status, body) == (202, {"status": "accepted"})
@@ -153,7 +163,10 @@ async def test_screen_first_binding_end_to_end(stack):
     )
     assert status == 200
     assert (revoked["id"], revoked["status"], revoked["screenId"], revoked["reason"]) == (
-        device_id, "suspended", screen["id"], "Replaced hardware"
+        device_id,
+        "suspended",
+        screen["id"],
+        "Replaced hardware",
     )
 
     async def rejected():
@@ -288,10 +301,20 @@ async def test_events_carry_the_request_id_of_the_call_that_caused_them(stack):
     screen = await stack.screen(tenant["token"])
     code = await stack.code(tenant["token"], screen["id"])
     status, registered, response = await stack.call(
-        "POST", "/devices/register", headers={"X-Request-ID": "req-binding-42"},
-        json={"pairingCode": code["code"], "deviceInfo": {
-            "manufacturer": "LG", "model": "webOS", "osVersion": "6", "appVersion": "2.0",
-            "macAddress": "AA-BB-CC-DD-EE-FF", "ipAddress": "10.0.0.7"}},
+        "POST",
+        "/devices/register",
+        headers={"X-Request-ID": "req-binding-42"},
+        json={
+            "pairingCode": code["code"],
+            "deviceInfo": {
+                "manufacturer": "LG",
+                "model": "webOS",
+                "osVersion": "6",
+                "appVersion": "2.0",
+                "macAddress": "AA-BB-CC-DD-EE-FF",
+                "ipAddress": "10.0.0.7",
+            },
+        },
     )
     assert status == 201 and response.headers["X-Request-ID"] == "req-binding-42"
     client = await nats.connect(stack.settings.nats_url)

@@ -592,7 +592,9 @@ async def test_the_audit_trail_of_a_code_bind_and_an_admin_revoke(stack):
         "clientAddress": "127.0.0.1",
         "reason": "Replaced hardware",
     }, entries
-    assert parse_time(entries[0]["at"]) <= parse_time(entries[1]["at"]) and entries[0]["id"] < entries[1]["id"], entries
+    assert (
+        parse_time(entries[0]["at"]) <= parse_time(entries[1]["at"]) and entries[0]["id"] < entries[1]["id"]
+    ), entries
 
 
 async def test_the_audit_trail_of_a_logout(stack):

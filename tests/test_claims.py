@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import asyncpg
@@ -41,7 +41,7 @@ async def test_a_device_made_ahead_is_claimed_onto_a_screen_and_works_with_its_f
     status, mode = await claim_mode(stack, device["apiKey"], device["deviceId"], durationSeconds=120)
     assert status == 200, mode
     expires = datetime.fromisoformat(mode["claimExpirationTime"])
-    assert timedelta(seconds=100) < expires - datetime.now(timezone.utc) <= timedelta(seconds=121)
+    assert timedelta(seconds=100) < expires - datetime.now(UTC) <= timedelta(seconds=121)
 
     status, claimed, _ = await stack.call(
         "POST",

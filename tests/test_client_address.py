@@ -11,7 +11,9 @@ import pytest
 async def fail_once(stack, forwarded_for: str) -> int:
     """One failed registration (unknown code) seen as coming from ``forwarded_for``'s client."""
     status, _, _ = await stack.call(
-        "POST", "/devices/register", headers={"X-Forwarded-For": forwarded_for},
+        "POST",
+        "/devices/register",
+        headers={"X-Forwarded-For": forwarded_for},
         json={"pairingCode": "ZZZZ2345", "deviceInfo": {}},
     )
     return status
@@ -62,7 +64,9 @@ class TestManyAddresses:
         assert statuses == [400, 400, 400, 400, 429, 429]
         # Every way in that takes a guessable proof shares the budget.
         status, body, response = await stack.call(
-            "POST", "/devices/recover", headers={"X-Forwarded-For": "198.51.100.1"},
+            "POST",
+            "/devices/recover",
+            headers={"X-Forwarded-For": "198.51.100.1"},
             json={"hardwareId": "HW", "recoverySecret": "drs_" + "F" * 43},
         )
         assert status == 429 and int(response.headers["Retry-After"]) > 0, body

@@ -48,7 +48,9 @@ def fuzz(base_url: str, document: dict[str, Any], credentials: dict[str, str]) -
         if (operation.method.upper(), operation.path) in NOT_FUZZED:
             continue
         declared = document["paths"][operation.path][operation.method.lower()].get("security", [])
-        token = next((credentials[name] for option in declared for name in option if name in credentials), None)
+        token = next(
+            (credentials[name] for option in declared for name in option if name in credentials), None
+        )
         label = f"{operation.method.upper()} {operation.path}"
 
         @settings(

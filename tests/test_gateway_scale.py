@@ -61,8 +61,12 @@ def spawn_gateway(settings: Settings, port: int, *, workers: int, log: Path) -> 
     }
     with open(log, "ab") as out:
         return subprocess.Popen(
-            [sys.executable, "-m", "services", "device-gateway"], env=env, cwd=ROOT,
-            stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+            [sys.executable, "-m", "services", "device-gateway"],
+            env=env,
+            cwd=ROOT,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
 
 
@@ -353,7 +357,9 @@ async def test_the_port_opens_only_once_the_keys_are_loaded(stack, settings, tmp
         async with fresh_connections() as http:
             while not outcomes or outcomes[-1][1] != 200:
                 assert gateway.poll() is None, f"the gateway exited ({gateway.returncode}):\n{tail(log)}"
-                assert time.monotonic() < deadline, f"not serving after 120 s: {Counter(o for _, o in outcomes)}"
+                assert time.monotonic() < deadline, (
+                    f"not serving after 120 s: {Counter(o for _, o in outcomes)}"
+                )
                 outcomes.append((time.monotonic(), await outcome(http, url, key)))
                 await asyncio.sleep(0.005)
             for _ in range(5):
@@ -373,7 +379,9 @@ async def test_the_port_opens_only_once_the_keys_are_loaded(stack, settings, tmp
 @pytest.mark.parametrize("status", ["active", "revoked"])
 def test_a_packed_key_entry_round_trips(status):
     """pack_key_entry keeps the device, screen and tenant ids and the revoked flag in its 49 bytes."""
-    entry = DeviceKeyEntry(device_id=uuid.uuid4(), screen_id=uuid.uuid4(), tenant_id=uuid.uuid4(), status=status)
+    entry = DeviceKeyEntry(
+        device_id=uuid.uuid4(), screen_id=uuid.uuid4(), tenant_id=uuid.uuid4(), status=status
+    )
     packed = pack_key_entry(entry)
     device = DeviceKey(packed)
     assert len(packed) == 49

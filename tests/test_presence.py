@@ -11,8 +11,8 @@ import asyncio
 import contextlib
 import json
 import uuid
-from datetime import datetime, timedelta, timezone
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import aiohttp
@@ -27,7 +27,6 @@ from prometheus_client.parser import text_string_to_metric_families
 from services.heartbeat.app import create_app as create_heartbeat
 from shared.events import Heartbeat, PresenceChanged
 from tests.stack import Stack, new_id
-
 
 HEARTBEAT = "/v1/device/heartbeat"
 
@@ -68,7 +67,9 @@ async def heartbeat(stack: Stack, key: str, **body: Any) -> None:
     await stack.eventually(accepted)
 
 
-async def until_presence(stack: Stack, token: str, screen_id: str, presence: str, timeout: float = 10) -> None:
+async def until_presence(
+    stack: Stack, token: str, screen_id: str, presence: str, timeout: float = 10
+) -> None:
     """Both the heartbeat service and registry show ``presence`` for the screen."""
 
     async def agreed() -> bool:
@@ -143,7 +144,9 @@ async def test_a_longer_heartbeat_interval_moves_the_offline_deadline(quick):
     tenant = await stack.tenant()
     screen, registered = await stack.paired_device(tenant["token"])
     status, body, _ = await stack.call(
-        "PATCH", f"/v1/screens/{screen['id']}/config", token=tenant["token"],
+        "PATCH",
+        f"/v1/screens/{screen['id']}/config",
+        token=tenant["token"],
         json={"heartbeatIntervalMinutes": 60},
     )
     assert status == 200, body
@@ -235,7 +238,8 @@ async def test_the_heartbeat_history_pages_by_time_and_is_pruned(settings, socke
         try:
             await conn.execute(
                 "UPDATE heartbeat.heartbeats SET received_at = received_at - interval '2 hours'"
-                " WHERE screen_id = $1::uuid AND (report->>'uptimeSeconds')::int < 2", screen["id"]
+                " WHERE screen_id = $1::uuid AND (report->>'uptimeSeconds')::int < 2",
+                screen["id"],
             )
             await stack.stop_service("heartbeat")
             await stack.start_service("heartbeat")
@@ -347,7 +351,8 @@ async def test_the_pipeline_shows_in_the_metrics(stack):
             text = await response.text()
         return {
             (sample.name, tuple(sorted(sample.labels.items()))): sample.value
-            for family in text_string_to_metric_families(text) for sample in family.samples
+            for family in text_string_to_metric_families(text)
+            for sample in family.samples
         }
 
     async def reported() -> bool:
@@ -370,8 +375,7 @@ async def test_a_client_that_does_not_read_is_dropped_not_buffered(settings, soc
         tenant = await stack.tenant()
         reader, writer = await asyncio.open_connection("127.0.0.1", stack.settings.ports["heartbeat"])
         writer.write(
-            f"GET /v1/heartbeats/stream HTTP/1.1\r\nHost: test\r\nAuthorization: Bearer {tenant['token']}\r\n\r\n"
-            .encode()
+            f"GET /v1/heartbeats/stream HTTP/1.1\r\nHost: test\r\nAuthorization: Bearer {tenant['token']}\r\n\r\n".encode()
         )
         await writer.drain()
         assert (await asyncio.wait_for(reader.readline(), 5)).startswith(b"HTTP/1.1 200")
@@ -381,8 +385,11 @@ async def test_a_client_that_does_not_read_is_dropped_not_buffered(settings, soc
             screen_id = new_id()
             for index in range(5000):  # ~20 MB: far more than the sockets' buffers hold
                 report = Heartbeat(
-                    tenant_id=uuid.UUID(tenant["id"]), screen_id=uuid.UUID(screen_id), device_id=uuid.uuid4(),
-                    received_at=datetime.now(timezone.utc) + timedelta(microseconds=index), playing="x" * 4000,
+                    tenant_id=uuid.UUID(tenant["id"]),
+                    screen_id=uuid.UUID(screen_id),
+                    device_id=uuid.uuid4(),
+                    received_at=datetime.now(UTC) + timedelta(microseconds=index),
+                    playing="x" * 4000,
                 )
                 await nc.publish(f"heartbeat.{tenant['id']}.{screen_id}", msgspec.json.encode(report))
             await nc.flush()

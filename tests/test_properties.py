@@ -34,7 +34,9 @@ def test_pairing_and_user_codes_are_well_formed(_: int) -> None:
 
 
 @given(st.binary(min_size=6, max_size=6), st.sampled_from([":", "-"]), st.booleans())
-def test_a_mac_address_with_one_kind_of_separator_is_accepted(raw: bytes, separator: str, upper: bool) -> None:
+def test_a_mac_address_with_one_kind_of_separator_is_accepted(
+    raw: bytes, separator: str, upper: bool
+) -> None:
     mac = separator.join(f"{byte:02x}" for byte in raw)
     assert device_info(mac=mac.upper() if upper else mac).mac_address.lower() == mac
 
@@ -83,8 +85,11 @@ def test_a_byte_range_is_within_the_file_or_refused(size: int, first: int | None
     if first is None and last is None:
         assert wanted is None  # "bytes=-" is no range: the whole file
     elif wanted == "unsatisfiable":
-        assert size == 0 or (first is not None and first >= size) or last == 0 or (
-            first is not None and last is not None and last < first
+        assert (
+            size == 0
+            or (first is not None and first >= size)
+            or last == 0
+            or (first is not None and last is not None and last < first)
         )
     else:
         assert isinstance(wanted, tuple)

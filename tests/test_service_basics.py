@@ -11,8 +11,8 @@ import structlog
 from aiohttp import web
 from prometheus_client.parser import text_string_to_metric_families
 
-from shared.logging import merge_log_context
 from shared import web as shared_web
+from shared.logging import merge_log_context
 from shared.web import background, finished
 
 SERVICES = ("registry", "provisioning", "device-gateway", "heartbeat")
@@ -45,11 +45,17 @@ async def test_the_entry_point_serves_the_whole_api_document(stack):
     assert len(ids) == len(set(ids)), sorted(ids)
     assert all(operation.get("tags") for operation in operations)  # each in its section
     for path, method in [
-        ("/v1/tenants", "post"), ("/oauth/token", "post"), ("/v1/venues", "get"),
-        ("/v1/screens/{id}/playlist", "put"), ("/v1/screens/{id}/config", "patch"),
-        ("/v1/devices/provisioning-codes", "post"), ("/devices/register", "post"),
-        ("/v1/devices/{id}/revoke", "post"), ("/v1/device/playlist", "get"),
-        ("/v1/device/heartbeat", "post"), ("/v1/device/events", "post"),
+        ("/v1/tenants", "post"),
+        ("/oauth/token", "post"),
+        ("/v1/venues", "get"),
+        ("/v1/screens/{id}/playlist", "put"),
+        ("/v1/screens/{id}/config", "patch"),
+        ("/v1/devices/provisioning-codes", "post"),
+        ("/devices/register", "post"),
+        ("/v1/devices/{id}/revoke", "post"),
+        ("/v1/device/playlist", "get"),
+        ("/v1/device/heartbeat", "post"),
+        ("/v1/device/events", "post"),
     ]:
         assert method in paths[path], (path, method)
     registration = document["components"]["schemas"]["Registration"]
@@ -61,9 +67,8 @@ async def test_readiness_fails_while_the_database_is_unreachable(stack):
     from shared.db import POOL
 
     await registry[POOL].close()  # as good as a database that went away, for this pool
-    async with aiohttp.ClientSession(stack.url("registry")) as http:
-        async with http.get("/readyz") as response:
-            body = await response.json()
+    async with aiohttp.ClientSession(stack.url("registry")) as http, http.get("/readyz") as response:
+        body = await response.json()
     assert response.status == 503
     assert body == {"status": "not_ready", "checks": {"database": False, "nats": True}}
 
@@ -83,7 +88,9 @@ async def test_provisioning_asks_registry_about_a_screen_it_has_not_heard_of(sta
     screen = await stack.screen(tenant["token"])
 
     async def copied():
-        return await conn.fetchval("SELECT version FROM provisioning.screens WHERE id = $1::uuid", screen["id"])
+        return await conn.fetchval(
+            "SELECT version FROM provisioning.screens WHERE id = $1::uuid", screen["id"]
+        )
 
     conn = await asyncpg.connect(stack.settings.database_url)
     try:
@@ -97,9 +104,12 @@ async def test_provisioning_asks_registry_about_a_screen_it_has_not_heard_of(sta
         assert (status, body["error"]) == (404, "not_found")
         code = await stack.code(tenant["token"], screen["id"])
         assert code["screenId"] == screen["id"]
-        assert await conn.fetchval(
-            "SELECT tenant_id::text FROM provisioning.screens WHERE id = $1::uuid", screen["id"]
-        ) == tenant["id"]
+        assert (
+            await conn.fetchval(
+                "SELECT tenant_id::text FROM provisioning.screens WHERE id = $1::uuid", screen["id"]
+            )
+            == tenant["id"]
+        )
     finally:
         await conn.close()
     status, registered = await stack.register(code["code"])

@@ -107,7 +107,9 @@ async def test_a_service_opens_only_once_its_migrations_are_applied(settings, em
         await runner.cleanup()
 
 
-async def test_a_stop_while_waiting_for_migrations_ends_the_service_at_once(settings, empty_database, tmp_path):
+async def test_a_stop_while_waiting_for_migrations_ends_the_service_at_once(
+    settings, empty_database, tmp_path
+):
     """A rollout that is called off while the new pods still wait for the setup Job: SIGTERM ends
     the wait (and the process, with 0) instead of running into the kill after the grace period."""
     log = tmp_path / "registry.log"

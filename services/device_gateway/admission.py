@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+
 import prometheus_client
 import structlog
 from aiohttp import web
@@ -22,7 +23,9 @@ from shared.errors import RateLimited
 log = structlog.get_logger()
 
 SHED = prometheus_client.Counter(
-    "gateway_shed_requests_total", "Device requests answered 429 because the worker was overloaded", ["reason"]
+    "gateway_shed_requests_total",
+    "Device requests answered 429 because the worker was overloaded",
+    ["reason"],
 )
 _TICK = 0.05  # seconds between lag measurements
 
@@ -60,8 +63,9 @@ class Admission:
 
 def _too_busy() -> RateLimited:
     # Spread the retries: a whole fleet told "retry in 5 s" comes back as one wave.
-    return RateLimited("the gateway is overloaded; retry after the delay, with jitter",
-                       retry_after=random.randint(5, 15))
+    return RateLimited(
+        "the gateway is overloaded; retry after the delay, with jitter", retry_after=random.randint(5, 15)
+    )
 
 
 ADMISSION = web.AppKey("ADMISSION", Admission)

@@ -107,7 +107,9 @@ async def post_events(request: web.Request) -> web.Response:
         received_at=utcnow(),
         events=body.events,
     )
-    await _publish(request, device_events_subject(device.tenant_id, device.screen_id), _encoder.encode(report))
+    await _publish(
+        request, device_events_subject(device.tenant_id, device.screen_id), _encoder.encode(report)
+    )
     return json_response(_ACCEPTED, status=202)
 
 

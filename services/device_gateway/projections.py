@@ -149,7 +149,7 @@ class Projections:
         async def on_message(message: Msg) -> None:
             headers = message.headers or {}
             deleted = headers.get("KV-Operation") in (KV_DEL, KV_PURGE) or "Nats-Marker-Reason" in headers
-            key = message.subject[len(prefix):]
+            key = message.subject[len(prefix) :]
             try:
                 apply(key, None if deleted else message.data)
             except (ValueError, msgspec.DecodeError) as exc:
@@ -161,14 +161,17 @@ class Projections:
             subscription = None
             try:
                 subscription = await js.subscribe(
-                    prefix + ">", stream=f"KV_{bucket}", cb=on_message, ordered_consumer=True,
+                    prefix + ">",
+                    stream=f"KV_{bucket}",
+                    cb=on_message,
+                    ordered_consumer=True,
                     deliver_policy=api.DeliverPolicy.LAST_PER_SUBJECT,
                 )
                 info = await subscription.consumer_info()
                 if info.num_pending == 0 and info.delivered.consumer_seq == 0:  # an empty bucket
                     self._mark_loaded(bucket)
                 await asyncio.Future()  # the callback does the work until we are cancelled
-            except (nats.errors.Error, asyncio.TimeoutError) as exc:
+            except (TimeoutError, nats.errors.Error) as exc:
                 log.warning("projection_watch_restarting", bucket=bucket, error=str(exc))
                 await asyncio.sleep(1)
             finally:

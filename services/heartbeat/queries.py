@@ -116,7 +116,9 @@ async def record_heartbeats(
         offline_after_intervals,
     )
     return [
-        Transition(row["screen_id"], row["tenant_id"], row["status"], row["last_seen_at"], row["presence_seq"])
+        Transition(
+            row["screen_id"], row["tenant_id"], row["status"], row["last_seen_at"], row["presence_seq"]
+        )
         for row in after
         if before.get(row["screen_id"]) != row["status"]
     ]

@@ -1,8 +1,8 @@
 """The heartbeat service's operations: the routes it serves and its OpenAPI document, from one list."""
 
 from services.heartbeat import handlers as h
-from services.heartbeat.stream import stream_heartbeats
 from services.heartbeat.models import FleetStatus, HeartbeatPage, ScreenPresence
+from services.heartbeat.stream import stream_heartbeats
 from shared.openapi import Operation, Param
 
 _HISTORY = (
@@ -11,20 +11,48 @@ _HISTORY = (
 )
 
 OPERATIONS = [
-    Operation("GET", "/v1/fleet/status", h.get_fleet_status,
-              "How many of the tenant's screens are online, offline and not heard from yet", "admin",
-              responses={200: FleetStatus}, errors=(401,), tag="Fleet monitoring"),
-    Operation("GET", "/v1/screens/{id}/presence", h.get_screen_presence,
-              "A screen's presence, when it was last seen and its last heartbeat", "admin",
-              responses={200: ScreenPresence}, errors=(401, 404), tag="Fleet monitoring"),
-    Operation("GET", "/v1/screens/{id}/heartbeats", h.get_heartbeats,
-              "A screen's heartbeats, oldest first, as long as they are kept (HEARTBEAT_RETENTION_HOURS)",
-              "admin", responses={200: HeartbeatPage}, errors=(400, 401, 404), params=_HISTORY,
-              tag="Fleet monitoring"),
-    Operation("GET", "/v1/heartbeats/stream", stream_heartbeats,
-              "Server-sent events of the tenant's heartbeats (event: heartbeat) and presence changes"
-              " (event: presence); the id is the event's place in the stream: reconnect with"
-              " Last-Event-ID to resume", "admin", responses={200: None}, errors=(400, 401, 503),
-              params=(Param("Last-Event-ID", {"type": "string"}, "resume after this event", "header"),),
-              tag="Fleet monitoring"),
+    Operation(
+        "GET",
+        "/v1/fleet/status",
+        h.get_fleet_status,
+        "How many of the tenant's screens are online, offline and not heard from yet",
+        "admin",
+        responses={200: FleetStatus},
+        errors=(401,),
+        tag="Fleet monitoring",
+    ),
+    Operation(
+        "GET",
+        "/v1/screens/{id}/presence",
+        h.get_screen_presence,
+        "A screen's presence, when it was last seen and its last heartbeat",
+        "admin",
+        responses={200: ScreenPresence},
+        errors=(401, 404),
+        tag="Fleet monitoring",
+    ),
+    Operation(
+        "GET",
+        "/v1/screens/{id}/heartbeats",
+        h.get_heartbeats,
+        "A screen's heartbeats, oldest first, as long as they are kept (HEARTBEAT_RETENTION_HOURS)",
+        "admin",
+        responses={200: HeartbeatPage},
+        errors=(400, 401, 404),
+        params=_HISTORY,
+        tag="Fleet monitoring",
+    ),
+    Operation(
+        "GET",
+        "/v1/heartbeats/stream",
+        stream_heartbeats,
+        "Server-sent events of the tenant's heartbeats (event: heartbeat) and presence changes"
+        " (event: presence); the id is the event's place in the stream: reconnect with"
+        " Last-Event-ID to resume",
+        "admin",
+        responses={200: None},
+        errors=(400, 401, 503),
+        params=(Param("Last-Event-ID", {"type": "string"}, "resume after this event", "header"),),
+        tag="Fleet monitoring",
+    ),
 ]

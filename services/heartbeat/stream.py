@@ -71,14 +71,16 @@ async def stream_heartbeats(request: web.Request) -> web.StreamResponse:
         subscription = await request.app[JS].subscribe(
             "", stream="HEARTBEATS", cb=on_message, ordered_consumer=True, config=config
         )
-    except (nats.errors.Error, asyncio.TimeoutError):
+    except (TimeoutError, nats.errors.Error):
         raise Unavailable("the heartbeat stream is not reachable; retry shortly", retry_after=5) from None
-    response = web.StreamResponse(headers={
-        "Content-Type": "text/event-stream",
-        "Cache-Control": "no-cache",
-        "X-Accel-Buffering": "no",  # nginx-style proxies: pass each event on at once
-        "X-Request-ID": log_context_value("request_id") or "",
-    })
+    response = web.StreamResponse(
+        headers={
+            "Content-Type": "text/event-stream",
+            "Cache-Control": "no-cache",
+            "X-Accel-Buffering": "no",  # nginx-style proxies: pass each event on at once
+            "X-Request-ID": log_context_value("request_id") or "",
+        }
+    )
     request.app[STREAM_QUEUES].add(queue)
     try:
         await response.prepare(request)

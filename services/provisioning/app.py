@@ -13,10 +13,10 @@ from services.provisioning.consumers import screens_ctx
 from services.provisioning.routes import OPERATIONS
 from shared import bus, db, outbox
 from shared.auth import VERIFIER, TokenVerifier
-from shared.openapi import add_operations
-from shared.settings import Settings
 from shared.db import POOL
+from shared.openapi import add_operations
 from shared.routing import DEVICE_TOKEN_PATH
+from shared.settings import Settings
 from shared.web import SETTINGS, add_routes, background, base_app, http_client_ctx
 
 log = structlog.get_logger()

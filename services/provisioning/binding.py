@@ -20,7 +20,7 @@ from services.provisioning.queries import ScreenCopy
 from shared import outbox
 from shared.auth import new_secret, secret_hash
 from shared.events import DeviceBound, DeviceRevoked
-from shared.projections import DEVICE_KEYS_BUCKET, DeviceKeyEntry
+from shared.projections import DEVICE_KEYS_BUCKET, DeviceKeyEntry, device_key_name
 
 
 async def bind(
@@ -170,7 +170,7 @@ async def _publish_key(conn: asyncpg.Connection, key_hash: bytes, device: Device
     await outbox.put_kv(
         conn,
         DEVICE_KEYS_BUCKET,
-        key_hash.hex(),
+        device_key_name(key_hash),
         DeviceKeyEntry(
             device_id=device.id, screen_id=device.screen_id, tenant_id=device.tenant_id, status=status
         ),

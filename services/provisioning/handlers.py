@@ -28,7 +28,15 @@ from services.provisioning.models import (
 )
 from shared.auth import Principal, bearer_token, principal_of, secret_hash, tenant_of
 from shared.db import POOL
-from shared.errors import BadRequest, CodeExpired, Conflict, DeviceRevoked, ErrorDetail, NotFound, Unauthorized
+from shared.errors import (
+    BadRequest,
+    CodeExpired,
+    Conflict,
+    DeviceRevoked,
+    ErrorDetail,
+    NotFound,
+    Unauthorized,
+)
 from shared.pagination import (
     before_query,
     choice_query,
@@ -117,9 +125,7 @@ async def get_code_status(request: web.Request) -> web.Response:
     tenant_id = tenant_of(request)
     code = request.match_info["code"]
     if not _code_pattern.match(code):
-        raise BadRequest(
-            "code must be 8 characters A-Z or 0-9", details=[ErrorDetail("code", "pattern")]
-        )
+        raise BadRequest("code must be 8 characters A-Z or 0-9", details=[ErrorDetail("code", "pattern")])
     async with request.app[POOL].acquire() as conn:
         status = await queries.get_code_status(conn, tenant_id, code)
     return json_response(status)
@@ -153,7 +159,13 @@ async def _register(conn: asyncpg.Connection, body: Registration, address: str) 
         if code.expired:
             raise CodeExpired("this code expired; generate a new one")
         return await binding.bind(
-            conn, screen, body.device_info, method="code", actor="device", client_address=address, code=code.code
+            conn,
+            screen,
+            body.device_info,
+            method="code",
+            actor="device",
+            client_address=address,
+            code=code.code,
         )
 
 
@@ -203,7 +215,11 @@ async def revoke_device(request: web.Request) -> web.Response:
     log.info("device_revoked", device_id=str(device_id), screen_id=str(device.screen_id))
     return json_response(
         Revoked(
-            id=device_id, status="suspended", screen_id=device.screen_id, revoked_at=revoked_at, reason=body.reason
+            id=device_id,
+            status="suspended",
+            screen_id=device.screen_id,
+            revoked_at=revoked_at,
+            reason=body.reason,
         )
     )
 
@@ -265,4 +281,3 @@ async def logout_device(request: web.Request) -> web.Response:
             reason=LOGOUT_REASON,
         )
     )
-

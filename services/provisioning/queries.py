@@ -9,8 +9,8 @@ from __future__ import annotations
 import secrets
 import uuid
 from collections.abc import Callable
-from typing import Any
 from datetime import datetime
+from typing import Any
 
 import asyncpg
 import msgspec
@@ -130,7 +130,9 @@ async def _lock_screen_of(conn: asyncpg.Connection, screen_of: str, key: object)
     """The screen that a code, token, serial or authorization (``screen_of``: a query of its
     screen_id by $1) leads to, locked. Every flow locks the screen before that row: one lock
     order, so concurrent flows on one screen cannot deadlock."""
-    row = await conn.fetchrow(f"SELECT {_SCREEN_COLUMNS} FROM screens WHERE id = ({screen_of}) FOR UPDATE", key)
+    row = await conn.fetchrow(
+        f"SELECT {_SCREEN_COLUMNS} FROM screens WHERE id = ({screen_of}) FOR UPDATE", key
+    )
     return _screen(row) if row else None
 
 
@@ -379,7 +381,9 @@ async def add_audit(
     )
 
 
-async def audit_trail(conn: asyncpg.Connection, tenant_id: uuid.UUID, device_id: uuid.UUID) -> list[AuditEntry]:
+async def audit_trail(
+    conn: asyncpg.Connection, tenant_id: uuid.UUID, device_id: uuid.UUID
+) -> list[AuditEntry]:
     rows = await conn.fetch(
         "SELECT id, at, device_id, screen_id, action, method, actor, client_address, reason FROM binding_audit"
         " WHERE tenant_id = $1 AND device_id = $2 ORDER BY id",
@@ -487,9 +491,7 @@ async def list_devices(
     return [_device(row) for row in rows]
 
 
-async def suspend_device(
-    conn: asyncpg.Connection, device_id: uuid.UUID, reason: str | None
-) -> datetime:
+async def suspend_device(conn: asyncpg.Connection, device_id: uuid.UUID, reason: str | None) -> datetime:
     """Suspend the device, revoke its keys and its codes; returns when."""
     revoked_at = await conn.fetchval(
         "UPDATE devices SET status = 'suspended', revoked_at = now(), revoke_reason = $2"

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 import uuid
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import msgspec
 import nats.js.errors
@@ -88,7 +88,7 @@ def _view(name: str, info: api.ObjectInfo, meta: DeviceFileMeta) -> DeviceFile:
         content_type=meta.content_type,
         screen_ids=list(meta.screen_ids),
         # The store's mtime is an RFC 3339 string (any offset, up to nanoseconds): ours is UTC "Z".
-        updated_at=msgspec.convert(info.mtime, datetime).astimezone(timezone.utc) if info.mtime else None,
+        updated_at=msgspec.convert(info.mtime, datetime).astimezone(UTC) if info.mtime else None,
     )
 
 

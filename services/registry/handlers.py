@@ -91,7 +91,9 @@ async def issue_token(request: web.Request) -> web.Response:
     if form.get("grant_type") != "client_credentials":
         if not form.get("grant_type"):
             return oauth_error(400, "invalid_request", "grant_type is required")
-        return oauth_error(400, "unsupported_grant_type", f"the grants are client_credentials and {DEVICE_CODE_GRANT}")
+        return oauth_error(
+            400, "unsupported_grant_type", f"the grants are client_credentials and {DEVICE_CODE_GRANT}"
+        )
     basic = request.headers.get("Authorization", "")
     if basic.lower().startswith("basic "):
         try:
@@ -112,7 +114,9 @@ async def issue_token(request: web.Request) -> web.Response:
     if client is None or not hmac.compare_digest(client["secret_hash"], secret_hash(client_secret)):
         return oauth_error(401, "invalid_client", "unknown client or wrong secret", basic=bool(basic))
     if client["expired"]:
-        return oauth_error(401, "invalid_client", "the client secret expired; register again", basic=bool(basic))
+        return oauth_error(
+            401, "invalid_client", "the client secret expired; register again", basic=bool(basic)
+        )
     issuer = request.app[ISSUER]
     token = issuer.issue(tenant_id=client["tenant_id"], client_id=client_id, scope=scope)
     return json_response(
@@ -165,7 +169,9 @@ async def create_venue(request: web.Request) -> web.Response:
     body = await read_json(request, _new_venue)
     async with request.app[POOL].acquire() as conn, conn.transaction():
         venue = await queries.insert_venue(conn, principal.tenant_id, body)
-        await audit.record(request, conn, principal.tenant_id, audit.actor(principal), "venue.created", venue.id)
+        await audit.record(
+            request, conn, principal.tenant_id, audit.actor(principal), "venue.created", venue.id
+        )
     return json_response(venue, status=201)
 
 

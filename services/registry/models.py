@@ -147,7 +147,6 @@ class ConfigPatch(Body):
         return msgspec.structs.replace(config, cache_policy=cache, **changes)
 
 
-
 class AuthorizationServerMetadata(msgspec.Struct, kw_only=True, omit_defaults=True):
     """RFC 8414 §2, OAuth's own field names."""
 
@@ -212,7 +211,6 @@ class ClientList(Body):
     items: list[ApiClient]
 
 
-
 class DeviceFile(Body):
     name: str
     size: int
@@ -228,8 +226,16 @@ class DeviceFileList(Body):
 
 
 AdminAction = Literal[
-    "tenant.created", "venue.created", "screen.created", "playlist.replaced", "config.changed",
-    "client.registered", "client.revoked", "initial_access_token.issued", "file.stored", "file.deleted",
+    "tenant.created",
+    "venue.created",
+    "screen.created",
+    "playlist.replaced",
+    "config.changed",
+    "client.registered",
+    "client.revoked",
+    "initial_access_token.issued",
+    "file.stored",
+    "file.deleted",
 ]
 
 

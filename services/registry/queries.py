@@ -124,7 +124,9 @@ async def revoke_client(conn: asyncpg.Connection, tenant_id: uuid.UUID, client_i
     return ApiClient(**row) if row else None
 
 
-async def screens_of_tenant(conn: asyncpg.Connection, tenant_id: uuid.UUID, screen_ids: tuple[uuid.UUID, ...]) -> bool:
+async def screens_of_tenant(
+    conn: asyncpg.Connection, tenant_id: uuid.UUID, screen_ids: tuple[uuid.UUID, ...]
+) -> bool:
     """Whether every one of ``screen_ids`` is a screen of the tenant."""
     return await conn.fetchval(
         "SELECT count(*) = cardinality($2::uuid[]) FROM screens WHERE tenant_id = $1 AND id = ANY($2)",
@@ -258,9 +260,7 @@ async def lock_screen_config(
     return _config(row)
 
 
-async def update_screen_config(
-    conn: asyncpg.Connection, screen_id: uuid.UUID, config: ScreenConfig
-) -> int:
+async def update_screen_config(conn: asyncpg.Connection, screen_id: uuid.UUID, config: ScreenConfig) -> int:
     """Store ``config``; returns the screen's new version."""
     return await conn.fetchval(
         "UPDATE screens SET sync_interval_minutes = $2, heartbeat_interval_minutes = $3,"
@@ -353,7 +353,6 @@ async def apply_device_revoked(conn: asyncpg.Connection, event: DeviceRevoked) -
         event.binding_seq,
     )
     return status.endswith(" 1")
-
 
 
 # ---- presence, as the heartbeat service reports it ----------------------------------------------

@@ -20,8 +20,6 @@ from devstack.settings import ROOT, LocalSettings
 from services.setup import migrate
 from shared.settings import Settings
 
-__all__ = ["ROOT", "SERVICES", "NotReady", "Processes", "Stack", "spawn", "stop", "wait_ready"]
-
 SERVICES = ("registry", "provisioning", "device-gateway", "heartbeat")
 
 

@@ -73,7 +73,8 @@ class Stack:
         for name in SERVICES:
             await self.start_service(name)
         runner = web.AppRunner(
-            entrypoint.create_app({name: self.url(name) for name in SERVICES}), **entrypoint.RUNNER_OPTIONS
+            entrypoint.create_app({name: self.url(name) for name in SERVICES}),
+            handler_cancellation=entrypoint.HANDLER_CANCELLATION,
         )
         await runner.setup()
         await self._site(runner, "entrypoint", self.settings).start()

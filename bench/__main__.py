@@ -22,7 +22,6 @@ import statistics
 import subprocess
 import sys
 import time
-import urllib.request
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -39,8 +38,10 @@ from bench.load import Load, cpu_seconds, own_cpu, require_wrk, rss_bytes, wrk
 from devstack.infra import free_port
 from devstack.services import ROOT, Processes, stop, wait_ready
 from shared.auth import generate_signing_key
+from shared.environment import environment
 from shared.events import Heartbeat, heartbeat_subject
 from shared.projections import DEVICE_KEYS_BUCKET, DeviceKeyEntry
+from shared.settings import Settings, port_field
 
 DATA = ROOT / ".data" / "bench"
 
@@ -85,39 +86,38 @@ class Bench:
         self.args = args
         self.processes = processes
         self.env = env
-        self.urls = {
-            name: f"http://127.0.0.1:{free_port()}" for name in ("registry", "provisioning", "heartbeat")
-        }
+        self.settings = Settings.from_env(env)
+        self.ports = {name: free_port() for name in ("registry", "provisioning", "heartbeat")}
+        self.urls = {name: f"http://127.0.0.1:{port}" for name, port in self.ports.items()}
         self.services: dict[str, subprocess.Popen[bytes]] = {}
         self.figures: dict[str, Any] = {"machine": machine()}
 
     # ---- processes --------------------------------------------------------------------------------
 
     async def start_services(self) -> None:
-        for name, url in self.urls.items():
+        for name, port in self.ports.items():
             env = {
                 **self.env,
-                f"{name.upper()}_PORT": url.rsplit(":", 1)[1],
-                "REGISTRY_URL": self.urls["registry"],
+                **environment(Settings, registry_url=self.urls["registry"], **{port_field(name): port}),
             }
             self.services[name] = self.processes.start(name, env, DATA / f"{name}.log")
         await wait_ready(self.urls, list(self.services.values()))
 
     async def start_gateway(self, workers: int = 1) -> tuple[subprocess.Popen[bytes], str]:
         port = free_port()
-        env = {**self.env, "DEVICE_GATEWAY_PORT": str(port), "WORKERS": str(workers)}
+        env = {**self.env, **environment(Settings, device_gateway_port=port, workers=workers)}
         process = self.processes.start("device-gateway", env, DATA / "device-gateway.log")
         url = f"http://127.0.0.1:{port}"
-        await wait_ready({"device-gateway": url}, [process], timeout=600)
+        await wait_ready({"device-gateway": url}, [process], within=600)
         return process, url
 
-    def start_bare(self, workers: int = 1) -> tuple[subprocess.Popen[bytes], str]:
+    async def start_bare(self, workers: int = 1) -> tuple[subprocess.Popen[bytes], str]:
         port = free_port()
         process = self.processes.start(
             [sys.executable, "-m", "bench.bare", str(port), str(workers)], self.env, DATA / "bare.log"
         )
         url = f"http://127.0.0.1:{port}"
-        _wait_for_http(url)
+        await wait_ready({"bare": url}, [process], within=15, path="/")
         return process, url
 
     # ---- the figures ------------------------------------------------------------------------------
@@ -127,7 +127,7 @@ class Bench:
         await self.start_services()
         async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=200)) as http:
             admin = Admin(http, self.urls)
-            await admin.sign_up(self.env["OPERATOR_TOKEN"])
+            await admin.sign_up(self.settings.operator_token)
             print(f"pairing {args.devices} + {args.revokes} TVs through the API ...", flush=True)
             devices = await pair_devices(admin, args.devices + args.revokes, concurrency=50)
             polling, revoked = devices[: args.devices], devices[args.devices :]
@@ -195,7 +195,7 @@ class Bench:
         self, gateway: subprocess.Popen[bytes], gateway_url: str, keys_file: Path, workers: int
     ) -> dict[str, Any]:
         """304 polls of the gateway against the bare handler, alternating, ``rounds`` times each."""
-        bare, bare_url = self.start_bare(workers)
+        bare, bare_url = await self.start_bare(workers)
         options = dict(seconds=self.args.seconds, connections=64, threads=workers)
         runs: dict[str, list[Load]] = {"gateway": [], "bare": []}
         for _ in range(self.args.rounds):
@@ -221,9 +221,9 @@ class Bench:
     ) -> dict[str, Any]:
         """Heartbeats from every TV for a while: how many got 202, how many reached the history, and
         whether presence reflects each screen's newest one once the heartbeat service caught up."""
-        nc = await nats.connect(self.env["NATS_URL"])
+        nc = await nats.connect(self.settings.nats_url)
         js = nc.jetstream()
-        connection = await asyncpg.connect(self.env["DATABASE_URL"])
+        connection = await asyncpg.connect(self.settings.database_url)
         # Counted where they end up, the history: the stream also holds presence events.
         stored_before = await connection.fetchval("SELECT count(*) FROM heartbeat.heartbeats")
         started = time.monotonic()
@@ -263,9 +263,9 @@ class Bench:
     async def heartbeat_service(self, devices: list[Device], count: int) -> dict[str, Any]:
         """Heartbeats published straight into ``HEARTBEATS`` (no gateway in front), as fast as
         NATS takes them: the rate at which the heartbeat service stores them, and none lost."""
-        connection = await asyncpg.connect(self.env["DATABASE_URL"])
+        connection = await asyncpg.connect(self.settings.database_url)
         stored_before = await connection.fetchval("SELECT count(*) FROM heartbeat.heartbeats")
-        nc = await nats.connect(self.env["NATS_URL"])
+        nc = await nats.connect(self.settings.nats_url)
         js = nc.jetstream()
         tenant = await connection.fetchval("SELECT tenant_id FROM heartbeat.screens LIMIT 1")
         encoder = msgspec.json.Encoder()
@@ -338,7 +338,7 @@ class Bench:
         figures["base_rss_mb"] = round(base / 2**20, 1)
         loaded = 0
         for target in self.args.keys:
-            await bulk_keys(self.env["NATS_URL"], first=loaded, count=target - loaded)
+            await bulk_keys(self.settings.nats_url, first=loaded, count=target - loaded)
             loaded = target
             started = time.monotonic()
             gateway, _ = await self.start_gateway()
@@ -444,18 +444,6 @@ def machine() -> dict[str, Any]:
     }
 
 
-def _wait_for_http(url: str, timeout: float = 15) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            urllib.request.urlopen(url + "/", timeout=1).read()
-            return
-        except OSError:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.05)
-
-
 def print_table(figures: dict[str, Any]) -> None:
     m = figures["machine"]
     print(
@@ -557,13 +545,16 @@ def main() -> None:
     DATA.mkdir(parents=True)
     env = {
         **os.environ,
-        "OPERATOR_TOKEN": "op_" + secrets.token_urlsafe(24),
-        "TOKEN_SIGNING_KEY": generate_signing_key(),
-        "LOG_FORMAT": "json",
+        **environment(
+            Settings,
+            operator_token="op_" + secrets.token_urlsafe(24),
+            token_signing_key=generate_signing_key(),
+            log_format="json",
+        ),
         "PYTHONUNBUFFERED": "1",
     }
     with Processes() as processes:
-        postgres, nats_server = processes.start_servers(env, DATA)
+        processes.start_servers(env, DATA)
         figures = asyncio.run(Bench(args, processes, env).run())
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(figures, indent=2) + "\n")

@@ -32,7 +32,8 @@ import aiohttp
 from prometheus_client.parser import text_string_to_metric_families
 
 from bench.fleet import Admin, bounded
-from devstack.services import ROOT
+from devstack.settings import LocalSettings
+from shared.environment import from_env
 from shared.settings import DEFAULT_PORTS
 
 # Answers that tell a TV to come back later (Retry-After): designed, not errors.
@@ -386,10 +387,12 @@ def main() -> None:
     )
     args = parser.parse_args()
     if not args.operator_token:
-        token_file = ROOT / ".data" / "operator_token"
+        token_file = from_env(LocalSettings).data / "operator_token"
         args.operator_token = token_file.read_text().strip() if token_file.exists() else ""
     if not args.operator_token:
-        raise SystemExit("set OPERATOR_TOKEN (make run prints it and keeps it in .data/operator_token)")
+        raise SystemExit(
+            "set OPERATOR_TOKEN (make run prints it and keeps it in its DATA_DIR, .data/operator_token)"
+        )
     report = asyncio.run(simulate(args))
     sys.exit(0 if print_report(report, args) else 1)
 

@@ -29,14 +29,15 @@ import json
 import os
 import secrets
 import shutil
-import subprocess
 import sys
 import time
 
 from bench.simulate import Report, add_arguments, print_report, simulate
-from devstack.infra import NatsServer, Postgres, free_port, wait_for_port
-from devstack.services import ROOT, SERVICES, Processes, wait_ready
+from devstack.infra import free_port
+from devstack.services import ROOT, Processes, Stack, wait_ready
 from shared.auth import generate_signing_key
+from shared.environment import environment
+from shared.settings import DEFAULT_PORTS, Settings, port_field
 
 DATA = ROOT / ".data" / "soak"
 
@@ -44,23 +45,12 @@ DATA = ROOT / ".data" / "soak"
 class Faults:
     """Breaks a part of the running stack every ``every`` seconds, in turn, and brings it back."""
 
-    def __init__(
-        self,
-        every: float,
-        processes: Processes,
-        env: dict[str, str],
-        services: dict[str, subprocess.Popen[bytes]],
-        urls: dict[str, str],
-        postgres: Postgres | None,
-        nats_server: NatsServer | None,
-    ) -> None:
+    def __init__(self, every: float, processes: Processes, stack: Stack) -> None:
         self.every = every
         self.processes = processes
-        self.env = env
-        self.services = services
-        self.urls = urls
-        self.postgres = postgres
-        self.nats_server = nats_server
+        self.stack = stack
+        self.postgres = stack.postgres
+        self.nats_server = stack.nats_server
 
     async def run(self, until: float, report: Report) -> None:
         faults = [
@@ -79,11 +69,12 @@ class Faults:
             print(f"  fault: {what}", flush=True)
 
     async def kill(self, name: str) -> str:
-        self.services[name].kill()
-        await asyncio.to_thread(self.services[name].wait)
+        services = self.stack.services
+        services[name].kill()
+        await asyncio.to_thread(services[name].wait)
         await asyncio.sleep(2)
-        self.services[name] = self.processes.start(name, self.env, DATA / f"{name}.log")
-        await wait_ready({name: self.urls[name]}, [self.services[name]])
+        services[name] = self.processes.start(name, self.stack.env, DATA / f"{name}.log")
+        await wait_ready({name: self.stack.urls[name]}, [services[name]])
         return f"{name} SIGKILLed"
 
     async def restart_nats(self) -> str:
@@ -114,40 +105,21 @@ def main() -> None:
     args.operator_token = "op_" + secrets.token_urlsafe(24)
     env = {
         **os.environ,
-        "OPERATOR_TOKEN": args.operator_token,
-        "TOKEN_SIGNING_KEY": generate_signing_key(),
-        "TRUSTED_PROXIES": "127.0.0.1/32",
-        "LOG_FORMAT": "json",
+        **environment(
+            Settings,
+            operator_token=args.operator_token,
+            token_signing_key=generate_signing_key(),
+            trusted_proxies="127.0.0.1/32",
+            log_format="json",
+            **{port_field(name): free_port() for name in DEFAULT_PORTS},
+        ),
         "PYTHONUNBUFFERED": "1",
     }
-    ports = {name: free_port() for name in SERVICES}
-    urls = {name: f"http://127.0.0.1:{port}" for name, port in ports.items()}
-    env.update({f"{name.upper().replace('-', '_')}_PORT": str(port) for name, port in ports.items()})
-    env.update(REGISTRY_URL=urls["registry"], PROVISIONING_URL=urls["provisioning"])
     with Processes() as processes:
-        postgres, nats_server = processes.start_servers(env, DATA)
-        services = {name: processes.start(name, env, DATA / f"{name}.log") for name in SERVICES}
-        entry_port = free_port()
-        entrypoint = processes.start(
-            [
-                sys.executable,
-                "-m",
-                "devstack.entrypoint",
-                str(entry_port),
-                *(f"{n}={u}" for n, u in urls.items()),
-            ],
-            env,
-            DATA / "entrypoint.log",
-        )
-        asyncio.run(wait_ready(urls, [*services.values(), entrypoint]))
-        wait_for_port(entry_port)
-        args.url = f"http://127.0.0.1:{entry_port}"
-        args.services = [f"{name}={url}" for name, url in urls.items()]
-        faults = (
-            Faults(args.faults, processes, env, services, urls, postgres, nats_server)
-            if args.faults
-            else None
-        )
+        stack = processes.start_stack(env, DATA, logs=DATA)
+        args.url = stack.base_url
+        args.services = [f"{name}={url}" for name, url in stack.urls.items()]
+        faults = Faults(args.faults, processes, stack) if args.faults else None
         print(f"soak: {args.tvs} TVs for {args.seconds:.0f} s; logs in {DATA}", flush=True)
         report = asyncio.run(simulate(args, faults.run if faults else None))
     passed = print_report(report, args)

@@ -1,124 +1,119 @@
 """``make run``: the whole stack on one machine, from nothing but Python.
 
-Starts PostgreSQL and nats-server under ``.data/`` when ``DATABASE_URL``/``NATS_URL`` are unset,
-applies migrations, starts the four services and the entry point on :8080, prints what to try.
-Ctrl-C stops everything it started.
+Starts PostgreSQL and nats-server under ``DATA_DIR`` (``.data/``) when ``DATABASE_URL``/``NATS_URL``
+are unset, applies migrations, starts the four services and the entry point (``ENTRYPOINT_PORT``,
+8080) as ``make soak`` does, prints what to try. Ctrl-C or SIGTERM stops everything it started.
+
+``python -m devstack settings`` prints every setting, the services' and the local stack's, as the
+Markdown table of the docs.
 """
 
 from __future__ import annotations
 
-import asyncio
 import os
 import secrets
 import signal
-import subprocess
 import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
+from types import FrameType
 
-from aiohttp import web
-
-from devstack import entrypoint
-from devstack.infra import NatsServer, Postgres
-from devstack.services import ROOT, SERVICES, spawn, wait_ready
-from services.setup import migrate
+from devstack.services import NotReady, Processes, Stack
+from devstack.settings import LocalSettings
 from shared.auth import generate_signing_key
+from shared.environment import SettingsError, check_env, environment, from_env, markdown_table
 from shared.logging import configure
-from shared.settings import DEFAULT_PORTS
-
-DATA = ROOT / ".data"
+from shared.settings import Settings
 
 
-def _persisted_secret(name: str, make: Callable[[], str]) -> str:
-    """A generated setting kept under .data/, so tokens and keys survive a restart of `make run`."""
-    path = DATA / name
+def _persisted_secret(data: Path, name: str, make: Callable[[], str]) -> str:
+    """A generated setting kept in the data folder, so tokens and keys survive a restart."""
+    path = data / name
     if not path.exists():
         path.write_text(make())
         path.chmod(0o600)
     return path.read_text().strip()
 
 
-def main() -> None:
-    started = time.monotonic()
-    DATA.mkdir(exist_ok=True)
-    env = dict(os.environ)
-    env.setdefault("LOG_FORMAT", "console")
-    env.setdefault("PYTHONUNBUFFERED", "1")
-    configure(service="devstack", log_format=env["LOG_FORMAT"])
-    postgres = nats = None
-    if not env.get("DATABASE_URL"):
-        postgres = Postgres(DATA / "postgres", port=int(env.get("POSTGRES_PORT", 55432))).start()
-        env["DATABASE_URL"] = postgres.dsn
-    if not env.get("NATS_URL"):
-        nats = NatsServer(DATA / "nats", port=int(env.get("NATS_PORT", 54222))).start()
-        env["NATS_URL"] = nats.url
-    env.setdefault(
-        "OPERATOR_TOKEN", _persisted_secret("operator_token", lambda: "op_" + secrets.token_urlsafe(24))
+def _interrupt(signum: int, frame: FrameType | None) -> None:
+    """SIGINT and SIGTERM unwind whatever is starting or running, so every process started ends."""
+    _ignore_signals()
+    raise KeyboardInterrupt
+
+
+def _ignore_signals() -> None:
+    """A second signal while the processes end would leave some of them behind."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
+
+def environment_of_the_stack(environ: dict[str, str], local: LocalSettings) -> dict[str, str]:
+    """The services' environment: ours, over what a local stack wants by default."""
+    data = local.data
+    data.mkdir(parents=True, exist_ok=True)
+    defaults = environment(
+        Settings,
+        log_format="console",
+        # The entry point forwards the caller's address in X-Forwarded-For; believe it from loopback.
+        trusted_proxies="127.0.0.1/32,::1/128",
+        operator_token=_persisted_secret(data, "operator_token", lambda: "op_" + secrets.token_urlsafe(24)),
+        token_signing_key=_persisted_secret(data, "token_signing_key", generate_signing_key),
     )
-    env.setdefault("TOKEN_SIGNING_KEY", _persisted_secret("token_signing_key", generate_signing_key))
-    # The entry point forwards the caller's address in X-Forwarded-For; believe it from loopback.
-    env.setdefault("TRUSTED_PROXIES", "127.0.0.1/32,::1/128")
-    ports = {
-        name: int(env.get(f"{name.upper().replace('-', '_')}_PORT", port))
-        for name, port in DEFAULT_PORTS.items()
-    }
-    children: list[subprocess.Popen[bytes]] = []
+    return {**defaults, **environ, "PYTHONUNBUFFERED": "1"}
+
+
+def main(argv: list[str], environ: dict[str, str]) -> None:
+    if argv == ["settings"]:
+        print(markdown_table(Settings, LocalSettings), end="")
+        return
+    if argv:
+        raise SystemExit(__doc__)
+    started = time.monotonic()
+    signal.signal(signal.SIGINT, _interrupt)
+    signal.signal(signal.SIGTERM, _interrupt)
     try:
-        asyncio.run(migrate(env["DATABASE_URL"]))
-        children.extend(spawn(service, env) for service in SERVICES)
-        asyncio.run(_serve_entrypoint(ports, env, started, children))
-    finally:
-        for child in children:
-            child.send_signal(signal.SIGTERM)
-        for child in children:
-            try:
-                child.wait(15)
-            except subprocess.TimeoutExpired:
-                child.kill()
-        if nats is not None:
-            nats.stop()
-        if postgres is not None:
-            postgres.stop()
-        print("stopped.")
+        local = from_env(LocalSettings, environ)
+        # Every variable that is set is checked before anything starts; the servers' URLs are
+        # known once they run.
+        check_env(Settings, environ)
+    except SettingsError as error:
+        print(error, file=sys.stderr)
+        raise SystemExit(2) from None
+    env = environment_of_the_stack(environ, local)
+    configure(service="devstack", log_format=check_env(Settings, env)["log_format"])
+    status = 0
+    try:
+        with Processes() as processes:
+            stack = processes.start_stack(env, local.data, local=local)
+            _print_welcome(stack, time.monotonic() - started)
+            while not (exited := stack.exited()):
+                time.sleep(0.2)
+            print(f"{', '.join(exited)} exited; stopping the stack.", file=sys.stderr)
+            status = 1
+            _ignore_signals()
+    except KeyboardInterrupt:
+        pass
+    except NotReady as error:
+        print(f"{error}; the stack stopped.", file=sys.stderr)
+        status = 1
+    print("stopped.", flush=True)
+    raise SystemExit(status)
 
 
-async def _serve_entrypoint(
-    ports: dict[str, int], env: dict[str, str], started: float, children: list[subprocess.Popen[bytes]]
-) -> None:
-    upstreams = {service: f"http://127.0.0.1:{ports[service]}" for service in SERVICES}
-    runner = web.AppRunner(entrypoint.create_app(upstreams), access_log=None, **entrypoint.RUNNER_OPTIONS)
-    await runner.setup()
-    await web.TCPSite(runner, env.get("HOST", "0.0.0.0"), ports["entrypoint"]).start()
-    await wait_ready(upstreams, children)
-    _print_welcome(ports["entrypoint"], env, time.monotonic() - started)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-    while not stop.is_set():
-        if any(child.poll() is not None for child in children):
-            print("a service exited; stopping the stack.", file=sys.stderr)
-            break
-        try:
-            await asyncio.wait_for(stop.wait(), 1)
-        except TimeoutError:
-            pass
-    await runner.cleanup()
-
-
-def _print_welcome(port: int, env: dict[str, str], seconds: float) -> None:
-    base = f"http://localhost:{port}"
+def _print_welcome(stack: Stack, seconds: float) -> None:
+    base = f"http://localhost:{stack.settings.ports['entrypoint']}"
     print(
         f"""
 ================================================================================
  Signage backend is up in {seconds:.1f} s: {base}
    OpenAPI:         {base}/openapi.json
-   operator token:  {env["OPERATOR_TOKEN"]}
-   database:        {env["DATABASE_URL"]}
-   nats:            {env["NATS_URL"]}
+   operator token:  {stack.settings.operator_token}
+   database:        {stack.settings.database_url}
+   nats:            {stack.settings.nats_url}
 
  Try it (README.md walks the whole flow):
-   export OP={env["OPERATOR_TOKEN"]}
+   export OP={stack.settings.operator_token}
    curl -s -X POST {base}/v1/tenants -H "Authorization: Bearer $OP" \\
         -H 'Content-Type: application/json' -d '{{"name": "Acme Retail"}}'
  Ctrl-C stops everything.
@@ -129,4 +124,4 @@ def _print_welcome(port: int, env: dict[str, str], seconds: float) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    main(sys.argv[1:], dict(os.environ))

@@ -56,7 +56,7 @@ def create_app(upstreams: dict[str, str]) -> web.Application:
 
 # A client that goes away cancels its proxied request, which closes the upstream one: a streamed
 # response (GET /v1/heartbeats/stream) would otherwise hold the upstream until its next write.
-RUNNER_OPTIONS = {"handler_cancellation": True}
+HANDLER_CANCELLATION = True
 
 
 async def client_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -102,7 +102,13 @@ def main(argv: list[str]) -> None:
         port_number = int(port)
     except ValueError:
         raise SystemExit(main.__doc__) from None
-    web.run_app(create_app(upstreams), port=port_number, access_log=None, print=None, **RUNNER_OPTIONS)
+    web.run_app(
+        create_app(upstreams),
+        port=port_number,
+        access_log=None,
+        print=None,
+        handler_cancellation=HANDLER_CANCELLATION,
+    )
 
 
 if __name__ == "__main__":

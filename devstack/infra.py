@@ -30,7 +30,8 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def wait_for_port(port: int, timeout: float = 15) -> None:
+def _wait_for_port(port: int, timeout: float = 15) -> None:
+    """Checked, not assumed: that nats-server wrote its ports file does not say it accepts yet."""
     deadline = time.monotonic() + timeout
     while True:
         try:
@@ -53,9 +54,6 @@ class Postgres:
     @property
     def dsn(self) -> str:
         return f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
-
-    def dsn_for(self, database: str) -> str:
-        return f"postgresql://postgres@127.0.0.1:{self.port}/{database}"
 
     def _run(self, *args: str) -> None:
         # Drop root's groups too: a folder's group bits would otherwise apply to root's group.
@@ -154,7 +152,7 @@ class NatsServer:
         time.sleep(0.01)  # the file is written whole, but let the writer finish
         url = json.loads(files[0].read_text())["nats"][0]
         self.port = int(url.rsplit(":", 1)[1])
-        wait_for_port(self.port)
+        _wait_for_port(self.port)
         return self
 
     def stop(self) -> None:

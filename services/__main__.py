@@ -4,8 +4,10 @@
                 serve that service on its port (WORKERS processes; SIGTERM drains and stops)
   setup         apply every schema's migrations, create NATS's streams and buckets; idempotent
   signing-key   print a new access-token signing key and its public key, as settings
+  settings      print every setting (variable, type, default, accepted values) as a Markdown table
 
-Settings come from the environment (README "Settings").
+Settings come from the environment (``shared/settings.py`` declares them); a wrong one stops the
+start with one line naming it, and exit status 2.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import sys
 
 from shared import serve
 from shared.auth import generate_signing_key, public_key_of
+from shared.environment import SettingsError, markdown_table
 from shared.logging import configure
 from shared.settings import Settings
 
@@ -30,20 +33,32 @@ SERVICES = {
 def main(argv: list[str]) -> None:
     match argv:
         case [name] if name in SERVICES:
-            settings = Settings.from_env()
+            settings = settings_or_exit()
             configure(service=name, log_format=settings.log_format, level=settings.log_level)
             serve.main(name, importlib.import_module(SERVICES[name]).create_app, settings)
         case ["setup"]:
             from services import setup  # noqa: PLC0415 - imports every service's migrations
 
-            settings = Settings.from_env()
+            settings = settings_or_exit()
             configure(service="setup", log_format=settings.log_format, level=settings.log_level)
             setup.main(settings)
         case ["signing-key"]:
             key = generate_signing_key()
             print(f"TOKEN_SIGNING_KEY={key}\nTOKEN_VERIFY_KEYS={public_key_of(key)}")
+        case ["settings"]:
+            print(markdown_table(Settings), end="")
         case _:
             raise SystemExit(__doc__)
+
+
+def settings_or_exit() -> Settings:
+    """The settings, or one line on stderr and exit status 2 (a usage error, not a crash): an
+    operator reads which variable is wrong, not a traceback."""
+    try:
+        return Settings.from_env()
+    except SettingsError as error:
+        print(error, file=sys.stderr)
+        raise SystemExit(2) from None
 
 
 if __name__ == "__main__":

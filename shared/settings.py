@@ -1,83 +1,206 @@
-"""Typed settings, read once from the environment in each service's ``__main__``."""
+"""Every setting of the services, declared once: its variable, type, default, bounds and meaning.
+
+A field is the environment variable of its name in capitals (``workers`` is ``WORKERS``); its
+``Meta`` holds the bounds and the one line the settings table of the docs shows
+(``python -m services settings`` prints that table). ``shared.environment`` reads the variables
+against these fields. A default may name other settings in braces (``{registry_port}``): it
+follows them unless its own variable is set.
+"""
 
 from __future__ import annotations
 
-import ipaddress
 import os
 from collections.abc import Mapping
+from typing import Annotated, Literal
 
 import msgspec
+from msgspec import Meta
 
-DEFAULT_PORTS = {
-    "entrypoint": 8080,
-    "registry": 8081,
-    "provisioning": 8082,
-    "device-gateway": 8083,
-    "heartbeat": 8084,
-}
+from shared.environment import Networks, from_env, resolve_templates
+
+Port = Annotated[int, Meta(ge=1, le=65535)]
+
+_DAY = 24 * 3600
 
 
 class Settings(msgspec.Struct, frozen=True, kw_only=True):
-    nats_url: str
-    # Every service but the device gateway, which never touches the database.
-    database_url: str = ""
-    # Admin of the whole installation: may create tenants. Empty means nobody may.
-    operator_token: str = ""
-    # Ed25519 private key (url-safe base64 of the 32-byte seed) that signs access tokens; registry only.
-    token_signing_key: str = ""
-    # Public keys (url-safe base64, comma separated) whose tokens every service accepts; keeping the
-    # previous key here while a new one signs is how keys rotate without downtime.
-    token_verify_keys: tuple[str, ...] = ()
-    token_ttl_seconds: int = 3600
-    token_issuer: str = "signage"
-    code_ttl_seconds: int = 15 * 60
-    # Secrets of API clients registered at /oauth/register expire after this long; 0: never.
-    client_secret_ttl_seconds: int = 0
-    # Failed registrations one client address may make per window before it gets 429.
-    register_failures_per_window: int = 10
-    # ...and from all addresses together: a botnet guessing codes from many addresses is slowed
-    # down too (everyone waits for the window's end; a wrong guess costs the attacker nothing else).
-    register_failures_global_per_window: int = 1000
-    register_failure_window_seconds: int = 60
-    # X-Forwarded-For is believed only when the direct peer is one of these networks.
-    trusted_proxies: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
-    max_body_bytes: int = 1024 * 1024
-    # Files for devices (PUT /v1/content/{name}) are held in memory while stored and served.
-    max_file_bytes: int = 64 * 1024 * 1024
-    # Registry's base URL, for provisioning to look up a screen its event copy has not seen yet.
-    registry_url: str = "http://127.0.0.1:8081"
-    # Provisioning's base URL, for registry's token endpoint to pass device-code grants on.
-    provisioning_url: str = "http://127.0.0.1:8082"
-    # Where the API is reached from outside (RFC 8414 metadata: issuer and endpoints).
-    public_url: str = "http://localhost:8080"
-    # Device-first pairing (RFC 8628): the TV app's public client id; the page where an admin
-    # enters the code the TV shows (your console; it calls .../device-authorizations/{userCode}/approve);
-    # how long a device code lives and how often the TV may poll.
-    device_client_id: str = "signage-player"
-    device_verification_uri: str = ""
-    device_code_ttl_seconds: int = 600
-    device_poll_interval_seconds: int = 5
-    nats_replicas: int = 1
-    host: str = "0.0.0.0"
-    # The gateway sheds device requests (429) while its event loop lags more than this, and
-    # heartbeats/events while this many per worker wait for JetStream's ack.
-    gateway_max_lag_ms: int = 250
-    gateway_max_pending_reports: int = 2000
-    # A screen is offline once this many of its heartbeat intervals passed without one; the
-    # heartbeat service looks for such screens every presence_check_seconds.
-    offline_after_intervals: float = 3
-    presence_check_seconds: float = 5
-    # How long the heartbeat history (GET /v1/screens/{id}/heartbeats) keeps each heartbeat.
-    heartbeat_retention_hours: float = 7 * 24
-    # GET /v1/heartbeats/stream: a comment this often keeps proxies from closing an idle stream;
-    # a client with this many events waiting for it is dropped (it resumes with Last-Event-ID).
-    sse_keepalive_seconds: float = 15
-    sse_buffer: int = 1000
-    # Processes serving the service's port (SO_REUSEPORT); the gateway wants one per core.
-    workers: int = 1
-    ports: dict[str, int] = msgspec.field(default_factory=lambda: dict(DEFAULT_PORTS))
-    log_format: str = "console"
-    log_level: str = "info"
+    nats_url: Annotated[str, Meta(description="NATS server URL; `make run` and the tests start their own")]
+    database_url: Annotated[
+        str, Meta(description="PostgreSQL URL; every service but the device gateway, which has no tables")
+    ] = ""
+    operator_token: Annotated[
+        str,
+        Meta(
+            description="bearer token that may create tenants; empty: nobody may (`make run` generates one)"
+        ),
+    ] = ""
+    token_signing_key: Annotated[
+        str,
+        Meta(description="registry's Ed25519 key signing access tokens, url-safe base64 of the 32-byte seed"),
+    ] = ""
+    token_verify_keys: Annotated[
+        tuple[str, ...],
+        Meta(
+            description="public keys whose tokens are accepted besides the signing key's own; keep the old"
+            " one here while a new key signs, and keys rotate without downtime"
+        ),
+    ] = ()
+    token_ttl_seconds: Annotated[int, Meta(ge=1, le=31 * _DAY, description="access token lifetime")] = 3600
+    token_issuer: Annotated[str, Meta(min_length=1, description="`iss` of the access tokens")] = "signage"
+    code_ttl_seconds: Annotated[int, Meta(ge=1, le=31 * _DAY, description="provisioning code lifetime")] = (
+        15 * 60
+    )
+    client_secret_ttl_seconds: Annotated[
+        int,
+        Meta(
+            ge=0, description="secrets of clients registered at /oauth/register expire after this; 0: never"
+        ),
+    ] = 0
+    register_failures_per_window: Annotated[
+        int,
+        Meta(
+            ge=1,
+            description="failed attempts with a guessable proof (code, token, serial, secret) per client"
+            " address and window before 429",
+        ),
+    ] = 10
+    # A botnet guessing codes from many addresses is slowed down too: everyone waits for the
+    # window's end, and a wrong guess costs the attacker nothing else.
+    register_failures_global_per_window: Annotated[
+        int, Meta(ge=1, description="the same from all addresses together")
+    ] = 1000
+    register_failure_window_seconds: Annotated[
+        int, Meta(ge=1, le=_DAY, description="the window of the two limits above")
+    ] = 60
+    trusted_proxies: Annotated[
+        Networks, Meta(description="networks whose X-Forwarded-For is believed (`make run`: loopback)")
+    ] = ()
+    max_body_bytes: Annotated[int, Meta(ge=1024, le=2**30, description="larger request bodies get 413")] = (
+        2**20
+    )
+    # Files are held in memory while stored and served.
+    max_file_bytes: Annotated[
+        int, Meta(ge=1, le=2**30, description="largest file for devices (PUT /v1/content/{name})")
+    ] = 64 * 2**20
+    registry_url: Annotated[
+        str,
+        Meta(description="registry's base URL, where provisioning asks about a screen it has not seen yet"),
+    ] = "http://127.0.0.1:{registry_port}"
+    provisioning_url: Annotated[
+        str,
+        Meta(description="provisioning's base URL, where registry's token endpoint passes device grants on"),
+    ] = "http://127.0.0.1:{provisioning_port}"
+    public_url: Annotated[
+        str,
+        Meta(
+            min_length=1,
+            description="where the API is reached from outside (OAuth metadata: issuer, endpoints)",
+        ),
+    ] = "http://localhost:{entrypoint_port}"
+    device_client_id: Annotated[
+        str, Meta(min_length=1, description="the TV app's public client id (device-first pairing, RFC 8628)")
+    ] = "signage-player"
+    device_verification_uri: Annotated[
+        str,
+        Meta(
+            description="your console's page where a person enters the TV's code; empty: $PUBLIC_URL/activate"
+        ),
+    ] = ""
+    device_code_ttl_seconds: Annotated[
+        int, Meta(ge=1, le=_DAY, description="device-first pairing: how long a device code lives")
+    ] = 600
+    device_poll_interval_seconds: Annotated[
+        int, Meta(ge=0, le=300, description="device-first pairing: how often the TV may poll")
+    ] = 5
+    nats_replicas: Annotated[
+        int,
+        Meta(
+            ge=1,
+            le=5,
+            description="replicas of streams, KV buckets and the files' object store (3 in production)",
+        ),
+    ] = 1
+    host: Annotated[str, Meta(min_length=1, description="address the services listen on")] = "0.0.0.0"
+    gateway_max_lag_ms: Annotated[
+        int,
+        Meta(
+            ge=1,
+            le=60_000,
+            description="the gateway answers device requests 429 while its event loop lags more",
+        ),
+    ] = 250
+    gateway_max_pending_reports: Annotated[
+        int,
+        Meta(
+            ge=1,
+            description="per gateway worker: reports waiting for JetStream's ack before new ones get 429",
+        ),
+    ] = 2000
+    offline_after_intervals: Annotated[
+        float,
+        Meta(
+            gt=0,
+            le=1000,
+            description="a screen is offline once this many heartbeat intervals passed without one",
+        ),
+    ] = 3
+    presence_check_seconds: Annotated[
+        float,
+        Meta(gt=0, le=3600, description="how often the heartbeat service looks for screens gone offline"),
+    ] = 5
+    heartbeat_retention_hours: Annotated[
+        float, Meta(gt=0, description="how long the heartbeat history keeps each heartbeat")
+    ] = 7 * 24
+    sse_keepalive_seconds: Annotated[
+        float,
+        Meta(
+            gt=0,
+            le=3600,
+            description="a comment this often keeps proxies from closing an idle heartbeat stream",
+        ),
+    ] = 15
+    sse_buffer: Annotated[
+        int,
+        Meta(
+            ge=1,
+            description="events a heartbeat stream's client may fall behind before it is dropped",
+        ),
+    ] = 1000
+    workers: Annotated[
+        int,
+        Meta(
+            ge=1,
+            le=64,
+            description="processes serving the service's port (SO_REUSEPORT); the gateway wants one per core",
+        ),
+    ] = 1
+    # Each service's port: the `ports` property maps service names onto these.
+    entrypoint_port: Annotated[Port, Meta(description="the local entry point's port (`make run`)")] = 8080
+    registry_port: Annotated[Port, Meta(description="registry's port")] = 8081
+    provisioning_port: Annotated[Port, Meta(description="provisioning's port")] = 8082
+    device_gateway_port: Annotated[Port, Meta(description="the device gateway's port")] = 8083
+    heartbeat_port: Annotated[Port, Meta(description="the heartbeat service's port")] = 8084
+    log_format: Annotated[
+        Literal["console", "json", "auto"],
+        Meta(description="`json`: one JSON object per line; `auto`: JSON unless on a terminal"),
+    ] = "console"
+    log_level: Annotated[
+        Literal["debug", "info", "warning", "error", "critical"],
+        Meta(description="the least severe level logged"),
+    ] = "info"
+
+    def __post_init__(self) -> None:
+        resolve_templates(self)
+        msgspec.structs.force_setattr(self, "public_url", self.public_url.rstrip("/"))
+
+    @property
+    def ports(self) -> dict[str, int]:
+        """Port by service name (``device-gateway``) and ``entrypoint``."""
+        return {
+            name.removesuffix("_port").replace("_", "-"): getattr(self, name)
+            for name in self.__struct_fields__
+            if name.endswith("_port")
+        }
 
     @property
     def verification_uri(self) -> str:
@@ -85,52 +208,17 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] = os.environ) -> Settings:
-        if not env.get("NATS_URL"):
-            raise SystemExit("missing setting: NATS_URL")
-        ports = {
-            service: int(env.get(f"{service.upper().replace('-', '_')}_PORT", default))
-            for service, default in DEFAULT_PORTS.items()
-        }
-        return cls(
-            database_url=env.get("DATABASE_URL", ""),
-            nats_url=env["NATS_URL"],
-            operator_token=env.get("OPERATOR_TOKEN", ""),
-            token_signing_key=env.get("TOKEN_SIGNING_KEY", ""),
-            token_verify_keys=_split(env.get("TOKEN_VERIFY_KEYS", "")),
-            token_ttl_seconds=int(env.get("TOKEN_TTL_SECONDS", 3600)),
-            token_issuer=env.get("TOKEN_ISSUER", "signage"),
-            code_ttl_seconds=int(env.get("CODE_TTL_SECONDS", 15 * 60)),
-            client_secret_ttl_seconds=int(env.get("CLIENT_SECRET_TTL_SECONDS", 0)),
-            register_failures_per_window=int(env.get("REGISTER_FAILURES_PER_WINDOW", 10)),
-            register_failures_global_per_window=int(env.get("REGISTER_FAILURES_GLOBAL_PER_WINDOW", 1000)),
-            register_failure_window_seconds=int(env.get("REGISTER_FAILURE_WINDOW_SECONDS", 60)),
-            trusted_proxies=tuple(
-                ipaddress.ip_network(net, strict=False) for net in _split(env.get("TRUSTED_PROXIES", ""))
-            ),
-            max_body_bytes=int(env.get("MAX_BODY_BYTES", 1024 * 1024)),
-            max_file_bytes=int(env.get("MAX_FILE_BYTES", 64 * 1024 * 1024)),
-            registry_url=env.get("REGISTRY_URL", f"http://127.0.0.1:{ports['registry']}"),
-            provisioning_url=env.get("PROVISIONING_URL", f"http://127.0.0.1:{ports['provisioning']}"),
-            public_url=env.get("PUBLIC_URL", "http://localhost:8080").rstrip("/"),
-            device_client_id=env.get("DEVICE_CLIENT_ID", "signage-player"),
-            device_verification_uri=env.get("DEVICE_VERIFICATION_URI", ""),
-            device_code_ttl_seconds=int(env.get("DEVICE_CODE_TTL_SECONDS", 600)),
-            device_poll_interval_seconds=int(env.get("DEVICE_POLL_INTERVAL_SECONDS", 5)),
-            nats_replicas=int(env.get("NATS_REPLICAS", 1)),
-            host=env.get("HOST", "0.0.0.0"),
-            workers=int(env.get("WORKERS", 1)),
-            offline_after_intervals=float(env.get("OFFLINE_AFTER_INTERVALS", 3)),
-            presence_check_seconds=float(env.get("PRESENCE_CHECK_SECONDS", 5)),
-            heartbeat_retention_hours=float(env.get("HEARTBEAT_RETENTION_HOURS", 7 * 24)),
-            sse_keepalive_seconds=float(env.get("SSE_KEEPALIVE_SECONDS", 15)),
-            sse_buffer=int(env.get("SSE_BUFFER", 1000)),
-            gateway_max_lag_ms=int(env.get("GATEWAY_MAX_LAG_MS", 250)),
-            gateway_max_pending_reports=int(env.get("GATEWAY_MAX_PENDING_REPORTS", 2000)),
-            ports=ports,
-            log_format=env.get("LOG_FORMAT", "console"),
-            log_level=env.get("LOG_LEVEL", "info"),
-        )
+        """Every variable checked; :class:`~shared.environment.SettingsError` names a wrong one."""
+        return from_env(cls, env)
 
 
-def _split(value: str) -> tuple[str, ...]:
-    return tuple(part.strip() for part in value.split(",") if part.strip())
+def port_field(service: str) -> str:
+    """The field (so the variable) of ``service``'s port: ``device-gateway`` is ``device_gateway_port``."""
+    return service.replace("-", "_") + "_port"
+
+
+DEFAULT_PORTS = {
+    field.name.removesuffix("_port").replace("_", "-"): field.default
+    for field in msgspec.structs.fields(Settings)
+    if field.name.endswith("_port")
+}

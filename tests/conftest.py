@@ -19,7 +19,7 @@ from devstack.infra import NatsServer, Postgres
 from services.setup import MIGRATIONS
 from shared import db
 from shared.auth import generate_signing_key
-from shared.settings import Settings
+from shared.settings import Settings, port_field
 from tests.stack import Stack, bound_sockets
 
 TEMPLATE = "signage_template"
@@ -99,19 +99,19 @@ def sockets() -> Iterator[dict[str, socket.socket]]:
 
 @pytest.fixture
 def settings(database: str, nats_server: NatsServer, sockets: dict[str, socket.socket]) -> Settings:
-    ports = {name: sock.getsockname()[1] for name, sock in sockets.items()}
+    ports = {port_field(name): sock.getsockname()[1] for name, sock in sockets.items()}
+    # REGISTRY_URL and PROVISIONING_URL follow the ports; PUBLIC_URL names the address the
+    # entry point listens on, not "localhost", which may resolve to ::1 first.
     return Settings(
         database_url=database,
         nats_url=nats_server.url,
         operator_token=OPERATOR_TOKEN,
         token_signing_key=SIGNING_KEY,
         host="127.0.0.1",
-        ports=ports,
-        registry_url=f"http://127.0.0.1:{ports['registry']}",
-        provisioning_url=f"http://127.0.0.1:{ports['provisioning']}",
-        public_url=f"http://127.0.0.1:{ports['entrypoint']}",
+        public_url=f"http://127.0.0.1:{ports['entrypoint_port']}",
         log_format="console",
         log_level="warning",
+        **ports,
     )
 
 

@@ -19,11 +19,12 @@ import aiohttp
 from aiohttp import web
 
 from devstack import entrypoint
+from devstack.services import NotReady, wait_ready
 from services.device_gateway.app import create_app as create_gateway
 from services.heartbeat.app import create_app as create_heartbeat
 from services.provisioning.app import create_app as create_provisioning
 from services.registry.app import create_app as create_registry
-from shared.auth import public_key_of
+from shared.environment import environment, to_env
 from shared.settings import DEFAULT_PORTS, Settings
 
 SERVICES = {
@@ -72,7 +73,8 @@ class Stack:
         for name in SERVICES:
             await self.start_service(name)
         runner = web.AppRunner(
-            entrypoint.create_app({name: self.url(name) for name in SERVICES}), **entrypoint.RUNNER_OPTIONS
+            entrypoint.create_app({name: self.url(name) for name in SERVICES}),
+            handler_cancellation=entrypoint.HANDLER_CANCELLATION,
         )
         await runner.setup()
         await self._site(runner, "entrypoint", self.settings).start()
@@ -105,16 +107,8 @@ class Stack:
     async def stop_service(self, name: str) -> None:
         await self.runners.pop(name).cleanup()
 
-    async def wait_ready(self, name: str, timeout: float = 20) -> None:
-        deadline = time.monotonic() + timeout
-        async with aiohttp.ClientSession() as session:
-            while True:
-                async with session.get(self.url(name) + "/readyz") as response:
-                    if response.status == 200:
-                        return
-                if time.monotonic() > deadline:
-                    raise TimeoutError(f"{name} not ready: {await response.text()}")
-                await asyncio.sleep(0.05)
+    async def wait_ready(self, name: str) -> None:
+        await wait_ready({name: self.url(name)}, within=20)
 
     # ---- the steps of the flow ----------------------------------------------------------------
 
@@ -209,20 +203,10 @@ def new_id() -> str:
 
 
 def spawn(service: str, settings: Settings, log: Path) -> subprocess.Popen[bytes]:
-    """``service`` as its own process on the stack's port for it, logging to ``log``."""
-    env = {
-        **os.environ,
-        "DATABASE_URL": settings.database_url,
-        "NATS_URL": settings.nats_url,
-        f"{service.upper().replace('-', '_')}_PORT": str(settings.ports[service]),
-        "REGISTRY_URL": settings.registry_url,
-        "PROVISIONING_URL": settings.provisioning_url,
-        "HOST": "127.0.0.1",
-        "TOKEN_SIGNING_KEY": settings.token_signing_key,
-        "TOKEN_VERIFY_KEYS": public_key_of(settings.token_signing_key),
-        "OPERATOR_TOKEN": settings.operator_token,
-        "LOG_FORMAT": "json",
-    }
+    """``service`` as its own process with ``settings`` (its port among them), logging to ``log``."""
+    # At info level whatever the stack's settings say: tests read the process's log for its steps.
+    overrides = environment(Settings, host="127.0.0.1", log_format="json", log_level="info")
+    env = {**os.environ, **to_env(settings), **overrides}
     with open(log, "ab") as out:
         return subprocess.Popen(
             [sys.executable, "-m", "services", service], env=env, stdout=out, stderr=subprocess.STDOUT
@@ -232,12 +216,8 @@ def spawn(service: str, settings: Settings, log: Path) -> subprocess.Popen[bytes
 async def until_ready(
     stack: Stack, process: subprocess.Popen[bytes], log: Path, service: str = "provisioning"
 ) -> None:
-    async def ready() -> bool:
-        assert process.poll() is None, log.read_text()[-3000:]
-        try:
-            async with aiohttp.ClientSession() as http, http.get(stack.url(service) + "/readyz") as r:
-                return r.status == 200
-        except aiohttp.ClientConnectionError:
-            return False
-
-    await stack.eventually(ready, timeout=30, interval=0.1)
+    try:
+        await wait_ready({service: stack.url(service)}, [process], within=30)
+    except NotReady as error:
+        tail = (await asyncio.to_thread(log.read_text))[-3000:]
+        raise AssertionError(f"{error}\n{tail}") from None

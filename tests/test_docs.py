@@ -9,7 +9,10 @@ relative links lead to files, and README.md stays a front page.
 
 from __future__ import annotations
 
+import asyncio
+import importlib
 import os
+import pkgutil
 import re
 import signal
 import socket
@@ -32,7 +35,13 @@ from tests.conftest import OPERATOR_TOKEN, new_database
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 # The env variables the stack reads for its ports; the snippets read the same ones.
-PORT_VARIABLES = ("ENTRYPOINT_PORT", "REGISTRY_PORT", "PROVISIONING_PORT", "DEVICE_GATEWAY_PORT", "HEARTBEAT_PORT")
+PORT_VARIABLES = (
+    "ENTRYPOINT_PORT",
+    "REGISTRY_PORT",
+    "PROVISIONING_PORT",
+    "DEVICE_GATEWAY_PORT",
+    "HEARTBEAT_PORT",
+)
 
 # What each document's run must show, besides exiting 0: the outputs its text promises.
 EXPECTED: dict[str, list[str]] = {
@@ -136,10 +145,40 @@ def nats(tmp_path: Path) -> Iterator[NatsServer]:
     server.stop()
 
 
+def _start(env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+    """``python -m devstack``, as ``make run`` runs it, logging to ``log``; up when it says so."""
+    with open(log, "wb") as out:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "devstack"],
+            env=env,
+            cwd=ROOT,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    deadline = time.monotonic() + 90
+    while "is up in" not in log.read_text():
+        if process.poll() is not None or time.monotonic() > deadline:
+            _stop(process)
+            raise AssertionError(f"devstack did not come up:\n{log.read_text()[-4000:]}")
+        time.sleep(0.2)
+    return process
+
+
+def _stop(process: subprocess.Popen[bytes]) -> None:
+    """Ctrl-C's signal, as a user stops it; its whole process group only if it hangs."""
+    process.send_signal(signal.SIGINT)
+    try:
+        process.wait(30)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+
+
 @pytest_asyncio.fixture
 async def devstack(postgres: str, nats: NatsServer, tmp_path: Path) -> AsyncIterator[DevStack]:
-    """``python -m devstack`` on free ports, against this session's PostgreSQL (a fresh database)
-    and a nats-server of its own; stopped with Ctrl-C's signal as a user stops it."""
+    """The stack on free ports, against this session's PostgreSQL (a fresh database) and a
+    nats-server of its own."""
     ports = dict(zip(PORT_VARIABLES, map(str, _free_ports(len(PORT_VARIABLES))), strict=True))
     log = tmp_path / "devstack.log"
     async with new_database(postgres) as database:
@@ -155,29 +194,11 @@ async def devstack(postgres: str, nats: NatsServer, tmp_path: Path) -> AsyncIter
             "DEVICE_POLL_INTERVAL_SECONDS": "1",
             "LOG_FORMAT": "json",
         }
-        with open(log, "wb") as out:
-            process = subprocess.Popen(
-                [sys.executable, "-m", "devstack"],
-                env=env,
-                cwd=ROOT,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
+        process = await asyncio.to_thread(_start, env, log)
         try:
-            deadline = time.monotonic() + 90
-            while "is up in" not in log.read_text():
-                assert process.poll() is None, f"devstack exited:\n{log.read_text()[-4000:]}"
-                assert time.monotonic() < deadline, f"devstack not up:\n{log.read_text()[-4000:]}"
-                time.sleep(0.2)
             yield DevStack(ports, log)
         finally:
-            process.send_signal(signal.SIGINT)
-            try:
-                process.wait(30)
-            except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
-                process.wait()
+            await asyncio.to_thread(_stop, process)
 
 
 @pytest.mark.timeout(300)
@@ -208,18 +229,33 @@ def test_snippets_run_as_written(path: Path, devstack: DevStack, tmp_path: Path)
 # ---- what the docs claim about the code ---------------------------------------------------------
 
 
-def _settings_variables() -> set[str]:
-    """Every env variable of the stack: the Settings fields (ports as <SERVICE>_PORT) and what
-    ``make run`` itself reads (devstack: where its own PostgreSQL and nats-server listen)."""
+def _struct_variables(struct: type[msgspec.Struct]) -> set[str]:
     names = set()
-    for field in msgspec.structs.fields(Settings):
+    for field in msgspec.structs.fields(struct):
         default = field.default_factory() if field.default_factory is not msgspec.NODEFAULT else field.default
         if isinstance(default, dict):  # the ports, one variable per service
             names |= {f"{key.upper().replace('-', '_')}_PORT" for key in default}
         else:
             names.add(field.name.upper())
-    for source in (ROOT / "devstack").glob("*.py"):
-        names |= set(re.findall(r"""env(?:\.get\(|\[)["']([A-Z][A-Z0-9_]+)["']""", source.read_text()))
+    return names
+
+
+def _settings_variables() -> set[str]:
+    """Every env variable of the stack: the Settings fields (ports as <SERVICE>_PORT) and what
+    ``make run`` itself reads (devstack: where its own PostgreSQL and nats-server listen), be it
+    declared as a Struct's fields or read from the environment by name."""
+    names = _struct_variables(Settings)
+    for module_info in pkgutil.iter_modules([str(ROOT / "devstack")]):
+        module = importlib.import_module(f"devstack.{module_info.name}")
+        for value in vars(module).values():
+            if (
+                isinstance(value, type)
+                and issubclass(value, msgspec.Struct)
+                and value.__module__ == module.__name__
+            ):
+                names |= _struct_variables(value)
+        source = Path(module.__file__ or "").read_text()
+        names |= set(re.findall(r"""env(?:\.get\(|\[)["']([A-Z][A-Z0-9_]+)["']""", source))
     return names
 
 
@@ -252,8 +288,12 @@ def test_api_document_covers_every_operation() -> None:
     written = set(re.findall(r"`(GET|POST|PUT|PATCH|DELETE) (/[^` ?]*)", text))
     served = _operations()
     assert served - written == set(), "operations served but not in docs/api.md"
-    assert written - served - {("GET", "/healthz"), ("GET", "/readyz"), ("GET", "/metrics"),
-                               ("GET", "/openapi.json")} == set(), "docs/api.md names operations not served"
+    assert (
+        written
+        - served
+        - {("GET", "/healthz"), ("GET", "/readyz"), ("GET", "/metrics"), ("GET", "/openapi.json")}
+        == set()
+    ), "docs/api.md names operations not served"
 
 
 def test_relative_links_lead_to_files() -> None:

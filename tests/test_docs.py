@@ -145,6 +145,10 @@ def nats(tmp_path: Path) -> Iterator[NatsServer]:
     server.stop()
 
 
+class PortTaken(Exception):
+    """Another process bound one of the free ports chosen between their choice and devstack's bind."""
+
+
 def _start(env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
     """``python -m devstack``, as ``make run`` runs it, logging to ``log``; up when it says so."""
     with open(log, "wb") as out:
@@ -160,6 +164,8 @@ def _start(env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
     while "is up in" not in log.read_text():
         if process.poll() is not None or time.monotonic() > deadline:
             _stop(process)
+            if "address already in use" in log.read_text().lower():
+                raise PortTaken
             raise AssertionError(f"devstack did not come up:\n{log.read_text()[-4000:]}")
         time.sleep(0.2)
     return process
@@ -179,22 +185,30 @@ def _stop(process: subprocess.Popen[bytes]) -> None:
 async def devstack(postgres: str, nats: NatsServer, tmp_path: Path) -> AsyncIterator[DevStack]:
     """The stack on free ports, against this session's PostgreSQL (a fresh database) and a
     nats-server of its own."""
-    ports = dict(zip(PORT_VARIABLES, map(str, _free_ports(len(PORT_VARIABLES))), strict=True))
     log = tmp_path / "devstack.log"
     async with new_database(postgres) as database:
-        env = {
-            **os.environ,
-            **ports,
-            "DATABASE_URL": database,
-            "NATS_URL": nats.url,
-            "OPERATOR_TOKEN": OPERATOR_TOKEN,
-            "TOKEN_SIGNING_KEY": generate_signing_key(),
-            "HOST": "127.0.0.1",
-            # The device-first snippet waits the interval the server asks for; 1 s keeps the run short.
-            "DEVICE_POLL_INTERVAL_SECONDS": "1",
-            "LOG_FORMAT": "json",
-        }
-        process = await asyncio.to_thread(_start, env, log)
+        # devstack binds its ports itself: free ones are chosen, and chosen again in the rare case
+        # that another process took one meanwhile.
+        for attempt in range(3):
+            ports = dict(zip(PORT_VARIABLES, map(str, _free_ports(len(PORT_VARIABLES))), strict=True))
+            env = {
+                **os.environ,
+                **ports,
+                "DATABASE_URL": database,
+                "NATS_URL": nats.url,
+                "OPERATOR_TOKEN": OPERATOR_TOKEN,
+                "TOKEN_SIGNING_KEY": generate_signing_key(),
+                "HOST": "127.0.0.1",
+                # The device-first snippet waits the interval the server asks for; 1 s keeps it short.
+                "DEVICE_POLL_INTERVAL_SECONDS": "1",
+                "LOG_FORMAT": "json",
+            }
+            try:
+                process = await asyncio.to_thread(_start, env, log)
+                break
+            except PortTaken:
+                if attempt == 2:
+                    raise
         try:
             yield DevStack(ports, log)
         finally:

@@ -1,4 +1,4 @@
-"""The one error shape of every service (`../shared/API.md`), and the exceptions that produce it."""
+"""The one error shape of every service (the HTTP contract: docs/api.md), and its exceptions."""
 
 from __future__ import annotations
 

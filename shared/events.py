@@ -26,7 +26,7 @@ class CachePolicy(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class ScreenConfig(msgspec.Struct, frozen=True, kw_only=True, rename="camel"):
-    """What a TV is told about how to behave; defaults are the contract's (API.md)."""
+    """What a TV is told about how to behave; defaults are the contract's (docs/api.md)."""
 
     sync_interval_minutes: int = 5
     heartbeat_interval_minutes: int = 1

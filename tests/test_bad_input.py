@@ -1,4 +1,4 @@
-"""Bad input on every endpoint: the exact status and the one error shape of ../shared/API.md,
+"""Bad input on every endpoint: the exact status and the one error shape of the HTTP contract (docs/api.md),
 
     {"error": <code>, "message": <str>, "details"?: [{"field", "problem"}]}
 

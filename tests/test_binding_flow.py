@@ -1,4 +1,4 @@
-"""Screen-first binding (seed 000) end to end, through the public API of the running stack."""
+"""Screen-first binding (pairing codes) end to end, through the public API of the running stack."""
 
 from __future__ import annotations
 

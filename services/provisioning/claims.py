@@ -1,4 +1,4 @@
-"""Pre-provisioned devices and claim mode (seed 003, option 1).
+"""Pre-provisioned devices and claim mode: the device opens claim mode, the admin claims it.
 
 The installation's operator makes device identities ahead — an id and a ``dak_`` key each, shown
 once, for factory flashing. Such a device belongs to no tenant. When it is set up, it turns its

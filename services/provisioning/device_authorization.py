@@ -1,4 +1,4 @@
-"""Device-first pairing (seed 004, RFC 8628's device authorization grant).
+"""Device-first pairing (RFC 8628's device authorization grant).
 
 The TV starts it: ``POST /oauth/device_authorization`` with the TV app's public client id and what
 it is (the deviceInfo fields as form parameters), and shows the user code and a QR code of

@@ -1,4 +1,4 @@
-"""Provisioning's HTTP handlers of screen-first binding (seed 000): codes, registration, devices,
+"""Provisioning's HTTP handlers of screen-first binding (pairing codes): codes, registration, devices,
 revoke, a device's logout and audit trail. The other ways of binding have a module each."""
 
 from __future__ import annotations

@@ -211,7 +211,7 @@ class Approval(Body):
     screen_id: uuid.UUID
 
 
-# ---- pre-provisioned devices and claim mode (seed 003) -----------------------------------------
+# ---- pre-provisioned devices and claim mode -----------------------------------------------------
 
 CLAIM_CODE_PATTERN = PAIRING_CODE_PATTERN
 
@@ -247,7 +247,7 @@ class Claim(Body):
     screen_id: uuid.UUID
 
 
-# ---- serial numbers registered ahead (seed 002) -------------------------------------------------
+# ---- serial numbers registered ahead ------------------------------------------------------------
 
 SERIAL_PATTERN = r"^[A-Za-z0-9._:-]{1,100}(?!\n)$"  # no "/": serials are addressed in paths
 SerialNumber = Annotated[str, Meta(min_length=1, max_length=100, pattern=SERIAL_PATTERN)]

@@ -1,4 +1,4 @@
-"""Factory-reset recovery (seed 001, with a proof): a TV that reported a ``hardwareId`` at its
+"""Factory-reset recovery (by hardware id, with a proof): a TV that reported a ``hardwareId`` at its
 bind got a recovery secret; with both it gets a fresh key for the same device and screen.
 
 A hardware id alone never does: it is printed on the box and guessable. The two ways back are

@@ -106,7 +106,7 @@ OPERATIONS = [
         ),
         tag="Devices",
     ),
-    # Serial numbers registered ahead (seed 002); before /v1/devices/{id}, which would match them
+    # Serial numbers registered ahead; before /v1/devices/{id}, which would match them
     Operation(
         "POST",
         "/v1/devices/serials",
@@ -211,7 +211,7 @@ OPERATIONS = [
         errors=(401,),
         tag="Devices",
     ),
-    # Factory-reset recovery (seed 001, with a proof)
+    # Factory-reset recovery (by hardware id, with a proof)
     Operation(
         "POST",
         "/devices/recover",
@@ -223,7 +223,7 @@ OPERATIONS = [
         errors=(400, 401, 413, 415, 429),
         tag="Factory-reset recovery",
     ),
-    # On-demand provisioning tokens (seed 003)
+    # On-demand provisioning tokens
     Operation(
         "POST",
         "/v1/devices/provisioning-tokens",
@@ -246,7 +246,7 @@ OPERATIONS = [
         errors=(400, 404, 409, 410, 413, 415, 429),
         tag="Provisioning tokens",
     ),
-    # Device-first pairing (seed 004, RFC 8628); the device-code grant is at /oauth/token (registry)
+    # Device-first pairing (RFC 8628); the device-code grant is at /oauth/token (registry)
     Operation(
         "POST",
         "/oauth/device_authorization",
@@ -290,7 +290,7 @@ OPERATIONS = [
         errors=(400, 401, 404, 409, 410, 429),
         tag="Device-first pairing",
     ),
-    # Pre-provisioned devices and claim mode (seed 003)
+    # Pre-provisioned devices and claim mode
     Operation(
         "POST",
         "/v1/devices/pre-provisioned",

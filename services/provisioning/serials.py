@@ -1,11 +1,11 @@
-"""Serial numbers registered ahead (seed 002).
+"""Serial numbers registered ahead, activated inside a window.
 
 A tenant uploads the serial numbers of the devices it bought, each for one of its screens (JSON or
 CSV, in bulk; uploading the same list again changes nothing). Enabling a serial opens its
 activation window; a device presents its serial inside the window and gets its id and ``dak_``
 key, bound to that screen. Once: presenting an activated serial again is refused and raises an
 alert (``provisioning.alert.activation_repeated`` on the bus), since one serial is one device.
-After the window closes the serial must be enabled again. Unlike seed 002's vendor-wide models,
+After the window closes the serial must be enabled again. Unlike vendor-wide device models,
 serials belong to the tenant and point at a screen, so activation binds as every flow does."""
 
 from __future__ import annotations

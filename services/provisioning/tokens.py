@@ -1,4 +1,4 @@
-"""On-demand provisioning tokens (seed 003): an admin creates a single-use, short-lived token
+"""On-demand provisioning tokens: an admin creates a single-use, short-lived token
 for a screen and hands it to the device (app, Bluetooth, QR); the device trades it for its id and
 key. Unlike a pairing code it is not typed by a person, so it is long and unguessable; it is
 stored only as a hash."""

@@ -64,7 +64,7 @@ CREATE TABLE device_authorizations (
     device_id         uuid REFERENCES devices (id)
 );
 
--- Pre-provisioned devices (seed 003): an id and a key made ahead for factory flashing, owned by
+-- Pre-provisioned devices (claim mode): an id and a key made ahead for factory flashing, owned by
 -- no tenant until claimed. Claim mode gives the device a short-lived claim code; a tenant admin
 -- claims it onto a screen, and the device row is made then, with this id and this key.
 CREATE TABLE factory_devices (
@@ -78,7 +78,7 @@ CREATE TABLE factory_devices (
     claimed_at            timestamptz
 );
 
--- Serial numbers registered ahead (seed 002): each for a screen of the tenant that uploaded it.
+-- Serial numbers registered ahead: each for a screen of the tenant that uploaded it.
 -- Enabling a serial opens its activation window; a device activates with its serial inside it,
 -- once. A serial is one physical device, so it is unique across tenants.
 CREATE TABLE serials (

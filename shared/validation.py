@@ -80,21 +80,20 @@ def _check(t: mi.Type, value: Any, path: str, description: str | None = None) ->
         yield from _length(t, value, path, "entry", "entries", "length", "have")
         for key, item in value.items():
             yield from _check(t.value_type, item, _join(path, key))
-    elif isinstance(t, mi.StructType):
+    elif isinstance(t, mi.StructType) and not t.array_like:
         yield from _struct(t, value, path)
     # Other types (bool and null need nothing past their kind) are left to msgspec; the caller
     # answers for what the walk cannot name.
 
 
 def _union(t: mi.UnionType, value: Any, path: str, description: str | None) -> Iterator[Problem]:
-    members = t.types
     kind = _kind_of(value)
     # msgspec allows one member per JSON kind, so the value's kind decides which member it is.
-    fitting = [m for m in members if kind in _kinds(_bare(m))]
+    fitting = [m for m in t.types if kind in _kinds(_bare(m))]
     if fitting:
         yield from _check(fitting[0], value, path, description)
         return
-    must = " or ".join(_words(_bare(m)) for m in members)
+    must = " or ".join(_words(_bare(m)) for m in t.types)
     yield Problem(
         path, "type", f"{_name(path)} must be {must}" + (f" ({description})" if description else "")
     )
@@ -116,10 +115,12 @@ def _struct(t: mi.StructType, value: dict[str, Any], path: str) -> Iterator[Prob
         if not found:
             good[field.name] = value[field.encode_name]
     names = {field.name: field.encode_name for field in t.fields}
-    if not bad:
-        yield from _post_init_of_whole(t.cls, value, path, names)
-    elif hasattr(t.cls, "__post_init__"):
+    if not hasattr(t.cls, "__post_init__"):
+        return
+    if bad:
         yield from _post_init_of_good(t, good, path, names)
+    else:
+        yield from _post_init_of_whole(t.cls, value, path, names)
 
 
 def _post_init_of_whole(
@@ -273,6 +274,8 @@ def _kinds(t: mi.Type) -> frozenset[str]:
         return frozenset({"string"})
     if isinstance(t, (mi.LiteralType, mi.EnumType)):
         return frozenset(_kind_of(choice) for choice in _choices(t))
+    if isinstance(t, mi.StructType) and t.array_like:
+        return frozenset(_ALL_KINDS)  # not modelled: msgspec alone judges it
     kinds = {
         mi.IntType: {"integer"},
         mi.FloatType: {"integer", "number"},

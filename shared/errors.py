@@ -1,12 +1,14 @@
-"""The one error shape of every service (the HTTP contract: docs/api.md), and its exceptions."""
+"""The one error shape of every service (``{"error", "message", "details": [{"field", "problem"}]}``),
+and the exceptions that produce it."""
 
 from __future__ import annotations
 
-import re
 import typing
 from typing import Any
 
 import msgspec
+
+from shared import validation
 
 
 class ErrorDetail(msgspec.Struct, frozen=True):
@@ -123,83 +125,31 @@ class OAuthError(ServiceError):
 
 
 # ---- naming every bad field -------------------------------------------------------------------
-# msgspec stops at the first error. Clients fix a form faster when every bad field is named, so on
-# the (rare) error path we walk the decoded JSON against the Struct and collect each problem.
-
-_AT = re.compile(r"^(?P<text>.*?)(?: - at `\$(?P<path>[^`]*)`)?$", re.S)
-_MISSING = re.compile(r"missing required field `(?P<name>[^`]+)`")
-_POST_INIT_FIELD = re.compile(r"^`(?P<name>[^`]+)` ")
 
 
-def invalid_body(type_: type, raw: Any) -> BadRequest:
-    """A 400 naming every field of ``raw`` (decoded JSON) that does not fit ``type_``."""
-    details = _problems(type_, raw, "")
-    if not details:  # cannot happen unless the walk disagrees with msgspec; still answer clearly
-        details = [ErrorDetail(field="", problem="invalid")]
-    message = "; ".join(f"{d.field or 'body'}: {text}" for d, text in details)
-    return BadRequest(message, details=[d for d, _ in details])
-
-
-def _problems(type_: Any, value: Any, path: str) -> list[tuple[ErrorDetail, str]]:
-    inner = typing.get_args(type_)[0] if typing.get_origin(type_) is typing.Annotated else type_
-    if typing.get_origin(inner) is list and isinstance(value, list):
-        (item_type,) = typing.get_args(inner)
-        found = [p for i, item in enumerate(value) for p in _problems(item_type, item, f"{path}[{i}]")]
-        if found:
-            return found
-    if isinstance(type_, type) and issubclass(type_, msgspec.Struct) and isinstance(value, dict):
-        found: list[tuple[ErrorDetail, str]] = []
-        for field in msgspec.structs.fields(type_):
-            name = field.encode_name
-            field_path = f"{path}.{name}" if path else name
-            if name not in value:
-                if field.required:
-                    found.append((ErrorDetail(field_path, "required"), "is required"))
-                continue
-            found.extend(_problems(field.type, value[name], field_path))
-        if found:
-            return found
+def invalid_body(type_: Any, raw: bytes | Any) -> BadRequest:
+    """A 400 naming every field of the body that does not fit ``type_``, each in words; ``raw`` is
+    the body's JSON, or the value already decoded from it."""
     try:
-        msgspec.convert(value, type_)
-    except msgspec.ValidationError as exc:
-        return [_detail(str(exc), path)]
-    return []
-
-
-def _detail(error: str, base: str) -> tuple[ErrorDetail, str]:
-    match = _AT.match(error)
-    assert match is not None  # the pattern matches any string
-    text, suffix = match["text"], match["path"] or ""
-    field = (base + suffix).lstrip(".")
-    if missing := _MISSING.search(text):
-        return ErrorDetail(_join(field, missing["name"]), "required"), "is required"
-    if named := _POST_INIT_FIELD.match(text):
-        # our __post_init__ validators start their message with the field's name in backticks
-        return ErrorDetail(_join(field, named["name"]), "format"), text[named.end() :]
-    if "matching regex" in text:
-        problem = "pattern"
-    elif "of length" in text:
-        problem = "length"
-    elif re.search(r"[<>]=? ?-?\d", text):
-        problem = "range"
-    elif "Invalid enum value" in text:
-        problem = "enum"
-    elif text.startswith("Expected"):
-        problem = "type"
-    else:
-        problem = "invalid"
-    return ErrorDetail(field, problem), text
-
-
-def _join(path: str, name: str) -> str:
-    return f"{path}.{name}" if path else name
+        found = validation.problems(type_, validation.loads(raw) if isinstance(raw, bytes) else raw)
+    except RecursionError:  # free-form JSON nested about as deep as the typed decoding allowed
+        return BadRequest("the body is nested too deeply", details=[ErrorDetail(field="", problem="invalid")])
+    if not found:  # msgspec refused what the walk does not model: still a clear 400, never a 500
+        return BadRequest(
+            "the body does not fit this endpoint; its schema is in the API document (/openapi.json)",
+            details=[ErrorDetail(field="", problem="invalid")],
+        )
+    return BadRequest(
+        "; ".join(problem.message for problem in found),
+        details=[ErrorDetail(field=problem.field, problem=problem.problem) for problem in found],
+    )
 
 
 def nul_characters(raw: Any) -> BadRequest:
     """A 400 naming each string that holds NUL: JSON allows it, PostgreSQL text does not."""
     fields = list(dict.fromkeys(_nul_paths(raw, "")))
     return BadRequest(
-        "text must not contain NUL (\\u0000) characters",
+        "; ".join(f"{field or 'body'} must not contain the NUL character (\\u0000)" for field in fields),
         details=[ErrorDetail(field, "format") for field in fields],
     )
 
@@ -210,7 +160,7 @@ def _nul_paths(value: Any, path: str) -> typing.Iterator[str]:
             yield path
     elif isinstance(value, dict):
         for key, item in value.items():
-            key_path = _join(path, key)
+            key_path = f"{path}.{key}" if path else key
             if "\x00" in key:
                 yield key_path
             yield from _nul_paths(item, key_path)

@@ -33,7 +33,14 @@ class DeviceKeyEntry(msgspec.Struct, frozen=True, kw_only=True, rename="camel"):
 
 class PlaylistItem(msgspec.Struct, frozen=True, kw_only=True, rename="camel"):
     type: Literal["image", "video", "web"]
-    url: Annotated[str, msgspec.Meta(max_length=2048, pattern=r"^https?://[^\s]+(?!\n)$")]
+    url: Annotated[
+        str,
+        msgspec.Meta(
+            max_length=2048,
+            pattern=r"^https?://[^\s]+(?!\n)$",
+            description="an http:// or https:// URL without spaces",
+        ),
+    ]
     duration_seconds: Annotated[float, msgspec.Meta(gt=0, le=86400)]
 
 

@@ -242,7 +242,7 @@ async def read_json(request: web.Request, decoder: msgspec.json.Decoder[T]) -> T
     try:
         body = decoder.decode(raw)
     except msgspec.ValidationError:
-        raise errors.invalid_body(decoder.type, msgspec.json.decode(raw)) from None
+        raise errors.invalid_body(decoder.type, raw) from None
     except msgspec.DecodeError as exc:
         raise errors.BadRequest(f"body is not valid JSON: {exc}") from None
     if _NUL_ESCAPE.search(raw):

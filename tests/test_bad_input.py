@@ -3,11 +3,11 @@
     {"error": <code>, "message": <str>, "details"?: [{"field", "problem"}]}
 
 with ``details`` naming each bad field as a camelCase path ("deviceInfo.macAddress",
-"items[0].type") and a problem from shared/errors.py ("required", "pattern", "length", "range",
-"enum", "type", "format", "invalid").
+"items[0].type") and a problem ("required", "pattern", "length", "range", "enum", "type", "format",
+"invalid"), as shared/validation.py names them.
 
-Every test talks HTTP to the entry point, as a TV or an integration would. Tests marked
-``xfail(strict=True)`` assert the contract where the service currently breaks it ("BUG: ...").
+Every test talks HTTP to the entry point, as a TV or an integration would. Messages say in words
+what a field must be ("pairingCode must be 8 characters A-Z or 0-9").
 """
 
 from __future__ import annotations
@@ -301,12 +301,6 @@ async def test_register_names_every_bad_field(stack, token, code):
     await assert_code_still_usable(stack, token, code)
 
 
-@pytest.mark.xfail(
-    reason="BUG: shared/errors.py _problems() runs a Struct's __post_init__ check (ipAddress) only "
-    "when all its other fields are fine, so a bad ipAddress next to another bad deviceInfo field "
-    "is not named in details",
-    strict=True,
-)
 async def test_register_names_bad_ip_next_to_other_bad_device_fields(stack, code):
     result = await post_register(stack, registration(code, manufacturer=5, ipAddress="192.168.1.999"))
     assert_error(
@@ -314,6 +308,17 @@ async def test_register_names_bad_ip_next_to_other_bad_device_fields(stack, code
         400,
         "invalid_request",
         [("deviceInfo.manufacturer", "type"), ("deviceInfo.ipAddress", "format")],
+    )
+
+
+async def test_register_messages_say_in_words_what_each_field_must_be(stack, code):
+    body = registration("abcd1234", macAddress="00:11:22:33:44-55", ipAddress="tv.local")
+    _, error, _ = await post_register(stack, body)
+    assert error["message"] == (
+        "pairingCode must be 8 characters A-Z or 0-9; "
+        "deviceInfo.macAddress must be a MAC address: six pairs of hex digits, all separated by ':' "
+        "or all by '-', like 00:1A:2B:3C:4D:5E; "
+        "deviceInfo.ipAddress must be an IPv4 or IPv6 address"
     )
 
 
@@ -374,6 +379,7 @@ async def test_register_rejects_code_with_trailing_newline(stack, code):
 async def test_register_rejects_nul_character(stack, token, code):
     result = await post_register(stack, registration(code, manufacturer="So\x00ny"))
     assert_error(result, 400, "invalid_request", fields=["deviceInfo.manufacturer"])
+    assert result[1]["message"] == "deviceInfo.manufacturer must not contain the NUL character (\\u0000)"
 
 
 class TestRegisterRateLimit:
@@ -434,6 +440,14 @@ async def test_venue_invalid_field(stack, token, body, details):
     assert_error(result, 400, "invalid_request", details)
 
 
+async def test_venue_messages_say_what_each_field_must_be(stack, token):
+    body = {"name": "x" * 201, "timezone": "Mars/Base"}
+    _, error, _ = await stack.call("POST", "/v1/venues", token=token, json=body)
+    assert error["message"] == (
+        "name must be 1 to 200 characters; timezone must be an IANA time zone, like Europe/Berlin"
+    )
+
+
 async def test_venue_accepts_valid_timezone(stack, token):
     status, body, _ = await stack.call(
         "POST", "/v1/venues", token=token, json={"name": "HQ", "timezone": "Europe/Berlin"}
@@ -474,8 +488,8 @@ async def test_venue_rejects_nul_character(stack, token):
 
 async def test_screen_venue_id_not_a_uuid(stack, token):
     result = await stack.call("POST", "/v1/screens", token=token, json={"venueId": "nope", "name": "Lobby"})
-    # msgspec says "Invalid UUID", which shared/errors.py maps to "invalid".
     assert_error(result, 400, "invalid_request", [("venueId", "invalid")])
+    assert result[1]["message"] == "venueId must be a UUID"
 
 
 async def test_screen_missing_fields(stack, token):
@@ -602,9 +616,19 @@ async def test_playlist_not_json(stack, token, screen):
 
 
 async def test_playlist_names_every_bad_item(stack, token, screen):
-    body = {"items": [{**ITEM, "type": "pdf"}, {**ITEM, "url": "ftp://x"}]}
+    body = {"items": [{**ITEM, "type": "pdf"}, {**ITEM, "url": "ftp://x"}, {**ITEM, "durationSeconds": 0}]}
     result = await stack.call("PUT", f"/v1/screens/{screen['id']}/playlist", token=token, json=body)
-    assert_error(result, 400, "invalid_request", [("items[0].type", "enum"), ("items[1].url", "pattern")])
+    assert_error(
+        result,
+        400,
+        "invalid_request",
+        [("items[0].type", "enum"), ("items[1].url", "pattern"), ("items[2].durationSeconds", "range")],
+    )
+    assert result[1]["message"] == (
+        "items[0].type must be one of image, video, web; "
+        "items[1].url must be an http:// or https:// URL without spaces; "
+        "items[2].durationSeconds must be greater than 0 and at most 86400"
+    )
 
 
 async def test_playlist_rejects_url_with_trailing_newline(stack, token, screen):
@@ -919,6 +943,26 @@ async def test_heartbeat_invalid_field(stack, device_key, body, details):
     assert_error(result, 400, "invalid_request", details)
 
 
+@pytest.mark.parametrize(
+    ("raw", "details", "message"),
+    [
+        (
+            b'{"temperatureC": 1e400}',
+            [("temperatureC", "range")],
+            "temperatureC must be at least -100 and at most 200",
+        ),
+        (b'{"freeStorageMB": 1e400}', [("freeStorageMB", "range")], "freeStorageMB is too large a number"),
+    ],
+    ids=["bounded", "unbounded"],
+)
+async def test_heartbeat_number_too_large_for_a_float(stack, device_key, raw, details, message):
+    """JSON allows numbers no float holds; msgspec refuses them, and so did the re-decoding that
+    named the bad fields (a 500)."""
+    result = await post_raw(stack, "/v1/device/heartbeat", raw, token=device_key)
+    assert_error(result, 400, "invalid_request", details)
+    assert result[1]["message"] == message
+
+
 async def test_heartbeat_malformed_json(stack, device_key):
     result = await post_raw(stack, "/v1/device/heartbeat", b'{"uptimeSeconds": 1', token=device_key)
     assert_error(result, 400, "invalid_request")
@@ -970,6 +1014,12 @@ async def test_events_malformed_json(stack, device_key):
 async def test_events_not_json(stack, device_key):
     result = await post_raw(stack, "/v1/device/events", "x", "text/plain", token=device_key)
     assert_error(result, 415, "unsupported_media_type")
+
+
+async def test_events_data_with_a_number_too_large_for_a_float(stack, device_key):
+    raw = b'{"events": [{"type": "x", "at": "2026-11-23T08:00:00Z", "data": {"n": [1, 1e400]}}]}'
+    result = await post_raw(stack, "/v1/device/events", raw, token=device_key)
+    assert_error(result, 400, "invalid_request", [("events[0].data.n[1]", "range")])
 
 
 async def test_events_reject_time_without_offset(stack, device_key):

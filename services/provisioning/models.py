@@ -11,12 +11,23 @@ import msgspec
 from msgspec import Meta
 
 from shared.events import ScreenConfig
+from shared.validation import FieldInvalid
 
 # `$` alone would also match before a trailing newline; (?!\n) refuses that (and stays valid
 # ECMAScript, as JSON Schema patterns must).
 PAIRING_CODE_PATTERN = r"^[A-Z0-9]{8}(?!\n)$"
 # Either separator, but one kind throughout (the backreference): 00:11:22:33:44:55 or 00-11-...
 MAC_PATTERN = r"^[0-9A-Fa-f]{2}([:-])(?:[0-9A-Fa-f]{2}\1){4}[0-9A-Fa-f]{2}(?!\n)$"
+# What a pattern means, in words: the API document shows it, and a refused value is told it.
+PairingCode = Annotated[str, Meta(pattern=PAIRING_CODE_PATTERN, description="8 characters A-Z or 0-9")]
+MacAddress = Annotated[
+    str,
+    Meta(
+        pattern=MAC_PATTERN,
+        description="a MAC address: six pairs of hex digits, all separated by ':' or all by '-', "
+        "like 00:1A:2B:3C:4D:5E",
+    ),
+]
 
 Text = Annotated[str, Meta(min_length=1, max_length=100)]
 Label = Annotated[str, Meta(max_length=200)]
@@ -54,7 +65,7 @@ class DeviceInfo(Body):
     model: Text
     os_version: Text
     app_version: Text
-    mac_address: Annotated[str, Meta(pattern=MAC_PATTERN)]
+    mac_address: MacAddress
     ip_address: Annotated[str, Meta(max_length=45)]
     device_name: Label | None = None
     location_hint: Label | None = None
@@ -65,11 +76,11 @@ class DeviceInfo(Body):
         try:
             ipaddress.ip_address(self.ip_address)
         except ValueError:
-            raise ValueError("`ipAddress` must be a valid IPv4 or IPv6 address") from None
+            raise FieldInvalid("ip_address", "must be an IPv4 or IPv6 address") from None
 
 
 class Registration(Body):
-    pairing_code: Annotated[str, Meta(pattern=PAIRING_CODE_PATTERN)]
+    pairing_code: PairingCode
     device_info: DeviceInfo
 
 
@@ -88,9 +99,16 @@ def _secret_pattern(prefix: str) -> str:
     return rf"^{prefix}[A-Za-z0-9_-]{{43}}(?!\n)$"
 
 
+def _secret(prefix: str, what: str) -> Meta:
+    return Meta(
+        pattern=_secret_pattern(prefix),
+        description=f"{what} as issued: {prefix} and 43 characters A-Z, a-z, 0-9, '-' or '_'",
+    )
+
+
 class Recovery(Body):
     hardware_id: Text
-    recovery_secret: Annotated[str, Meta(pattern=_secret_pattern("drs_"))]
+    recovery_secret: Annotated[str, _secret("drs_", "the recovery secret")]
 
 
 class NewProvisioningToken(Body):
@@ -106,7 +124,7 @@ class ProvisioningTokenCreated(Body):
 
 
 class TokenProvisioning(Body):
-    provisioning_token: Annotated[str, Meta(pattern=_secret_pattern("dpt_"))]
+    provisioning_token: Annotated[str, _secret("dpt_", "a provisioning token")]
     device_info: DeviceInfo
 
 
@@ -213,7 +231,7 @@ class Approval(Body):
 
 # ---- pre-provisioned devices and claim mode -----------------------------------------------------
 
-CLAIM_CODE_PATTERN = PAIRING_CODE_PATTERN
+ClaimCode = PairingCode  # a claim code has a pairing code's shape
 
 
 class NewFactoryDevices(Body):
@@ -243,14 +261,22 @@ class ClaimMode(Body):
 
 
 class Claim(Body):
-    claim_code: Annotated[str, Meta(pattern=CLAIM_CODE_PATTERN)]
+    claim_code: ClaimCode
     screen_id: uuid.UUID
 
 
 # ---- serial numbers registered ahead ------------------------------------------------------------
 
 SERIAL_PATTERN = r"^[A-Za-z0-9._:-]{1,100}(?!\n)$"  # no "/": serials are addressed in paths
-SerialNumber = Annotated[str, Meta(min_length=1, max_length=100, pattern=SERIAL_PATTERN)]
+SerialNumber = Annotated[
+    str,
+    Meta(
+        min_length=1,
+        max_length=100,
+        pattern=SERIAL_PATTERN,
+        description="1 to 100 characters A-Z, a-z, 0-9, '.', '_', ':' or '-' (no '/')",
+    ),
+]
 SerialStatus = Literal["registered", "enabled", "expired", "activated"]
 
 

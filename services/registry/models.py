@@ -12,6 +12,7 @@ from msgspec import UNSET, Meta, UnsetType
 
 from shared.events import ScreenConfig
 from shared.projections import PlaylistItem
+from shared.validation import FieldInvalid
 
 _TIMEZONES = frozenset(zoneinfo.available_timezones())
 
@@ -54,7 +55,7 @@ class NewVenue(Body):
 
     def __post_init__(self) -> None:
         if self.timezone is not None and self.timezone not in _TIMEZONES:
-            raise ValueError("`timezone` must be an IANA time zone such as Europe/Berlin")
+            raise FieldInvalid("timezone", "must be an IANA time zone, like Europe/Berlin")
 
 
 class Venue(Body):
@@ -76,7 +77,16 @@ class NewScreen(Body):
     venue_id: uuid.UUID
     name: Name
     orientation: Literal["landscape", "portrait"] | None = None
-    resolution: Annotated[str, Meta(pattern=r"^[1-9][0-9]{1,4}x[1-9][0-9]{1,4}(?!\n)$")] | None = None
+    resolution: (
+        Annotated[
+            str,
+            Meta(
+                pattern=r"^[1-9][0-9]{1,4}x[1-9][0-9]{1,4}(?!\n)$",
+                description="WIDTHxHEIGHT in pixels, like 1920x1080",
+            ),
+        ]
+        | None
+    ) = None
 
 
 ScreenState = Literal["provisioning", "active"]

@@ -11,7 +11,7 @@ import msgspec
 import nats
 import pytest
 
-from services.provisioning.queries import CODE_ALPHABET
+from services.provisioning.queries.codes import CODE_ALPHABET
 
 UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 DEFAULT_CONFIG = {

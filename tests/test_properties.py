@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from services.device_gateway.files import _range
 from services.provisioning.device_authorization import USER_CODE_ALPHABET, new_user_code, normalized, shown
 from services.provisioning.models import MAC_PATTERN, PAIRING_CODE_PATTERN, SERIAL_PATTERN, DeviceInfo
-from services.provisioning.queries import CODE_ALPHABET, new_code
+from services.provisioning.queries.codes import CODE_ALPHABET, new_code
 
 DEVICE = {"manufacturer": "LG", "model": "webOS", "osVersion": "6", "appVersion": "1"}
 

@@ -1,4 +1,12 @@
-"""Provisioning: pairing codes, device registration, devices, device keys (hashes) and revoke."""
+"""Provisioning: binds devices to screens and ends those bindings; holds devices and their keys
+(as hashes).
+
+Each way of binding is a feature — a handlers module and its SQL in ``queries/`` of the same name:
+``codes`` (pairing codes), ``tokens``, ``serials``, ``claims``, ``device_authorization`` and
+``recovery``; ``devices`` is the admins' view (list, revoke, audit). What they share is the core:
+``screens`` (the screen copy, a free screen locked), ``attempts`` (the rate limit on guessable
+proofs) and ``binding`` (the one place every bind and unbind goes through).
+"""
 
 from __future__ import annotations
 
@@ -48,6 +56,6 @@ async def prune_registration_failures(app: web.Application) -> None:
         await asyncio.sleep(window)
         try:
             async with app[POOL].acquire() as conn:
-                await queries.prune_failures(conn, older_than_seconds=2 * window)
-        except Exception as exc:  # the next round tries again; pruning is housekeeping
+                await queries.attempts.prune_failures(conn, older_than_seconds=2 * window)
+        except Exception as exc:  # noqa: BLE001 - the next round tries again; pruning is housekeeping
             log.warning("prune_failed", error=str(exc))

@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
+from typing import Literal
 
 import asyncpg
 
 from services.provisioning import queries
 from services.provisioning.models import Device, DeviceInfo, Registered
-from services.provisioning.queries import ScreenCopy
+from services.provisioning.queries.screens import ScreenCopy
 from shared import outbox
 from shared.auth import new_secret, secret_hash
 from shared.events import DeviceBound, DeviceRevoked
@@ -40,28 +41,27 @@ async def bind(
     token for the same screen), it gets its old ``deviceId`` back instead of a new one.
     """
     api_key = new_secret("dak_")
+    key_hash = secret_hash(api_key)
     recovery_secret = new_secret("drs_") if device_info.hardware_id else None
-    common = {
-        "key_hash": secret_hash(api_key),
-        "device_info": device_info,
-        "recovery_secret_hash": secret_hash(recovery_secret) if recovery_secret else None,
-        "method": method,
-        "actor": actor,
-        "client_address": client_address,
-        "code": code,
-    }
     previous = (
-        await queries.recoverable_device(conn, screen.tenant_id, screen.id, device_info.hardware_id)
+        await queries.binding.recoverable_device(conn, screen.tenant_id, screen.id, device_info.hardware_id)
         if device_info.hardware_id
         else None
     )
-    if previous is not None:
-        device, binding_seq = await queries.rebind_device(conn, previous, **common)
-    else:
-        device, binding_seq = await queries.bind_device(
-            conn, tenant_id=screen.tenant_id, screen_id=screen.id, **common
-        )
-    await _announce(conn, device, binding_seq, common["key_hash"])
+    device, binding_seq = await queries.binding.bind_device(
+        conn,
+        previous or uuid.uuid4(),
+        tenant_id=screen.tenant_id,
+        screen_id=screen.id,
+        key_hash=key_hash,
+        device_info=device_info,
+        recovery_secret_hash=secret_hash(recovery_secret) if recovery_secret else None,
+        method=method,
+        actor=actor,
+        client_address=client_address,
+        code=code,
+    )
+    await _announce(conn, device, binding_seq, key_hash)
     return Registered(
         device_id=device.id,
         screen_id=device.screen_id,
@@ -83,8 +83,9 @@ async def bind_claimed(
     client_address: str | None,
 ) -> Device:
     """Bind a pre-provisioned device with the id and key it was flashed with (claim mode)."""
-    device, binding_seq = await queries.bind_device(
+    device, binding_seq = await queries.binding.bind_device(
         conn,
+        device_id,
         tenant_id=screen.tenant_id,
         screen_id=screen.id,
         key_hash=key_hash,
@@ -93,7 +94,6 @@ async def bind_claimed(
         method="claim",
         actor=actor,
         client_address=client_address,
-        device_id=device_id,
     )
     await _announce(conn, device, binding_seq, key_hash)
     return device
@@ -125,10 +125,10 @@ async def unbind(
 ) -> datetime:
     """Suspend ``device`` (locked by the caller, with its screen): every key dies on every gateway,
     the screen returns to provisioning. Returns when."""
-    revoked_at = await queries.suspend_device(conn, device.id, reason)
-    for key_hash in await queries.revoke_keys(conn, device.id):
+    revoked_at = await queries.binding.suspend_device(conn, device.id, reason)
+    for key_hash in await queries.binding.revoke_keys(conn, device.id):
         await _publish_key(conn, key_hash, device, "revoked")
-    binding_seq = await queries.next_binding_seq(conn, device.screen_id)
+    binding_seq = await queries.binding.next_binding_seq(conn, device.screen_id)
     await outbox.add_event(
         conn,
         DeviceRevoked(
@@ -140,7 +140,7 @@ async def unbind(
             revoked_at=revoked_at,
         ),
     )
-    await queries.add_audit(
+    await queries.audit.add_audit(
         conn,
         device,
         action="unbound",
@@ -154,19 +154,21 @@ async def unbind(
 
 async def replace_key(conn: asyncpg.Connection, device: Device, *, client_address: str | None) -> str:
     """A fresh key for an active device that lost its own (recovery); the old keys die."""
-    for key_hash in await queries.revoke_keys(conn, device.id):
+    for key_hash in await queries.binding.revoke_keys(conn, device.id):
         await _publish_key(conn, key_hash, device, "revoked")
     api_key = new_secret("dak_")
     key_hash = secret_hash(api_key)
-    await queries.add_key(conn, device.id, key_hash)
+    await queries.binding.add_key(conn, device.id, key_hash)
     await _publish_key(conn, key_hash, device, "active")
-    await queries.add_audit(
+    await queries.audit.add_audit(
         conn, device, action="recovered", method="recovery", actor="device", client_address=client_address
     )
     return api_key
 
 
-async def _publish_key(conn: asyncpg.Connection, key_hash: bytes, device: Device, status: str) -> None:
+async def _publish_key(
+    conn: asyncpg.Connection, key_hash: bytes, device: Device, status: Literal["active", "revoked"]
+) -> None:
     await outbox.put_kv(
         conn,
         DEVICE_KEYS_BUCKET,

@@ -1,4 +1,4 @@
-"""Pre-provisioned devices and claim mode: the device opens claim mode, the admin claims it.
+"""Pre-provisioned devices and claim mode.
 
 The installation's operator makes device identities ahead — an id and a ``dak_`` key each, shown
 once, for factory flashing. Such a device belongs to no tenant. When it is set up, it turns its
@@ -12,26 +12,22 @@ from __future__ import annotations
 
 import uuid
 
-import asyncpg
 import msgspec
 import structlog
 from aiohttp import web
 
-from services.provisioning import binding, queries
-from services.provisioning.attempts import counted
-from services.provisioning.handlers import client_actor, known_screen
+from services.provisioning import attempts, binding, queries
 from services.provisioning.models import (
     Claim,
     ClaimMode,
     ClaimModeRequest,
-    Device,
-    DeviceInfo,
     FactoryDevice,
     FactoryDevices,
     NewFactoryDevices,
 )
-from services.provisioning.queries import new_code
-from shared.auth import Principal, bearer_token, new_secret, principal_of, require_operator, secret_hash
+from services.provisioning.queries.codes import new_code
+from services.provisioning.screens import known_screen, lock_free_screen
+from shared.auth import bearer_token, new_secret, principal_of, require_operator, secret_hash
 from shared.db import POOL
 from shared.errors import Conflict, Forbidden, NotFound, ServiceError, Unauthorized
 from shared.web import SETTINGS, client_address, json_response, read_json
@@ -49,7 +45,9 @@ async def create_factory_devices(request: web.Request) -> web.Response:
     body = await read_json(request, _new_factory_devices)
     made = [FactoryDevice(device_id=uuid.uuid4(), api_key=new_secret("dak_")) for _ in range(body.count)]
     async with request.app[POOL].acquire() as conn:
-        await queries.insert_factory_devices(conn, [(d.device_id, secret_hash(d.api_key)) for d in made])
+        await queries.claims.insert_factory_devices(
+            conn, [(d.device_id, secret_hash(d.api_key)) for d in made]
+        )
     log.info("factory_devices_created", count=body.count)
     return json_response(FactoryDevices(items=made), status=201)
 
@@ -68,20 +66,20 @@ async def open_claim_mode(request: web.Request) -> web.Response:
         body = exc
     address = client_address(request, request.app[SETTINGS].trusted_proxies)
     async with request.app[POOL].acquire() as conn, conn.transaction():
-        device = await queries.lock_factory_device_by_key(conn, secret_hash(key))
+        device = await queries.claims.lock_factory_device_by_key(conn, secret_hash(key))
         if device is None:
             raise Unauthorized("unknown device key (claim mode is for pre-provisioned devices)")
         if isinstance(body, ServiceError):
             raise body
-        if body.device_id != device["id"]:
+        if body.device_id != device.id:
             raise Forbidden("a device can open claim mode only for itself", reason="MATCHING_DEVICE_ONLY")
-        if device["claimed"]:
+        if device.claimed:
             raise Conflict("this device was claimed already")
-        while True:
+        while True:  # a claim code is drawn as a pairing code is: one alphabet to read off a TV
             code = new_code()
-            expires_at = await queries.open_claim_mode(
+            expires_at = await queries.claims.open_claim_mode(
                 conn,
-                device["id"],
+                device.id,
                 code_hash=secret_hash(code),
                 seconds=body.duration_seconds,
                 device_info=body.device_info,
@@ -89,7 +87,7 @@ async def open_claim_mode(request: web.Request) -> web.Response:
             )
             if expires_at is not None:
                 break
-    log.info("claim_mode_opened", device_id=str(device["id"]), seconds=body.duration_seconds)
+    log.info("claim_mode_opened", device_id=str(device.id), seconds=body.duration_seconds)
     return json_response(ClaimMode(claim_code=code, claim_expiration_time=expires_at))
 
 
@@ -99,31 +97,20 @@ async def claim_device(request: web.Request) -> web.Response:
     principal = principal_of(request)
     body = await read_json(request, _claim)
     await known_screen(request, principal.tenant_id, body.screen_id)
-    device = await counted(
-        request, f"tenant:{principal.tenant_id}", lambda conn: _claim_locked(conn, body, principal)
-    )
-    log.info("device_claimed", device_id=str(device.id), screen_id=str(device.screen_id))
-    return json_response(device, status=201)
-
-
-async def _claim_locked(conn: asyncpg.Connection, body: Claim, principal: Principal) -> Device:
-    async with conn.transaction():
-        screen = await queries.lock_screen(conn, body.screen_id, tenant_id=principal.tenant_id)
-        if screen is None:
-            raise NotFound("no such screen")
-        if await queries.screen_has_active_device(conn, screen.id):
-            raise Conflict("the screen is not in provisioning: revoke its device first")
-        factory = await queries.lock_factory_device_by_claim(conn, secret_hash(body.claim_code))
-        if factory is None or factory["claimed"]:
+    async with attempts.limited(request, attempts.of_tenant(principal.tenant_id)) as conn, conn.transaction():
+        screen = await lock_free_screen(conn, principal.tenant_id, body.screen_id)
+        factory = await queries.claims.lock_factory_device_by_claim(conn, secret_hash(body.claim_code))
+        if factory is None or factory.claimed:
             raise NotFound("no device is in claim mode with this code (it may have expired)")
         device = await binding.bind_claimed(
             conn,
             screen,
-            msgspec.convert(factory["device_info"], DeviceInfo),
-            device_id=factory["id"],
-            key_hash=factory["key_hash"],
-            actor=client_actor(principal),
-            client_address=factory["claim_requested_from"],
+            factory.device_info,
+            device_id=factory.id,
+            key_hash=factory.key_hash,
+            actor=principal.actor,
+            client_address=factory.claim_requested_from,
         )
-        await queries.mark_claimed(conn, factory["id"])
-    return device
+        await queries.claims.mark_claimed(conn, factory.id)
+    log.info("device_claimed", device_id=str(device.id), screen_id=str(device.screen_id))
+    return json_response(device, status=201)

@@ -18,7 +18,7 @@ def screens_handler(app: web.Application) -> EventHandler:
         match event:
             case ScreenCreated() | ScreenConfigChanged():
                 async with app[POOL].acquire() as conn:
-                    applied = await queries.upsert_screen(conn, event)
+                    applied = await queries.screens.upsert_screen(conn, event)
                 log.info("screen_copy_updated", screen_id=str(event.screen_id), applied=applied)
 
     return handle

@@ -14,25 +14,23 @@ from __future__ import annotations
 import secrets
 import uuid
 
-import asyncpg
 import msgspec
 import structlog
 from aiohttp import web
 
-from services.provisioning import binding, queries
-from services.provisioning.attempts import counted
-from services.provisioning.handlers import client_actor, known_screen
+from services.provisioning import attempts, binding, queries
 from services.provisioning.models import (
     Approval,
-    DeviceAuthorization,
     DeviceAuthorizationStarted,
     DeviceInfo,
     DeviceTokenResponse,
+    Registered,
 )
+from services.provisioning.screens import known_screen, lock_free_screen
 from shared.auth import DEVICE_CODE_GRANT, new_secret, principal_of, secret_hash
 from shared.db import POOL
-from shared.errors import BadRequest, CodeExpired, Conflict, ErrorDetail, NotFound
-from shared.web import SETTINGS, client_address, json_response, oauth_error, read_json
+from shared.errors import BadRequest, CodeExpired, Conflict, ErrorDetail, NotFound, OAuthError
+from shared.web import SETTINGS, client_address, json_response, read_json
 
 log = structlog.get_logger()
 
@@ -61,26 +59,26 @@ def normalized(raw: str) -> str:
 
 
 async def start(request: web.Request) -> web.Response:
-    """RFC 8628 §3.1–3.2: a device code for the TV, a user code for the person."""
+    """RFC 8628 §3.1-3.2: a device code for the TV, a user code for the person."""
     settings = request.app[SETTINGS]
     if request.content_type != "application/x-www-form-urlencoded":
-        return oauth_error(400, "invalid_request", "send an application/x-www-form-urlencoded body")
+        raise OAuthError(400, "invalid_request", "send an application/x-www-form-urlencoded body")
     form = await request.post()
     client_id = form.get("client_id")
     if not client_id:
-        return oauth_error(400, "invalid_request", "client_id is required")
+        raise OAuthError(400, "invalid_request", "client_id is required")
     if client_id != settings.device_client_id:
-        return oauth_error(401, "invalid_client", "unknown client")
+        raise OAuthError(401, "invalid_client", "unknown client")
     fields = {name: value for name, value in form.items() if name not in ("client_id", "scope")}
     if any("\x00" in str(value) for value in fields.values()):  # PostgreSQL text cannot hold NUL
-        return oauth_error(400, "invalid_request", "parameters must not contain NUL characters")
+        raise OAuthError(400, "invalid_request", "parameters must not contain NUL characters")
     try:
         device_info = msgspec.convert(fields, DeviceInfo)
     except msgspec.ValidationError as exc:
-        return oauth_error(400, "invalid_request", f"the TV's description: {exc}")
+        raise OAuthError(400, "invalid_request", f"the TV's description: {exc}") from None
     device_code = new_secret("ddc_")
     async with request.app[POOL].acquire() as conn:
-        user_code = await queries.insert_authorization(
+        user_code = await queries.device_authorization.insert_authorization(
             conn,
             device_code_hash=secret_hash(device_code),
             new_user_code=new_user_code,
@@ -105,43 +103,50 @@ async def start(request: web.Request) -> web.Response:
 
 
 async def poll(request: web.Request) -> web.Response:
-    """RFC 8628 §3.4–3.5: the token endpoint's device-code grant (reached through registry's
+    """RFC 8628 §3.4-3.5: the token endpoint's device-code grant (reached through registry's
     ``/oauth/token``, which owns that URL)."""
     form = await request.post()
     device_code = str(form.get("device_code") or "")
     if form.get("grant_type") != DEVICE_CODE_GRANT or not device_code:
-        return oauth_error(400, "invalid_request", "grant_type and device_code are required")
+        raise OAuthError(400, "invalid_request", "grant_type and device_code are required")
     if not form.get("client_id"):
-        return oauth_error(400, "invalid_request", "client_id is required (the TV app is a public client)")
+        raise OAuthError(400, "invalid_request", "client_id is required (the TV app is a public client)")
     code_hash = secret_hash(device_code)
+    registered: Registered | None = None
     async with request.app[POOL].acquire() as conn, conn.transaction():
-        screen = await queries.lock_authorization_screen(conn, code_hash)
-        row = await queries.lock_authorization(conn, code_hash)
-        if row is None or row["client_id"] != form["client_id"]:
-            return oauth_error(400, "invalid_grant", "unknown device code")
-        if row["status"] == "delivered":
-            return oauth_error(400, "invalid_grant", "this device code was already used")
-        if row["expired"]:
-            return oauth_error(400, "expired_token", "the device code expired; start again")
-        if row["status"] == "denied":
-            return oauth_error(400, "access_denied", "the request was denied")
-        if row["status"] == "pending" or screen is None:  # approved since we looked: next poll
-            slow_down = row["too_soon"]
-            interval = await queries.record_poll(conn, code_hash, slow_down=slow_down)
-            if slow_down:
-                return oauth_error(400, "slow_down", f"poll at most every {interval} s")
-            return oauth_error(400, "authorization_pending", "waiting for an admin to approve")
-        if await queries.screen_has_active_device(conn, screen.id):
-            return oauth_error(400, "access_denied", "the screen got another device meanwhile")
-        registered = await binding.bind(
-            conn,
-            screen,
-            msgspec.convert(row["device_info"], DeviceInfo),
-            method="device_authorization",
-            actor=row["decided_by"],
-            client_address=row["requested_from"],
-        )
-        await queries.mark_authorization_delivered(conn, code_hash, registered.device_id)
+        screen = await queries.device_authorization.lock_authorization_screen(conn, code_hash)
+        poll = await queries.device_authorization.lock_poll(conn, code_hash)
+        if poll is None or poll.client_id != form["client_id"]:
+            raise OAuthError(400, "invalid_grant", "unknown device code")
+        if poll.status == "delivered":
+            raise OAuthError(400, "invalid_grant", "this device code was already used")
+        if poll.expired:
+            raise OAuthError(400, "expired_token", "the device code expired; start again")
+        if poll.status == "denied":
+            raise OAuthError(400, "access_denied", "the request was denied")
+        if poll.status == "approved" and screen is not None:
+            assert poll.decided_by is not None  # an approval names who decided
+            if await queries.screens.screen_has_active_device(conn, screen.id):
+                raise OAuthError(400, "access_denied", "the screen got another device meanwhile")
+            registered = await binding.bind(
+                conn,
+                screen,
+                poll.device_info,
+                method="device_authorization",
+                actor=poll.decided_by,
+                client_address=poll.requested_from,
+            )
+            await queries.device_authorization.mark_authorization_delivered(
+                conn, code_hash, registered.device_id
+            )
+        else:  # pending, or approved since its screen was looked up (none locked): the next poll binds
+            interval = await queries.device_authorization.record_poll(
+                conn, code_hash, slow_down=poll.too_soon
+            )
+    if registered is None:  # answered after the commit: the poll (and any slow-down) stays noted
+        if poll.too_soon:
+            raise OAuthError(400, "slow_down", f"poll at most every {interval} s")
+        raise OAuthError(400, "authorization_pending", "waiting for an admin to approve")
     log.info("device_authorized", device_id=str(registered.device_id), screen_id=str(registered.screen_id))
     return json_response(
         DeviceTokenResponse(
@@ -163,7 +168,9 @@ async def show(request: web.Request) -> web.Response:
     """What the TV reported and from where: what the admin is about to approve."""
     principal = principal_of(request)
     async with request.app[POOL].acquire() as conn:
-        found = await queries.get_authorization(conn, _user_code(request), principal.tenant_id)
+        found = await queries.device_authorization.find_authorization(
+            conn, _user_code(request), principal.tenant_id
+        )
     if found is None:
         raise NotFound("no such user code")
     return json_response(found[0])
@@ -185,43 +192,29 @@ async def _decide(request: web.Request, status: str, screen_id: uuid.UUID | None
     decisions count against the tenant as failed registrations do against an address."""
     principal = principal_of(request)
     user_code = _user_code(request)
-    decided = await counted(
-        request,
-        f"tenant:{principal.tenant_id}",
-        lambda conn: _decide_locked(
-            conn, user_code, status, screen_id, principal.tenant_id, client_actor(principal)
-        ),
-    )
-    log.info("device_authorization_" + status, user_code=user_code)
-    return json_response(decided)
-
-
-async def _decide_locked(
-    conn: asyncpg.Connection,
-    user_code: str,
-    status: str,
-    screen_id: uuid.UUID | None,
-    tenant_id: uuid.UUID,
-    actor: str,
-) -> DeviceAuthorization:
-    async with conn.transaction():
+    async with attempts.limited(request, attempts.of_tenant(principal.tenant_id)) as conn, conn.transaction():
         if screen_id is not None:  # screens before authorizations: the lock order
-            screen = await queries.lock_screen(conn, screen_id, tenant_id=tenant_id)
-            if screen is None:
-                raise NotFound("no such screen")
-            if await queries.screen_has_active_device(conn, screen.id):
-                raise Conflict("the screen is not in provisioning: revoke its device first")
-        found = await queries.get_authorization(conn, user_code, tenant_id, lock=True)
+            await lock_free_screen(conn, principal.tenant_id, screen_id)
+        found = await queries.device_authorization.find_authorization(
+            conn, user_code, principal.tenant_id, lock=True
+        )
         if found is None:
             raise NotFound("no such user code")
-        authorization, row = found
-        if row["expired"]:
+        authorization, expired = found
+        if expired:
             raise CodeExpired("this user code expired; the TV must start again")
         if authorization.status != "pending":
             raise Conflict(f"this request was already {authorization.status}")
-        return await queries.decide_authorization(
-            conn, user_code, status=status, tenant_id=tenant_id, screen_id=screen_id, decided_by=actor
+        decided = await queries.device_authorization.decide_authorization(
+            conn,
+            user_code,
+            status=status,
+            tenant_id=principal.tenant_id,
+            screen_id=screen_id,
+            decided_by=principal.actor,
         )
+    log.info("device_authorization_" + status, user_code=user_code)
+    return json_response(decided)
 
 
 def _user_code(request: web.Request) -> str:

@@ -1,5 +1,5 @@
-"""Factory-reset recovery (by hardware id, with a proof): a TV that reported a ``hardwareId`` at its
-bind got a recovery secret; with both it gets a fresh key for the same device and screen.
+"""Factory-reset recovery, with a proof: a TV that reported a ``hardwareId`` at its bind got a
+recovery secret; with both it gets a fresh key for the same device and screen.
 
 A hardware id alone never does: it is printed on the box and guessable. The two ways back are
 this secret, or a new pairing code (or provisioning token) for the screen the hardware was bound
@@ -7,13 +7,11 @@ to, which returns the same ``deviceId`` (``binding.bind``)."""
 
 from __future__ import annotations
 
-import asyncpg
 import msgspec
 import structlog
 from aiohttp import web
 
-from services.provisioning import binding, queries
-from services.provisioning.attempts import counted_attempt
+from services.provisioning import attempts, binding, queries
 from services.provisioning.models import Recovery, Registered
 from shared.auth import secret_hash
 from shared.errors import Unauthorized
@@ -25,26 +23,23 @@ _recovery = msgspec.json.Decoder(Recovery)
 
 
 async def recover_device(request: web.Request) -> web.Response:
-    recovered = await counted_attempt(request, _recovery, _recover)
-    log.info("device_recovered", device_id=str(recovered.device_id), screen_id=str(recovered.screen_id))
-    return json_response(recovered)
-
-
-async def _recover(conn: asyncpg.Connection, body: Recovery, address: str) -> Registered:
-    async with conn.transaction():
-        device = await queries.lock_device_by_recovery_secret(
+    async with attempts.by_tv(request, _recovery) as (conn, body, address), conn.transaction():
+        device = await queries.recovery.lock_device_by_recovery_secret(
             conn, secret_hash(body.recovery_secret), body.hardware_id
         )
         # One answer for every failure: which part was wrong is not the caller's to learn.
         if device is None or device.status != "active":
             raise Unauthorized("unknown hardware id or recovery secret, or the device was revoked")
-        screen = await queries.lock_screen(conn, device.screen_id)
+        screen = await queries.screens.lock_screen(conn, device.screen_id)
         assert screen is not None  # a device's screen row is never deleted
         api_key = await binding.replace_key(conn, device, client_address=address)
-    return Registered(
-        device_id=device.id,
-        screen_id=device.screen_id,
-        api_key=api_key,
-        tenant_id=device.tenant_id,
-        config=screen.config,
+    log.info("device_recovered", device_id=str(device.id), screen_id=str(device.screen_id))
+    return json_response(
+        Registered(
+            device_id=device.id,
+            screen_id=device.screen_id,
+            api_key=api_key,
+            tenant_id=device.tenant_id,
+            config=screen.config,
+        )
     )

@@ -1,7 +1,6 @@
 """Provisioning's operations: the routes it serves and its OpenAPI document, from one list."""
 
-from services.provisioning import claims, device_authorization, recovery, serials, tokens
-from services.provisioning import handlers as h
+from services.provisioning import claims, codes, device_authorization, devices, recovery, serials, tokens
 from services.provisioning.models import (
     Activation,
     Approval,
@@ -61,7 +60,7 @@ OPERATIONS = [
     Operation(
         "POST",
         "/v1/devices/provisioning-codes",
-        h.create_code,
+        codes.create_code,
         "Generate a pairing code for a screen in provisioning (supersedes its pending code)",
         "admin",
         NewCode,
@@ -72,7 +71,7 @@ OPERATIONS = [
     Operation(
         "GET",
         "/v1/devices/provisioning-codes/{code}/status",
-        h.get_code_status,
+        codes.get_code_status,
         "Status of a pairing code",
         "admin",
         responses={200: CodeStatus},
@@ -82,7 +81,7 @@ OPERATIONS = [
     Operation(
         "POST",
         "/devices/register",
-        h.register_device,
+        codes.register_device,
         "A TV registers with a pairing code and receives its device key (shown once)",
         "none",
         Registration,
@@ -93,7 +92,7 @@ OPERATIONS = [
     Operation(
         "GET",
         "/v1/devices",
-        h.list_devices,
+        devices.list_devices,
         "List devices",
         "admin",
         responses={200: DevicePage},
@@ -159,7 +158,7 @@ OPERATIONS = [
     Operation(
         "GET",
         "/v1/devices/audit",
-        h.tenant_audit,
+        devices.tenant_audit,
         "Every bind, unbind and recovery of the tenant's devices, newest first",
         "admin",
         responses={200: AuditPage},
@@ -173,7 +172,7 @@ OPERATIONS = [
     Operation(
         "GET",
         "/v1/devices/{id}",
-        h.get_device,
+        devices.get_device,
         "Get a device (never its key)",
         "admin",
         responses={200: Device},
@@ -183,7 +182,7 @@ OPERATIONS = [
     Operation(
         "POST",
         "/v1/devices/{id}/revoke",
-        h.revoke_device,
+        devices.revoke_device,
         "Suspend a device and revoke its keys; its screen returns to provisioning",
         "admin",
         Revocation,
@@ -194,7 +193,7 @@ OPERATIONS = [
     Operation(
         "GET",
         "/v1/devices/{id}/audit",
-        h.device_audit,
+        devices.device_audit,
         "Every bind, unbind and recovery of a device: who, how, when and from where",
         "admin",
         responses={200: AuditTrail},
@@ -204,14 +203,14 @@ OPERATIONS = [
     Operation(
         "POST",
         "/v1/device/logout",
-        h.logout_device,
+        devices.logout_device,
         "The TV signs itself out: its key dies and the screen returns to provisioning",
         "device",
         responses={200: Revoked},
         errors=(401,),
         tag="Devices",
     ),
-    # Factory-reset recovery (by hardware id, with a proof)
+    # Factory-reset recovery, with a proof
     Operation(
         "POST",
         "/devices/recover",

@@ -1,24 +1,17 @@
-"""On-demand provisioning tokens: an admin creates a single-use, short-lived token
-for a screen and hands it to the device (app, Bluetooth, QR); the device trades it for its id and
-key. Unlike a pairing code it is not typed by a person, so it is long and unguessable; it is
-stored only as a hash."""
+"""On-demand provisioning tokens: an admin creates a single-use, short-lived token for a screen and
+hands it to the device (app, Bluetooth, QR); the device trades it for its id and key. Unlike a
+pairing code it is not typed by a person, so it is long and unguessable; it is stored only as a
+hash."""
 
 from __future__ import annotations
 
-import asyncpg
 import msgspec
 import structlog
 from aiohttp import web
 
-from services.provisioning import binding, queries
-from services.provisioning.attempts import counted_attempt
-from services.provisioning.handlers import client_actor, known_screen
-from services.provisioning.models import (
-    NewProvisioningToken,
-    ProvisioningTokenCreated,
-    Registered,
-    TokenProvisioning,
-)
+from services.provisioning import attempts, binding, queries
+from services.provisioning.models import NewProvisioningToken, ProvisioningTokenCreated, TokenProvisioning
+from services.provisioning.screens import known_screen, lock_free_screen
 from shared.auth import new_secret, principal_of, secret_hash
 from shared.db import POOL
 from shared.errors import CodeExpired, Conflict, NotFound
@@ -36,17 +29,13 @@ async def create_token(request: web.Request) -> web.Response:
     token = new_secret("dpt_")
     await known_screen(request, principal.tenant_id, body.screen_id)
     async with request.app[POOL].acquire() as conn, conn.transaction():
-        screen = await queries.lock_screen(conn, body.screen_id, tenant_id=principal.tenant_id)
-        if screen is None:
-            raise NotFound("no such screen")
-        if await queries.screen_has_active_device(conn, screen.id):
-            raise Conflict("the screen is not in provisioning: revoke its device first")
-        expires_at = await queries.insert_token(
+        screen = await lock_free_screen(conn, principal.tenant_id, body.screen_id)
+        expires_at = await queries.tokens.insert_token(
             conn,
             token_hash=secret_hash(token),
             tenant_id=principal.tenant_id,
             screen_id=screen.id,
-            created_by=client_actor(principal),
+            created_by=principal.actor,
             ttl_seconds=body.ttl_seconds,
         )
     log.info("provisioning_token_created", screen_id=str(body.screen_id))
@@ -59,23 +48,18 @@ async def create_token(request: web.Request) -> web.Response:
 
 
 async def provision_device(request: web.Request) -> web.Response:
-    registered = await counted_attempt(request, _provisioning, _provision)
-    log.info("device_provisioned", device_id=str(registered.device_id), screen_id=str(registered.screen_id))
-    return json_response(registered, status=201)
-
-
-async def _provision(conn: asyncpg.Connection, body: TokenProvisioning, address: str) -> Registered:
-    token_hash = secret_hash(body.provisioning_token)
-    async with conn.transaction():
-        screen = await queries.lock_token_screen(conn, token_hash)
-        if screen is None:
+    """A device trades a provisioning token for its id and key."""
+    async with attempts.by_tv(request, _provisioning) as (conn, body, address), conn.transaction():
+        token_hash = secret_hash(body.provisioning_token)
+        screen = await queries.tokens.lock_token_screen(conn, token_hash)
+        token = await queries.tokens.lock_token(conn, token_hash) if screen else None
+        if screen is None or token is None:
             raise NotFound("no such provisioning token")
-        token = await queries.lock_token(conn, token_hash)
-        if token["used"]:
+        if token.used:
             raise Conflict("this provisioning token was already used")
-        if token["expired"]:
+        if token.expired:
             raise CodeExpired("this provisioning token expired; ask for a new one")
-        if await queries.screen_has_active_device(conn, screen.id):
+        if await queries.screens.screen_has_active_device(conn, screen.id):
             raise Conflict("the screen already has an active device")
         registered = await binding.bind(
             conn,
@@ -85,5 +69,6 @@ async def _provision(conn: asyncpg.Connection, body: TokenProvisioning, address:
             actor="device",
             client_address=address,
         )
-        await queries.mark_token_used(conn, token_hash, registered.device_id)
-    return registered
+        await queries.tokens.mark_token_used(conn, token_hash, registered.device_id)
+    log.info("device_provisioned", device_id=str(registered.device_id), screen_id=str(registered.screen_id))
+    return json_response(registered, status=201)

@@ -157,7 +157,11 @@ class Relay:
         try:
             for wave in _waves(rows):
                 acks = await asyncio.gather(*(self._publish(row) for row in wave), return_exceptions=True)
-                sent.extend(row["seq"] for row, ack in zip(wave, acks) if not isinstance(ack, BaseException))
+                sent.extend(
+                    row["seq"]
+                    for row, ack in zip(wave, acks, strict=True)
+                    if not isinstance(ack, BaseException)
+                )
                 failures = [ack for ack in acks if isinstance(ack, BaseException)]
                 if failures:
                     log.warning("outbox_publish_failed", schema=self._schema, error=str(failures[0]))

@@ -86,23 +86,21 @@ async def register_client(request: web.Request) -> web.Response:
         client = await queries.register_client(
             conn,
             client_id=client_id,
-            tenant_id=grant["tenant_id"],
+            tenant_id=grant.tenant_id,
             secret_hash=secret_hash(client_secret),
             client_name=metadata.client_name,
             secret_ttl_seconds=request.app[SETTINGS].client_secret_ttl_seconds,
-            registered_by=grant["issued_by"],
+            registered_by=grant.issued_by,
             token_hash=token_hash,
         )
-        await audit.record(
-            request, conn, grant["tenant_id"], grant["issued_by"], "client.registered", client_id
-        )
-    log.info("client_registered", client_id=client_id, tenant_id=str(grant["tenant_id"]))
-    expires_at = client["secret_expires_at"]
+        await audit.record(request, conn, grant.tenant_id, grant.issued_by, "client.registered", client_id)
+    log.info("client_registered", client_id=client_id, tenant_id=str(grant.tenant_id))
+    expires_at = client.secret_expires_at
     return json_response(
         ClientRegistered(
             client_id=client_id,
             client_secret=client_secret,
-            client_id_issued_at=int(client["created_at"].timestamp()),
+            client_id_issued_at=int(client.created_at.timestamp()),
             client_secret_expires_at=int(expires_at.timestamp()) if expires_at else 0,
             grant_types=["client_credentials"],
             token_endpoint_auth_method=metadata.token_endpoint_auth_method,

@@ -66,15 +66,15 @@ async def create_tenant(request: web.Request) -> web.Response:
     async with request.app[POOL].acquire() as conn, conn.transaction():
         tenant = await queries.insert_tenant(conn, body.name)
         await queries.insert_client(
-            conn, client_id=client_id, tenant_id=tenant["id"], secret_hash=secret_hash(client_secret)
+            conn, client_id=client_id, tenant_id=tenant.id, secret_hash=secret_hash(client_secret)
         )
-        await audit.record(request, conn, tenant["id"], audit.OPERATOR, "tenant.created", tenant["id"])
-    log.info("tenant_created", tenant_id=str(tenant["id"]), client_id=client_id)
+        await audit.record(request, conn, tenant.id, audit.OPERATOR, "tenant.created", tenant.id)
+    log.info("tenant_created", tenant_id=str(tenant.id), client_id=client_id)
     return json_response(
         TenantCreated(
-            id=tenant["id"],
-            name=tenant["name"],
-            created_at=tenant["created_at"],
+            id=tenant.id,
+            name=tenant.name,
+            created_at=tenant.created_at,
             client=ClientCredentials(client_id=client_id, client_secret=client_secret),
         ),
         status=201,
@@ -106,12 +106,12 @@ async def issue_token(request: web.Request) -> web.Response:
         raise OAuthError(400, "invalid_scope", f"the only scope is {ADMIN_SCOPE!r}")
     async with request.app[POOL].acquire() as conn:
         client = await queries.find_client(conn, client_id) if client_id else None
-    if client is None or not hmac.compare_digest(client["secret_hash"], secret_hash(client_secret)):
+    if client is None or not hmac.compare_digest(client.secret_hash, secret_hash(client_secret)):
         raise OAuthError(401, "invalid_client", "unknown client or wrong secret", basic=authorized)
-    if client["expired"]:
+    if client.expired:
         raise OAuthError(401, "invalid_client", "the client secret expired; register again", basic=authorized)
     issuer = request.app[ISSUER]
-    token = issuer.issue(tenant_id=client["tenant_id"], client_id=client_id, scope=scope)
+    token = issuer.issue(tenant_id=client.tenant_id, client_id=client_id, scope=scope)
     return json_response(
         TokenResponse(access_token=token, token_type="Bearer", expires_in=issuer.ttl, scope=scope),
         headers={"Cache-Control": "no-store", "Pragma": "no-cache"},

@@ -1,4 +1,4 @@
-"""API clients beyond a tenant's first (seed 004's dynamic client registration, RFC 7591).
+"""API clients beyond a tenant's first (dynamic client registration, RFC 7591).
 
 A tenant admin issues an initial access token (single use, short-lived) and gives it to an
 integration; the integration registers itself at ``POST /oauth/register`` and gets its own

@@ -1,4 +1,4 @@
-"""Files devices download by name (seed 002's content download: firmware, media).
+"""Files devices download by name (firmware, media).
 
 A tenant admin puts a file under a name, for all of its screens or only some; devices fetch it
 from the gateway (``GET /v1/device/content/{name}``, with ETags and ranges), each seeing only

@@ -190,7 +190,7 @@ OPERATIONS = [
         errors=(*_ADMIN_ERRORS, 413, 415),
         tag="Venues and screens",
     ),
-    # API clients (seed 004: dynamic client registration, RFC 7591)
+    # API clients (dynamic client registration, RFC 7591)
     Operation(
         "POST",
         "/v1/clients/initial-access-tokens",
@@ -233,7 +233,7 @@ OPERATIONS = [
         errors=(401, 404, 409),
         tag="API clients",
     ),
-    # Files devices download by name (seed 002)
+    # Files devices download by name (firmware, media)
     Operation(
         "PUT",
         "/v1/content/{name}",

@@ -13,9 +13,9 @@ from services.heartbeat.routes import OPERATIONS as HEARTBEAT
 from services.provisioning.routes import OPERATIONS as PROVISIONING
 from services.registry.routes import OPERATIONS as REGISTRY
 from shared.errors import ErrorBody, NotFound
+from shared.http import json_response
 from shared.openapi import document
 from shared.routing import service_for
-from shared.web import json_response
 
 UPSTREAMS = web.AppKey("UPSTREAMS", dict[str, str])
 CLIENT = web.AppKey("CLIENT", aiohttp.ClientSession)

@@ -21,9 +21,9 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from shared import errors
+from shared.app_keys import SETTINGS
 from shared.logging import bind_log_context
 from shared.settings import Settings
-from shared.web import SETTINGS
 
 ADMIN_SCOPE = "admin"
 # RFC 8628: the grant a TV polls the token endpoint with during device-first pairing.

@@ -18,10 +18,11 @@ from nats.aio.msg import Msg
 from nats.js import JetStreamContext, api
 from nats.js.object_store import ObjectStore
 
+from shared.app_keys import READINESS, SERVICE, SETTINGS
 from shared.events import AnyEvent, event_decoder
 from shared.logging import new_log_context
 from shared.projections import DEVICE_FILES_BUCKET, DEVICE_KEYS_BUCKET, SCREEN_CONTENT_BUCKET
-from shared.web import READINESS, SERVICE, SETTINGS, background, finished
+from shared.tasks import background, finished
 
 log = structlog.get_logger()
 

@@ -11,7 +11,7 @@ import msgspec
 import structlog
 from aiohttp import web
 
-from shared.web import READINESS, SETTINGS
+from shared.app_keys import READINESS, SETTINGS
 
 log = structlog.get_logger()
 

@@ -12,7 +12,7 @@ import msgspec
 from aiohttp import web
 
 from shared.errors import ErrorBody
-from shared.web import add_routes, finish_routes
+from shared.http import add_routes, finish_routes
 
 Auth = Literal["none", "operator", "admin", "device", "client"]
 

@@ -19,11 +19,12 @@ import structlog
 from aiohttp import web
 from nats.js import JetStreamContext
 
+from shared.app_keys import SETTINGS
 from shared.bus import JS
 from shared.events import Event, subject_of
 from shared.logging import log_context_value
 from shared.projections import kv_subject
-from shared.web import SETTINGS, background
+from shared.tasks import background
 
 log = structlog.get_logger()
 
@@ -138,7 +139,7 @@ class Relay:
                     await asyncio.sleep(0.01)
 
     async def _sleep(self, seconds: float) -> None:
-        # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancellation (see web.stop).
+        # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancellation (see tasks.stop).
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(seconds):
                 await self._wake.wait()
@@ -156,7 +157,11 @@ class Relay:
         try:
             for wave in _waves(rows):
                 acks = await asyncio.gather(*(self._publish(row) for row in wave), return_exceptions=True)
-                sent.extend(row["seq"] for row, ack in zip(wave, acks) if not isinstance(ack, BaseException))
+                sent.extend(
+                    row["seq"]
+                    for row, ack in zip(wave, acks, strict=True)
+                    if not isinstance(ack, BaseException)
+                )
                 failures = [ack for ack in acks if isinstance(ack, BaseException)]
                 if failures:
                     log.warning("outbox_publish_failed", schema=self._schema, error=str(failures[0]))

@@ -7,6 +7,7 @@ bucket always converges to Postgres; the bucket can be rebuilt from Postgres at 
 from __future__ import annotations
 
 import hashlib
+import re
 import uuid
 from typing import Annotated, Literal
 
@@ -66,10 +67,21 @@ def device_key_name(digest: bytes) -> str:
     return digest.hex()
 
 
+def device_key_digest_of(name: str) -> bytes:
+    """The digest an entry of ``device-keys`` is named by (the inverse of :func:`device_key_name`);
+    ValueError for a name that is not one."""
+    return bytes.fromhex(name)
+
+
+def kv_prefix(bucket: str) -> str:
+    """What the subject of every entry of ``bucket`` starts with; the entry's name follows it."""
+    return f"$KV.{bucket}."
+
+
 def kv_subject(bucket: str, key: str) -> str:
     # A KV put is a JetStream publish to this subject, which lets the outbox relay write KV entries
     # exactly like events: in order, with Nats-Msg-Id de-duplication.
-    return f"$KV.{bucket}.{key}"
+    return kv_prefix(bucket) + key
 
 
 class DeviceFileMeta(msgspec.Struct, frozen=True, kw_only=True, rename="camel"):
@@ -78,6 +90,14 @@ class DeviceFileMeta(msgspec.Struct, frozen=True, kw_only=True, rename="camel"):
 
     content_type: str
     screen_ids: tuple[uuid.UUID, ...] = ()
+
+
+# The name a file is stored and downloaded under: 1-200 of A-Z a-z 0-9 . _ -, not starting with . _ -
+DEVICE_FILE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,199}")
+
+
+def is_device_file_name(name: str) -> bool:
+    return DEVICE_FILE_NAME.fullmatch(name) is not None
 
 
 def device_file_object(tenant_id: uuid.UUID, name: str) -> str:

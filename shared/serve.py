@@ -24,8 +24,8 @@ import uvloop
 from aiohttp import web
 from prometheus_client import multiprocess
 
+from shared.app_keys import IN_FLIGHT
 from shared.settings import Settings
-from shared.web import IN_FLIGHT
 
 log = structlog.get_logger()
 
@@ -51,7 +51,7 @@ def serve(service: str, create_app: Callable[[Settings], web.Application], setti
 async def _serve(app: web.Application, host: str, port: int) -> None:
     """Serve until SIGTERM or SIGINT, then stop as a rollout needs: the port closes (new
     connections go to other replicas), event streams end, the requests in flight are answered,
-    then background work stops (a consumer finishes its batch in hand, ``shared.web.finished``)
+    then background work stops (a consumer finishes its batch in hand, ``shared.tasks.finished``)
     and the connections to PostgreSQL and NATS close. A stop while starting (waiting for
     migrations, a gateway loading a million keys) gives the start up at once."""
     runner = DrainingRunner(app, access_log=None, handle_signals=False, shutdown_timeout=DRAIN_SECONDS)

@@ -142,7 +142,7 @@ def fresh_connections() -> aiohttp.ClientSession:
 
 
 def worker_of(headers: Any) -> str:
-    # A generated request id starts with a prefix drawn once per process (shared/web.py).
+    # A generated request id starts with a prefix drawn once per process (shared/http.py).
     return headers["X-Request-ID"][:12]
 
 

@@ -11,9 +11,9 @@ import structlog
 from aiohttp import web
 from prometheus_client.parser import text_string_to_metric_families
 
-from shared import web as shared_web
+from shared import tasks
 from shared.logging import merge_log_context
-from shared.web import background, finished
+from shared.tasks import background, finished
 
 SERVICES = ("registry", "provisioning", "device-gateway", "heartbeat")
 
@@ -179,12 +179,12 @@ async def test_a_unit_of_work_in_hand_at_the_stop_is_finished_first(monkeypatch)
         await finished(batch(name, seconds))
         done.append(f"{name} went on")  # must not: the stop goes on once the batch is done
 
-    monkeypatch.setattr(shared_web, "FINISH_SECONDS", 1.5)
+    monkeypatch.setattr(tasks, "FINISH_SECONDS", 1.5)
     quick = asyncio.create_task(consumer("quick", 0.3))
     endless = asyncio.create_task(consumer("endless", 3600))
     await asyncio.sleep(0.05)
     started = asyncio.get_running_loop().time()
-    await asyncio.gather(shared_web.stop(quick), shared_web.stop(endless))  # cancels every second
+    await asyncio.gather(tasks.stop(quick), tasks.stop(endless))  # cancels every second
     assert done == ["quick"]
     assert quick.cancelled() and endless.cancelled()
     assert 1.4 < asyncio.get_running_loop().time() - started < 3

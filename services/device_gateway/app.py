@@ -14,11 +14,13 @@ from services.device_gateway.handlers import PROJECTIONS
 from services.device_gateway.projections import Projections
 from services.device_gateway.routes import OPERATIONS
 from shared import bus
+from shared.app import base_app
+from shared.app_keys import READINESS
 from shared.bus import JS
 from shared.openapi import add_operations
 from shared.projections import DEVICE_KEYS_BUCKET, SCREEN_CONTENT_BUCKET
 from shared.settings import Settings
-from shared.web import READINESS, background, base_app, stop
+from shared.tasks import background, stop
 
 log = structlog.get_logger()
 

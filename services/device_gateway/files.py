@@ -13,16 +13,15 @@ from aiohttp import web
 from services.device_gateway.handlers import authenticate, etag_matches
 from shared.bus import FILES
 from shared.errors import NotFound, Unavailable
-from shared.projections import device_file_etag, device_file_meta, device_file_object
+from shared.projections import device_file_etag, device_file_meta, device_file_object, is_device_file_name
 
 _RANGE = re.compile(r"bytes=(\d*)-(\d*)")
-_FILE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,199}")
 
 
 async def get_file(request: web.Request) -> web.StreamResponse:
     device = authenticate(request)
     name = request.match_info["name"]
-    if not _FILE_NAME.fullmatch(name):
+    if not is_device_file_name(name):
         raise NotFound("no such file")
     try:
         store = request.app[FILES]

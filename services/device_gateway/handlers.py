@@ -14,7 +14,7 @@ from shared.bus import JS
 from shared.clock import utcnow
 from shared.errors import DeviceRevoked, Unauthorized, Unavailable
 from shared.events import DeviceEventsReported, Heartbeat, device_events_subject, heartbeat_subject
-from shared.web import json_response, read_json
+from shared.http import json_response, read_json
 
 log = structlog.get_logger()
 

@@ -28,6 +28,9 @@ from shared.projections import (
     DeviceKeyEntry,
     PlaylistItem,
     ScreenContent,
+    device_key_digest,
+    device_key_digest_of,
+    kv_prefix,
 )
 
 log = structlog.get_logger()
@@ -108,7 +111,7 @@ def screen_view(content: ScreenContent) -> ScreenView:
 
 class Projections:
     def __init__(self) -> None:
-        self.keys: dict[bytes, bytes] = {}  # sha256(key) -> pack_key_entry(...)
+        self.keys: dict[bytes, bytes] = {}  # device_key_digest(key) -> pack_key_entry(...)
         self.screens: dict[bytes, ScreenView] = {}  # screen id's bytes -> its view
         self.ready = False  # both buckets loaded
         self._loaded = {DEVICE_KEYS_BUCKET: asyncio.Event(), SCREEN_CONTENT_BUCKET: asyncio.Event()}
@@ -117,11 +120,11 @@ class Projections:
         await asyncio.gather(*(event.wait() for event in self._loaded.values()))
 
     def lookup(self, api_key: str) -> DeviceKey | None:
-        packed = self.keys.get(hashlib.sha256(api_key.encode()).digest())
+        packed = self.keys.get(device_key_digest(api_key))
         return None if packed is None else DeviceKey(packed)
 
     def apply_key(self, key: str, value: bytes | None) -> None:
-        digest = bytes.fromhex(key)
+        digest = device_key_digest_of(key)
         if value is None:
             self.keys.pop(digest, None)
         else:
@@ -143,7 +146,7 @@ class Projections:
         each message in the subscription's callback lets JetStream's flow control pace the load.
         """
         apply = self.apply_key if bucket == DEVICE_KEYS_BUCKET else self.apply_content
-        prefix = f"$KV.{bucket}."
+        prefix = kv_prefix(bucket)
         loaded = self._loaded[bucket]
 
         async def on_message(message: Msg) -> None:

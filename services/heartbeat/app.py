@@ -10,10 +10,11 @@ from services.heartbeat.consumers import mark_offline, prune_history, record_pre
 from services.heartbeat.routes import OPERATIONS
 from services.heartbeat.stream import STREAM_QUEUES, close_streams
 from shared import bus, db, outbox
+from shared.app import base_app
 from shared.auth import VERIFIER, TokenVerifier
 from shared.openapi import add_operations
 from shared.settings import Settings
-from shared.web import background, base_app
+from shared.tasks import background
 
 SCHEMA = "heartbeat"
 MIGRATIONS = (db.OUTBOX_MIGRATIONS, Path(__file__).parent / "migrations")

@@ -15,10 +15,11 @@ from nats.js import api
 
 from services.heartbeat import queries
 from shared import outbox
+from shared.app_keys import SETTINGS
 from shared.bus import JS, EventHandler, consumer_ctx, pull_batches
 from shared.db import POOL
 from shared.events import AnyEvent, PresenceChanged, ScreenConfigChanged, ScreenCreated, heartbeat_decoder
-from shared.web import SETTINGS, finished
+from shared.tasks import finished
 
 log = structlog.get_logger()
 

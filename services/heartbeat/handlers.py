@@ -9,8 +9,8 @@ from services.heartbeat.models import HeartbeatPage
 from shared.auth import tenant_of
 from shared.db import POOL
 from shared.errors import NotFound
+from shared.http import json_response, uuid_param
 from shared.pagination import datetime_query, page_limit
-from shared.web import json_response, uuid_param
 
 
 async def get_fleet_status(request: web.Request) -> web.Response:

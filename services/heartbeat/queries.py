@@ -83,13 +83,15 @@ async def record_heartbeats(
     before = {
         row["screen_id"]: row["status"]
         for row in await conn.fetch(
-            "SELECT screen_id, status FROM presence WHERE screen_id = ANY($1::uuid[]) ORDER BY screen_id FOR UPDATE",
+            "SELECT screen_id, status FROM presence WHERE screen_id = ANY($1::uuid[])"
+            " ORDER BY screen_id FOR UPDATE",
             screen_ids,
         )
     }
     after = await conn.fetch(
         "WITH batch AS ("
-        "  SELECT b.*, b.seen_at + make_interval(secs => $6::float8 * 60 * coalesce(s.heartbeat_interval_minutes, 1))"
+        "  SELECT b.*,"
+        "    b.seen_at + make_interval(secs => $6::float8 * 60 * coalesce(s.heartbeat_interval_minutes, 1))"
         "    AS offline_after"
         "  FROM unnest($1::uuid[], $2::uuid[], $3::uuid[], $4::timestamptz[], $5::jsonb[])"
         "    AS b(screen_id, tenant_id, device_id, seen_at, report)"

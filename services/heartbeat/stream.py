@@ -21,12 +21,12 @@ from aiohttp import web
 from nats.aio.msg import Msg
 from nats.js import api
 
+from shared.app_keys import SETTINGS
 from shared.auth import tenant_of
 from shared.bus import JS
 from shared.errors import BadRequest, ErrorDetail, Unavailable
 from shared.events import PresenceChanged
 from shared.logging import log_context_value
-from shared.web import SETTINGS
 
 log = structlog.get_logger()
 

@@ -9,10 +9,10 @@ from aiohttp import web
 from services.registry.consumers import binding_ctx, presence_ctx
 from services.registry.routes import OPERATIONS
 from shared import bus, db, outbox
+from shared.app import base_app, http_client_ctx
 from shared.auth import ISSUER, VERIFIER, TokenIssuer, TokenVerifier
 from shared.openapi import add_operations
 from shared.settings import Settings
-from shared.web import base_app, http_client_ctx
 
 SCHEMA = "registry"
 MIGRATIONS = (db.OUTBOX_MIGRATIONS, Path(__file__).parent / "migrations")

@@ -10,16 +10,13 @@ from aiohttp import web
 
 from services.registry import queries
 from services.registry.models import AdminAuditPage
-from shared.auth import Principal, tenant_of
+from shared.app_keys import SETTINGS
+from shared.auth import tenant_of
 from shared.db import POOL
+from shared.http import client_address, json_response
 from shared.pagination import before_query, next_before, page_limit
-from shared.web import SETTINGS, client_address, json_response
 
 OPERATOR = "operator"
-
-
-def actor(principal: Principal) -> str:
-    return f"client:{principal.client_id}"
 
 
 async def record(

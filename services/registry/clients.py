@@ -22,10 +22,11 @@ from services.registry.models import (
     InitialAccessToken,
     NewInitialAccessToken,
 )
+from shared.app_keys import SETTINGS
 from shared.auth import ADMIN_SCOPE, new_secret, principal_of, secret_hash
 from shared.db import POOL
-from shared.errors import Conflict, NotFound
-from shared.web import SETTINGS, json_response, oauth_error, read_json
+from shared.errors import Conflict, NotFound, OAuthError, ServiceError
+from shared.http import json_response, read_json, text_param
 
 log = structlog.get_logger()
 
@@ -43,7 +44,7 @@ async def issue_initial_access_token(request: web.Request) -> web.Response:
             conn,
             token_hash=secret_hash(token),
             tenant_id=principal.tenant_id,
-            issued_by=audit.actor(principal),
+            issued_by=principal.actor,
             ttl_seconds=body.ttl_seconds,
         )
         # The token itself is a secret: the trail names when it expires instead.
@@ -51,7 +52,7 @@ async def issue_initial_access_token(request: web.Request) -> web.Response:
             request,
             conn,
             principal.tenant_id,
-            audit.actor(principal),
+            principal.actor,
             "initial_access_token.issued",
             expires_at.isoformat(),
         )
@@ -63,52 +64,43 @@ async def register_client(request: web.Request) -> web.Response:
     """RFC 7591 §3: errors in §3.2.2's form (and ours), the secret shown once."""
     scheme, _, token = request.headers.get("Authorization", "").partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
-        return _invalid_token("send Authorization: Bearer <initial access token>")
-    if request.content_type != "application/json":
-        return oauth_error(400, "invalid_client_metadata", "send the client metadata as application/json")
-    raw = await request.read()
+        raise _invalid_token("send Authorization: Bearer <initial access token>")
     try:
-        metadata = _client_metadata.decode(raw)
-    except msgspec.DecodeError as exc:  # ValidationError is one too
-        return oauth_error(400, "invalid_client_metadata", str(exc))
-    if metadata.client_name and "\x00" in metadata.client_name:  # PostgreSQL text cannot hold NUL
-        return oauth_error(400, "invalid_client_metadata", "client_name must not contain NUL characters")
+        metadata = await read_json(request, _client_metadata)
+    except ServiceError as exc:  # §3.2.2: every body that does not decode is invalid_client_metadata
+        raise OAuthError(400, "invalid_client_metadata", exc.message) from None
     if metadata.redirect_uris:
-        return oauth_error(400, "invalid_redirect_uri", "this server has no redirect-based grants")
+        raise OAuthError(400, "invalid_redirect_uri", "this server has no redirect-based grants")
     if set(metadata.grant_types) != {"client_credentials"}:
-        return oauth_error(400, "invalid_client_metadata", "grant_types: only client_credentials")
+        raise OAuthError(400, "invalid_client_metadata", "grant_types: only client_credentials")
     if metadata.token_endpoint_auth_method not in AUTH_METHODS:
-        return oauth_error(
-            400, "invalid_client_metadata", f"token_endpoint_auth_method: one of {AUTH_METHODS}"
-        )
+        raise OAuthError(400, "invalid_client_metadata", f"token_endpoint_auth_method: one of {AUTH_METHODS}")
     if metadata.scope.split() != [ADMIN_SCOPE]:
-        return oauth_error(400, "invalid_client_metadata", f"scope: the only scope is {ADMIN_SCOPE!r}")
+        raise OAuthError(400, "invalid_client_metadata", f"scope: the only scope is {ADMIN_SCOPE!r}")
     token_hash = secret_hash(token.strip())
     client_id, client_secret = "cli_" + uuid.uuid4().hex, new_secret("cs_")
     async with request.app[POOL].acquire() as conn, conn.transaction():
         grant = await queries.take_initial_access_token(conn, token_hash)
         if grant is None:
-            return _invalid_token("unknown, used or expired initial access token")
+            raise _invalid_token("unknown, used or expired initial access token")
         client = await queries.register_client(
             conn,
             client_id=client_id,
-            tenant_id=grant["tenant_id"],
+            tenant_id=grant.tenant_id,
             secret_hash=secret_hash(client_secret),
             client_name=metadata.client_name,
             secret_ttl_seconds=request.app[SETTINGS].client_secret_ttl_seconds,
-            registered_by=grant["issued_by"],
+            registered_by=grant.issued_by,
             token_hash=token_hash,
         )
-        await audit.record(
-            request, conn, grant["tenant_id"], grant["issued_by"], "client.registered", client_id
-        )
-    log.info("client_registered", client_id=client_id, tenant_id=str(grant["tenant_id"]))
-    expires_at = client["secret_expires_at"]
+        await audit.record(request, conn, grant.tenant_id, grant.issued_by, "client.registered", client_id)
+    log.info("client_registered", client_id=client_id, tenant_id=str(grant.tenant_id))
+    expires_at = client.secret_expires_at
     return json_response(
         ClientRegistered(
             client_id=client_id,
             client_secret=client_secret,
-            client_id_issued_at=int(client["created_at"].timestamp()),
+            client_id_issued_at=int(client.created_at.timestamp()),
             client_secret_expires_at=int(expires_at.timestamp()) if expires_at else 0,
             grant_types=["client_credentials"],
             token_endpoint_auth_method=metadata.token_endpoint_auth_method,
@@ -120,11 +112,11 @@ async def register_client(request: web.Request) -> web.Response:
     )
 
 
-def _invalid_token(description: str) -> web.Response:
+def _invalid_token(description: str) -> OAuthError:
     """RFC 6750 §3.1, as RFC 7591 §3 asks for a bad initial access token."""
-    response = oauth_error(401, "invalid_token", description)
-    response.headers["WWW-Authenticate"] = f'Bearer error="invalid_token", error_description="{description}"'
-    return response
+    error = OAuthError(401, "invalid_token", description)
+    error.headers["WWW-Authenticate"] = f'Bearer error="invalid_token", error_description="{description}"'
+    return error
 
 
 async def list_clients(request: web.Request) -> web.Response:
@@ -136,17 +128,13 @@ async def list_clients(request: web.Request) -> web.Response:
 
 async def revoke_client(request: web.Request) -> web.Response:
     principal = principal_of(request)
-    client_id = request.match_info["clientId"]
+    client_id = text_param(request, "clientId", "client")
     if client_id == principal.client_id:
         raise Conflict("a client cannot revoke itself; revoke it with another client of the tenant")
-    if "\x00" in client_id:  # PostgreSQL text cannot hold it: no such client
-        raise NotFound("no such client")
     async with request.app[POOL].acquire() as conn, conn.transaction():
         client = await queries.revoke_client(conn, principal.tenant_id, client_id)
         if client is None:
             raise NotFound("no such client")
-        await audit.record(
-            request, conn, principal.tenant_id, audit.actor(principal), "client.revoked", client_id
-        )
+        await audit.record(request, conn, principal.tenant_id, principal.actor, "client.revoked", client_id)
     log.info("client_revoked", client_id=client_id)
     return json_response(client)

@@ -7,7 +7,6 @@ the streams), with what the gateway needs to decide kept beside each (``DeviceFi
 
 from __future__ import annotations
 
-import re
 import uuid
 from datetime import UTC, datetime
 
@@ -19,26 +18,26 @@ from nats.js import api
 
 from services.registry import audit, queries
 from services.registry.models import DeviceFile, DeviceFileList
+from shared.app_keys import SETTINGS
 from shared.auth import principal_of, tenant_of
 from shared.bus import FILES
 from shared.db import POOL
 from shared.errors import BadRequest, ErrorDetail, NotFound
+from shared.http import json_response, read_limited
 from shared.projections import (
     DeviceFileMeta,
     device_file_etag,
     device_file_meta,
     device_file_object,
+    is_device_file_name,
 )
-from shared.web import SETTINGS, json_response, read_limited
 
 log = structlog.get_logger()
-
-FILE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,199}$")
 
 
 def file_name(request: web.Request) -> str:
     name = request.match_info["name"]
-    if not FILE_NAME.fullmatch(name):
+    if not is_device_file_name(name):
         raise BadRequest(
             "a file name is 1-200 of A-Z a-z 0-9 . _ - (not starting with . _ -)",
             details=[ErrorDetail("name", "pattern")],
@@ -68,7 +67,7 @@ async def put_file(request: web.Request) -> web.Response:
         meta=api.ObjectMeta(description=msgspec.json.encode(meta).decode()),
     )
     async with request.app[POOL].acquire() as conn:
-        await audit.record(request, conn, tenant_id, audit.actor(principal), "file.stored", name)
+        await audit.record(request, conn, tenant_id, principal.actor, "file.stored", name)
     log.info("device_file_stored", name=name, size=info.size)
     return json_response(_view(name, info, meta))
 
@@ -122,6 +121,6 @@ async def delete_file(request: web.Request) -> web.Response:
     ):
         raise NotFound("no such file") from None
     async with request.app[POOL].acquire() as conn:
-        await audit.record(request, conn, tenant_id, audit.actor(principal), "file.deleted", name)
+        await audit.record(request, conn, tenant_id, principal.actor, "file.deleted", name)
     log.info("device_file_deleted", name=name)
     return web.Response(status=204)

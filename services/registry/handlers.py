@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import base64
-import binascii
 import hmac
 import uuid
-from typing import Any
 
 import aiohttp
 import msgspec
@@ -29,6 +26,8 @@ from services.registry.models import (
     VenuePage,
 )
 from shared import outbox
+from shared.app import HTTP
+from shared.app_keys import SETTINGS
 from shared.auth import (
     ADMIN_SCOPE,
     DEVICE_CODE_GRANT,
@@ -40,11 +39,12 @@ from shared.auth import (
     tenant_of,
 )
 from shared.db import POOL
+from shared.errors import OAuthError
 from shared.events import ScreenConfigChanged, ScreenCreated
+from shared.http import basic_credentials, json_response, read_form, read_json, uuid_param
 from shared.pagination import choice_query, next_cursor, page_params, uuid_query
 from shared.projections import SCREEN_CONTENT_BUCKET
 from shared.routing import DEVICE_TOKEN_PATH
-from shared.web import HTTP, SETTINGS, json_response, oauth_error, read_json, uuid_param
 
 log = structlog.get_logger()
 
@@ -66,15 +66,15 @@ async def create_tenant(request: web.Request) -> web.Response:
     async with request.app[POOL].acquire() as conn, conn.transaction():
         tenant = await queries.insert_tenant(conn, body.name)
         await queries.insert_client(
-            conn, client_id=client_id, tenant_id=tenant["id"], secret_hash=secret_hash(client_secret)
+            conn, client_id=client_id, tenant_id=tenant.id, secret_hash=secret_hash(client_secret)
         )
-        await audit.record(request, conn, tenant["id"], audit.OPERATOR, "tenant.created", tenant["id"])
-    log.info("tenant_created", tenant_id=str(tenant["id"]), client_id=client_id)
+        await audit.record(request, conn, tenant.id, audit.OPERATOR, "tenant.created", tenant.id)
+    log.info("tenant_created", tenant_id=str(tenant.id), client_id=client_id)
     return json_response(
         TenantCreated(
-            id=tenant["id"],
-            name=tenant["name"],
-            created_at=tenant["created_at"],
+            id=tenant.id,
+            name=tenant.name,
+            created_at=tenant.created_at,
             client=ClientCredentials(client_id=client_id, client_secret=client_secret),
         ),
         status=201,
@@ -83,49 +83,42 @@ async def create_tenant(request: web.Request) -> web.Response:
 
 async def issue_token(request: web.Request) -> web.Response:
     """OAuth 2.0 client credentials grant (RFC 6749 §4.4), credentials in the form or HTTP Basic."""
-    if request.content_type != "application/x-www-form-urlencoded":
-        return oauth_error(400, "invalid_request", "send an application/x-www-form-urlencoded body")
-    form = await request.post()
+    # Credentials holding NUL name no client (PostgreSQL text cannot hold it).
+    form = await read_form(request, nul=(401, "invalid_client"))
     if form.get("grant_type") == DEVICE_CODE_GRANT:
         return await _pass_on_device_code_grant(request, form)
     if form.get("grant_type") != "client_credentials":
         if not form.get("grant_type"):
-            return oauth_error(400, "invalid_request", "grant_type is required")
-        return oauth_error(
+            raise OAuthError(400, "invalid_request", "grant_type is required")
+        raise OAuthError(
             400, "unsupported_grant_type", f"the grants are client_credentials and {DEVICE_CODE_GRANT}"
         )
-    basic = request.headers.get("Authorization", "")
-    if basic.lower().startswith("basic "):
-        try:
-            client_id, _, client_secret = base64.b64decode(basic[6:], validate=True).decode().partition(":")
-        except (binascii.Error, UnicodeDecodeError):
-            return oauth_error(401, "invalid_client", "malformed HTTP Basic credentials", basic=True)
+    # RFC 6749 §5.2: a client that tried to authenticate with a header is told how in the answer.
+    authorized = bool(request.headers.get("Authorization"))
+    if basic := basic_credentials(request):
         if form.get("client_id") or form.get("client_secret"):
-            return oauth_error(400, "invalid_request", "send client credentials one way, not two")
+            raise OAuthError(400, "invalid_request", "send client credentials one way, not two")
+        client_id, client_secret = basic
     else:
-        client_id, client_secret = str(form.get("client_id", "")), str(form.get("client_secret", ""))
-    scope = str(form.get("scope") or ADMIN_SCOPE)
+        client_id, client_secret = form.get("client_id", ""), form.get("client_secret", "")
+    scope = form.get("scope") or ADMIN_SCOPE
     if scope.split() != [ADMIN_SCOPE]:
-        return oauth_error(400, "invalid_scope", f"the only scope is {ADMIN_SCOPE!r}")
+        raise OAuthError(400, "invalid_scope", f"the only scope is {ADMIN_SCOPE!r}")
     async with request.app[POOL].acquire() as conn:
-        # PostgreSQL text cannot hold NUL; such an id cannot exist
-        known = client_id and "\x00" not in client_id
-        client = await queries.find_client(conn, client_id) if known else None
-    if client is None or not hmac.compare_digest(client["secret_hash"], secret_hash(client_secret)):
-        return oauth_error(401, "invalid_client", "unknown client or wrong secret", basic=bool(basic))
-    if client["expired"]:
-        return oauth_error(
-            401, "invalid_client", "the client secret expired; register again", basic=bool(basic)
-        )
+        client = await queries.find_client(conn, client_id) if client_id else None
+    if client is None or not hmac.compare_digest(client.secret_hash, secret_hash(client_secret)):
+        raise OAuthError(401, "invalid_client", "unknown client or wrong secret", basic=authorized)
+    if client.expired:
+        raise OAuthError(401, "invalid_client", "the client secret expired; register again", basic=authorized)
     issuer = request.app[ISSUER]
-    token = issuer.issue(tenant_id=client["tenant_id"], client_id=client_id, scope=scope)
+    token = issuer.issue(tenant_id=client.tenant_id, client_id=client_id, scope=scope)
     return json_response(
         TokenResponse(access_token=token, token_type="Bearer", expires_in=issuer.ttl, scope=scope),
         headers={"Cache-Control": "no-store", "Pragma": "no-cache"},
     )
 
 
-async def _pass_on_device_code_grant(request: web.Request, form: MultiDictProxy[Any]) -> web.Response:
+async def _pass_on_device_code_grant(request: web.Request, form: MultiDictProxy[str]) -> web.Response:
     """A TV polling during device-first pairing: provisioning owns device codes and keys; this
     URL stays the one token endpoint of the metadata."""
     url = request.app[SETTINGS].provisioning_url + DEVICE_TOKEN_PATH
@@ -139,7 +132,7 @@ async def _pass_on_device_code_grant(request: web.Request, form: MultiDictProxy[
             )
     except (aiohttp.ClientError, TimeoutError):
         log.warning("provisioning_unreachable")
-        return oauth_error(503, "temporarily_unavailable", "try again shortly")
+        raise OAuthError(503, "temporarily_unavailable", "try again shortly") from None
 
 
 async def authorization_server_metadata(request: web.Request) -> web.Response:
@@ -169,9 +162,7 @@ async def create_venue(request: web.Request) -> web.Response:
     body = await read_json(request, _new_venue)
     async with request.app[POOL].acquire() as conn, conn.transaction():
         venue = await queries.insert_venue(conn, principal.tenant_id, body)
-        await audit.record(
-            request, conn, principal.tenant_id, audit.actor(principal), "venue.created", venue.id
-        )
+        await audit.record(request, conn, principal.tenant_id, principal.actor, "venue.created", venue.id)
     return json_response(venue, status=201)
 
 
@@ -200,7 +191,7 @@ async def create_screen(request: web.Request) -> web.Response:
     async with request.app[POOL].acquire() as conn, conn.transaction():
         await queries.get_venue(conn, tenant_id, body.venue_id)
         screen = await queries.insert_screen(conn, tenant_id, body)
-        await audit.record(request, conn, tenant_id, audit.actor(principal), "screen.created", screen.id)
+        await audit.record(request, conn, tenant_id, principal.actor, "screen.created", screen.id)
         content = await queries.get_screen_content(conn, screen.id)
         await outbox.add_event(
             conn,
@@ -250,7 +241,7 @@ async def replace_playlist(request: web.Request) -> web.Response:
     body = await read_json(request, _new_playlist)
     async with request.app[POOL].acquire() as conn, conn.transaction():
         playlist = await queries.replace_playlist(conn, tenant_id, screen_id, body.items)
-        await audit.record(request, conn, tenant_id, audit.actor(principal), "playlist.replaced", screen_id)
+        await audit.record(request, conn, tenant_id, principal.actor, "playlist.replaced", screen_id)
         content = await queries.get_screen_content(conn, screen_id)
         await outbox.put_kv(conn, SCREEN_CONTENT_BUCKET, str(screen_id), content)
     log.info("playlist_replaced", screen_id=str(screen_id), version=playlist.version)
@@ -271,7 +262,7 @@ async def update_config(request: web.Request) -> web.Response:
     patch = await read_json(request, _config_patch)
     async with request.app[POOL].acquire() as conn, conn.transaction():
         config = patch.applied_to(await queries.lock_screen_config(conn, tenant_id, screen_id))
-        await audit.record(request, conn, tenant_id, audit.actor(principal), "config.changed", screen_id)
+        await audit.record(request, conn, tenant_id, principal.actor, "config.changed", screen_id)
         version = await queries.update_screen_config(conn, screen_id, config)
         await outbox.add_event(
             conn,

@@ -24,12 +24,39 @@ _CONFIG_COLUMNS = """sync_interval_minutes, heartbeat_interval_minutes, cache_ma
 # ---- tenants and API clients ------------------------------------------------------------------
 
 
-async def insert_tenant(conn: asyncpg.Connection, name: str) -> asyncpg.Record:
-    return await conn.fetchrow(
+class NewTenantRow(msgspec.Struct, frozen=True):
+    id: uuid.UUID
+    name: str
+    created_at: datetime
+
+
+class ClientSecret(msgspec.Struct, frozen=True):
+    """What the token endpoint checks a client's credentials against."""
+
+    tenant_id: uuid.UUID
+    secret_hash: bytes
+    expired: bool | None  # None: the secret does not expire
+
+
+class InitialAccessGrant(msgspec.Struct, frozen=True):
+    """What an initial access token grants: a client of this tenant, registered by its issuer."""
+
+    tenant_id: uuid.UUID
+    issued_by: str
+
+
+class RegisteredClient(msgspec.Struct, frozen=True):
+    created_at: datetime
+    secret_expires_at: datetime | None
+
+
+async def insert_tenant(conn: asyncpg.Connection, name: str) -> NewTenantRow:
+    row = await conn.fetchrow(
         "INSERT INTO tenants (id, name) VALUES ($1, $2) RETURNING id, name, created_at",
         uuid.uuid4(),
         name,
     )
+    return NewTenantRow(**row)
 
 
 async def insert_client(
@@ -43,12 +70,13 @@ async def insert_client(
     )
 
 
-async def find_client(conn: asyncpg.Connection, client_id: str) -> asyncpg.Record | None:
-    return await conn.fetchrow(
+async def find_client(conn: asyncpg.Connection, client_id: str) -> ClientSecret | None:
+    row = await conn.fetchrow(
         "SELECT tenant_id, secret_hash, secret_expires_at <= now() AS expired FROM api_clients"
         " WHERE client_id = $1 AND revoked_at IS NULL",
         client_id,
     )
+    return ClientSecret(**row) if row else None
 
 
 async def insert_initial_access_token(
@@ -64,13 +92,14 @@ async def insert_initial_access_token(
     )
 
 
-async def take_initial_access_token(conn: asyncpg.Connection, token_hash: bytes) -> asyncpg.Record | None:
-    """The token's tenant and issuer if it is unused and unexpired; locked, for its single use."""
-    return await conn.fetchrow(
+async def take_initial_access_token(conn: asyncpg.Connection, token_hash: bytes) -> InitialAccessGrant | None:
+    """The token's grant if it is unused and unexpired; locked, for its single use."""
+    row = await conn.fetchrow(
         "SELECT tenant_id, issued_by FROM initial_access_tokens"
         " WHERE token_hash = $1 AND used_at IS NULL AND expires_at > now() FOR UPDATE",
         token_hash,
     )
+    return InitialAccessGrant(**row) if row else None
 
 
 async def register_client(
@@ -83,15 +112,16 @@ async def register_client(
     secret_ttl_seconds: int,
     registered_by: str,
     token_hash: bytes,
-) -> asyncpg.Record:
+) -> RegisteredClient:
     """The new client, and its initial access token spent, in one statement."""
-    return await conn.fetchrow(
+    row = await conn.fetchrow(
         "WITH client AS ("
-        "  INSERT INTO api_clients (client_id, tenant_id, secret_hash, client_name, secret_expires_at, registered_by)"
+        "  INSERT INTO api_clients"
+        "    (client_id, tenant_id, secret_hash, client_name, secret_expires_at, registered_by)"
         "  VALUES ($1, $2, $3, $4, CASE WHEN $5 > 0 THEN now() + make_interval(secs => $5) END, $6)"
         "  RETURNING created_at, secret_expires_at"
         "), spent AS (UPDATE initial_access_tokens SET used_at = now(), client_id = $1 WHERE token_hash = $7)"
-        " SELECT * FROM client",
+        " SELECT created_at, secret_expires_at FROM client",
         client_id,
         tenant_id,
         secret_hash,
@@ -100,6 +130,7 @@ async def register_client(
         registered_by,
         token_hash,
     )
+    return RegisteredClient(**row)
 
 
 _CLIENT_COLUMNS = "client_id, client_name, created_at, secret_expires_at, revoked_at, registered_by"
@@ -116,7 +147,8 @@ async def list_clients(conn: asyncpg.Connection, tenant_id: uuid.UUID) -> list[A
 async def revoke_client(conn: asyncpg.Connection, tenant_id: uuid.UUID, client_id: str) -> ApiClient | None:
     """Revoked now (or as it was, if it already was); None if the tenant has no such client."""
     row = await conn.fetchrow(
-        "UPDATE api_clients SET revoked_at = coalesce(revoked_at, now()) WHERE client_id = $1 AND tenant_id = $2"
+        "UPDATE api_clients SET revoked_at = coalesce(revoked_at, now())"
+        " WHERE client_id = $1 AND tenant_id = $2"
         f" RETURNING {_CLIENT_COLUMNS}",
         client_id,
         tenant_id,

@@ -166,7 +166,7 @@ OPERATIONS = [
         "admin",
         NewPlaylist,
         responses={200: Playlist},
-        errors=_ADMIN_ERRORS + (413, 415),
+        errors=(*_ADMIN_ERRORS, 413, 415),
         tag="Venues and screens",
     ),
     Operation(
@@ -187,7 +187,7 @@ OPERATIONS = [
         "admin",
         ConfigPatch,
         responses={200: ScreenConfig},
-        errors=_ADMIN_ERRORS + (413, 415),
+        errors=(*_ADMIN_ERRORS, 413, 415),
         tag="Venues and screens",
     ),
     # API clients (dynamic client registration, RFC 7591)

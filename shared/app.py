@@ -1,0 +1,45 @@
+"""The application every service starts from, and what a service may add to it: a client for
+calls to the other services."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import aiohttp
+from aiohttp import web
+
+from shared.app_keys import IN_FLIGHT, READINESS, SERVICE, SETTINGS, InFlight
+from shared.health import healthz, metrics, readyz
+from shared.http import add_routes
+from shared.settings import Settings
+
+
+def base_app(service: str, settings: Settings) -> web.Application:
+    """An application with the settings and health routes in place; routes are added with
+    :func:`shared.http.add_routes`, which wraps each in :func:`shared.http.instrumented`. No aiohttp
+    middlewares: they cost every request of the gateway's poll path a chain of calls (see
+    docs/architecture.md)."""
+    app = web.Application(client_max_size=settings.max_body_bytes)
+    app[SETTINGS] = settings
+    app[SERVICE] = service
+    app[READINESS] = {}
+    app[IN_FLIGHT] = InFlight()
+    add_routes(
+        app,
+        [
+            ("GET", "/healthz", healthz, True),
+            ("GET", "/readyz", readyz, True),
+            ("GET", "/metrics", metrics, True),
+        ],
+    )
+    return app
+
+
+# A client session for calls to the other services (a service asks another rarely, never per poll).
+HTTP = web.AppKey("HTTP", aiohttp.ClientSession)
+
+
+async def http_client_ctx(app: web.Application) -> AsyncIterator[None]:
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5)) as session:
+        app[HTTP] = session
+        yield

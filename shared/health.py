@@ -1,0 +1,40 @@
+"""What probes and Prometheus ask a service: is it alive, is it ready, its metrics."""
+
+from __future__ import annotations
+
+import os
+
+import prometheus_client
+from aiohttp import web
+from prometheus_client import multiprocess
+
+from shared.app_keys import READINESS
+from shared.http import json_response
+
+
+async def healthz(request: web.Request) -> web.Response:
+    return json_response({"status": "ok"})
+
+
+async def readyz(request: web.Request) -> web.Response:
+    checks = {}
+    for name, check in request.app[READINESS].items():
+        try:
+            checks[name] = await check()
+        except Exception:  # noqa: BLE001 - a failing check means "not ready", never a 500
+            checks[name] = False
+    ready = all(checks.values())
+    return json_response(
+        {"status": "ready" if ready else "not_ready", "checks": checks}, status=200 if ready else 503
+    )
+
+
+async def metrics(request: web.Request) -> web.Response:
+    registry = prometheus_client.REGISTRY
+    if "PROMETHEUS_MULTIPROC_DIR" in os.environ:  # one of several workers: answer for all of them
+        registry = prometheus_client.CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)
+    return web.Response(
+        body=prometheus_client.generate_latest(registry),
+        headers={"Content-Type": prometheus_client.CONTENT_TYPE_LATEST},
+    )

@@ -1,0 +1,254 @@
+"""The HTTP edge every service shares: routes wrapped with what every request gets, errors in our
+one shape, bodies and parameters decoded (JSON, OAuth forms, uploads, path ids) and responses
+encoded, and the caller's address behind a trusted proxy."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import ipaddress
+import itertools
+import re
+import secrets
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+import asyncpg
+import msgspec
+import prometheus_client
+import structlog
+from aiohttp import web
+from multidict import MultiDict, MultiDictProxy
+
+from shared import errors
+from shared.app_keys import IN_FLIGHT, SERVICE, SETTINGS
+from shared.logging import new_log_context
+
+log = structlog.get_logger()
+
+REQUESTS = prometheus_client.Counter(
+    "http_requests_total", "HTTP requests answered", ["service", "method", "route", "status"]
+)
+LATENCY = prometheus_client.Histogram(
+    "http_request_duration_seconds",
+    "Time to answer an HTTP request",
+    ["service", "route"],
+    buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
+)
+
+_encoder = msgspec.json.Encoder()
+T = TypeVar("T")
+# A \u0000 escape not itself escaped (an odd number of backslashes before the u).
+_NUL_ESCAPE = re.compile(rb"(?<!\\)(?:\\\\)*\\u0000")
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def add_routes(app: web.Application, routes: list[tuple[str, str, Handler, bool]]) -> None:
+    """Add ``(method, path, handler, quiet)`` routes, each wrapped in :func:`instrumented`."""
+    for method, path, handler, quiet in routes:
+        wrapped = instrumented(app, method, path, handler, quiet=quiet)
+        if method == "GET":
+            app.router.add_get(path, wrapped)  # and HEAD, as HTTP asks of a GET
+        else:
+            app.router.add_route(method, path, wrapped)
+
+
+def finish_routes(app: web.Application) -> None:
+    """Answer every path no route matched with our 404 or 405 shape (call after the last route)."""
+    app.router.add_route("*", "/{path:.*}", instrumented(app, "*", "unmatched", unmatched))
+
+
+async def unmatched(request: web.Request) -> web.StreamResponse:
+    allowed: set[str] = set()
+    for resource in request.app.router.resources():
+        if resource is not request.match_info.route.resource:
+            _, methods = await resource.resolve(request)
+            allowed |= methods
+    if allowed:
+        raise errors.MethodNotAllowed(
+            f"{request.method} is not allowed here", headers={"Allow": ",".join(sorted(allowed))}
+        )
+    raise errors.NotFound("no such path")
+
+
+_REQUEST_IDS = itertools.count(1)
+_REQUEST_ID_PREFIX = secrets.token_hex(6)  # per process, so ids from all replicas stay distinct
+
+
+def instrumented(
+    app: web.Application, method: str, route: str, handler: Handler, *, quiet: bool = False
+) -> Handler:
+    """``handler`` with what every request gets: a request id on its log lines and its response,
+    errors in our JSON shape, a count and a latency in the metrics, and one log line — except for
+    ``quiet`` routes (the TVs' polls, probes) whose successes are counted, not logged."""
+    service, in_flight = app[SERVICE], app[IN_FLIGHT]  # looked up once, not per request
+    counted: dict[int, Any] = {}  # status -> its counter, so the hot path skips labels()
+    latency = LATENCY.labels(service, route)
+
+    async def handle(request: web.Request) -> web.StreamResponse:
+        started = time.perf_counter()
+        request_id = request.headers.get("X-Request-ID") or f"{_REQUEST_ID_PREFIX}{next(_REQUEST_IDS):x}"
+        new_log_context(request_id=request_id)
+        in_flight.enter()
+        try:
+            response = await handler(request)
+        except Exception as exc:  # noqa: BLE001 - every failure becomes a response in our shape
+            response = error_response(request, exc)
+        finally:
+            in_flight.leave()
+        if not response.prepared:  # a stream sent its headers already
+            response.headers["X-Request-ID"] = request_id
+            if in_flight.stopping:
+                response.force_close()
+        elapsed = time.perf_counter() - started
+        status = response.status
+        counter = counted.get(status)
+        if counter is None:
+            counter = counted[status] = REQUESTS.labels(service, method, route, str(status))
+        counter.inc()
+        latency.observe(elapsed)
+        if not quiet or status >= 400:
+            log.info(
+                "request",
+                method=request.method,
+                path=request.path,
+                status=status,
+                duration_ms=round(elapsed * 1000, 2),
+            )
+        return response
+
+    return handle
+
+
+# A connection refused or lost, the server shutting down or not yet accepting: not our bug.
+DATABASE_UNREACHABLE = (
+    OSError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.exceptions.OperatorInterventionError,
+)
+
+
+def error_response(request: web.Request, exc: Exception) -> web.Response:
+    if isinstance(exc, web.HTTPRequestEntityTooLarge):
+        exc = errors.PayloadTooLarge(f"body is larger than {request.app[SETTINGS].max_body_bytes} bytes")
+    elif isinstance(exc, DATABASE_UNREACHABLE):
+        # PostgreSQL restarting or failing over: nothing was applied (the transaction did not
+        # commit); the caller may retry, and /readyz says the same meanwhile.
+        log.warning("database_unreachable", error=repr(exc))
+        exc = errors.Unavailable("the database is not reachable; retry shortly", retry_after=5)
+    if isinstance(exc, errors.ServiceError):
+        return json_response(exc.body(), status=exc.status, headers=exc.headers)
+    if isinstance(exc, web.HTTPException) and exc.status >= 400:
+        body = errors.ErrorBody(error=exc.reason.lower().replace(" ", "_"), message=exc.reason)
+        return json_response(body, status=exc.status)
+    log.error("unhandled_error", exc_info=exc)
+    body = errors.ErrorBody(error="internal", message="internal error; see the service log")
+    return json_response(body, status=500)
+
+
+def json_response(body: Any, *, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
+    return web.Response(
+        body=_encoder.encode(body), status=status, headers=headers, content_type="application/json"
+    )
+
+
+async def read_json(request: web.Request, decoder: msgspec.json.Decoder[T]) -> T:
+    """Decode the body with a prebuilt decoder; every way it can be wrong becomes a clear 4xx."""
+    if request.content_type != "application/json" and not request.content_type.endswith("+json"):
+        raise errors.UnsupportedMediaType("send the body as application/json")
+    raw = await request.read()  # aiohttp raises 413 past client_max_size; error_response shapes it
+    try:
+        body = decoder.decode(raw)
+    except msgspec.ValidationError:
+        raise errors.invalid_body(decoder.type, raw) from None
+    except msgspec.DecodeError as exc:
+        raise errors.BadRequest(f"body is not valid JSON: {exc}") from None
+    except RecursionError:  # free-form JSON (an event's data) nested thousands of levels deep
+        raise errors.BadRequest("the body is nested too deeply") from None
+    if _NUL_ESCAPE.search(raw):
+        raise errors.nul_characters(msgspec.json.decode(raw))
+    return body
+
+
+async def read_form(
+    request: web.Request, *, nul: tuple[int, str] = (400, "invalid_request")
+) -> MultiDictProxy[str]:
+    """An OAuth 2.0 form body (``application/x-www-form-urlencoded``); a wrong media type is an
+    ``invalid_request``. A name or value holding NUL is refused here, once: PostgreSQL text cannot
+    hold it. ``nul`` is the status and OAuth error that refusal answers with (the token endpoint
+    answers ``invalid_client``: credentials holding NUL name no client)."""
+    if request.content_type != "application/x-www-form-urlencoded":
+        raise errors.OAuthError(400, "invalid_request", "send an application/x-www-form-urlencoded body")
+    form = MultiDict(
+        (name, value) for name, value in (await request.post()).items() if isinstance(value, str)
+    )
+    if any("\x00" in name or "\x00" in value for name, value in form.items()):
+        raise errors.OAuthError(*nul, "parameters must not contain NUL characters")
+    return MultiDictProxy(form)
+
+
+def basic_credentials(request: web.Request) -> tuple[str, str] | None:
+    """The ``(user, password)`` of HTTP Basic authentication (RFC 7617), None without it; malformed
+    credentials, or credentials holding NUL (which name nobody), are an OAuth ``invalid_client``."""
+    header = request.headers.get("Authorization", "")
+    if not header.lower().startswith("basic "):
+        return None
+    try:
+        decoded = base64.b64decode(header[6:], validate=True).decode()
+    except (binascii.Error, UnicodeDecodeError):
+        decoded = None
+    if decoded is None or "\x00" in decoded:
+        raise errors.OAuthError(401, "invalid_client", "malformed HTTP Basic credentials", basic=True)
+    user, _, password = decoded.partition(":")
+    return user, password
+
+
+async def read_limited(request: web.Request, limit: int, setting: str) -> bytes:
+    """The whole body of a non-JSON upload (a file, a CSV), refused with 413 past ``limit``."""
+    chunks, size = [], 0
+    async for chunk in request.content.iter_any():
+        size += len(chunk)
+        if size > limit:
+            raise errors.PayloadTooLarge(f"the body is at most {limit} bytes ({setting})")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def client_address(request: web.Request, trusted: tuple[Any, ...]) -> str:
+    """The caller's address; X-Forwarded-For counts only when it comes from a trusted proxy."""
+    peer = request.remote or ""
+    if not trusted:
+        return peer
+    forwarded = [
+        hop.strip() for header in request.headers.getall("X-Forwarded-For", []) for hop in header.split(",")
+    ]
+    hops = [peer, *reversed(forwarded)]
+    # Walk from the nearest hop outwards; the first address that is not our proxy is the client.
+    for hop in hops:
+        try:
+            address = ipaddress.ip_address(hop)
+        except ValueError:
+            return hop
+        if not any(address in network for network in trusted):
+            return hop
+    return hops[-1]
+
+
+def uuid_param(request: web.Request, name: str = "id") -> uuid.UUID:
+    """A path parameter that must be a UUID; anything else is a 404 (no such resource)."""
+    try:
+        return uuid.UUID(request.match_info[name])
+    except ValueError:
+        raise errors.NotFound(f"no such {name}") from None
+
+
+def text_param(request: web.Request, name: str, resource: str) -> str:
+    """A path parameter naming a ``resource`` by text; one holding NUL (PostgreSQL text cannot
+    hold it) names none: a 404, like any other unknown name."""
+    value = request.match_info[name]
+    if "\x00" in value:
+        raise errors.NotFound(f"no such {resource}")
+    return value

@@ -76,6 +76,9 @@ async def unmatched(request: web.Request) -> web.StreamResponse:
 
 _REQUEST_IDS = itertools.count(1)
 _REQUEST_ID_PREFIX = secrets.token_hex(6)  # per process, so ids from all replicas stay distinct
+# A caller's own request id is kept when it is a plain token: it goes into every log line and back
+# into a header, so nothing a client sends there can forge log fields or break the response.
+_CALLERS_REQUEST_ID = re.compile(r"[!#-~]{1,128}")
 
 
 def instrumented(
@@ -90,7 +93,9 @@ def instrumented(
 
     async def handle(request: web.Request) -> web.StreamResponse:
         started = time.perf_counter()
-        request_id = request.headers.get("X-Request-ID") or f"{_REQUEST_ID_PREFIX}{next(_REQUEST_IDS):x}"
+        request_id = request.headers.get("X-Request-ID", "")
+        if not _CALLERS_REQUEST_ID.fullmatch(request_id):
+            request_id = f"{_REQUEST_ID_PREFIX}{next(_REQUEST_IDS):x}"
         new_log_context(request_id=request_id)
         in_flight.enter()
         try:

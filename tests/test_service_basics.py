@@ -81,6 +81,11 @@ async def test_the_request_id_is_echoed_and_generated(stack):
         _, _, response = await stack.call("GET", "/v1/venues")
         generated.add(response.headers["X-Request-ID"])
     assert len(generated) == 3 and all(len(request_id) >= 12 for request_id in generated)
+    # Not a plain token (spaces, a forged log field, a thousand characters): ours instead.
+    for sent in ("a b", 'x" level=error', "r" * 1000, "caf\u00e9"):
+        _, _, response = await stack.call("GET", "/v1/venues", headers={"X-Request-ID": sent})
+        echoed = response.headers["X-Request-ID"]
+        assert echoed != sent and len(echoed) >= 12 and echoed.isalnum()
 
 
 async def test_provisioning_asks_registry_about_a_screen_it_has_not_heard_of(stack):

@@ -20,12 +20,15 @@ from services.provisioning import device_authorization, queries
 from services.provisioning.consumers import screens_ctx
 from services.provisioning.routes import OPERATIONS
 from shared import bus, db, outbox
+from shared.app import base_app, http_client_ctx
+from shared.app_keys import SETTINGS
 from shared.auth import VERIFIER, TokenVerifier
 from shared.db import POOL
+from shared.http import add_routes
 from shared.openapi import add_operations
 from shared.routing import DEVICE_TOKEN_PATH
 from shared.settings import Settings
-from shared.web import SETTINGS, add_routes, background, base_app, http_client_ctx
+from shared.tasks import background
 
 log = structlog.get_logger()
 

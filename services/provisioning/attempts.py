@@ -22,9 +22,10 @@ import msgspec
 from aiohttp import web
 
 from services.provisioning import queries
+from shared.app_keys import SETTINGS
 from shared.db import POOL
 from shared.errors import NotFound, RateLimited, ServiceError
-from shared.web import SETTINGS, client_address, read_json
+from shared.http import client_address, read_json
 
 # The counter of all TVs' failures together (no client address looks like this).
 EVERYONE = "*"

@@ -27,10 +27,11 @@ from services.provisioning.models import (
 )
 from services.provisioning.queries.codes import new_code
 from services.provisioning.screens import known_screen, lock_free_screen
+from shared.app_keys import SETTINGS
 from shared.auth import bearer_token, new_secret, principal_of, require_operator, secret_hash
 from shared.db import POOL
 from shared.errors import Conflict, Forbidden, NotFound, ServiceError, Unauthorized
-from shared.web import SETTINGS, client_address, json_response, read_json
+from shared.http import client_address, json_response, read_json
 
 log = structlog.get_logger()
 

@@ -12,10 +12,11 @@ from aiohttp import web
 from services.provisioning import attempts, binding, queries
 from services.provisioning.models import PAIRING_CODE_PATTERN, CodeCreated, NewCode, Registration
 from services.provisioning.screens import known_screen, lock_free_screen
+from shared.app_keys import SETTINGS
 from shared.auth import tenant_of
 from shared.db import POOL
 from shared.errors import BadRequest, CodeExpired, Conflict, ErrorDetail, NotFound
-from shared.web import SETTINGS, json_response, read_json
+from shared.http import json_response, read_json
 
 log = structlog.get_logger()
 

@@ -27,10 +27,11 @@ from services.provisioning.models import (
     Registered,
 )
 from services.provisioning.screens import known_screen, lock_free_screen
+from shared.app_keys import SETTINGS
 from shared.auth import DEVICE_CODE_GRANT, new_secret, principal_of, secret_hash
 from shared.db import POOL
-from shared.errors import BadRequest, CodeExpired, Conflict, ErrorDetail, NotFound, OAuthError
-from shared.web import SETTINGS, client_address, json_response, read_json
+from shared.errors import BadRequest, CodeExpired, Conflict, ErrorDetail, NotFound, OAuthError, invalid_body
+from shared.http import client_address, json_response, read_form, read_json
 
 log = structlog.get_logger()
 
@@ -61,21 +62,18 @@ def normalized(raw: str) -> str:
 async def start(request: web.Request) -> web.Response:
     """RFC 8628 §3.1-3.2: a device code for the TV, a user code for the person."""
     settings = request.app[SETTINGS]
-    if request.content_type != "application/x-www-form-urlencoded":
-        raise OAuthError(400, "invalid_request", "send an application/x-www-form-urlencoded body")
-    form = await request.post()
+    form = await read_form(request)
     client_id = form.get("client_id")
     if not client_id:
         raise OAuthError(400, "invalid_request", "client_id is required")
     if client_id != settings.device_client_id:
         raise OAuthError(401, "invalid_client", "unknown client")
     fields = {name: value for name, value in form.items() if name not in ("client_id", "scope")}
-    if any("\x00" in str(value) for value in fields.values()):  # PostgreSQL text cannot hold NUL
-        raise OAuthError(400, "invalid_request", "parameters must not contain NUL characters")
     try:
         device_info = msgspec.convert(fields, DeviceInfo)
-    except msgspec.ValidationError as exc:
-        raise OAuthError(400, "invalid_request", f"the TV's description: {exc}") from None
+    except msgspec.ValidationError:
+        problem = invalid_body(DeviceInfo, fields).message
+        raise OAuthError(400, "invalid_request", f"the TV's description: {problem}") from None
     device_code = new_secret("ddc_")
     async with request.app[POOL].acquire() as conn:
         user_code = await queries.device_authorization.insert_authorization(
@@ -105,7 +103,7 @@ async def start(request: web.Request) -> web.Response:
 async def poll(request: web.Request) -> web.Response:
     """RFC 8628 §3.4-3.5: the token endpoint's device-code grant (reached through registry's
     ``/oauth/token``, which owns that URL)."""
-    form = await request.post()
+    form = await read_form(request)
     device_code = str(form.get("device_code") or "")
     if form.get("grant_type") != DEVICE_CODE_GRANT or not device_code:
         raise OAuthError(400, "invalid_request", "grant_type and device_code are required")

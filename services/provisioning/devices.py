@@ -9,9 +9,11 @@ from aiohttp import web
 
 from services.provisioning import binding, queries
 from services.provisioning.models import AuditPage, AuditTrail, DevicePage, Revocation, Revoked
+from shared.app_keys import SETTINGS
 from shared.auth import bearer_token, principal_of, secret_hash, tenant_of
 from shared.db import POOL
 from shared.errors import Conflict, DeviceRevoked, Unauthorized
+from shared.http import client_address, json_response, read_json, uuid_param
 from shared.pagination import (
     before_query,
     choice_query,
@@ -21,7 +23,6 @@ from shared.pagination import (
     page_params,
     uuid_query,
 )
-from shared.web import SETTINGS, client_address, json_response, read_json, uuid_param
 
 log = structlog.get_logger()
 

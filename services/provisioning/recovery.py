@@ -15,7 +15,7 @@ from services.provisioning import attempts, binding, queries
 from services.provisioning.models import Recovery, Registered
 from shared.auth import secret_hash
 from shared.errors import Unauthorized
-from shared.web import json_response
+from shared.http import json_response
 
 log = structlog.get_logger()
 

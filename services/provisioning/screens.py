@@ -12,9 +12,10 @@ from aiohttp import web
 
 from services.provisioning import queries
 from services.provisioning.queries.screens import ScreenCopy
+from shared.app import HTTP
+from shared.app_keys import SETTINGS
 from shared.db import POOL
 from shared.errors import Conflict, NotFound
-from shared.web import HTTP, SETTINGS
 
 log = structlog.get_logger()
 

@@ -39,8 +39,8 @@ from shared.auth import tenant_of
 from shared.db import POOL
 from shared.errors import BadRequest, CodeExpired, Conflict, ErrorDetail, NotFound
 from shared.events import ActivationRepeated
+from shared.http import json_response, read_json, read_limited
 from shared.pagination import choice_query, page_limit
-from shared.web import json_response, read_json, read_limited
 
 log = structlog.get_logger()
 

@@ -15,7 +15,7 @@ from services.provisioning.screens import known_screen, lock_free_screen
 from shared.auth import new_secret, principal_of, secret_hash
 from shared.db import POOL
 from shared.errors import CodeExpired, Conflict, NotFound
-from shared.web import json_response, read_json
+from shared.http import json_response, read_json
 
 log = structlog.get_logger()
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hmac
+import urllib.parse
 import uuid
 
 import aiohttp
@@ -118,12 +119,20 @@ async def issue_token(request: web.Request) -> web.Response:
     )
 
 
+DEVICE_GRANT_PARAMETERS = ("grant_type", "device_code", "client_id")
+
+
 async def _pass_on_device_code_grant(request: web.Request, form: MultiDictProxy[str]) -> web.Response:
     """A TV polling during device-first pairing: provisioning owns device codes and keys; this
     URL stays the one token endpoint of the metadata."""
     url = request.app[SETTINGS].provisioning_url + DEVICE_TOKEN_PATH
     try:
-        async with request.app[HTTP].post(url, data=dict(form)) as response:
+        # Only the grant's own parameters (RFC 8628 §3.4), encoded here: aiohttp's form encoder
+        # refuses some names a client may send (control characters), which was a 500.
+        grant = {name: form[name] for name in DEVICE_GRANT_PARAMETERS if name in form}
+        body = urllib.parse.urlencode(grant)
+        headers = {"Content-Type": "application/x-www-form-urlencoded"}
+        async with request.app[HTTP].post(url, data=body, headers=headers) as response:
             return web.Response(
                 status=response.status,
                 body=await response.read(),

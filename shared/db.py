@@ -10,15 +10,18 @@ import asyncpg
 import msgspec
 import structlog
 from aiohttp import web
+from asyncpg.pool import PoolConnectionProxy
 
 from shared.app_keys import READINESS, SETTINGS
 
 log = structlog.get_logger()
 
 POOL = web.AppKey("POOL", asyncpg.Pool)
+# What queries run on: a connection of the pool (handlers, consumers) or one of its own (migrations).
+Connection = asyncpg.Connection | PoolConnectionProxy
 
 
-async def _init_connection(conn: asyncpg.Connection) -> None:
+async def _init_connection(conn: Connection) -> None:
     await conn.set_type_codec(
         "jsonb",
         encoder=lambda value: msgspec.json.encode(value).decode(),
@@ -39,7 +42,7 @@ async def create_pool(dsn: str, schema: str, *, min_size: int = 2, max_size: int
     )
 
 
-async def _keep_session(conn: asyncpg.Connection) -> None:
+async def _keep_session(conn: Connection) -> None:
     """Released connections skip asyncpg's reset query (RESET ALL, UNLISTEN, advisory unlock): our
     pooled connections never change session state (LISTEN and advisory locks use their own
     connections), and the round trip cost every request one. asyncpg still rolls back an open

@@ -21,6 +21,7 @@ from nats.js import JetStreamContext
 
 from shared.app_keys import SETTINGS
 from shared.bus import JS
+from shared.db import Connection
 from shared.events import Event, subject_of
 from shared.logging import log_context_value
 from shared.projections import kv_subject
@@ -36,7 +37,7 @@ IDLE_RECHECK_SECONDS = 5.0
 FLUSH_SECONDS = 5.0
 
 
-async def add_event(conn: asyncpg.Connection, event: Event) -> None:
+async def add_event(conn: Connection, event: Event) -> None:
     """Queue ``event`` in the caller's transaction.
 
     Order matters for KV puts: write (and so lock) the row the message describes before calling
@@ -45,12 +46,12 @@ async def add_event(conn: asyncpg.Connection, event: Event) -> None:
     await _add(conn, event.event_id, subject_of(event), _encoder.encode(event))
 
 
-async def put_kv(conn: asyncpg.Connection, bucket: str, key: str, value: msgspec.Struct) -> None:
+async def put_kv(conn: Connection, bucket: str, key: str, value: msgspec.Struct) -> None:
     """Queue a KV put in the caller's transaction (same ordering rule as :func:`add_event`)."""
     await _add(conn, uuid.uuid4(), kv_subject(bucket, key), _encoder.encode(value))
 
 
-async def _add(conn: asyncpg.Connection, message_id: uuid.UUID, subject: str, payload: bytes) -> None:
+async def _add(conn: Connection, message_id: uuid.UUID, subject: str, payload: bytes) -> None:
     request_id = log_context_value("request_id")
     await conn.execute(
         "INSERT INTO outbox (id, subject, payload, request_id) VALUES ($1, $2, $3, $4)",
@@ -144,7 +145,7 @@ class Relay:
             async with asyncio.timeout(seconds):
                 await self._wake.wait()
 
-    async def _publish_batch(self, conn: asyncpg.Connection) -> bool:
+    async def _publish_batch(self, conn: Connection) -> bool:
         """Publish the oldest rows; True when more are waiting (a full batch, or a retry due)."""
         rows = await conn.fetch(
             "SELECT seq, id, subject, payload, request_id, extract(epoch FROM now() - created_at) AS age"

@@ -6,10 +6,10 @@ import uuid
 from datetime import datetime
 from typing import Literal
 
-import asyncpg
 import msgspec
 
 from services.heartbeat.models import FleetStatus, ScreenPresence
+from shared.db import Connection
 from shared.events import Heartbeat, PresenceChanged, ScreenConfigChanged, ScreenCreated
 
 
@@ -34,7 +34,7 @@ class Transition(msgspec.Struct, frozen=True):
 
 
 async def upsert_screen(
-    conn: asyncpg.Connection, event: ScreenCreated | ScreenConfigChanged, offline_after_intervals: float
+    conn: Connection, event: ScreenCreated | ScreenConfigChanged, offline_after_intervals: float
 ) -> bool:
     """Apply a screen event (older versions change nothing); a new heartbeat interval moves the
     screen's offline deadline at once."""
@@ -64,7 +64,7 @@ async def upsert_screen(
 
 
 async def record_heartbeats(
-    conn: asyncpg.Connection, heartbeats: list[Heartbeat], offline_after_intervals: float
+    conn: Connection, heartbeats: list[Heartbeat], offline_after_intervals: float
 ) -> list[Transition]:
     """Keep the newest heartbeat of each screen and return the screens whose presence changed.
 
@@ -126,7 +126,7 @@ async def record_heartbeats(
     ]
 
 
-async def store_heartbeats(conn: asyncpg.Connection, heartbeats: list[Heartbeat]) -> None:
+async def store_heartbeats(conn: Connection, heartbeats: list[Heartbeat]) -> None:
     """Add the batch to the history; one already stored (a redelivery) is skipped."""
     await conn.execute(
         "INSERT INTO heartbeats (screen_id, received_at, tenant_id, report)"
@@ -139,7 +139,7 @@ async def store_heartbeats(conn: asyncpg.Connection, heartbeats: list[Heartbeat]
     )
 
 
-async def prune_heartbeats(conn: asyncpg.Connection, older_than_hours: float, limit: int) -> int:
+async def prune_heartbeats(conn: Connection, older_than_hours: float, limit: int) -> int:
     """Delete at most ``limit`` heartbeats older than the retention; returns how many went."""
     status = await conn.execute(
         "DELETE FROM heartbeats WHERE ctid = ANY (ARRAY(SELECT ctid FROM heartbeats"
@@ -151,7 +151,7 @@ async def prune_heartbeats(conn: asyncpg.Connection, older_than_hours: float, li
 
 
 async def heartbeat_history(
-    conn: asyncpg.Connection, screen_id: uuid.UUID, *, since: datetime | None, limit: int
+    conn: Connection, screen_id: uuid.UUID, *, since: datetime | None, limit: int
 ) -> list[Heartbeat]:
     """The screen's heartbeats after ``since``, oldest first."""
     rows = await conn.fetch(
@@ -164,13 +164,13 @@ async def heartbeat_history(
     return [msgspec.convert(row["report"], Heartbeat) for row in rows]
 
 
-async def tenant_has_screen(conn: asyncpg.Connection, tenant_id: uuid.UUID, screen_id: uuid.UUID) -> bool:
+async def tenant_has_screen(conn: Connection, tenant_id: uuid.UUID, screen_id: uuid.UUID) -> bool:
     return await conn.fetchval(
         "SELECT EXISTS (SELECT 1 FROM screens WHERE id = $1 AND tenant_id = $2)", screen_id, tenant_id
     )
 
 
-async def mark_overdue_offline(conn: asyncpg.Connection, limit: int) -> list[Transition]:
+async def mark_overdue_offline(conn: Connection, limit: int) -> list[Transition]:
     """Screens online past their deadline go offline, at most ``limit`` of them. Rows another
     replica is handling are skipped, and the status is checked again under the row lock, so two
     replicas never both announce one transition."""
@@ -192,7 +192,7 @@ async def mark_overdue_offline(conn: asyncpg.Connection, limit: int) -> list[Tra
 # ---- what admins read -------------------------------------------------------------------------
 
 
-async def fleet_status(conn: asyncpg.Connection, tenant_id: uuid.UUID) -> FleetStatus:
+async def fleet_status(conn: Connection, tenant_id: uuid.UUID) -> FleetStatus:
     row = await conn.fetchrow(
         "SELECT count(*) AS screens,"
         " count(*) FILTER (WHERE p.status = 'online') AS online,"
@@ -209,7 +209,7 @@ async def fleet_status(conn: asyncpg.Connection, tenant_id: uuid.UUID) -> FleetS
 
 
 async def screen_presence(
-    conn: asyncpg.Connection, tenant_id: uuid.UUID, screen_id: uuid.UUID
+    conn: Connection, tenant_id: uuid.UUID, screen_id: uuid.UUID
 ) -> ScreenPresence | None:
     """None when the screen is not the tenant's (or not heard of yet)."""
     row = await conn.fetchrow(

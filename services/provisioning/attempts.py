@@ -17,13 +17,12 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Generic, NamedTuple, TypeVar
 
-import asyncpg
 import msgspec
 from aiohttp import web
 
 from services.provisioning import queries
 from shared.app_keys import SETTINGS
-from shared.db import POOL
+from shared.db import POOL, Connection
 from shared.errors import NotFound, RateLimited, ServiceError
 from shared.http import client_address, read_json
 
@@ -45,7 +44,7 @@ async def limited(
     *,
     failures: tuple[type[ServiceError], ...] = (NotFound,),
     everyone: bool = False,
-) -> AsyncIterator[asyncpg.Connection]:
+) -> AsyncIterator[Connection]:
     """A connection for one attempt, refused with 429 while ``who`` has too many failures in the
     window (or, with ``everyone``, all callers together have); any of ``failures`` that leaves the
     block counts against ``who`` (and everyone)."""
@@ -69,7 +68,7 @@ async def limited(
 
 
 class TvAttempt(NamedTuple, Generic[B]):
-    conn: asyncpg.Connection
+    conn: Connection
     body: B
     address: str
 

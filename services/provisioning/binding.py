@@ -13,19 +13,18 @@ import uuid
 from datetime import datetime
 from typing import Literal
 
-import asyncpg
-
 from services.provisioning import queries
 from services.provisioning.models import Device, DeviceInfo, Registered
 from services.provisioning.queries.screens import ScreenCopy
 from shared import outbox
 from shared.auth import new_secret, secret_hash
+from shared.db import Connection
 from shared.events import DeviceBound, DeviceRevoked
 from shared.projections import DEVICE_KEYS_BUCKET, DeviceKeyEntry, device_key_name
 
 
 async def bind(
-    conn: asyncpg.Connection,
+    conn: Connection,
     screen: ScreenCopy,
     device_info: DeviceInfo,
     *,
@@ -73,7 +72,7 @@ async def bind(
 
 
 async def bind_claimed(
-    conn: asyncpg.Connection,
+    conn: Connection,
     screen: ScreenCopy,
     device_info: DeviceInfo,
     *,
@@ -99,7 +98,7 @@ async def bind_claimed(
     return device
 
 
-async def _announce(conn: asyncpg.Connection, device: Device, binding_seq: int, key_hash: bytes) -> None:
+async def _announce(conn: Connection, device: Device, binding_seq: int, key_hash: bytes) -> None:
     """The key to every gateway, the binding to registry: both through the outbox."""
     await _publish_key(conn, key_hash, device, "active")
     await outbox.add_event(
@@ -115,7 +114,7 @@ async def _announce(conn: asyncpg.Connection, device: Device, binding_seq: int, 
 
 
 async def unbind(
-    conn: asyncpg.Connection,
+    conn: Connection,
     device: Device,
     *,
     reason: str | None,
@@ -152,7 +151,7 @@ async def unbind(
     return revoked_at
 
 
-async def replace_key(conn: asyncpg.Connection, device: Device, *, client_address: str | None) -> str:
+async def replace_key(conn: Connection, device: Device, *, client_address: str | None) -> str:
     """A fresh key for an active device that lost its own (recovery); the old keys die."""
     for key_hash in await queries.binding.revoke_keys(conn, device.id):
         await _publish_key(conn, key_hash, device, "revoked")
@@ -167,7 +166,7 @@ async def replace_key(conn: asyncpg.Connection, device: Device, *, client_addres
 
 
 async def _publish_key(
-    conn: asyncpg.Connection, key_hash: bytes, device: Device, status: Literal["active", "revoked"]
+    conn: Connection, key_hash: bytes, device: Device, status: Literal["active", "revoked"]
 ) -> None:
     await outbox.put_kv(
         conn,

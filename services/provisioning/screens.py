@@ -6,7 +6,6 @@ from __future__ import annotations
 import uuid
 
 import aiohttp
-import asyncpg
 import structlog
 from aiohttp import web
 
@@ -14,7 +13,7 @@ from services.provisioning import queries
 from services.provisioning.queries.screens import ScreenCopy
 from shared.app import HTTP
 from shared.app_keys import SETTINGS
-from shared.db import POOL
+from shared.db import POOL, Connection
 from shared.errors import Conflict, NotFound
 
 log = structlog.get_logger()
@@ -52,9 +51,7 @@ async def _learn_screen_from_registry(
     return True
 
 
-async def lock_free_screen(
-    conn: asyncpg.Connection, tenant_id: uuid.UUID, screen_id: uuid.UUID
-) -> ScreenCopy:
+async def lock_free_screen(conn: Connection, tenant_id: uuid.UUID, screen_id: uuid.UUID) -> ScreenCopy:
     """The tenant's screen, locked, with no active device: what an admin may hand to a new device
     (a code, a token, a claim, an approval). 404 if the tenant has no such screen, 409 if a device
     is bound to it."""

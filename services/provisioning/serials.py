@@ -17,7 +17,6 @@ import io
 import re
 import uuid
 
-import asyncpg
 import msgspec
 import prometheus_client
 import structlog
@@ -36,7 +35,7 @@ from services.provisioning.queries.serials import LockedSerial, SerialOwner
 from services.provisioning.screens import known_screen
 from shared import errors, outbox
 from shared.auth import tenant_of
-from shared.db import POOL
+from shared.db import POOL, Connection
 from shared.errors import BadRequest, CodeExpired, Conflict, ErrorDetail, NotFound
 from shared.events import ActivationRepeated
 from shared.http import json_response, read_json, read_limited
@@ -181,7 +180,7 @@ async def activate_device(request: web.Request) -> web.Response:
     return json_response(registered, status=201)
 
 
-async def _alert_repeated(conn: asyncpg.Connection, serial: LockedSerial, address: str) -> None:
+async def _alert_repeated(conn: Connection, serial: LockedSerial, address: str) -> None:
     """A second activation of one serial: its owner hears of it (committed apart from the refusal)."""
     async with conn.transaction():
         await outbox.add_event(

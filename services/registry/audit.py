@@ -5,14 +5,13 @@ from __future__ import annotations
 
 import uuid
 
-import asyncpg
 from aiohttp import web
 
 from services.registry import queries
 from services.registry.models import AdminAuditPage
 from shared.app_keys import SETTINGS
 from shared.auth import tenant_of
-from shared.db import POOL
+from shared.db import POOL, Connection
 from shared.http import client_address, json_response
 from shared.pagination import before_query, next_before, page_limit
 
@@ -21,7 +20,7 @@ OPERATOR = "operator"
 
 async def record(
     request: web.Request,
-    conn: asyncpg.Connection,
+    conn: Connection,
     tenant_id: uuid.UUID,
     who: str,
     action: str,

@@ -9,6 +9,7 @@ import asyncpg
 import msgspec
 
 from services.registry.models import AdminAuditEntry, ApiClient, NewScreen, NewVenue, Playlist, Screen, Venue
+from shared.db import Connection
 from shared.errors import NotFound
 from shared.events import CachePolicy, DeviceBound, DeviceRevoked, PresenceChanged, ScreenConfig
 from shared.pagination import Cursor
@@ -50,7 +51,7 @@ class RegisteredClient(msgspec.Struct, frozen=True):
     secret_expires_at: datetime | None
 
 
-async def insert_tenant(conn: asyncpg.Connection, name: str) -> NewTenantRow:
+async def insert_tenant(conn: Connection, name: str) -> NewTenantRow:
     row = await conn.fetchrow(
         "INSERT INTO tenants (id, name) VALUES ($1, $2) RETURNING id, name, created_at",
         uuid.uuid4(),
@@ -60,7 +61,7 @@ async def insert_tenant(conn: asyncpg.Connection, name: str) -> NewTenantRow:
 
 
 async def insert_client(
-    conn: asyncpg.Connection, *, client_id: str, tenant_id: uuid.UUID, secret_hash: bytes
+    conn: Connection, *, client_id: str, tenant_id: uuid.UUID, secret_hash: bytes
 ) -> None:
     await conn.execute(
         "INSERT INTO api_clients (client_id, tenant_id, secret_hash) VALUES ($1, $2, $3)",
@@ -70,7 +71,7 @@ async def insert_client(
     )
 
 
-async def find_client(conn: asyncpg.Connection, client_id: str) -> ClientSecret | None:
+async def find_client(conn: Connection, client_id: str) -> ClientSecret | None:
     row = await conn.fetchrow(
         "SELECT tenant_id, secret_hash, secret_expires_at <= now() AS expired FROM api_clients"
         " WHERE client_id = $1 AND revoked_at IS NULL",
@@ -80,7 +81,7 @@ async def find_client(conn: asyncpg.Connection, client_id: str) -> ClientSecret 
 
 
 async def insert_initial_access_token(
-    conn: asyncpg.Connection, *, token_hash: bytes, tenant_id: uuid.UUID, issued_by: str, ttl_seconds: int
+    conn: Connection, *, token_hash: bytes, tenant_id: uuid.UUID, issued_by: str, ttl_seconds: int
 ) -> datetime:
     return await conn.fetchval(
         "INSERT INTO initial_access_tokens (token_hash, tenant_id, issued_by, expires_at)"
@@ -92,7 +93,7 @@ async def insert_initial_access_token(
     )
 
 
-async def take_initial_access_token(conn: asyncpg.Connection, token_hash: bytes) -> InitialAccessGrant | None:
+async def take_initial_access_token(conn: Connection, token_hash: bytes) -> InitialAccessGrant | None:
     """The token's grant if it is unused and unexpired; locked, for its single use."""
     row = await conn.fetchrow(
         "SELECT tenant_id, issued_by FROM initial_access_tokens"
@@ -103,7 +104,7 @@ async def take_initial_access_token(conn: asyncpg.Connection, token_hash: bytes)
 
 
 async def register_client(
-    conn: asyncpg.Connection,
+    conn: Connection,
     *,
     client_id: str,
     tenant_id: uuid.UUID,
@@ -136,7 +137,7 @@ async def register_client(
 _CLIENT_COLUMNS = "client_id, client_name, created_at, secret_expires_at, revoked_at, registered_by"
 
 
-async def list_clients(conn: asyncpg.Connection, tenant_id: uuid.UUID) -> list[ApiClient]:
+async def list_clients(conn: Connection, tenant_id: uuid.UUID) -> list[ApiClient]:
     rows = await conn.fetch(
         f"SELECT {_CLIENT_COLUMNS} FROM api_clients WHERE tenant_id = $1 ORDER BY created_at, client_id",
         tenant_id,
@@ -144,7 +145,7 @@ async def list_clients(conn: asyncpg.Connection, tenant_id: uuid.UUID) -> list[A
     return [ApiClient(**row) for row in rows]
 
 
-async def revoke_client(conn: asyncpg.Connection, tenant_id: uuid.UUID, client_id: str) -> ApiClient | None:
+async def revoke_client(conn: Connection, tenant_id: uuid.UUID, client_id: str) -> ApiClient | None:
     """Revoked now (or as it was, if it already was); None if the tenant has no such client."""
     row = await conn.fetchrow(
         "UPDATE api_clients SET revoked_at = coalesce(revoked_at, now())"
@@ -157,7 +158,7 @@ async def revoke_client(conn: asyncpg.Connection, tenant_id: uuid.UUID, client_i
 
 
 async def screens_of_tenant(
-    conn: asyncpg.Connection, tenant_id: uuid.UUID, screen_ids: tuple[uuid.UUID, ...]
+    conn: Connection, tenant_id: uuid.UUID, screen_ids: tuple[uuid.UUID, ...]
 ) -> bool:
     """Whether every one of ``screen_ids`` is a screen of the tenant."""
     return await conn.fetchval(
@@ -170,7 +171,7 @@ async def screens_of_tenant(
 # ---- venues -----------------------------------------------------------------------------------
 
 
-async def insert_venue(conn: asyncpg.Connection, tenant_id: uuid.UUID, venue: NewVenue) -> Venue:
+async def insert_venue(conn: Connection, tenant_id: uuid.UUID, venue: NewVenue) -> Venue:
     row = await conn.fetchrow(
         f"INSERT INTO venues (id, tenant_id, name, timezone, address) VALUES ($1, $2, $3, $4, $5)"
         f" RETURNING {_VENUE_COLUMNS}",
@@ -183,7 +184,7 @@ async def insert_venue(conn: asyncpg.Connection, tenant_id: uuid.UUID, venue: Ne
     return Venue(**row)
 
 
-async def get_venue(conn: asyncpg.Connection, tenant_id: uuid.UUID, venue_id: uuid.UUID) -> Venue:
+async def get_venue(conn: Connection, tenant_id: uuid.UUID, venue_id: uuid.UUID) -> Venue:
     row = await conn.fetchrow(
         f"SELECT {_VENUE_COLUMNS} FROM venues WHERE id = $1 AND tenant_id = $2", venue_id, tenant_id
     )
@@ -193,7 +194,7 @@ async def get_venue(conn: asyncpg.Connection, tenant_id: uuid.UUID, venue_id: uu
 
 
 async def list_venues(
-    conn: asyncpg.Connection, tenant_id: uuid.UUID, *, after: Cursor | None, limit: int
+    conn: Connection, tenant_id: uuid.UUID, *, after: Cursor | None, limit: int
 ) -> list[Venue]:
     rows = await conn.fetch(
         f"SELECT {_VENUE_COLUMNS} FROM venues WHERE tenant_id = $1"
@@ -210,7 +211,7 @@ async def list_venues(
 # ---- screens ----------------------------------------------------------------------------------
 
 
-async def insert_screen(conn: asyncpg.Connection, tenant_id: uuid.UUID, screen: NewScreen) -> Screen:
+async def insert_screen(conn: Connection, tenant_id: uuid.UUID, screen: NewScreen) -> Screen:
     row = await conn.fetchrow(
         "INSERT INTO screens (id, tenant_id, venue_id, name, orientation, resolution)"
         f" VALUES ($1, $2, $3, $4, $5, $6) RETURNING {_SCREEN_COLUMNS}",
@@ -224,7 +225,7 @@ async def insert_screen(conn: asyncpg.Connection, tenant_id: uuid.UUID, screen: 
     return Screen(**row)
 
 
-async def get_screen(conn: asyncpg.Connection, tenant_id: uuid.UUID, screen_id: uuid.UUID) -> Screen:
+async def get_screen(conn: Connection, tenant_id: uuid.UUID, screen_id: uuid.UUID) -> Screen:
     row = await conn.fetchrow(
         f"SELECT {_SCREEN_COLUMNS} FROM screens WHERE id = $1 AND tenant_id = $2", screen_id, tenant_id
     )
@@ -234,7 +235,7 @@ async def get_screen(conn: asyncpg.Connection, tenant_id: uuid.UUID, screen_id: 
 
 
 async def list_screens(
-    conn: asyncpg.Connection,
+    conn: Connection,
     tenant_id: uuid.UUID,
     *,
     venue_id: uuid.UUID | None,
@@ -267,9 +268,7 @@ def _config(row: asyncpg.Record) -> ScreenConfig:
     )
 
 
-async def get_screen_config(
-    conn: asyncpg.Connection, tenant_id: uuid.UUID, screen_id: uuid.UUID
-) -> ScreenConfig:
+async def get_screen_config(conn: Connection, tenant_id: uuid.UUID, screen_id: uuid.UUID) -> ScreenConfig:
     row = await conn.fetchrow(
         f"SELECT {_CONFIG_COLUMNS} FROM screens WHERE id = $1 AND tenant_id = $2", screen_id, tenant_id
     )
@@ -278,9 +277,7 @@ async def get_screen_config(
     return _config(row)
 
 
-async def lock_screen_config(
-    conn: asyncpg.Connection, tenant_id: uuid.UUID, screen_id: uuid.UUID
-) -> ScreenConfig:
+async def lock_screen_config(conn: Connection, tenant_id: uuid.UUID, screen_id: uuid.UUID) -> ScreenConfig:
     """The config of a screen whose row stays locked until the transaction ends."""
     row = await conn.fetchrow(
         f"SELECT {_CONFIG_COLUMNS} FROM screens WHERE id = $1 AND tenant_id = $2 FOR UPDATE",
@@ -292,7 +289,7 @@ async def lock_screen_config(
     return _config(row)
 
 
-async def update_screen_config(conn: asyncpg.Connection, screen_id: uuid.UUID, config: ScreenConfig) -> int:
+async def update_screen_config(conn: Connection, screen_id: uuid.UUID, config: ScreenConfig) -> int:
     """Store ``config``; returns the screen's new version."""
     return await conn.fetchval(
         "UPDATE screens SET sync_interval_minutes = $2, heartbeat_interval_minutes = $3,"
@@ -315,7 +312,7 @@ def _playlist(row: asyncpg.Record) -> Playlist:
     )
 
 
-async def get_playlist(conn: asyncpg.Connection, tenant_id: uuid.UUID, screen_id: uuid.UUID) -> Playlist:
+async def get_playlist(conn: Connection, tenant_id: uuid.UUID, screen_id: uuid.UUID) -> Playlist:
     row = await conn.fetchrow(
         "SELECT id, playlist_version, playlist_items, playlist_updated_at FROM screens"
         " WHERE id = $1 AND tenant_id = $2",
@@ -328,7 +325,7 @@ async def get_playlist(conn: asyncpg.Connection, tenant_id: uuid.UUID, screen_id
 
 
 async def replace_playlist(
-    conn: asyncpg.Connection, tenant_id: uuid.UUID, screen_id: uuid.UUID, items: list[PlaylistItem]
+    conn: Connection, tenant_id: uuid.UUID, screen_id: uuid.UUID, items: list[PlaylistItem]
 ) -> Playlist:
     row = await conn.fetchrow(
         "UPDATE screens SET playlist_items = $3, playlist_version = playlist_version + 1,"
@@ -344,7 +341,7 @@ async def replace_playlist(
     return _playlist(row)
 
 
-async def get_screen_content(conn: asyncpg.Connection, screen_id: uuid.UUID) -> ScreenContent:
+async def get_screen_content(conn: Connection, screen_id: uuid.UUID) -> ScreenContent:
     """What the gateway serves for a screen, as the ``screen-content`` KV entry holds it."""
     row = await conn.fetchrow(
         f"SELECT id, tenant_id, playlist_version, playlist_items, {_CONFIG_COLUMNS}"
@@ -365,7 +362,7 @@ async def get_screen_content(conn: asyncpg.Connection, screen_id: uuid.UUID) -> 
 # ---- binding, as provisioning reports it ------------------------------------------------------
 
 
-async def apply_device_bound(conn: asyncpg.Connection, event: DeviceBound) -> bool:
+async def apply_device_bound(conn: Connection, event: DeviceBound) -> bool:
     """Mark the screen active; a no-op for an event older than what was applied (or repeated)."""
     status = await conn.execute(
         "UPDATE screens SET state = 'active', device_id = $2, binding_seq = $3, updated_at = now()"
@@ -377,7 +374,7 @@ async def apply_device_bound(conn: asyncpg.Connection, event: DeviceBound) -> bo
     return status.endswith(" 1")
 
 
-async def apply_device_revoked(conn: asyncpg.Connection, event: DeviceRevoked) -> bool:
+async def apply_device_revoked(conn: Connection, event: DeviceRevoked) -> bool:
     status = await conn.execute(
         "UPDATE screens SET state = 'provisioning', device_id = NULL, binding_seq = $2, updated_at = now()"
         " WHERE id = $1 AND binding_seq < $2",
@@ -390,7 +387,7 @@ async def apply_device_revoked(conn: asyncpg.Connection, event: DeviceRevoked) -
 # ---- presence, as the heartbeat service reports it ----------------------------------------------
 
 
-async def apply_presence_changed(conn: asyncpg.Connection, event: PresenceChanged) -> bool:
+async def apply_presence_changed(conn: Connection, event: PresenceChanged) -> bool:
     """Record an online/offline transition; a no-op for one older than what was applied."""
     status = await conn.execute(
         "UPDATE screens SET presence = $2, last_seen_at = $3, presence_seq = $4"
@@ -407,7 +404,7 @@ async def apply_presence_changed(conn: asyncpg.Connection, event: PresenceChange
 
 
 async def add_audit(
-    conn: asyncpg.Connection,
+    conn: Connection,
     tenant_id: uuid.UUID,
     *,
     actor: str,
@@ -427,7 +424,7 @@ async def add_audit(
 
 
 async def list_audit(
-    conn: asyncpg.Connection, tenant_id: uuid.UUID, *, before: int | None, limit: int
+    conn: Connection, tenant_id: uuid.UUID, *, before: int | None, limit: int
 ) -> list[AdminAuditEntry]:
     """Newest first, older than ``before``."""
     rows = await conn.fetch(

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import asyncpg
+from shared.db import Connection
 
 
-async def failures_in_window(conn: asyncpg.Connection, who: str, window_seconds: int) -> tuple[int, int]:
+async def failures_in_window(conn: Connection, who: str, window_seconds: int) -> tuple[int, int]:
     """Failures of ``who`` in the current window, and seconds until the window ends."""
     row = await conn.fetchrow(
         "SELECT coalesce((SELECT failures FROM registration_failures"
@@ -19,7 +19,7 @@ async def failures_in_window(conn: asyncpg.Connection, who: str, window_seconds:
     return row["failures"], row["remaining"]
 
 
-async def record_failure(conn: asyncpg.Connection, who: str, window_seconds: int) -> None:
+async def record_failure(conn: Connection, who: str, window_seconds: int) -> None:
     await conn.execute(
         "INSERT INTO registration_failures (client_address, window_start, failures)"
         " VALUES ($1, to_timestamp(floor(extract(epoch FROM now()) / $2) * $2), 1)"
@@ -30,7 +30,7 @@ async def record_failure(conn: asyncpg.Connection, who: str, window_seconds: int
     )
 
 
-async def prune_failures(conn: asyncpg.Connection, older_than_seconds: int) -> None:
+async def prune_failures(conn: Connection, older_than_seconds: int) -> None:
     await conn.execute(
         "DELETE FROM registration_failures WHERE window_start < now() - make_interval(secs => $1)",
         older_than_seconds,

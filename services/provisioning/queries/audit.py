@@ -4,15 +4,14 @@ from __future__ import annotations
 
 import uuid
 
-import asyncpg
-
 from services.provisioning.models import AuditEntry, Device
+from shared.db import Connection
 
 _AUDIT_COLUMNS = "id, at, device_id, screen_id, action, method, actor, client_address, reason"
 
 
 async def add_audit(
-    conn: asyncpg.Connection,
+    conn: Connection,
     device: Device,
     *,
     action: str,
@@ -35,9 +34,7 @@ async def add_audit(
     )
 
 
-async def audit_trail(
-    conn: asyncpg.Connection, tenant_id: uuid.UUID, device_id: uuid.UUID
-) -> list[AuditEntry]:
+async def audit_trail(conn: Connection, tenant_id: uuid.UUID, device_id: uuid.UUID) -> list[AuditEntry]:
     rows = await conn.fetch(
         f"SELECT {_AUDIT_COLUMNS} FROM binding_audit WHERE tenant_id = $1 AND device_id = $2 ORDER BY id",
         tenant_id,
@@ -47,7 +44,7 @@ async def audit_trail(
 
 
 async def tenant_audit_trail(
-    conn: asyncpg.Connection, tenant_id: uuid.UUID, *, before: int | None, limit: int
+    conn: Connection, tenant_id: uuid.UUID, *, before: int | None, limit: int
 ) -> list[AuditEntry]:
     """The tenant's binds, unbinds and recoveries, newest first, older than ``before``."""
     rows = await conn.fetch(

@@ -11,11 +11,12 @@ import msgspec
 
 from services.provisioning.models import Device, DeviceInfo
 from services.provisioning.queries.devices import DEVICE_COLUMNS, device_of
+from shared.db import Connection
 from shared.errors import Conflict
 
 
 async def bind_device(
-    conn: asyncpg.Connection,
+    conn: Connection,
     device_id: uuid.UUID,
     *,
     tenant_id: uuid.UUID,
@@ -72,7 +73,7 @@ async def bind_device(
 
 
 async def recoverable_device(
-    conn: asyncpg.Connection, tenant_id: uuid.UUID, screen_id: uuid.UUID, hardware_id: str
+    conn: Connection, tenant_id: uuid.UUID, screen_id: uuid.UUID, hardware_id: str
 ) -> uuid.UUID | None:
     """The suspended device of this hardware that was last bound to this screen, if any."""
     device_id: uuid.UUID | None = await conn.fetchval(
@@ -85,11 +86,11 @@ async def recoverable_device(
     return device_id
 
 
-async def add_key(conn: asyncpg.Connection, device_id: uuid.UUID, key_hash: bytes) -> None:
+async def add_key(conn: Connection, device_id: uuid.UUID, key_hash: bytes) -> None:
     await conn.execute("INSERT INTO device_keys (key_hash, device_id) VALUES ($1, $2)", key_hash, device_id)
 
 
-async def revoke_keys(conn: asyncpg.Connection, device_id: uuid.UUID) -> list[bytes]:
+async def revoke_keys(conn: Connection, device_id: uuid.UUID) -> list[bytes]:
     """Revoke the device's active keys; returns their hashes."""
     rows = await conn.fetch(
         "UPDATE device_keys SET revoked_at = now() WHERE device_id = $1 AND revoked_at IS NULL"
@@ -99,7 +100,7 @@ async def revoke_keys(conn: asyncpg.Connection, device_id: uuid.UUID) -> list[by
     return [row["key_hash"] for row in rows]
 
 
-async def suspend_device(conn: asyncpg.Connection, device_id: uuid.UUID, reason: str | None) -> datetime:
+async def suspend_device(conn: Connection, device_id: uuid.UUID, reason: str | None) -> datetime:
     """Suspend the device and revoke its codes; returns when."""
     revoked_at: datetime = await conn.fetchval(
         "UPDATE devices SET status = 'suspended', revoked_at = now(), revoke_reason = $2"
@@ -114,7 +115,7 @@ async def suspend_device(conn: asyncpg.Connection, device_id: uuid.UUID, reason:
     return revoked_at
 
 
-async def next_binding_seq(conn: asyncpg.Connection, screen_id: uuid.UUID) -> int:
+async def next_binding_seq(conn: Connection, screen_id: uuid.UUID) -> int:
     seq: int = await conn.fetchval(
         "UPDATE screens SET binding_seq = binding_seq + 1 WHERE id = $1 RETURNING binding_seq", screen_id
     )

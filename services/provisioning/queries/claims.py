@@ -10,6 +10,7 @@ import asyncpg
 import msgspec
 
 from services.provisioning.models import DeviceInfo
+from shared.db import Connection
 
 
 class FactoryDeviceState(msgspec.Struct, frozen=True):
@@ -27,11 +28,11 @@ class ClaimableDevice(msgspec.Struct, frozen=True):
     claimed: bool
 
 
-async def insert_factory_devices(conn: asyncpg.Connection, devices: list[tuple[uuid.UUID, bytes]]) -> None:
+async def insert_factory_devices(conn: Connection, devices: list[tuple[uuid.UUID, bytes]]) -> None:
     await conn.executemany("INSERT INTO factory_devices (id, key_hash) VALUES ($1, $2)", devices)
 
 
-async def lock_factory_device_by_key(conn: asyncpg.Connection, key_hash: bytes) -> FactoryDeviceState | None:
+async def lock_factory_device_by_key(conn: Connection, key_hash: bytes) -> FactoryDeviceState | None:
     row = await conn.fetchrow(
         "SELECT id, claimed_at IS NOT NULL AS claimed FROM factory_devices WHERE key_hash = $1 FOR UPDATE",
         key_hash,
@@ -40,7 +41,7 @@ async def lock_factory_device_by_key(conn: asyncpg.Connection, key_hash: bytes) 
 
 
 async def open_claim_mode(
-    conn: asyncpg.Connection,
+    conn: Connection,
     device_id: uuid.UUID,
     *,
     code_hash: bytes,
@@ -67,7 +68,7 @@ async def open_claim_mode(
         return None
 
 
-async def lock_factory_device_by_claim(conn: asyncpg.Connection, code_hash: bytes) -> ClaimableDevice | None:
+async def lock_factory_device_by_claim(conn: Connection, code_hash: bytes) -> ClaimableDevice | None:
     """A device in claim mode with this code, locked: its single claim is decided under this lock."""
     row = await conn.fetchrow(
         "SELECT id, key_hash, device_info, claim_requested_from, claimed_at IS NOT NULL AS claimed"
@@ -77,7 +78,7 @@ async def lock_factory_device_by_claim(conn: asyncpg.Connection, code_hash: byte
     return msgspec.convert(dict(row), ClaimableDevice) if row else None
 
 
-async def mark_claimed(conn: asyncpg.Connection, device_id: uuid.UUID) -> None:
+async def mark_claimed(conn: Connection, device_id: uuid.UUID) -> None:
     await conn.execute(
         "UPDATE factory_devices SET claimed_at = now(), claim_code_hash = NULL WHERE id = $1", device_id
     )

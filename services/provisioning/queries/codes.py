@@ -7,11 +7,11 @@ import secrets
 import uuid
 from datetime import datetime
 
-import asyncpg
 import msgspec
 
 from services.provisioning.models import CodeStatus
 from services.provisioning.queries.screens import ScreenCopy, lock_screen_of
+from shared.db import Connection
 from shared.errors import NotFound
 
 # No look-alikes (0/O, 1/I/L): people read these off a TV screen and type them with a remote.
@@ -36,7 +36,7 @@ class LockedCode(msgspec.Struct, frozen=True):
     expired: bool
 
 
-async def supersede_pending_codes(conn: asyncpg.Connection, screen_id: uuid.UUID) -> None:
+async def supersede_pending_codes(conn: Connection, screen_id: uuid.UUID) -> None:
     await conn.execute(
         "UPDATE provisioning_codes SET status = 'superseded' WHERE screen_id = $1 AND status = 'pending'",
         screen_id,
@@ -44,7 +44,7 @@ async def supersede_pending_codes(conn: asyncpg.Connection, screen_id: uuid.UUID
 
 
 async def insert_code(
-    conn: asyncpg.Connection, *, tenant_id: uuid.UUID, screen_id: uuid.UUID, ttl_seconds: int
+    conn: Connection, *, tenant_id: uuid.UUID, screen_id: uuid.UUID, ttl_seconds: int
 ) -> IssuedCode:
     """A new pending code; a collision with any stored code (1 in 8.5e11 per code) draws again."""
     while True:
@@ -61,11 +61,11 @@ async def insert_code(
             return IssuedCode(**row)
 
 
-async def lock_code_screen(conn: asyncpg.Connection, code: str) -> ScreenCopy | None:
+async def lock_code_screen(conn: Connection, code: str) -> ScreenCopy | None:
     return await lock_screen_of(conn, "SELECT screen_id FROM provisioning_codes WHERE code = $1", code)
 
 
-async def lock_code(conn: asyncpg.Connection, code: str) -> LockedCode:
+async def lock_code(conn: Connection, code: str) -> LockedCode:
     row = await conn.fetchrow(
         "SELECT code, tenant_id, screen_id, status, expires_at <= now() AS expired"
         " FROM provisioning_codes WHERE code = $1 FOR UPDATE",
@@ -76,7 +76,7 @@ async def lock_code(conn: asyncpg.Connection, code: str) -> LockedCode:
     return LockedCode(**row)
 
 
-async def get_code_status(conn: asyncpg.Connection, tenant_id: uuid.UUID, code: str) -> CodeStatus:
+async def get_code_status(conn: Connection, tenant_id: uuid.UUID, code: str) -> CodeStatus:
     row = await conn.fetchrow(
         "SELECT code, CASE WHEN status = 'pending' AND expires_at <= now() THEN 'expired'"
         " ELSE status END AS status, screen_id, device_id, expires_at, bound_at"

@@ -11,6 +11,7 @@ import msgspec
 
 from services.provisioning.models import DeviceAuthorization, DeviceInfo
 from services.provisioning.queries.screens import ScreenCopy, lock_screen_of
+from shared.db import Connection
 
 # A pending or approved request past its expiry reads as expired (the stored status stays).
 _AUTHORIZATION_COLUMNS = """user_code,
@@ -32,7 +33,7 @@ class Poll(msgspec.Struct, frozen=True):
 
 
 async def insert_authorization(
-    conn: asyncpg.Connection,
+    conn: Connection,
     *,
     device_code_hash: bytes,
     new_user_code: Callable[[], str],
@@ -69,7 +70,7 @@ def _authorization(row: asyncpg.Record) -> DeviceAuthorization:
 
 
 async def find_authorization(
-    conn: asyncpg.Connection, user_code: str, tenant_id: uuid.UUID, *, lock: bool = False
+    conn: Connection, user_code: str, tenant_id: uuid.UUID, *, lock: bool = False
 ) -> tuple[DeviceAuthorization, bool] | None:
     """A pending authorization, or one this tenant decided, and whether it expired (whatever its
     status). Another tenant's decision is not found (never 403 across tenants)."""
@@ -86,7 +87,7 @@ async def find_authorization(
 
 
 async def decide_authorization(
-    conn: asyncpg.Connection,
+    conn: Connection,
     user_code: str,
     *,
     status: str,
@@ -107,14 +108,14 @@ async def decide_authorization(
     return _authorization(row)
 
 
-async def lock_authorization_screen(conn: asyncpg.Connection, device_code_hash: bytes) -> ScreenCopy | None:
+async def lock_authorization_screen(conn: Connection, device_code_hash: bytes) -> ScreenCopy | None:
     """None while the authorization is not approved (it names no screen yet)."""
     return await lock_screen_of(
         conn, "SELECT screen_id FROM device_authorizations WHERE device_code_hash = $1", device_code_hash
     )
 
 
-async def lock_poll(conn: asyncpg.Connection, device_code_hash: bytes) -> Poll | None:
+async def lock_poll(conn: Connection, device_code_hash: bytes) -> Poll | None:
     """The authorization a TV polls for, locked."""
     row = await conn.fetchrow(
         "SELECT status, client_id, expires_at <= now() AS expired,"
@@ -126,7 +127,7 @@ async def lock_poll(conn: asyncpg.Connection, device_code_hash: bytes) -> Poll |
     return msgspec.convert(dict(row), Poll) if row else None
 
 
-async def record_poll(conn: asyncpg.Connection, device_code_hash: bytes, *, slow_down: bool) -> int:
+async def record_poll(conn: Connection, device_code_hash: bytes, *, slow_down: bool) -> int:
     """Note the poll; ``slow_down`` adds 5 s to the interval for good (RFC 8628 §3.5). Returns it."""
     interval: int = await conn.fetchval(
         "UPDATE device_authorizations SET last_polled_at = now(),"
@@ -139,7 +140,7 @@ async def record_poll(conn: asyncpg.Connection, device_code_hash: bytes, *, slow
 
 
 async def mark_authorization_delivered(
-    conn: asyncpg.Connection, device_code_hash: bytes, device_id: uuid.UUID
+    conn: Connection, device_code_hash: bytes, device_id: uuid.UUID
 ) -> None:
     await conn.execute(
         "UPDATE device_authorizations SET status = 'delivered', device_id = $2 WHERE device_code_hash = $1",

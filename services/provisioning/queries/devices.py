@@ -10,6 +10,7 @@ import asyncpg
 import msgspec
 
 from services.provisioning.models import Device, DeviceInfo
+from shared.db import Connection
 from shared.errors import NotFound
 from shared.pagination import Cursor
 
@@ -24,7 +25,7 @@ def device_of(row: asyncpg.Record | dict[str, Any]) -> Device:
     return Device(**values)
 
 
-async def get_device(conn: asyncpg.Connection, tenant_id: uuid.UUID, device_id: uuid.UUID) -> Device:
+async def get_device(conn: Connection, tenant_id: uuid.UUID, device_id: uuid.UUID) -> Device:
     row = await conn.fetchrow(
         f"SELECT {DEVICE_COLUMNS} FROM devices WHERE id = $1 AND tenant_id = $2", device_id, tenant_id
     )
@@ -33,7 +34,7 @@ async def get_device(conn: asyncpg.Connection, tenant_id: uuid.UUID, device_id: 
     return device_of(row)
 
 
-async def lock_device(conn: asyncpg.Connection, tenant_id: uuid.UUID, device_id: uuid.UUID) -> Device:
+async def lock_device(conn: Connection, tenant_id: uuid.UUID, device_id: uuid.UUID) -> Device:
     row = await conn.fetchrow(
         f"SELECT {DEVICE_COLUMNS} FROM devices WHERE id = $1 AND tenant_id = $2 FOR UPDATE",
         device_id,
@@ -44,7 +45,7 @@ async def lock_device(conn: asyncpg.Connection, tenant_id: uuid.UUID, device_id:
     return device_of(row)
 
 
-async def lock_device_by_key(conn: asyncpg.Connection, key_hash: bytes) -> tuple[Device, bool] | None:
+async def lock_device_by_key(conn: Connection, key_hash: bytes) -> tuple[Device, bool] | None:
     """The device of a key, locked, and whether the key still works."""
     row = await conn.fetchrow(
         f"SELECT {DEVICE_COLUMNS}, k.key_active FROM devices,"
@@ -61,7 +62,7 @@ async def lock_device_by_key(conn: asyncpg.Connection, key_hash: bytes) -> tuple
 
 
 async def list_devices(
-    conn: asyncpg.Connection,
+    conn: Connection,
     tenant_id: uuid.UUID,
     *,
     screen_id: uuid.UUID | None,

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import asyncpg
-
 from services.provisioning.models import Device
 from services.provisioning.queries.devices import DEVICE_COLUMNS, device_of
+from shared.db import Connection
 
 
 async def lock_device_by_recovery_secret(
-    conn: asyncpg.Connection, secret_hash: bytes, hardware_id: str
+    conn: Connection, secret_hash: bytes, hardware_id: str
 ) -> Device | None:
     row = await conn.fetchrow(
         f"SELECT {DEVICE_COLUMNS} FROM devices WHERE recovery_secret_hash = $1 AND hardware_id = $2"

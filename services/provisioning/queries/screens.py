@@ -8,6 +8,7 @@ import uuid
 import asyncpg
 import msgspec
 
+from shared.db import Connection
 from shared.events import CachePolicy, ScreenConfig, ScreenConfigChanged, ScreenCreated
 
 
@@ -35,7 +36,7 @@ def _screen(row: asyncpg.Record) -> ScreenCopy:
     )
 
 
-async def upsert_screen(conn: asyncpg.Connection, event: ScreenCreated | ScreenConfigChanged) -> bool:
+async def upsert_screen(conn: Connection, event: ScreenCreated | ScreenConfigChanged) -> bool:
     """Apply a screen event; older versions than the stored one (redeliveries) change nothing."""
     config = event.config
     status = await conn.execute(
@@ -59,7 +60,7 @@ async def upsert_screen(conn: asyncpg.Connection, event: ScreenCreated | ScreenC
 
 
 async def insert_screen_seen_at_registry(
-    conn: asyncpg.Connection, screen_id: uuid.UUID, tenant_id: uuid.UUID
+    conn: Connection, screen_id: uuid.UUID, tenant_id: uuid.UUID
 ) -> None:
     """A screen registry knows but whose event has not arrived: version 0, so the event wins."""
     await conn.execute(
@@ -69,7 +70,7 @@ async def insert_screen_seen_at_registry(
     )
 
 
-async def screen_exists(conn: asyncpg.Connection, screen_id: uuid.UUID, tenant_id: uuid.UUID) -> bool:
+async def screen_exists(conn: Connection, screen_id: uuid.UUID, tenant_id: uuid.UUID) -> bool:
     exists: bool = await conn.fetchval(
         "SELECT EXISTS (SELECT 1 FROM screens WHERE id = $1 AND tenant_id = $2)", screen_id, tenant_id
     )
@@ -77,7 +78,7 @@ async def screen_exists(conn: asyncpg.Connection, screen_id: uuid.UUID, tenant_i
 
 
 async def lock_screen(
-    conn: asyncpg.Connection, screen_id: uuid.UUID, *, tenant_id: uuid.UUID | None = None
+    conn: Connection, screen_id: uuid.UUID, *, tenant_id: uuid.UUID | None = None
 ) -> ScreenCopy | None:
     row = await conn.fetchrow(
         f"SELECT {_SCREEN_COLUMNS} FROM screens WHERE id = $1 AND ($2::uuid IS NULL OR tenant_id = $2)"
@@ -88,7 +89,7 @@ async def lock_screen(
     return _screen(row) if row else None
 
 
-async def lock_screen_of(conn: asyncpg.Connection, screen_of: str, key: object) -> ScreenCopy | None:
+async def lock_screen_of(conn: Connection, screen_of: str, key: object) -> ScreenCopy | None:
     """The screen that a code, token, serial or authorization (``screen_of``: a query of its
     screen_id by $1) leads to, locked. Every flow locks the screen before that row: one lock
     order, so concurrent flows on one screen cannot deadlock."""
@@ -98,7 +99,7 @@ async def lock_screen_of(conn: asyncpg.Connection, screen_of: str, key: object) 
     return _screen(row) if row else None
 
 
-async def screen_has_active_device(conn: asyncpg.Connection, screen_id: uuid.UUID) -> bool:
+async def screen_has_active_device(conn: Connection, screen_id: uuid.UUID) -> bool:
     found: bool = await conn.fetchval(
         "SELECT EXISTS (SELECT 1 FROM devices WHERE screen_id = $1 AND status = 'active')", screen_id
     )

@@ -6,11 +6,11 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 
-import asyncpg
 import msgspec
 
 from services.provisioning.models import Serial
 from services.provisioning.queries.screens import ScreenCopy, lock_screen_of
+from shared.db import Connection
 
 _SERIAL_COLUMNS = """serial, screen_id, CASE WHEN activated_at IS NOT NULL THEN 'activated'
     WHEN enabled_until IS NULL THEN 'registered' WHEN enabled_until <= now() THEN 'expired'
@@ -39,7 +39,7 @@ class LockedSerial(msgspec.Struct, frozen=True):
     device_id: uuid.UUID | None
 
 
-async def lock_serials(conn: asyncpg.Connection, serials: list[str]) -> list[SerialOwner]:
+async def lock_serials(conn: Connection, serials: list[str]) -> list[SerialOwner]:
     rows = await conn.fetch(
         "SELECT serial, tenant_id, screen_id, activated_at IS NOT NULL AS activated FROM serials"
         " WHERE serial = ANY($1) ORDER BY serial FOR UPDATE",
@@ -49,7 +49,7 @@ async def lock_serials(conn: asyncpg.Connection, serials: list[str]) -> list[Ser
 
 
 async def upsert_serials(
-    conn: asyncpg.Connection, tenant_id: uuid.UUID, rows: list[tuple[str, uuid.UUID]]
+    conn: Connection, tenant_id: uuid.UUID, rows: list[tuple[str, uuid.UUID]]
 ) -> tuple[int, int]:
     """Insert new serials, move known ones to their new screen; returns (created, updated)."""
     result = await conn.fetch(
@@ -67,7 +67,7 @@ async def upsert_serials(
 
 
 async def list_serials(
-    conn: asyncpg.Connection, tenant_id: uuid.UUID, *, status: str | None, after: str | None, limit: int
+    conn: Connection, tenant_id: uuid.UUID, *, status: str | None, after: str | None, limit: int
 ) -> list[Serial]:
     """In serial order, after the serial ``after``."""
     rows = await conn.fetch(
@@ -82,9 +82,7 @@ async def list_serials(
     return [Serial(**row) for row in rows]
 
 
-async def enable_serial(
-    conn: asyncpg.Connection, tenant_id: uuid.UUID, serial: str, minutes: int
-) -> Serial | None:
+async def enable_serial(conn: Connection, tenant_id: uuid.UUID, serial: str, minutes: int) -> Serial | None:
     """Open (or reopen) the activation window of a serial not activated yet."""
     row = await conn.fetchrow(
         "UPDATE serials SET enabled_until = now() + make_interval(mins => $3)"
@@ -96,25 +94,25 @@ async def enable_serial(
     return Serial(**row) if row else None
 
 
-async def get_serial(conn: asyncpg.Connection, tenant_id: uuid.UUID, serial: str) -> Serial | None:
+async def get_serial(conn: Connection, tenant_id: uuid.UUID, serial: str) -> Serial | None:
     row = await conn.fetchrow(
         f"SELECT {_SERIAL_COLUMNS} FROM serials WHERE serial = $1 AND tenant_id = $2", serial, tenant_id
     )
     return Serial(**row) if row else None
 
 
-async def lock_serial_screen(conn: asyncpg.Connection, serial: str) -> ScreenCopy | None:
+async def lock_serial_screen(conn: Connection, serial: str) -> ScreenCopy | None:
     return await lock_screen_of(conn, "SELECT screen_id FROM serials WHERE serial = $1", serial)
 
 
-async def lock_serial(conn: asyncpg.Connection, serial: str) -> LockedSerial | None:
+async def lock_serial(conn: Connection, serial: str) -> LockedSerial | None:
     row = await conn.fetchrow(
         f"SELECT {_SERIAL_COLUMNS}, tenant_id FROM serials WHERE serial = $1 FOR UPDATE", serial
     )
     return LockedSerial(**row) if row else None
 
 
-async def mark_serial_activated(conn: asyncpg.Connection, serial: str, device_id: uuid.UUID) -> None:
+async def mark_serial_activated(conn: Connection, serial: str, device_id: uuid.UUID) -> None:
     await conn.execute(
         "UPDATE serials SET activated_at = now(), device_id = $2 WHERE serial = $1", serial, device_id
     )

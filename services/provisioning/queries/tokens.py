@@ -6,10 +6,10 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 
-import asyncpg
 import msgspec
 
 from services.provisioning.queries.screens import ScreenCopy, lock_screen_of
+from shared.db import Connection
 
 
 class TokenState(msgspec.Struct, frozen=True):
@@ -18,7 +18,7 @@ class TokenState(msgspec.Struct, frozen=True):
 
 
 async def insert_token(
-    conn: asyncpg.Connection,
+    conn: Connection,
     *,
     token_hash: bytes,
     tenant_id: uuid.UUID,
@@ -39,13 +39,13 @@ async def insert_token(
     return expires_at
 
 
-async def lock_token_screen(conn: asyncpg.Connection, token_hash: bytes) -> ScreenCopy | None:
+async def lock_token_screen(conn: Connection, token_hash: bytes) -> ScreenCopy | None:
     return await lock_screen_of(
         conn, "SELECT screen_id FROM provisioning_tokens WHERE token_hash = $1", token_hash
     )
 
 
-async def lock_token(conn: asyncpg.Connection, token_hash: bytes) -> TokenState | None:
+async def lock_token(conn: Connection, token_hash: bytes) -> TokenState | None:
     """The token, locked: its single use is decided under this lock."""
     row = await conn.fetchrow(
         "SELECT used_at IS NOT NULL AS used, expires_at <= now() AS expired FROM provisioning_tokens"
@@ -55,7 +55,7 @@ async def lock_token(conn: asyncpg.Connection, token_hash: bytes) -> TokenState 
     return TokenState(**row) if row else None
 
 
-async def mark_token_used(conn: asyncpg.Connection, token_hash: bytes, device_id: uuid.UUID) -> None:
+async def mark_token_used(conn: Connection, token_hash: bytes, device_id: uuid.UUID) -> None:
     await conn.execute(
         "UPDATE provisioning_tokens SET used_at = now(), device_id = $2 WHERE token_hash = $1",
         token_hash,

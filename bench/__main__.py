@@ -25,6 +25,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -186,9 +187,9 @@ class Bench:
                         return response.headers["ETag"]
                 await asyncio.sleep(0.05)
 
-        etags = await bounded(50, [lambda d=d: etag(d) for d in devices])
+        etags = await bounded(50, [partial(etag, d) for d in devices])
         path = DATA / "keys.txt"
-        path.write_text("".join(f"{d.key} {tag}\n" for d, tag in zip(devices, etags)))
+        path.write_text("".join(f"{d.key} {tag}\n" for d, tag in zip(devices, etags, strict=True)))
         return path
 
     async def compare_polls(
@@ -211,7 +212,7 @@ class Bench:
         figures["workers"] = workers
         # Each gateway run is compared with the bare run just before it, then the median taken:
         # the machine's speed drifts between rounds more than within one.
-        ratios = [g.rate / b.rate for g, b in zip(runs["gateway"], runs["bare"])]
+        ratios = [g.rate / b.rate for g, b in zip(runs["gateway"], runs["bare"], strict=True)]
         figures["ratios"] = [round(ratio, 3) for ratio in ratios]
         figures["ratio"] = round(statistics.median(ratios), 3)
         return figures
@@ -242,6 +243,8 @@ class Bench:
         newest = {}
         for device in devices:
             message = await js.get_last_msg("HEARTBEATS", f"heartbeat.*.{device.screen_id}")
+            if message.data is None:
+                raise RuntimeError(f"the last heartbeat of screen {device.screen_id} has no body")
             newest[device.screen_id] = msgspec.json.decode(message.data)["receivedAt"]
         await nc.close()
         stored = await connection.fetchval("SELECT count(*) FROM heartbeat.heartbeats") - stored_before
@@ -312,14 +315,14 @@ class Bench:
                 return response.status
 
         async def rejected_after(url: str, device: Device, started: float) -> float:
-            while await status(url, device) != 401:
+            while await status(url, device) != 401:  # noqa: ASYNC110 - polls the gateway over HTTP
                 await asyncio.sleep(0.0005)
             return (time.perf_counter() - started) * 1000
 
         latencies = []
         for device in devices:
             for url in gateways:  # both know the device before it is revoked
-                while await status(url, device) != 200:
+                while await status(url, device) != 200:  # noqa: ASYNC110 - polls the gateway over HTTP
                     await asyncio.sleep(0.01)
             started = time.perf_counter()
             revoke = asyncio.create_task(admin.revoke(device.device_id))
@@ -494,7 +497,8 @@ def print_table(figures: dict[str, Any]) -> None:
             (
                 "7. heartbeat service alone: stored per second",
                 f"{hs['per_second']}/s",
-                f"{hs['stored']} of {hs['published']} published straight to HEARTBEATS stored, lost {hs['lost']}",
+                f"{hs['stored']} of {hs['published']} published straight to HEARTBEATS stored, "
+                f"lost {hs['lost']}",
             )
         )
     rg = figures.get("registration")

@@ -6,6 +6,7 @@ import asyncio
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, TypeVar
 
 import aiohttp
@@ -114,12 +115,12 @@ async def pair_devices(admin: Admin, count: int, concurrency: int) -> list[Devic
         registered = await admin.register(code)
         return Device(registered["apiKey"], registered["deviceId"], screen_id)
 
-    return await bounded(concurrency, [lambda i=i: pair(i) for i in range(count)])
+    return await bounded(concurrency, [partial(pair, i) for i in range(count)])
 
 
 async def new_codes(admin: Admin, count: int, concurrency: int) -> list[str]:
     """Pairing codes for ``count`` new screens."""
-    made = await bounded(concurrency, [lambda i=i: admin.screen_with_code(f"R{i}") for i in range(count)])
+    made = await bounded(concurrency, [partial(admin.screen_with_code, f"R{i}") for i in range(count)])
     return [code for _, code in made]
 
 
@@ -135,7 +136,7 @@ async def registration_latencies(
         return (time.perf_counter() - started) * 1000
 
     started = time.perf_counter()
-    latencies = await bounded(concurrency, [lambda code=code: timed(code) for code in codes])
+    latencies = await bounded(concurrency, [partial(timed, code) for code in codes])
     return latencies, time.perf_counter() - started
 
 

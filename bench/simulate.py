@@ -27,6 +27,7 @@ import sys
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from functools import partial
 
 import aiohttp
 from prometheus_client.parser import text_string_to_metric_families
@@ -199,7 +200,7 @@ class Fleet:
         gap = (until - time.monotonic()) / (count + 1)
         for tv in random.sample(self.tvs, count):
             await asyncio.sleep(gap)
-            if await self.patiently("revoke", lambda tv=tv: self.revoke(tv)):
+            if await self.patiently("revoke", partial(self.revoke, tv)):
                 self.report.revokes += 1
 
     async def revoke(self, tv: TV) -> None:
@@ -292,7 +293,7 @@ async def simulate(
         await admin.sign_up(args.operator_token)
         fleet = Fleet(http, args.url, admin, args)
         print(f"pairing {args.tvs} TVs ...", flush=True)
-        fleet.tvs = await bounded(20, [lambda i=i: fleet.pair(i) for i in range(args.tvs)])
+        fleet.tvs = await bounded(20, [partial(fleet.pair, i) for i in range(args.tvs)])
         until = time.monotonic() + args.seconds
         print(f"living for {args.seconds} s ...", flush=True)
         await asyncio.gather(
@@ -305,9 +306,8 @@ async def simulate(
         accepted = fleet.report.heartbeats_accepted
         deadline = time.monotonic() + PATIENCE_SECONDS
         while True:
-            stored = dict(
-                zip(accepted, await bounded(20, [lambda s=s: fleet.stored_heartbeats(s) for s in accepted]))
-            )
+            counts = await bounded(20, [partial(fleet.stored_heartbeats, s) for s in accepted])
+            stored = dict(zip(accepted, counts, strict=True))
             if all(stored[s] >= accepted[s] for s in accepted) or time.monotonic() > deadline:
                 break
             await asyncio.sleep(1)

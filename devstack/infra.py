@@ -57,10 +57,11 @@ class Postgres:
 
     def _run(self, *args: str) -> None:
         # Drop root's groups too: a folder's group bits would otherwise apply to root's group.
-        as_user = {"user": self._user, "group": self._user, "extra_groups": []} if self._user else {}
         result = subprocess.run(
             [str(POSTGRES_BIN_PATH / args[0]), *args[1:]],
-            **as_user,
+            user=self._user,
+            group=self._user,
+            extra_groups=[] if self._user is not None else None,
             capture_output=True,
             text=True,
             timeout=60,

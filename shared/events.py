@@ -33,6 +33,8 @@ class ScreenConfig(msgspec.Struct, frozen=True, kw_only=True, rename="camel"):
     cache_policy: CachePolicy = CachePolicy()
 
 
+# Subclasses repeat ``frozen=True``: msgspec inherits it anyway, but type checkers read each class
+# as a dataclass of its own and would take a subclass for a mutable one.
 class Event(msgspec.Struct, frozen=True, kw_only=True, tag_field="type", rename="camel"):
     v: int = 1
     event_id: uuid.UUID = msgspec.field(default_factory=uuid.uuid4)
@@ -40,7 +42,7 @@ class Event(msgspec.Struct, frozen=True, kw_only=True, tag_field="type", rename=
     tenant_id: uuid.UUID
 
 
-class ScreenCreated(Event, tag="registry.screen.created"):
+class ScreenCreated(Event, frozen=True, tag="registry.screen.created"):
     screen_id: uuid.UUID
     venue_id: uuid.UUID
     # Increases with every change of the screen; readers keep the newest and drop stale redeliveries.
@@ -48,13 +50,13 @@ class ScreenCreated(Event, tag="registry.screen.created"):
     config: ScreenConfig
 
 
-class ScreenConfigChanged(Event, tag="registry.screen.config_changed"):
+class ScreenConfigChanged(Event, frozen=True, tag="registry.screen.config_changed"):
     screen_id: uuid.UUID
     version: int
     config: ScreenConfig
 
 
-class DeviceBound(Event, tag="provisioning.device.bound"):
+class DeviceBound(Event, frozen=True, tag="provisioning.device.bound"):
     device_id: uuid.UUID
     screen_id: uuid.UUID
     # Counts binds and unbinds of the screen, so a late redelivery never undoes a newer change.
@@ -62,7 +64,7 @@ class DeviceBound(Event, tag="provisioning.device.bound"):
     bound_at: datetime
 
 
-class DeviceRevoked(Event, tag="provisioning.device.revoked"):
+class DeviceRevoked(Event, frozen=True, tag="provisioning.device.revoked"):
     device_id: uuid.UUID
     screen_id: uuid.UUID
     binding_seq: int
@@ -70,7 +72,7 @@ class DeviceRevoked(Event, tag="provisioning.device.revoked"):
     revoked_at: datetime
 
 
-class ActivationRepeated(Event, tag="provisioning.alert.activation_repeated"):
+class ActivationRepeated(Event, frozen=True, tag="provisioning.alert.activation_repeated"):
     """Alert: a serial that was activated already was presented again (a cloned or stolen serial,
     or a device reset without its key). The activation was refused."""
 
@@ -80,7 +82,7 @@ class ActivationRepeated(Event, tag="provisioning.alert.activation_repeated"):
     client_address: str
 
 
-class PresenceChanged(Event, tag="heartbeat.presence.changed"):
+class PresenceChanged(Event, frozen=True, tag="heartbeat.presence.changed"):
     """A screen went online or offline (heartbeat service). Its subject matches the ``HEARTBEATS``
     stream's ``heartbeat.*.*``, and streams may not overlap, so it travels on ``HEARTBEATS``."""
 
@@ -98,8 +100,16 @@ AnyEvent = (
 event_decoder = msgspec.json.Decoder(AnyEvent)
 
 
+def subject_of_type(event_type: type[Event]) -> str:
+    """The subject events of ``event_type`` travel on: their ``type`` tag."""
+    tag = event_type.__struct_config__.tag
+    if not isinstance(tag, str):
+        raise TypeError(f"{event_type.__name__} has no string tag, so no subject")
+    return tag
+
+
 def subject_of(event: Event) -> str:
-    return type(event).__struct_config__.tag  # type: ignore[return-value]
+    return subject_of_type(type(event))
 
 
 # ---- device runtime messages (not domain events: high volume, on their own streams) -----------

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import sys
+from collections.abc import MutableMapping
 from contextvars import ContextVar
 from typing import Any
 
@@ -29,7 +30,7 @@ def log_context_value(name: str) -> Any:
     return _CONTEXT.get().get(name)
 
 
-def merge_log_context(logger: Any, method: str, event: dict[str, Any]) -> dict[str, Any]:
+def merge_log_context(logger: Any, method: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
     for key, value in _CONTEXT.get().items():
         event.setdefault(key, value)
     return event

@@ -65,7 +65,7 @@ class Operation:
 
 def document(title: str, operations: Iterable[Operation], *, version: str = "1.0.0") -> dict[str, Any]:
     operations = list(operations)
-    types = {ErrorBody}
+    types: set[type] = {ErrorBody}
     for op in operations:
         if isinstance(op.body, type):
             types.add(op.body)

@@ -96,6 +96,9 @@ class Relay:
         self._active = False
         self._passes = 0  # publishing passes started
         self._emptied = 0  # the last pass that left nothing behind
+        # Set when a pass leaves the outbox empty or the relay stops being the active one: what a
+        # flush waits for.
+        self._progress = asyncio.Event()
 
     async def run(self) -> None:
         while True:
@@ -121,9 +124,11 @@ class Relay:
                 current = self._passes
                 if not await self._publish_batch(conn):
                     self._emptied = current
+                    self._progress.set()
                     await self._sleep(IDLE_RECHECK_SECONDS)
         finally:
             self._active = False
+            self._progress.set()
             await conn.close(timeout=2)
 
     async def flush(self, seconds: float) -> None:
@@ -137,7 +142,8 @@ class Relay:
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(seconds):
                 while self._emptied < wanted and self._active:
-                    await asyncio.sleep(0.01)
+                    self._progress.clear()
+                    await self._progress.wait()
 
     async def _sleep(self, seconds: float) -> None:
         # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancellation (see tasks.stop).

@@ -141,7 +141,8 @@ async def test_secrets_expire_when_the_installation_says_so(settings, sockets):
         conn = await asyncpg.connect(stack.settings.database_url)
         try:
             await conn.execute(
-                "UPDATE registry.api_clients SET secret_expires_at = now() - interval '1 s' WHERE client_id = $1",
+                "UPDATE registry.api_clients SET secret_expires_at = now() - interval '1 s'"
+                " WHERE client_id = $1",
                 client["client_id"],
             )
         finally:

@@ -74,7 +74,9 @@ def setting_names() -> frozenset[str]:
     """Every environment variable Settings.from_env reads, found by letting it read a recorder."""
 
     class Recorder(dict[str, str]):
-        read: set[str] = set()
+        def __init__(self, **values: str) -> None:
+            super().__init__(**values)
+            self.read: set[str] = set()
 
         def get(self, key: str, default: Any = None) -> Any:
             self.read.add(key)

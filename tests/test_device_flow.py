@@ -244,7 +244,7 @@ async def test_guessing_user_codes_is_rate_limited_per_tenant(settings, sockets)
         screen = await stack.screen(tenant["token"])
         statuses = []
         for guess in ("BCDFBCDF", "BCDFBCDG", "BCDFBCDH", "BCDFBCDJ"):
-            status, body, response = await stack.call(
+            status, _, response = await stack.call(
                 "POST",
                 f"/v1/devices/device-authorizations/{guess}/approve",
                 token=tenant["token"],

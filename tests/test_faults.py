@@ -109,9 +109,11 @@ async def test_services_ride_out_a_postgres_restart(settings, sockets, own_postg
         screen, registered = await stack.paired_device(tenant["token"])
         await asyncio.to_thread(own_postgres.stop, "fast")
         try:
-            async with aiohttp.ClientSession() as http:
-                async with http.get(stack.url("registry") + "/readyz") as response:
-                    assert response.status == 503 and (await response.json())["checks"]["database"] is False
+            async with (
+                aiohttp.ClientSession() as http,
+                http.get(stack.url("registry") + "/readyz") as response,
+            ):
+                assert response.status == 503 and (await response.json())["checks"]["database"] is False
             # No 500 and nothing half-done: a clear 503 to retry.
             status, body, response = await stack.call("GET", "/v1/venues", token=tenant["token"])
             assert status == 503 and body["error"] == "unavailable" and response.headers["Retry-After"], body
@@ -268,7 +270,8 @@ async def _check_nothing_half_done(
             waiting = await conn.fetch("SELECT seq, subject, created_at FROM provisioning.outbox")
             locks = await conn.fetch("SELECT pid, granted, objid FROM pg_locks WHERE locktype = 'advisory'")
             await conn.close()
-            raise AssertionError(f"outbox: {waiting}\nlocks: {locks}\n{log.read_text()[-4000:]}") from None
+            written = await asyncio.to_thread(log.read_text)
+            raise AssertionError(f"outbox: {waiting}\nlocks: {locks}\n{written[-4000:]}") from None
     finally:
         await nc.close()
 

@@ -16,6 +16,7 @@ import msgspec
 import pytest
 import schemathesis
 from hypothesis import HealthCheck, Phase, given, settings
+from schemathesis import APIOperation
 from schemathesis.checks import (
     content_type_conformance,
     not_a_server_error,
@@ -23,6 +24,8 @@ from schemathesis.checks import (
     response_schema_conformance,
     status_code_conformance,
 )
+from schemathesis.core.result import Err
+from schemathesis.errors import FailureGroup
 
 from tests.stack import Stack
 
@@ -44,6 +47,8 @@ def fuzz(base_url: str, document: dict[str, Any], credentials: dict[str, str]) -
     failures: dict[str, str] = {}
     made = collections.Counter[str]()
     for result in schema.get_all_operations():
+        if isinstance(result, Err):
+            raise result.err()  # the document describes an operation schemathesis cannot read
         operation = result.ok()
         if (operation.method.upper(), operation.path) in NOT_FUZZED:
             continue
@@ -51,29 +56,41 @@ def fuzz(base_url: str, document: dict[str, Any], credentials: dict[str, str]) -
         token = next(
             (credentials[name] for option in declared for name in option if name in credentials), None
         )
-        label = f"{operation.method.upper()} {operation.path}"
-
-        @settings(
-            max_examples=EXAMPLES_PER_OPERATION,
-            deadline=None,
-            database=None,
-            derandomize=True,  # the same inputs every run: a failure in CI is one you can replay
-            suppress_health_check=list(HealthCheck),
-            phases=[Phase.explicit, Phase.generate],
-        )
-        @given(case=operation.as_strategy())
-        def check(case: schemathesis.Case) -> None:
-            if token is not None:
-                case.headers = {**(case.headers or {}), "Authorization": f"Bearer {token}"}
-            response = case.call(base_url=base_url, timeout=10)
-            made[label] += 1
-            try:
-                case.validate_response(response, checks=CHECKS)
-            except BaseException as exc:  # schemathesis' FailureGroup is a BaseExceptionGroup
-                failures.setdefault(label, f"{response.status_code} {response.text[:300]} <- {exc}"[:2000])
-
-        check()
+        fuzz_operation(base_url, operation, token, made, failures)
     return sum(made.values()), failures
+
+
+def fuzz_operation(
+    base_url: str,
+    operation: APIOperation,
+    token: str | None,
+    made: collections.Counter[str],
+    failures: dict[str, str],
+) -> None:
+    """``EXAMPLES_PER_OPERATION`` requests to one operation: counted in ``made``, its first failure
+    kept in ``failures``."""
+    label = f"{operation.method.upper()} {operation.path}"
+
+    @settings(
+        max_examples=EXAMPLES_PER_OPERATION,
+        deadline=None,
+        database=None,
+        derandomize=True,  # the same inputs every run: a failure in CI is one you can replay
+        suppress_health_check=list(HealthCheck),
+        phases=[Phase.explicit, Phase.generate],
+    )
+    @given(case=operation.as_strategy())
+    def check(case: schemathesis.Case) -> None:
+        if token is not None:
+            case.headers["Authorization"] = f"Bearer {token}"
+        response = case.call(base_url=base_url, timeout=10)
+        made[label] += 1
+        try:
+            case.validate_response(response, checks=CHECKS)
+        except FailureGroup as exc:
+            failures.setdefault(label, f"{response.status_code} {response.text[:300]} <- {exc}"[:2000])
+
+    check()
 
 
 @pytest.mark.timeout(600)

@@ -7,6 +7,7 @@ same real PostgreSQL and nats-server as the in-process stack that pairs and revo
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import signal
@@ -72,11 +73,14 @@ def spawn_gateway(settings: Settings, port: int, *, workers: int, log: Path) -> 
 
 def kill_group(process: subprocess.Popen[bytes]) -> None:
     """SIGKILL the process and the workers it started (its own session, so its own group)."""
-    try:
+    with contextlib.suppress(ProcessLookupError):
         os.killpg(process.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
     process.wait()
+
+
+def alive(pid: int) -> bool:
+    """The process still exists (a zombie not yet reaped included)."""
+    return Path(f"/proc/{pid}").exists()
 
 
 def children_of(pid: int) -> list[int]:
@@ -223,7 +227,7 @@ async def test_workers_share_one_port_each_enforce_a_revoke_and_stop_cleanly(sta
 
         supervisor.send_signal(signal.SIGTERM)
         assert await asyncio.to_thread(supervisor.wait, 20) == 0, tail(log)
-        assert not [pid for pid in workers if Path(f"/proc/{pid}").exists()], tail(log)
+        assert not [pid for pid in workers if alive(pid)], tail(log)
         # The supervisor does not report its workers' exit status while stopping; a worker that
         # failed to stop cleanly would have left a traceback or an error line.
         text = log.read_text()
@@ -346,7 +350,8 @@ async def test_the_port_opens_only_once_the_keys_are_loaded(stack, settings, tmp
     outcomes: list[tuple[float, int | str]] = []
 
     async def watch_consumers() -> None:
-        while (await js.stream_info(stream)).state.consumer_count <= consumers_before:
+        # The gateway is another process: the stream's info is all there is to watch.
+        while (await js.stream_info(stream)).state.consumer_count <= consumers_before:  # noqa: ASYNC110 - polls NATS
             await asyncio.sleep(0.01)
         loading_since.append(time.monotonic())
 
@@ -417,7 +422,7 @@ async def test_a_dead_worker_is_replaced_and_workers_die_with_their_supervisor(s
         gateway.wait()
 
         async def all_gone() -> bool:
-            return not any(Path(f"/proc/{pid}").exists() for pid in workers)
+            return not any(alive(pid) for pid in workers)
 
         await stack.eventually(all_gone, timeout=15, interval=0.1)
     finally:

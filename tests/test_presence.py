@@ -88,7 +88,7 @@ async def presence_events(stack: Stack) -> list[PresenceChanged]:
         subscription = await js.subscribe(
             "heartbeat.presence.changed", stream="HEARTBEATS", ordered_consumer=True
         )
-        events = []
+        events: list[PresenceChanged] = []
         while True:
             try:
                 message = await subscription.next_msg(timeout=0.5)
@@ -120,7 +120,7 @@ async def test_a_heartbeat_makes_the_screen_online_in_both_services(stack):
     assert seen["lastHeartbeat"]["appVersion"] == "2.1.0" and seen["lastHeartbeat"]["uptimeSeconds"] == 60
     assert (await registry_screen(stack, tenant["token"], screen["id"]))["lastSeenAt"] is not None
     status, fleet, _ = await stack.call("GET", "/v1/fleet/status", token=tenant["token"])
-    assert fleet == {"screens": 1, "online": 1, "offline": 0, "unknown": 0}
+    assert status == 200 and fleet == {"screens": 1, "online": 1, "offline": 0, "unknown": 0}
 
 
 async def test_missed_heartbeats_make_it_offline_and_the_next_one_online_again(quick):
@@ -131,7 +131,7 @@ async def test_missed_heartbeats_make_it_offline_and_the_next_one_online_again(q
     await until_presence(stack, tenant["token"], screen["id"], "online")
     await until_presence(stack, tenant["token"], screen["id"], "offline")
     status, fleet, _ = await stack.call("GET", "/v1/fleet/status", token=tenant["token"])
-    assert fleet == {"screens": 1, "online": 0, "offline": 1, "unknown": 0}
+    assert status == 200 and fleet == {"screens": 1, "online": 0, "offline": 1, "unknown": 0}
 
     await heartbeat(stack, registered["apiKey"])
     await until_presence(stack, tenant["token"], screen["id"], "online")
@@ -302,7 +302,7 @@ async def test_the_stream_carries_the_tenants_heartbeats_and_presence_and_resume
     await heartbeat(stack, registered["apiKey"], uptimeSeconds=1)
     seen = [await stream.next() for _ in range(2)]
     assert {event for _, event, _ in seen} == {"heartbeat", "presence"}
-    for _, event, data in seen:
+    for _, _, data in seen:
         assert data["tenantId"] == tenant["id"] and data["screenId"] == screen["id"]
     assert [d["uptimeSeconds"] for _, e, d in seen if e == "heartbeat"] == [1]
     stream.response.close()
@@ -375,7 +375,8 @@ async def test_a_client_that_does_not_read_is_dropped_not_buffered(settings, soc
         tenant = await stack.tenant()
         reader, writer = await asyncio.open_connection("127.0.0.1", stack.settings.ports["heartbeat"])
         writer.write(
-            f"GET /v1/heartbeats/stream HTTP/1.1\r\nHost: test\r\nAuthorization: Bearer {tenant['token']}\r\n\r\n".encode()
+            b"GET /v1/heartbeats/stream HTTP/1.1\r\nHost: test\r\n"
+            + f"Authorization: Bearer {tenant['token']}\r\n\r\n".encode()
         )
         await writer.drain()
         assert (await asyncio.wait_for(reader.readline(), 5)).startswith(b"HTTP/1.1 200")

@@ -46,7 +46,7 @@ def test_mixed_separators_are_refused(raw: bytes, position: int) -> None:
     parts = [f"{byte:02x}" for byte in raw]
     separators = [":"] * 5
     separators[position] = "-"
-    mac = parts[0] + "".join(sep + part for sep, part in zip(separators, parts[1:]))
+    mac = parts[0] + "".join(sep + part for sep, part in zip(separators, parts[1:], strict=True))
     assert not re.match(MAC_PATTERN, mac)
 
 
@@ -64,7 +64,7 @@ def test_text_that_is_no_ip_address_is_refused(text: str) -> None:
             device_info(ip=text)
         except msgspec.ValidationError:
             return
-        raise AssertionError(f"{text!r} was taken for an IP address")
+        raise AssertionError(f"{text!r} was taken for an IP address") from None
 
 
 @given(st.text(max_size=120))
@@ -96,6 +96,7 @@ def test_a_byte_range_is_within_the_file_or_refused(size: int, first: int | None
         start, end = wanted
         assert 0 <= start <= end < size
         if first is None:  # the last N bytes
+            assert last is not None  # "bytes=-" is the whole file, above
             assert end == size - 1 and end - start + 1 == min(last, size)
         else:
             assert start == first and end == min(size - 1, last if last is not None else size - 1)

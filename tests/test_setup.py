@@ -10,6 +10,7 @@ import socket
 import subprocess
 import sys
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import aiohttp
 import asyncpg
@@ -164,6 +165,18 @@ def test_signing_key_prints_a_key_and_its_public_key_as_settings():
     assert settings["TOKEN_VERIFY_KEYS"] == public_key_of(settings["TOKEN_SIGNING_KEY"])
 
 
+def start_heartbeat(env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+    """The heartbeat service as its own process with only ``env``, logging to ``log``."""
+    with log.open("ab") as out:
+        return subprocess.Popen(
+            [sys.executable, "-m", "services", "heartbeat"],
+            env=env,
+            cwd=ROOT,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+
+
 async def test_sigterm_ends_open_event_streams_and_the_service_exits_cleanly(stack, tmp_path):
     """A rollout's SIGTERM (after the preStop delay): the heartbeat service ends its SSE streams —
     clients reconnect elsewhere with Last-Event-ID — and exits 0 well within the grace period."""
@@ -181,14 +194,7 @@ async def test_sigterm_ends_open_event_streams_and_the_service_exits_cleanly(sta
         "HOST": "127.0.0.1",
         "LOG_FORMAT": "json",
     }
-    with open(log, "ab") as out:
-        service = subprocess.Popen(
-            [sys.executable, "-m", "services", "heartbeat"],
-            env=env,
-            cwd=ROOT,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
+    service = start_heartbeat(env, log)
     try:
         url = f"http://127.0.0.1:{port}"
         async with aiohttp.ClientSession() as http:

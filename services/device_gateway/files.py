@@ -5,6 +5,7 @@ byte ranges (RFC 9110 §14), so a TV resumes a large download where it stopped."
 from __future__ import annotations
 
 import re
+from typing import Literal
 
 import nats.errors
 import nats.js.errors
@@ -58,7 +59,7 @@ async def get_file(request: web.Request) -> web.StreamResponse:
     )
 
 
-def _range(request: web.Request, size: int, etag: str) -> tuple[int, int] | str | None:
+def _range(request: web.Request, size: int, etag: str) -> tuple[int, int] | Literal["unsatisfiable"] | None:
     """The one range asked for, as (first, last) byte; None for the whole file (no Range, an
     If-Range that no longer matches, or several ranges, which a server may answer whole)."""
     header = request.headers.get("Range")

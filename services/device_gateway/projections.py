@@ -171,7 +171,9 @@ class Projections:
                     deliver_policy=api.DeliverPolicy.LAST_PER_SUBJECT,
                 )
                 info = await subscription.consumer_info()
-                if info.num_pending == 0 and info.delivered.consumer_seq == 0:  # an empty bucket
+                # The server always reports ``delivered``; were it absent, nothing was delivered yet.
+                delivered = info.delivered.consumer_seq if info.delivered is not None else 0
+                if info.num_pending == 0 and delivered == 0:  # an empty bucket
                     self._mark_loaded(bucket)
                 await asyncio.Future()  # the callback does the work until we are cancelled
             except (TimeoutError, nats.errors.Error) as exc:

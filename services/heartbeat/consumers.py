@@ -18,7 +18,14 @@ from shared import outbox
 from shared.app_keys import SETTINGS
 from shared.bus import JS, EventHandler, consumer_ctx, pull_batches
 from shared.db import POOL
-from shared.events import AnyEvent, PresenceChanged, ScreenConfigChanged, ScreenCreated, heartbeat_decoder
+from shared.events import (
+    AnyEvent,
+    PresenceChanged,
+    ScreenConfigChanged,
+    ScreenCreated,
+    heartbeat_decoder,
+    subject_of_type,
+)
 from shared.tasks import finished
 
 log = structlog.get_logger()
@@ -32,7 +39,7 @@ TRANSITIONS = prometheus_client.Counter(
 
 DURABLE = "heartbeat-presence"
 BATCH = 500
-_PRESENCE_SUBJECT = PresenceChanged.__struct_config__.tag
+_PRESENCE_SUBJECT = subject_of_type(PresenceChanged)
 _OVERDUE_BATCH = 1000
 
 

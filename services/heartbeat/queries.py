@@ -200,6 +200,7 @@ async def fleet_status(conn: Connection, tenant_id: uuid.UUID) -> FleetStatus:
         " FROM screens s LEFT JOIN presence p ON p.screen_id = s.id WHERE s.tenant_id = $1",
         tenant_id,
     )
+    assert row is not None  # an aggregate without GROUP BY: always one row
     return FleetStatus(
         screens=row["screens"],
         online=row["online"],

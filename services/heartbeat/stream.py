@@ -25,16 +25,16 @@ from shared.app_keys import SETTINGS
 from shared.auth import tenant_of
 from shared.bus import JS
 from shared.errors import BadRequest, ErrorDetail, Unavailable
-from shared.events import PresenceChanged
+from shared.events import PresenceChanged, subject_of_type
 from shared.logging import log_context_value
 
 log = structlog.get_logger()
 
-_PRESENCE_SUBJECT = PresenceChanged.__struct_config__.tag
+_PRESENCE_SUBJECT = subject_of_type(PresenceChanged)
 _presence = msgspec.json.Decoder(PresenceChanged)
 _CLOSE = object()  # put in a stream's queue: end it (shutdown, or the client fell behind)
 
-STREAM_QUEUES = web.AppKey("STREAM_QUEUES", set)
+STREAM_QUEUES = web.AppKey("STREAM_QUEUES", set[asyncio.Queue[object]])
 
 
 async def stream_heartbeats(request: web.Request) -> web.StreamResponse:
@@ -120,7 +120,7 @@ def _last_event_id(request: web.Request) -> int:
 
 async def close_streams(app: web.Application) -> None:
     """At shutdown: open streams end instead of holding the shutdown up until its timeout."""
-    for queue in list(app[STREAM_QUEUES]):
+    for queue in app[STREAM_QUEUES].copy():
         _end(queue)
 
 

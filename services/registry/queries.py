@@ -57,6 +57,7 @@ async def insert_tenant(conn: Connection, name: str) -> NewTenantRow:
         uuid.uuid4(),
         name,
     )
+    assert row is not None  # an INSERT … RETURNING: always its row
     return NewTenantRow(**row)
 
 
@@ -131,6 +132,7 @@ async def register_client(
         registered_by,
         token_hash,
     )
+    assert row is not None  # an INSERT … RETURNING: always its row
     return RegisteredClient(**row)
 
 
@@ -181,6 +183,7 @@ async def insert_venue(conn: Connection, tenant_id: uuid.UUID, venue: NewVenue) 
         venue.timezone,
         venue.address,
     )
+    assert row is not None  # an INSERT … RETURNING: always its row
     return Venue(**row)
 
 
@@ -222,6 +225,7 @@ async def insert_screen(conn: Connection, tenant_id: uuid.UUID, screen: NewScree
         screen.orientation,
         screen.resolution,
     )
+    assert row is not None  # an INSERT … RETURNING: always its row
     return Screen(**row)
 
 

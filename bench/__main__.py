@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import hashlib
 import json
 import os
 import secrets
@@ -41,7 +40,14 @@ from devstack.services import ROOT, Processes, stop, wait_ready
 from shared.auth import generate_signing_key
 from shared.environment import environment
 from shared.events import Heartbeat, heartbeat_subject
-from shared.projections import DEVICE_KEYS_BUCKET, DeviceKeyEntry
+from shared.projections import (
+    DEVICE_KEYS_BUCKET,
+    DeviceKeyEntry,
+    device_key_digest,
+    device_key_name,
+    kv_stream,
+    kv_subject,
+)
 from shared.settings import Settings, port_field
 
 DATA = ROOT / ".data" / "bench"
@@ -373,16 +379,16 @@ async def bulk_keys(nats_url: str, *, first: int, count: int) -> None:
     ``$KV.<bucket>.<key>``), then wait until JetStream holds them all."""
     nc = await nats.connect(nats_url)
     js = nc.jetstream()
-    stream = f"KV_{DEVICE_KEYS_BUCKET}"
+    stream = kv_stream(DEVICE_KEYS_BUCKET)
     before = (await js.stream_info(stream)).state.messages
     encoder = msgspec.json.Encoder()
     tenant = uuid.uuid4()
     for index in range(first, first + count):
-        digest = hashlib.sha256(f"bench-{index}".encode()).hexdigest()
+        name = device_key_name(device_key_digest(f"bench-{index}"))
         entry = DeviceKeyEntry(
             device_id=uuid.uuid4(), screen_id=uuid.uuid4(), tenant_id=tenant, status="active"
         )
-        await nc.publish(f"$KV.{DEVICE_KEYS_BUCKET}.{digest}", encoder.encode(entry))
+        await nc.publish(kv_subject(DEVICE_KEYS_BUCKET, name), encoder.encode(entry))
         if index % 20_000 == 0:
             await nc.flush(timeout=60)
     await nc.flush(timeout=60)

@@ -73,6 +73,11 @@ def device_key_digest_of(name: str) -> bytes:
     return bytes.fromhex(name)
 
 
+def kv_stream(bucket: str) -> str:
+    """The JetStream stream that holds ``bucket``'s entries (a KV bucket is a stream underneath)."""
+    return f"KV_{bucket}"
+
+
 def kv_prefix(bucket: str) -> str:
     """What the subject of every entry of ``bucket`` starts with; the entry's name follows it."""
     return f"$KV.{bucket}."

@@ -29,7 +29,7 @@ from bench.__main__ import bulk_keys
 from services.device_gateway.handlers import PROJECTIONS
 from services.device_gateway.projections import DeviceKey, pack_key_entry
 from shared.bus import NC
-from shared.projections import DEVICE_KEYS_BUCKET, DeviceKeyEntry
+from shared.projections import DEVICE_KEYS_BUCKET, DeviceKeyEntry, kv_stream
 from shared.settings import Settings
 from tests.stack import Stack
 
@@ -342,7 +342,7 @@ async def test_the_port_opens_only_once_the_keys_are_loaded(stack, settings, tmp
 
     nc = stack.runners["device-gateway"].app[NC]
     js = nc.jetstream()
-    stream = f"KV_{DEVICE_KEYS_BUCKET}"
+    stream = kv_stream(DEVICE_KEYS_BUCKET)
     consumers_before = (await js.stream_info(stream)).state.consumer_count
     port, log = free_port(), tmp_path / "gateway.log"
     url = f"http://127.0.0.1:{port}"

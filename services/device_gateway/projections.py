@@ -31,6 +31,7 @@ from shared.projections import (
     device_key_digest,
     device_key_digest_of,
     kv_prefix,
+    kv_stream,
 )
 
 log = structlog.get_logger()
@@ -165,7 +166,7 @@ class Projections:
             try:
                 subscription = await js.subscribe(
                     prefix + ">",
-                    stream=f"KV_{bucket}",
+                    stream=kv_stream(bucket),
                     cb=on_message,
                     ordered_consumer=True,
                     deliver_policy=api.DeliverPolicy.LAST_PER_SUBJECT,

@@ -196,10 +196,16 @@ async def pull_batches(
         await finished(_close(fetches, held))
 
 
-def _end_of_request(subscription: JetStreamContext.PullSubscription) -> Msg:
-    """The status the server sends when a pull request expires: "no more for this request"."""
-    headers = {api.Header.STATUS.value: api.StatusCode.REQUEST_TIMEOUT.value}
-    return Msg(_client=subscription._sub._conn, headers=headers)  # noqa: SLF001 - see _Fetches
+def _end_of_request(subscription: JetStreamContext.PullSubscription, batch: int) -> Msg:
+    """A status that makes a fetch of ``batch`` return at once, with what it has (see _Fetches).
+
+    A batch fetch returns its messages on the status the server sends when a pull request expires
+    (408). A fetch of one retries on that until its own timeout, but gives up on an error status
+    (it holds no message when it reads a status, so it loses none): for it, "unavailable" (503).
+    """
+    status = api.StatusCode.REQUEST_TIMEOUT if batch > 1 else api.StatusCode.SERVICE_UNAVAILABLE
+    headers = {api.Header.STATUS.value: status.value}
+    return Msg(_client=subscription._sub._conn, headers=headers)  # noqa: SLF001 - see _close
 
 
 class _Fetches:
@@ -216,9 +222,13 @@ class _Fetches:
     def __init__(self, subscription: JetStreamContext.PullSubscription) -> None:
         self._subscription = subscription
         self._cut_off: asyncio.Task[list[Msg]] | None = None  # the last fetch, until returned
+        self._batch = 1  # of that fetch
 
     async def fetch(self, batch: int, wait: float) -> list[Msg]:
-        self._cut_off = asyncio.ensure_future(self._subscription.fetch(batch, timeout=wait))
+        self._cut_off, self._batch = (
+            asyncio.ensure_future(self._subscription.fetch(batch, timeout=wait)),
+            batch,
+        )
         messages = await asyncio.shield(self._cut_off)
         self._cut_off = None
         return messages
@@ -235,7 +245,7 @@ class _Fetches:
         queue = self._subscription._sub._pending_queue  # noqa: SLF001 - see _close
         while not task.done():
             if queue.empty():  # a fetch that starts now drops the statuses it finds: put another
-                queue.put_nowait(_end_of_request(self._subscription))
+                queue.put_nowait(_end_of_request(self._subscription, self._batch))
             await asyncio.wait([task], timeout=0.05)
         if task.cancelled() or task.exception() is not None:
             return []

@@ -193,7 +193,7 @@ async def pull_batches(
             yield messages
     finally:
         # Shielded like a batch in hand: a stop cancels again while the hand-back is under way.
-        await finished(_close(fetches, held))
+        await finished(_close(subscription, fetches, held))
 
 
 def _end_of_request(subscription: JetStreamContext.PullSubscription, batch: int) -> Msg:
@@ -225,10 +225,8 @@ class _Fetches:
         self._batch = 1  # of that fetch
 
     async def fetch(self, batch: int, wait: float) -> list[Msg]:
-        self._cut_off, self._batch = (
-            asyncio.ensure_future(self._subscription.fetch(batch, timeout=wait)),
-            batch,
-        )
+        self._cut_off = asyncio.ensure_future(self._subscription.fetch(batch, timeout=wait))
+        self._batch = batch
         messages = await asyncio.shield(self._cut_off)
         self._cut_off = None
         return messages
@@ -252,7 +250,7 @@ class _Fetches:
         return task.result()
 
 
-async def _close(fetches: _Fetches, held: list[Msg]) -> None:
+async def _close(subscription: JetStreamContext.PullSubscription, fetches: _Fetches, held: list[Msg]) -> None:
     """End the subscription at a stop and hand back at once (nak: to another replica, or to the
     next start) what it holds unhandled, instead of leaving it to wait out the ack wait (30 s).
 
@@ -264,7 +262,6 @@ async def _close(fetches: _Fetches, held: list[Msg]) -> None:
     return, hand back, then forget the subscription. nats-py's own ``unsubscribe`` drops what
     arrives after it, and has no public way to read its queue.
     """
-    subscription = fetches._subscription  # noqa: SLF001
     sub = subscription._sub  # noqa: SLF001 - see above
     with contextlib.suppress(nats.errors.Error):
         await sub._conn._send_unsubscribe(sub._id)  # noqa: SLF001

@@ -36,7 +36,7 @@ async def setup(settings: Settings) -> None:
     if not settings.database_url:
         raise SystemExit("missing setting: DATABASE_URL")
     await migrate(settings.database_url)
-    nc = await bus.connect(settings.nats_url, "setup", timeout=120)
+    nc = await bus.connect(settings.nats_url, "setup", retry_for=120)
     try:
         await bus.ensure_topology(nc.jetstream(), settings.nats_replicas)
         log.info(

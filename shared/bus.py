@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Awaitable, Callable
+import dataclasses
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 
 import msgspec
 import nats
@@ -39,19 +40,23 @@ JS = web.AppKey("JS", JetStreamContext)
 FILES = web.AppKey("FILES", ObjectStore)
 
 DAY = 24 * 3600
+# By name; storage and replicas are the deployment's (see ensure_topology).
 STREAMS = {
     # Domain events. The window is long so a relay that retries after an outage is still de-duplicated.
-    "EVENTS": dict(subjects=["registry.>", "provisioning.>"], max_age=30 * DAY, duplicate_window=600),
+    "EVENTS": api.StreamConfig(
+        subjects=["registry.>", "provisioning.>"], max_age=30 * DAY, duplicate_window=600
+    ),
     # Limited by age: presence is the durable record; the stream is a buffer and a tap for monitoring.
     # heartbeat.presence.changed events travel here too (their subject matches; streams can't overlap).
-    "HEARTBEATS": dict(subjects=["heartbeat.*.*"], max_age=DAY, duplicate_window=120),
-    "DEVICE_EVENTS": dict(subjects=["device_events.*.*"], max_age=7 * DAY, duplicate_window=120),
+    "HEARTBEATS": api.StreamConfig(subjects=["heartbeat.*.*"], max_age=DAY, duplicate_window=120),
+    "DEVICE_EVENTS": api.StreamConfig(subjects=["device_events.*.*"], max_age=7 * DAY, duplicate_window=120),
 }
 BUCKETS = (DEVICE_KEYS_BUCKET, SCREEN_CONTENT_BUCKET)
 
 
-async def connect(url: str, name: str, *, timeout: float = 30) -> NATS:
-    """Connect, retrying until ``timeout`` (NATS may start after us); afterwards reconnect forever."""
+async def connect(url: str, name: str, *, retry_for: float = 30) -> NATS:
+    """Connect, retrying for ``retry_for`` seconds (NATS may start after us), then giving up with the
+    last attempt's error; once connected, reconnect forever."""
 
     async def disconnected() -> None:
         log.warning("nats_disconnected")
@@ -62,7 +67,7 @@ async def connect(url: str, name: str, *, timeout: float = 30) -> NATS:
     async def error(exc: Exception) -> None:
         log.warning("nats_error", error=str(exc))
 
-    deadline = asyncio.get_running_loop().time() + timeout
+    deadline = asyncio.get_running_loop().time() + retry_for
     while True:
         try:
             return await nats.connect(
@@ -84,8 +89,8 @@ async def connect(url: str, name: str, *, timeout: float = 30) -> NATS:
 
 async def ensure_topology(js: JetStreamContext, replicas: int) -> None:
     """Create or update every stream and bucket; safe to run from every replica at every start."""
-    for name, params in STREAMS.items():
-        config = api.StreamConfig(name=name, storage=api.StorageType.FILE, num_replicas=replicas, **params)
+    for name, stream in STREAMS.items():
+        config = dataclasses.replace(stream, name=name, storage=api.StorageType.FILE, num_replicas=replicas)
         try:
             await js.add_stream(config)
         except nats.js.errors.BadRequestError:  # exists with other settings: bring it up to date
@@ -148,7 +153,7 @@ def consumer_ctx(
 
 async def pull_batches(
     js: JetStreamContext, stream: str, config: api.ConsumerConfig, batch: int
-) -> AsyncIterator[list[Msg]]:
+) -> AsyncGenerator[list[Msg], None]:
     """Batches from a durable pull consumer (created or updated here), forever.
 
     Every replica of a service pulls from the same durable consumer, so each message goes to one
@@ -163,6 +168,7 @@ async def pull_batches(
         except (TimeoutError, nats.errors.Error) as exc:
             log.warning("consumer_setup_failed", durable=durable, error=str(exc))
             await asyncio.sleep(1)
+    fetches = _Fetches(subscription)
     held: list[Msg] = []  # fetched, not yet handed to the caller
     try:
         while True:
@@ -170,10 +176,10 @@ async def pull_batches(
                 # nats-py's fetch(n) waits until n messages came or the timeout passed, so a quiet
                 # stream would delay each message by the whole timeout. Wait for one, then take
                 # what else is there within a moment.
-                held = await subscription.fetch(1, timeout=5)
+                held = await fetches.fetch(1, wait=5)
                 if batch > 1:
                     with contextlib.suppress(asyncio.TimeoutError):
-                        held += await subscription.fetch(batch - 1, timeout=0.05)
+                        held += await fetches.fetch(batch - 1, wait=0.05)
             except TimeoutError:
                 # nats-py raises its own TimeoutError, and on some paths (a busy loop that
                 # overran the deadline) the builtin one: both mean "nothing yet".
@@ -186,28 +192,85 @@ async def pull_batches(
             CONSUMER_PENDING.labels(durable).set(messages[-1].metadata.num_pending)
             yield messages
     finally:
-        await _close(subscription, held)
+        # Shielded like a batch in hand: a stop cancels again while the hand-back is under way.
+        await finished(_close(subscription, fetches, held))
 
 
-async def _close(subscription: JetStreamContext.PullSubscription, held: list[Msg]) -> None:
+def _end_of_request(subscription: JetStreamContext.PullSubscription, batch: int) -> Msg:
+    """A status that makes a fetch of ``batch`` return at once, with what it has (see _Fetches).
+
+    A batch fetch returns its messages on the status the server sends when a pull request expires
+    (408). A fetch of one retries on that until its own timeout, but gives up on an error status
+    (it holds no message when it reads a status, so it loses none): for it, "unavailable" (503).
+    """
+    status = api.StatusCode.REQUEST_TIMEOUT if batch > 1 else api.StatusCode.SERVICE_UNAVAILABLE
+    headers = {api.Header.STATUS.value: status.value}
+    return Msg(_client=subscription._sub._conn, headers=headers)  # noqa: SLF001 - see _close
+
+
+class _Fetches:
+    """nats-py's fetches on one pull subscription, each run to its end, never cancelled.
+
+    A fetch takes messages off the subscription's queue before it returns them: into a list of its
+    own while it waits for more (a batch), or in an inner task whose result is dropped when the
+    caller's cancel comes at the same moment. A fetch cancelled there loses those messages: no
+    longer queued, never returned, so a stop cannot hand them back and they wait out the ack wait
+    (a stopping heartbeat service left one message that way). So a fetch runs as a task of its own
+    that a cancel of the caller leaves alone, and the stop ends it with :meth:`end`.
+    """
+
+    def __init__(self, subscription: JetStreamContext.PullSubscription) -> None:
+        self._subscription = subscription
+        self._cut_off: asyncio.Task[list[Msg]] | None = None  # the last fetch, until returned
+        self._batch = 1  # of that fetch
+
+    async def fetch(self, batch: int, wait: float) -> list[Msg]:
+        self._cut_off = asyncio.ensure_future(self._subscription.fetch(batch, timeout=wait))
+        self._batch = batch
+        messages = await asyncio.shield(self._cut_off)
+        self._cut_off = None
+        return messages
+
+    async def end(self) -> list[Msg]:
+        """What the fetch a stop cut off brought, once it has returned.
+
+        For after the unsubscribe on the wire: then nothing comes behind an end-of-request status
+        put on the subscription's queue, and the fetch, reaching it, returns at once what it has
+        instead of waiting for its own timeout (up to 5 s for a message that will not come)."""
+        task, self._cut_off = self._cut_off, None
+        if task is None:
+            return []
+        queue = self._subscription._sub._pending_queue  # noqa: SLF001 - see _close
+        while not task.done():
+            if queue.empty():  # a fetch that starts now drops the statuses it finds: put another
+                queue.put_nowait(_end_of_request(self._subscription, self._batch))
+            await asyncio.wait([task], timeout=0.05)
+        if task.cancelled() or task.exception() is not None:
+            return []
+        return task.result()
+
+
+async def _close(subscription: JetStreamContext.PullSubscription, fetches: _Fetches, held: list[Msg]) -> None:
     """End the subscription at a stop and hand back at once (nak: to another replica, or to the
     next start) what it holds unhandled, instead of leaving it to wait out the ack wait (30 s).
 
-    Unhandled are the messages of a fetch the stop cut off, those a batch fetch's pull request
-    brought after the fetch had returned (nats-py queues them for the next fetch), and those
-    on their way to our open pull requests. So: unsubscribe on the wire (the server drops our
-    pull requests; an open one would also hold up drain() until it expired), a round trip (all
-    sent before it is here), hand back, then forget the subscription. nats-py's own
-    ``unsubscribe`` drops what arrives after it, and has no public way to read its queue.
+    Unhandled are the messages the stop came between (fetched, not yet a batch), those of a fetch
+    the stop cut off, those a batch fetch's pull request brought after the fetch had returned
+    (nats-py queues them for the next fetch), and those on their way to our open pull requests.
+    So: unsubscribe on the wire (the server drops our pull requests; an open one would also hold up
+    drain() until it expired), a round trip (all sent before it is here), let the cut-off fetch
+    return, hand back, then forget the subscription. nats-py's own ``unsubscribe`` drops what
+    arrives after it, and has no public way to read its queue.
     """
     sub = subscription._sub  # noqa: SLF001 - see above
     with contextlib.suppress(nats.errors.Error):
         await sub._conn._send_unsubscribe(sub._id)  # noqa: SLF001
         await sub._conn.flush(timeout=1)  # noqa: SLF001
+    held = held + await fetches.end()
     while not sub._pending_queue.empty():  # noqa: SLF001
         held.append(sub._pending_queue.get_nowait())  # noqa: SLF001
     with contextlib.suppress(nats.errors.Error):
-        # Status messages (a pull request's timeout) have no reply subject.
+        # Status messages (a pull request's timeout, our own end of request) have no reply subject.
         await asyncio.gather(*(message.nak() for message in held if message.reply))
         await subscription.unsubscribe()
 

@@ -1,0 +1,116 @@
+"""A durable consumer stopped at any moment hands back what it took and had not acked, so the next
+start gets it at once instead of after the ack wait; and a stop on a quiet stream is prompt.
+
+On the real bus, without the services: the stop lands wherever the consumer is (waiting for a
+message, in a batch fetch, between fetches), as a rollout's SIGTERM does."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+
+import nats
+import pytest
+import pytest_asyncio
+from nats.aio.client import Client as NATS
+from nats.js import JetStreamContext, api
+
+from devstack.infra import NatsServer
+from shared import bus, tasks
+
+pytestmark = pytest.mark.timeout(120)
+
+STREAM = "STOPS"
+DURABLE = "stops-test"
+CONFIG = api.ConsumerConfig(
+    durable_name=DURABLE,
+    ack_policy=api.AckPolicy.EXPLICIT,
+    ack_wait=30,
+    max_ack_pending=100_000,
+)
+
+
+@pytest_asyncio.fixture
+async def nc(nats_server: NatsServer) -> AsyncIterator[NATS]:
+    nc = await nats.connect(nats_server.url)
+    await nc.jetstream().add_stream(name=STREAM, subjects=["stops.>"])
+    yield nc
+    await nc.close()
+
+
+async def consume(js: JetStreamContext, acked: list[int] | None = None) -> None:
+    """Ack every batch, each as a unit of work finished through a stop (as the services do)."""
+    async with contextlib.aclosing(bus.pull_batches(js, STREAM, CONFIG, batch=100)) as batches:
+        async for messages in batches:
+            await tasks.finished(asyncio.gather(*(message.ack() for message in messages)))
+            if acked is not None:
+                acked += [message.metadata.sequence.stream for message in messages]
+
+
+async def test_stopped_mid_stream_again_and_again_nothing_waits_for_the_ack_wait(
+    nats_server: NatsServer, nc: NATS
+) -> None:
+    js = nc.jetstream()
+    publishing = True
+
+    async def publish() -> None:
+        while publishing:
+            await asyncio.gather(*(js.publish("stops.beat", b"x") for _ in range(5)))
+            await asyncio.sleep(0.002)
+
+    publisher = asyncio.create_task(publish())
+    try:
+        # Stop points spread over the consumer's cycle: a fetch in flight, a batch being
+        # collected, a batch in hand. Losing a message takes one unlucky moment, so many stops.
+        for round_ in range(30):
+            conn = await nats.connect(nats_server.url)
+            consumer = asyncio.create_task(consume(conn.jetstream()))
+            await asyncio.sleep(0.05 + (round_ % 7) * 0.013)
+            await tasks.stop(consumer)
+            assert consumer.cancelled()
+            await conn.drain()
+    finally:
+        publishing = False
+        await publisher
+    last = (await js.stream_info(STREAM)).state.last_seq
+
+    conn = await nats.connect(nats_server.url)
+    consumer = asyncio.create_task(consume(conn.jetstream()))
+    try:
+        deadline = asyncio.get_running_loop().time() + 10  # a third of the ack wait
+        while (info := await js.consumer_info(STREAM, DURABLE)).ack_floor.stream_seq < last:
+            assert asyncio.get_running_loop().time() < deadline, (
+                f"stuck at {info.ack_floor.stream_seq} of {last}: {info.num_ack_pending} unacked, "
+                "held by a stopped consumer until the ack wait"
+            )
+            await asyncio.sleep(0.2)
+        assert info.num_ack_pending == 0, info
+    finally:
+        await tasks.stop(consumer)
+        await conn.close()
+
+
+async def test_a_consumer_waiting_on_a_quiet_stream_stops_at_once(nats_server: NatsServer, nc: NATS) -> None:
+    """Its fetch waits up to 5 s for a message; the stop ends that wait instead of sitting it out,
+    and a message published afterwards goes to the next consumer at once."""
+    conn = await nats.connect(nats_server.url)
+    consumer = asyncio.create_task(consume(conn.jetstream()))
+    await asyncio.sleep(0.5)  # set up, its fetch waiting
+    started = asyncio.get_running_loop().time()
+    await tasks.stop(consumer)
+    assert asyncio.get_running_loop().time() - started < 1
+    await conn.drain()
+
+    ack = await nc.jetstream().publish("stops.beat", b"x")
+    acked: list[int] = []
+    conn = await nats.connect(nats_server.url)
+    consumer = asyncio.create_task(consume(conn.jetstream(), acked))
+    try:
+        deadline = asyncio.get_running_loop().time() + 5
+        while ack.seq not in acked:
+            assert asyncio.get_running_loop().time() < deadline, "the stopped consumer's pull request took it"
+            await asyncio.sleep(0.05)
+    finally:
+        await tasks.stop(consumer)
+        await conn.close()

@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 
-.PHONY: install run test bench simulate soak wrk clean
+.PHONY: install run test lint bench simulate soak wrk clean
 
 install: $(VENV)/.installed
 
@@ -17,8 +17,14 @@ $(VENV)/.installed: pyproject.toml requirements.lock
 run: install
 	$(BIN)/python -m devstack
 
-test: install
+test: lint
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# Lint rules, formatting and types (configured in pyproject.toml); make test runs it first.
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
 
 # The gateway's figures (README "Performance"); BENCH_ARGS="--only 1,5 --seconds 3" for a part.
 bench: install wrk

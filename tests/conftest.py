@@ -69,11 +69,25 @@ async def new_database(postgres: str, *, template: str | None = TEMPLATE) -> Asy
     finally:
         await conn.close()
     yield _with_database(postgres, name)
-    conn = await asyncpg.connect(postgres)
-    try:
-        await conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
-    finally:
-        await conn.close()
+    await _drop_database(postgres, name)
+
+
+async def _drop_database(postgres: str, name: str) -> None:
+    # Ending the test's own sessions (FORCE) has once cost the dropping connection its life too,
+    # seen under heavy load; the drop is asked again on a new connection rather than failing the
+    # test's teardown.
+    for attempt in range(3):
+        try:
+            conn = await asyncpg.connect(postgres)
+            try:
+                await conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+                return
+            finally:
+                await conn.close()
+        except (OSError, asyncpg.PostgresConnectionError):  # a lost connection is one too
+            if attempt == 2:
+                raise
+            await asyncio.sleep(0.5)
 
 
 @pytest_asyncio.fixture

@@ -1,4 +1,5 @@
-"""Registry: tenants, API clients and access tokens, venues, screens, playlists, screen config."""
+"""Registry: tenants, API clients and access tokens, venues, screens, playlists, screen config,
+files for devices, the admin audit trail."""
 
 from __future__ import annotations
 

@@ -1,5 +1,7 @@
 """The admin audit trail: every change to a tenant's data, with who made it, when and from where,
-written in the change's own transaction and listed per tenant (``GET /v1/audit``)."""
+written in the change's own transaction and listed per tenant (``GET /v1/audit``).
+
+Part of the service's core: every feature that changes data calls ``record``."""
 
 from __future__ import annotations
 
@@ -26,7 +28,7 @@ async def record(
     action: str,
     resource_id: object,
 ) -> None:
-    await queries.add_audit(
+    await queries.audit.add_audit(
         conn,
         tenant_id,
         actor=who,
@@ -41,5 +43,5 @@ async def list_audit(request: web.Request) -> web.Response:
     limit = page_limit(request)
     before = before_query(request)
     async with request.app[POOL].acquire() as conn:
-        entries = await queries.list_audit(conn, tenant_id, before=before, limit=limit)
+        entries = await queries.audit.list_audit(conn, tenant_id, before=before, limit=limit)
     return json_response(AdminAuditPage(items=entries, next_before=next_before(entries, limit)))

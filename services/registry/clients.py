@@ -40,7 +40,7 @@ async def issue_initial_access_token(request: web.Request) -> web.Response:
     body = await read_json(request, _new_initial_access_token)
     token = new_secret("iat_")
     async with request.app[POOL].acquire() as conn, conn.transaction():
-        expires_at = await queries.insert_initial_access_token(
+        expires_at = await queries.clients.insert_initial_access_token(
             conn,
             token_hash=secret_hash(token),
             tenant_id=principal.tenant_id,
@@ -80,10 +80,10 @@ async def register_client(request: web.Request) -> web.Response:
     token_hash = secret_hash(token.strip())
     client_id, client_secret = "cli_" + uuid.uuid4().hex, new_secret("cs_")
     async with request.app[POOL].acquire() as conn, conn.transaction():
-        grant = await queries.take_initial_access_token(conn, token_hash)
+        grant = await queries.clients.take_initial_access_token(conn, token_hash)
         if grant is None:
             raise _invalid_token("unknown, used or expired initial access token")
-        client = await queries.register_client(
+        client = await queries.clients.register_client(
             conn,
             client_id=client_id,
             tenant_id=grant.tenant_id,
@@ -122,7 +122,7 @@ def _invalid_token(description: str) -> OAuthError:
 async def list_clients(request: web.Request) -> web.Response:
     principal = principal_of(request)
     async with request.app[POOL].acquire() as conn:
-        clients = await queries.list_clients(conn, principal.tenant_id)
+        clients = await queries.clients.list_clients(conn, principal.tenant_id)
     return json_response(ClientList(items=clients))
 
 
@@ -132,7 +132,7 @@ async def revoke_client(request: web.Request) -> web.Response:
     if client_id == principal.client_id:
         raise Conflict("a client cannot revoke itself; revoke it with another client of the tenant")
     async with request.app[POOL].acquire() as conn, conn.transaction():
-        client = await queries.revoke_client(conn, principal.tenant_id, client_id)
+        client = await queries.clients.revoke_client(conn, principal.tenant_id, client_id)
         if client is None:
             raise NotFound("no such client")
         await audit.record(request, conn, principal.tenant_id, principal.actor, "client.revoked", client_id)

@@ -18,9 +18,9 @@ def binding_handler(app: web.Application) -> EventHandler:
         async with app[POOL].acquire() as conn:
             match event:
                 case DeviceBound():
-                    applied = await queries.apply_device_bound(conn, event)
+                    applied = await queries.screens.apply_device_bound(conn, event)
                 case DeviceRevoked():
-                    applied = await queries.apply_device_revoked(conn, event)
+                    applied = await queries.screens.apply_device_revoked(conn, event)
                 case _:
                     return
         log.info("screen_binding_applied", screen_id=str(event.screen_id), applied=applied)
@@ -39,7 +39,7 @@ def presence_handler(app: web.Application) -> EventHandler:
     async def handle(event: AnyEvent) -> None:
         if isinstance(event, PresenceChanged):
             async with app[POOL].acquire() as conn:
-                await queries.apply_presence_changed(conn, event)
+                await queries.screens.apply_presence_changed(conn, event)
 
     return handle
 

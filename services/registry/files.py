@@ -54,7 +54,7 @@ async def put_file(request: web.Request) -> web.Response:
     screen_ids = _screen_ids(request)
     if screen_ids:
         async with request.app[POOL].acquire() as conn:
-            if not await queries.screens_of_tenant(conn, tenant_id, screen_ids):
+            if not await queries.screens.screens_of_tenant(conn, tenant_id, screen_ids):
                 raise NotFound("no such screen")
     data = await read_limited(request, request.app[SETTINGS].max_file_bytes, "MAX_FILE_BYTES")
     meta = DeviceFileMeta(

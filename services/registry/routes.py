@@ -1,7 +1,16 @@
 """Registry's operations: the routes it serves and its OpenAPI document, from one list."""
 
-from services.registry import audit, clients, files
-from services.registry import handlers as h
+from services.registry import (
+    audit,
+    clients,
+    files,
+    oauth,
+    playlists,
+    screen_config,
+    screens,
+    tenants,
+    venues,
+)
 from services.registry.models import (
     AdminAuditPage,
     ApiClient,
@@ -50,7 +59,7 @@ OPERATIONS = [
     Operation(
         "POST",
         "/v1/tenants",
-        h.create_tenant,
+        tenants.create_tenant,
         "Create a tenant and its first API client",
         "operator",
         NewTenant,
@@ -61,7 +70,7 @@ OPERATIONS = [
     Operation(
         "GET",
         "/.well-known/oauth-authorization-server",
-        h.authorization_server_metadata,
+        oauth.authorization_server_metadata,
         "OAuth authorization server metadata (RFC 8414)",
         "none",
         responses={200: AuthorizationServerMetadata},
@@ -70,7 +79,7 @@ OPERATIONS = [
     Operation(
         "POST",
         "/oauth/token",
-        h.issue_token,
+        oauth.issue_token,
         "Client credentials grant (RFC 6749 §4.4); device-code grant of device-first pairing "
         "(RFC 8628 §3.4: the access token is the device key, with deviceId, screenId, tenantId, config)",
         "client",
@@ -83,7 +92,7 @@ OPERATIONS = [
     Operation(
         "POST",
         "/v1/venues",
-        h.create_venue,
+        venues.create_venue,
         "Create a venue",
         "admin",
         NewVenue,
@@ -94,7 +103,7 @@ OPERATIONS = [
     Operation(
         "GET",
         "/v1/venues",
-        h.list_venues,
+        venues.list_venues,
         "List venues",
         "admin",
         responses={200: VenuePage},
@@ -105,7 +114,7 @@ OPERATIONS = [
     Operation(
         "GET",
         "/v1/venues/{id}",
-        h.get_venue,
+        venues.get_venue,
         "Get a venue",
         "admin",
         responses={200: Venue},
@@ -115,7 +124,7 @@ OPERATIONS = [
     Operation(
         "POST",
         "/v1/screens",
-        h.create_screen,
+        screens.create_screen,
         "Create a screen (state provisioning)",
         "admin",
         NewScreen,
@@ -126,7 +135,7 @@ OPERATIONS = [
     Operation(
         "GET",
         "/v1/screens",
-        h.list_screens,
+        screens.list_screens,
         "List screens",
         "admin",
         responses={200: ScreenPage},
@@ -141,7 +150,7 @@ OPERATIONS = [
     Operation(
         "GET",
         "/v1/screens/{id}",
-        h.get_screen,
+        screens.get_screen,
         "Get a screen",
         "admin",
         responses={200: Screen},
@@ -151,7 +160,7 @@ OPERATIONS = [
     Operation(
         "GET",
         "/v1/screens/{id}/playlist",
-        h.get_playlist,
+        playlists.get_playlist,
         "Get a screen's playlist",
         "admin",
         responses={200: Playlist},
@@ -161,7 +170,7 @@ OPERATIONS = [
     Operation(
         "PUT",
         "/v1/screens/{id}/playlist",
-        h.replace_playlist,
+        playlists.replace_playlist,
         "Replace a screen's playlist",
         "admin",
         NewPlaylist,
@@ -172,7 +181,7 @@ OPERATIONS = [
     Operation(
         "GET",
         "/v1/screens/{id}/config",
-        h.get_config,
+        screen_config.get_config,
         "Get a screen's config",
         "admin",
         responses={200: ScreenConfig},
@@ -182,7 +191,7 @@ OPERATIONS = [
     Operation(
         "PATCH",
         "/v1/screens/{id}/config",
-        h.update_config,
+        screen_config.update_config,
         "Change a screen's config",
         "admin",
         ConfigPatch,

@@ -26,7 +26,7 @@ lint: install
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
-# The gateway's figures (README "Performance"); BENCH_ARGS="--only 1,5 --seconds 3" for a part.
+# The gateway's figures (docs/performance.md); BENCH_ARGS="--only 1,5 --seconds 3" for a part.
 bench: install wrk
 	$(BIN)/python -m bench $(BENCH_ARGS)
 

@@ -1,5 +1,5 @@
 """``make bench``: the real stack on this machine, a fleet made through the public API, and the
-figures issue 4 asks for, printed as a table and written as JSON.
+figures docs/performance.md shows, printed as a table and written as JSON.
 
 Every throughput figure is a ratio against a bare aiohttp handler measured in the same run, with
 the same load generator (wrk) and settings: absolute numbers drift on a shared machine.

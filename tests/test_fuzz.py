@@ -110,5 +110,5 @@ async def test_no_endpoint_answers_5xx_or_off_its_document(settings, sockets):
         made, failures = await asyncio.to_thread(fuzz, stack.base_url, document, credentials)
     operations = sum(len(methods) for methods in document["paths"].values()) - len(NOT_FUZZED)
     assert made >= operations * 5, made  # every operation was really exercised
-    print(f"fuzzed {operations} operations with {made} requests")  # README "Reliability" quotes it
+    print(f"fuzzed {operations} operations with {made} requests")  # docs/reliability.md quotes it
     assert not failures, "\n\n".join(f"{label}: {text}" for label, text in sorted(failures.items()))

@@ -1,5 +1,5 @@
 """The fleet simulator for a short while against the test stack — the short variant of ``make soak``
-(README "Reliability"), judged by the same bars: every answer a designed one, every accepted
+(docs/reliability.md), judged by the same bars: every answer a designed one, every accepted
 heartbeat stored once, memory flat, the outbox and the consumers keeping up; revoked TVs pair
 again by themselves."""
 

@@ -157,7 +157,7 @@ class Revoked(Body):
 
 
 AuditAction = Literal["bound", "unbound", "recovered"]
-# How a device got bound or unbound: one name per flow (README "Binding flows").
+# How a device got bound or unbound: one name per flow (docs/flows.md).
 BindingMethod = Literal[
     "code", "recovery", "provisioning_token", "serial", "claim", "device_authorization", "revoke", "logout"
 ]

@@ -1,4 +1,4 @@
--- The ways of binding beyond screen-first codes (README "Binding flows"), on the same devices
+-- The ways of binding beyond screen-first codes (docs/flows.md), on the same devices
 -- and keys, and the audit trail that every bind and unbind writes.
 
 -- A TV may report a stable hardware id; with the recovery secret it got at its first bind it can

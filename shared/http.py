@@ -178,20 +178,27 @@ async def read_json(request: web.Request, decoder: msgspec.json.Decoder[T]) -> T
     return body
 
 
-async def read_form(
-    request: web.Request, *, nul: tuple[int, str] = (400, "invalid_request")
-) -> MultiDictProxy[str]:
+# The parameters that name an OAuth client (RFC 6749 §2.3.1).
+CLIENT_CREDENTIALS = ("client_id", "client_secret")
+
+
+async def read_form(request: web.Request) -> MultiDictProxy[str]:
     """An OAuth 2.0 form body (``application/x-www-form-urlencoded``); a wrong media type is an
-    ``invalid_request``. A name or value holding NUL is refused here, once: PostgreSQL text cannot
-    hold it. ``nul`` is the status and OAuth error that refusal answers with (the token endpoint
-    answers ``invalid_client``: credentials holding NUL name no client)."""
+    ``invalid_request``. A name or value holding NUL is refused here, once (PostgreSQL text cannot
+    hold it): in a client's credentials it names no client, so ``invalid_client`` (401, with the
+    Basic challenge for a caller that sent an Authorization header, RFC 6749 §5.2); anywhere else
+    ``invalid_request``."""
     if request.content_type != "application/x-www-form-urlencoded":
         raise errors.OAuthError(400, "invalid_request", "send an application/x-www-form-urlencoded body")
     form = MultiDict(
         (name, value) for name, value in (await request.post()).items() if isinstance(value, str)
     )
-    if any("\x00" in name or "\x00" in value for name, value in form.items()):
-        raise errors.OAuthError(*nul, "parameters must not contain NUL characters")
+    holding_nul = {name for name, value in form.items() if "\x00" in name or "\x00" in value}
+    if holding_nul & set(CLIENT_CREDENTIALS):
+        challenge = bool(request.headers.get("Authorization"))
+        raise errors.OAuthError(401, "invalid_client", "unknown client or wrong secret", basic=challenge)
+    if holding_nul:
+        raise errors.OAuthError(400, "invalid_request", "parameters must not contain NUL characters")
     return MultiDictProxy(form)
 
 

@@ -13,6 +13,7 @@ what a field must be ("pairingCode must be 8 characters A-Z or 0-9").
 from __future__ import annotations
 
 import base64
+import urllib.parse
 from collections.abc import Callable
 from typing import Any
 
@@ -900,6 +901,37 @@ async def test_token_client_id_with_nul_character(stack):
         data={"grant_type": "client_credentials", "client_id": "cli\x00x", "client_secret": "cs_x"},
     )
     assert_error(result, 401, "invalid_client", oauth=True)
+    assert "WWW-Authenticate" not in result[2].headers  # no header was sent, so no challenge
+
+
+async def test_token_client_secret_with_nul_character_after_a_basic_header(stack):
+    """A NUL in a credential is an unknown client; a caller that sent an Authorization header is
+    told how to authenticate (RFC 6749 §5.2)."""
+    result = await stack.call(
+        "POST",
+        "/oauth/token",
+        headers={"Authorization": "Basic " + base64.b64encode(b"cli_x:cs_x").decode()},
+        data={"grant_type": "client_credentials", "client_secret": "cs\x00x"},
+    )
+    assert_error(result, 401, "invalid_client", oauth=True)
+    assert result[2].headers["WWW-Authenticate"] == 'Basic realm="oauth"'
+
+
+@pytest.mark.parametrize(
+    "form",
+    [
+        {"grant_type": "client_\x00credentials", "client_id": "cli_x", "client_secret": "cs_x"},
+        {"grant_type": "client_credentials", "client_id": "cli_x", "client_secret": "cs_x", "scope": "a\x00"},
+        {"grant_type": "urn:ietf:params:oauth:grant-type:device_code", "device_code": "ddc_\x00"},
+        {"grant_type": "client_credentials", "x\x00": "y"},
+    ],
+)
+async def test_token_other_parameters_with_nul_character(stack, form):
+    # Encoded here: aiohttp's own form encoder refuses a parameter name holding NUL.
+    body, form_type = urllib.parse.urlencode(form), {"Content-Type": "application/x-www-form-urlencoded"}
+    result = await stack.call("POST", "/oauth/token", data=body, headers=form_type)
+    assert_error(result, 400, "invalid_request", oauth=True)
+    assert result[1]["message"] == "parameters must not contain NUL characters"
 
 
 # =================================================================================================

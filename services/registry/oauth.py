@@ -26,8 +26,7 @@ log = structlog.get_logger()
 
 async def issue_token(request: web.Request) -> web.Response:
     """OAuth 2.0 client credentials grant (RFC 6749 §4.4), credentials in the form or HTTP Basic."""
-    # Credentials holding NUL name no client (PostgreSQL text cannot hold it).
-    form = await read_form(request, nul=(401, "invalid_client"))
+    form = await read_form(request)
     if form.get("grant_type") == DEVICE_CODE_GRANT:
         return await _pass_on_device_code_grant(request, form)
     if form.get("grant_type") != "client_credentials":

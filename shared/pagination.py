@@ -108,6 +108,6 @@ def before_query(request: web.Request) -> int | None:
     raw = request.query.get("before")
     if raw is None:
         return None
-    if not (raw.isdigit() and len(raw) <= 18):
+    if not re.fullmatch(r"[0-9]{1,18}", raw):  # not str.isdigit: "²" is a digit to it, not to int()
         raise BadRequest("before is the nextBefore of a page", details=[ErrorDetail("before", "format")])
     return int(raw)

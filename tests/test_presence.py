@@ -333,10 +333,11 @@ async def test_the_stream_refuses_bad_credentials_and_ids(stack):
     tenant = await stack.tenant()
     status, body, _ = await stack.call("GET", "/v1/heartbeats/stream")
     assert status == 401 and body["error"] == "unauthorized"
-    status, body, _ = await stack.call(
-        "GET", "/v1/heartbeats/stream", token=tenant["token"], headers={"Last-Event-ID": "abc"}
-    )
-    assert status == 400 and body["details"][0]["field"] == "Last-Event-ID"
+    for last_event_id in ("abc", "\u00b2", "9" * 19):
+        status, body, _ = await stack.call(
+            "GET", "/v1/heartbeats/stream", token=tenant["token"], headers={"Last-Event-ID": last_event_id}
+        )
+        assert status == 400 and body["details"][0]["field"] == "Last-Event-ID"
 
 
 async def test_the_pipeline_shows_in_the_metrics(stack):

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 
 import msgspec
 import nats.errors
@@ -110,7 +111,7 @@ def _last_event_id(request: web.Request) -> int:
     raw = request.headers.get("Last-Event-ID", "").strip()
     if not raw:
         return 0
-    if not raw.isdigit() or len(raw) > 19:
+    if not re.fullmatch(r"[0-9]{1,18}", raw):  # a stream sequence; "²" is no digit to int()
         raise BadRequest(
             "Last-Event-ID must be the id of an event this stream sent",
             details=[ErrorDetail("Last-Event-ID", "format")],

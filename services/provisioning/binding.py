@@ -20,7 +20,7 @@ from shared import outbox
 from shared.auth import new_secret, secret_hash
 from shared.db import Connection
 from shared.events import DeviceBound, DeviceRevoked
-from shared.projections import DEVICE_KEYS_BUCKET, DeviceKeyEntry, device_key_name
+from shared.projections import DEVICE_KEYS_BUCKET, DeviceKeyEntry, device_key_digest, device_key_name
 
 
 async def bind(
@@ -40,7 +40,7 @@ async def bind(
     token for the same screen), it gets its old ``deviceId`` back instead of a new one.
     """
     api_key = new_secret("dak_")
-    key_hash = secret_hash(api_key)
+    key_hash = device_key_digest(api_key)
     recovery_secret = new_secret("drs_") if device_info.hardware_id else None
     previous = (
         await queries.binding.recoverable_device(conn, screen.tenant_id, screen.id, device_info.hardware_id)
@@ -156,7 +156,7 @@ async def replace_key(conn: Connection, device: Device, *, client_address: str |
     for key_hash in await queries.binding.revoke_keys(conn, device.id):
         await _publish_key(conn, key_hash, device, "revoked")
     api_key = new_secret("dak_")
-    key_hash = secret_hash(api_key)
+    key_hash = device_key_digest(api_key)
     await queries.binding.add_key(conn, device.id, key_hash)
     await _publish_key(conn, key_hash, device, "active")
     await queries.audit.add_audit(

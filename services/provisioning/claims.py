@@ -32,6 +32,7 @@ from shared.auth import bearer_token, new_secret, principal_of, require_operator
 from shared.db import POOL
 from shared.errors import Conflict, Forbidden, NotFound, ServiceError, Unauthorized
 from shared.http import client_address, json_response, read_json
+from shared.projections import device_key_digest
 
 log = structlog.get_logger()
 
@@ -47,7 +48,7 @@ async def create_factory_devices(request: web.Request) -> web.Response:
     made = [FactoryDevice(device_id=uuid.uuid4(), api_key=new_secret("dak_")) for _ in range(body.count)]
     async with request.app[POOL].acquire() as conn:
         await queries.claims.insert_factory_devices(
-            conn, [(d.device_id, secret_hash(d.api_key)) for d in made]
+            conn, [(d.device_id, device_key_digest(d.api_key)) for d in made]
         )
     log.info("factory_devices_created", count=body.count)
     return json_response(FactoryDevices(items=made), status=201)
@@ -67,7 +68,7 @@ async def open_claim_mode(request: web.Request) -> web.Response:
         body = exc
     address = client_address(request, request.app[SETTINGS].trusted_proxies)
     async with request.app[POOL].acquire() as conn, conn.transaction():
-        device = await queries.claims.lock_factory_device_by_key(conn, secret_hash(key))
+        device = await queries.claims.lock_factory_device_by_key(conn, device_key_digest(key))
         if device is None:
             raise Unauthorized("unknown device key (claim mode is for pre-provisioned devices)")
         if isinstance(body, ServiceError):

@@ -10,7 +10,7 @@ from aiohttp import web
 from services.provisioning import binding, queries
 from services.provisioning.models import AuditPage, AuditTrail, DevicePage, Revocation, Revoked
 from shared.app_keys import SETTINGS
-from shared.auth import bearer_token, principal_of, secret_hash, tenant_of
+from shared.auth import bearer_token, principal_of, tenant_of
 from shared.db import POOL
 from shared.errors import Conflict, DeviceRevoked, Unauthorized
 from shared.http import client_address, json_response, read_json, uuid_param
@@ -23,6 +23,7 @@ from shared.pagination import (
     page_params,
     uuid_query,
 )
+from shared.projections import device_key_digest
 
 log = structlog.get_logger()
 
@@ -85,7 +86,7 @@ async def logout_device(request: web.Request) -> web.Response:
         raise Unauthorized("send Authorization: Bearer <device key>")
     address = client_address(request, request.app[SETTINGS].trusted_proxies)
     async with request.app[POOL].acquire() as conn, conn.transaction():
-        found = await queries.devices.lock_device_by_key(conn, secret_hash(token))
+        found = await queries.devices.lock_device_by_key(conn, device_key_digest(token))
         if found is None:
             raise Unauthorized("unknown device key")
         device, key_active = found

@@ -42,6 +42,10 @@ async def bind_device(
             "  ON CONFLICT (id) DO UPDATE SET status = 'active', device_info = EXCLUDED.device_info,"
             "   registered_from = EXCLUDED.registered_from, registered_at = now(), revoked_at = NULL,"
             "   revoke_reason = NULL, recovery_secret_hash = EXCLUDED.recovery_secret_hash"
+            # Only the screen's own suspended device comes back; any other holder of the id is a
+            # conflict, never taken over.
+            "  WHERE devices.status = 'suspended' AND devices.tenant_id = EXCLUDED.tenant_id"
+            "   AND devices.screen_id = EXCLUDED.screen_id"
             f"  RETURNING {DEVICE_COLUMNS}"
             "), key AS (INSERT INTO device_keys (key_hash, device_id) VALUES ($6, $1)"
             "), code AS ("
@@ -66,7 +70,8 @@ async def bind_device(
         )
     except asyncpg.UniqueViolationError:
         raise Conflict("the screen already has an active device") from None
-    assert row is not None  # an insert or update of the device's row: always one
+    if row is None:  # the id is another device's (the caller's transaction rolls all of it back)
+        raise Conflict("a device with this id exists already")
     values = dict(row)
     binding_seq: int = values.pop("binding_seq")
     return device_of(values), binding_seq

@@ -4,7 +4,8 @@ A field is the environment variable of its name in capitals (``workers`` is ``WO
 ``Meta`` holds the bounds and the one line the settings table of the docs shows
 (``python -m services settings`` prints that table). ``shared.environment`` reads the variables
 against these fields. A default may name other settings in braces (``{registry_port}``): it
-follows them unless its own variable is set.
+follows them unless its own variable is set. It is filled in when the Settings are made, so a
+copy made with ``msgspec.structs.replace`` that changes a port keeps the old URL: give both.
 """
 
 from __future__ import annotations
@@ -53,7 +54,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     client_secret_ttl_seconds: Annotated[
         int,
         Meta(
-            ge=0, description="secrets of clients registered at /oauth/register expire after this; 0: never"
+            ge=0,
+            le=10 * 365 * 86400,
+            description="secrets of clients registered at /oauth/register expire after this; 0: never",
         ),
     ] = 0
     register_failures_per_window: Annotated[
@@ -133,6 +136,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
         int,
         Meta(
             ge=1,
+            le=1_000_000,
             description="per gateway worker: reports waiting for JetStream's ack before new ones get 429",
         ),
     ] = 2000
@@ -149,7 +153,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
         Meta(gt=0, le=3600, description="how often the heartbeat service looks for screens gone offline"),
     ] = 5
     heartbeat_retention_hours: Annotated[
-        float, Meta(gt=0, description="how long the heartbeat history keeps each heartbeat")
+        float, Meta(gt=0, le=10 * 365 * 24, description="how long the heartbeat history keeps each heartbeat")
     ] = 7 * 24
     sse_keepalive_seconds: Annotated[
         float,
@@ -163,6 +167,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
         int,
         Meta(
             ge=1,
+            le=1_000_000,
             description="events a heartbeat stream's client may fall behind before it is dropped",
         ),
     ] = 1000

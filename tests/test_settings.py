@@ -101,7 +101,7 @@ def test_urls_follow_the_ports_unless_set():
         (
             "CLIENT_SECRET_TTL_SECONDS",
             "-1",
-            "CLIENT_SECRET_TTL_SECONDS must be an integer of at least 0, got '-1'",
+            "CLIENT_SECRET_TTL_SECONDS must be an integer from 0 to 315360000, got '-1'",
         ),
         (
             "PRESENCE_CHECK_SECONDS",
@@ -111,7 +111,12 @@ def test_urls_follow_the_ports_unless_set():
         (
             "HEARTBEAT_RETENTION_HOURS",
             "soon",
-            "HEARTBEAT_RETENTION_HOURS must be a number greater than 0, got 'soon'",
+            "HEARTBEAT_RETENTION_HOURS must be a number greater than 0 and at most 87600, got 'soon'",
+        ),
+        (
+            "HEARTBEAT_RETENTION_HOURS",
+            "inf",
+            "HEARTBEAT_RETENTION_HOURS must be a number greater than 0 and at most 87600, got 'inf'",
         ),
         (
             "LOG_LEVEL",

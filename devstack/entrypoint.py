@@ -94,16 +94,18 @@ async def proxy(request: web.Request) -> web.StreamResponse:
 
 
 def main(argv: list[str]) -> None:
-    """``python -m devstack.entrypoint PORT NAME=URL...``: the entry point alone, in front of services
-    that run elsewhere (docker-compose.yml)."""
+    """``python -m devstack.entrypoint [HOST:]PORT NAME=URL...``: the entry point alone, in front of
+    services that run elsewhere (docker-compose.yml); on every address unless HOST is given."""
     try:
-        port, *pairs = argv
+        address, *pairs = argv
+        host, _, port = address.rpartition(":")
         upstreams = dict(pair.split("=", 1) for pair in pairs)
         port_number = int(port)
     except ValueError:
         raise SystemExit(main.__doc__) from None
     web.run_app(
         create_app(upstreams),
+        host=host or None,
         port=port_number,
         access_log=None,
         print=None,

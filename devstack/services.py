@@ -137,7 +137,7 @@ class Processes(ExitStack):
                 sys.executable,
                 "-m",
                 "devstack.entrypoint",
-                str(settings.ports["entrypoint"]),
+                f"{settings.host}:{settings.ports['entrypoint']}",  # HOST as for the services
                 *(f"{name}={url}" for name, url in urls.items()),
             ],
             env,

@@ -12,6 +12,7 @@ from collections.abc import Mapping, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 
@@ -55,9 +56,9 @@ async def wait_ready(
                 await asyncio.sleep(0.05)
 
 
-def spawn(service: str, env: Mapping[str, str], **popen: object) -> subprocess.Popen[bytes]:
+def spawn(service: str, env: Mapping[str, str], **popen: Any) -> subprocess.Popen[bytes]:
     """``python -m services <service>`` with ``env``: the same command a container runs."""
-    return subprocess.Popen([sys.executable, "-m", "services", service], env=env, cwd=ROOT, **popen)  # type: ignore[call-overload]
+    return subprocess.Popen([sys.executable, "-m", "services", service], env=env, cwd=ROOT, **popen)
 
 
 @dataclass

@@ -264,11 +264,11 @@ async def _close(subscription: JetStreamContext.PullSubscription, fetches: _Fetc
     """
     sub = subscription._sub  # noqa: SLF001 - see above
     with contextlib.suppress(nats.errors.Error):
-        await sub._conn._send_unsubscribe(sub._id)  # noqa: SLF001
-        await sub._conn.flush(timeout=1)  # noqa: SLF001
+        await sub._conn._send_unsubscribe(sub._id)  # noqa: SLF001 - no public way, see above
+        await sub._conn.flush(timeout=1)  # noqa: SLF001 - the same connection
     held = held + await fetches.end()
-    while not sub._pending_queue.empty():  # noqa: SLF001
-        held.append(sub._pending_queue.get_nowait())  # noqa: SLF001
+    while not sub._pending_queue.empty():  # noqa: SLF001 - no public way to read it, see above
+        held.append(sub._pending_queue.get_nowait())  # noqa: SLF001 - as above
     with contextlib.suppress(nats.errors.Error):
         # Status messages (a pull request's timeout, our own end of request) have no reply subject.
         await asyncio.gather(*(message.nak() for message in held if message.reply))

@@ -199,7 +199,7 @@ REGISTER_CASES: list[tuple[str, Callable[[str], Any], list[tuple[str, str]]]] = 
     ("7-char-code", lambda c: registration(c[:7]), [("pairingCode", "pattern")]),
     ("9-char-code", lambda c: registration(c + "A"), [("pairingCode", "pattern")]),
     ("code-with-dash", lambda c: registration(c[:4] + "-" + c[4:7]), [("pairingCode", "pattern")]),
-    ("code-not-a-string", lambda c: registration(12345678), [("pairingCode", "type")]),  # type: ignore[arg-type]
+    ("code-not-a-string", lambda c: registration(12345678), [("pairingCode", "type")]),  # type: ignore[arg-type]  # a wrong type on purpose
     ("missing-deviceInfo", _without("deviceInfo"), [("deviceInfo", "required")]),
     ("deviceInfo-not-object", lambda c: {"pairingCode": c, "deviceInfo": "Sony"}, [("deviceInfo", "type")]),
     ("missing-model", _without_device_field("model"), [("deviceInfo.model", "required")]),

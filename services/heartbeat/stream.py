@@ -92,10 +92,10 @@ async def stream_heartbeats(request: web.Request) -> web.StreamResponse:
                     frame = await queue.get()
             except TimeoutError:
                 frame = b": keep-alive\n\n"
-            if frame is _CLOSE:
+            if not isinstance(frame, bytes):  # _CLOSE: stopping, or the client fell behind
                 break
             # write() waits while the client's socket is full; meanwhile on_message fills the queue.
-            await response.write(frame)  # type: ignore[arg-type]
+            await response.write(frame)
     except (ConnectionError, asyncio.CancelledError):
         pass
     finally:

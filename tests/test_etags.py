@@ -8,7 +8,7 @@ import hashlib
 
 import pytest
 
-from services.device_gateway.handlers import etag_matches
+from services.device_gateway.devices import etag_matches
 from shared.projections import device_file_etag
 
 ETAG = '"3f2a9c0b1d"'

@@ -26,7 +26,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from bench.__main__ import bulk_keys
-from services.device_gateway.handlers import PROJECTIONS
+from services.device_gateway.devices import PROJECTIONS
 from services.device_gateway.projections import DeviceKey, pack_key_entry
 from shared.bus import NC
 from shared.projections import DEVICE_KEYS_BUCKET, DeviceKeyEntry, kv_stream

@@ -10,7 +10,7 @@ import structlog
 from aiohttp import web
 
 from services.device_gateway.admission import ADMISSION, Admission
-from services.device_gateway.handlers import PROJECTIONS
+from services.device_gateway.devices import PROJECTIONS
 from services.device_gateway.projections import Projections
 from services.device_gateway.routes import OPERATIONS
 from shared import bus

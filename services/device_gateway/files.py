@@ -11,7 +11,7 @@ import nats.errors
 import nats.js.errors
 from aiohttp import web
 
-from services.device_gateway.handlers import authenticate, etag_matches
+from services.device_gateway.devices import authenticate, etag_matches
 from shared.bus import FILES
 from shared.errors import NotFound, Unavailable
 from shared.projections import device_file_etag, device_file_meta, device_file_object, is_device_file_name

@@ -8,45 +8,21 @@ import structlog
 from aiohttp import web
 
 from services.device_gateway.admission import ADMISSION
+from services.device_gateway.devices import PROJECTIONS, authenticate, etag_matches
 from services.device_gateway.models import Accepted, EventsBody, HeartbeatBody
-from services.device_gateway.projections import DeviceKey, Projections, ScreenView
+from services.device_gateway.projections import DeviceKey, ScreenView
 from shared.bus import JS
 from shared.clock import utcnow
-from shared.errors import DeviceRevoked, Unauthorized, Unavailable
+from shared.errors import Unavailable
 from shared.events import DeviceEventsReported, Heartbeat, device_events_subject, heartbeat_subject
 from shared.http import json_response, read_json
 
 log = structlog.get_logger()
 
-PROJECTIONS = web.AppKey("PROJECTIONS", Projections)
-
 _heartbeat_body = msgspec.json.Decoder(HeartbeatBody)
 _events_body = msgspec.json.Decoder(EventsBody)
 _encoder = msgspec.json.Encoder()
 _ACCEPTED = Accepted()
-
-
-def authenticate(request: web.Request) -> DeviceKey:
-    scheme, _, api_key = request.headers.get("Authorization", "").partition(" ")
-    if scheme.lower() != "bearer" or not api_key.startswith("dak_"):
-        raise Unauthorized("send Authorization: Bearer <dak_ device key>")
-    projections = request.app[PROJECTIONS]
-    device = projections.lookup(api_key)
-    if device is None:
-        if not projections.ready:  # a key we may not have loaded yet: never a false 401
-            raise Unavailable("the gateway is starting; retry shortly", retry_after=2)
-        raise Unauthorized("unknown device key")
-    if device.revoked:
-        raise DeviceRevoked("this device was revoked; show the pairing screen and pair again")
-    return device
-
-
-def etag_matches(if_none_match: str, etag: str) -> bool:
-    """RFC 9110 §13.1.2: weak comparison over a list of entity tags, or ``*``."""
-    if if_none_match == etag:
-        return True
-    candidates = [candidate.strip() for candidate in if_none_match.split(",")]
-    return "*" in candidates or any(c.removeprefix("W/") == etag for c in candidates)
 
 
 def _conditional(request: web.Request, body: bytes, etag: str) -> web.Response:

@@ -193,9 +193,8 @@ def _number(t: mi.IntType | mi.FloatType, value: Any, path: str) -> Iterator[Pro
         high_ok = True
     multiple = t.multiple_of is None or (_finite(number) and number % t.multiple_of == 0)
     if low_ok and high_ok and multiple:
-        if isinstance(number, float) and math.isinf(
-            number
-        ):  # within the limits, but past what a float holds (1e400)
+        # Within the limits, but past what a float holds (1e400 decodes as infinity).
+        if isinstance(number, float) and math.isinf(number):
             yield Problem(path, "range", f"{_name(path)} is too large a number")
         return
     limits = [words for words in (lower, upper) if words]

@@ -113,36 +113,36 @@ async def poll(request: web.Request) -> web.Response:
     registered: Registered | None = None
     async with request.app[POOL].acquire() as conn, conn.transaction():
         screen = await queries.device_authorization.lock_authorization_screen(conn, code_hash)
-        poll = await queries.device_authorization.lock_poll(conn, code_hash)
-        if poll is None or poll.client_id != form["client_id"]:
+        state = await queries.device_authorization.lock_poll(conn, code_hash)
+        if state is None or state.client_id != form["client_id"]:
             raise OAuthError(400, "invalid_grant", "unknown device code")
-        if poll.status == "delivered":
+        if state.status == "delivered":
             raise OAuthError(400, "invalid_grant", "this device code was already used")
-        if poll.expired:
+        if state.expired:
             raise OAuthError(400, "expired_token", "the device code expired; start again")
-        if poll.status == "denied":
+        if state.status == "denied":
             raise OAuthError(400, "access_denied", "the request was denied")
-        if poll.status == "approved" and screen is not None:
-            assert poll.decided_by is not None  # an approval names who decided
+        if state.status == "approved" and screen is not None:
+            assert state.decided_by is not None  # an approval names who decided
             if await queries.screens.screen_has_active_device(conn, screen.id):
                 raise OAuthError(400, "access_denied", "the screen got another device meanwhile")
             registered = await binding.bind(
                 conn,
                 screen,
-                poll.device_info,
+                state.device_info,
                 method="device_authorization",
-                actor=poll.decided_by,
-                client_address=poll.requested_from,
+                actor=state.decided_by,
+                client_address=state.requested_from,
             )
             await queries.device_authorization.mark_authorization_delivered(
                 conn, code_hash, registered.device_id
             )
         else:  # pending, or approved since its screen was looked up (none locked): the next poll binds
             interval = await queries.device_authorization.record_poll(
-                conn, code_hash, slow_down=poll.too_soon
+                conn, code_hash, slow_down=state.too_soon
             )
     if registered is None:  # answered after the commit: the poll (and any slow-down) stays noted
-        if poll.too_soon:
+        if state.too_soon:
             raise OAuthError(400, "slow_down", f"poll at most every {interval} s")
         raise OAuthError(400, "authorization_pending", "waiting for an admin to approve")
     log.info("device_authorized", device_id=str(registered.device_id), screen_id=str(registered.screen_id))

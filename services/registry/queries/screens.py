@@ -46,7 +46,7 @@ async def list_screens(
     after: Cursor | None,
     limit: int,
 ) -> list[Screen]:
-    rows = await conn.fetch(
+    found = await conn.fetch(
         f"SELECT {_SCREEN_COLUMNS} FROM screens WHERE tenant_id = $1"
         " AND ($2::uuid IS NULL OR venue_id = $2) AND ($3::text IS NULL OR state = $3)"
         " AND ($4::timestamptz IS NULL OR (created_at, id) > ($4, $5))"
@@ -58,7 +58,7 @@ async def list_screens(
         after.id if after else None,
         limit,
     )
-    return [Screen(**row) for row in rows]
+    return [Screen(**row) for row in found]
 
 
 async def screens_of_tenant(

@@ -36,7 +36,7 @@ async def get_venue(conn: Connection, tenant_id: uuid.UUID, venue_id: uuid.UUID)
 async def list_venues(
     conn: Connection, tenant_id: uuid.UUID, *, after: Cursor | None, limit: int
 ) -> list[Venue]:
-    rows = await conn.fetch(
+    found = await conn.fetch(
         f"SELECT {_VENUE_COLUMNS} FROM venues WHERE tenant_id = $1"
         " AND ($2::timestamptz IS NULL OR (created_at, id) > ($2, $3))"
         " ORDER BY created_at, id LIMIT $4",
@@ -45,4 +45,4 @@ async def list_venues(
         after.id if after else None,
         limit,
     )
-    return [Venue(**row) for row in rows]
+    return [Venue(**row) for row in found]

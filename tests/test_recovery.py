@@ -3,8 +3,16 @@ after a reset it gets its device back with a new key, as long as the device was 
 
 from __future__ import annotations
 
-import msgspec
+import uuid
 
+import msgspec
+import pytest
+
+from services.provisioning import queries
+from services.provisioning.models import DeviceInfo
+from shared.db import create_pool
+from shared.errors import Conflict
+from shared.projections import device_key_digest
 from tests.binding import (
     DEFAULT_CONFIG,
     KEY,
@@ -220,3 +228,44 @@ async def test_failed_recoveries_count_toward_the_address_rate_limit(settings, s
         status, body = await stack.register(code["code"])
         assert_error(status, body, 429, "rate_limited")
         await until_gateway(stack, registered["apiKey"], 200)
+
+
+async def test_a_bind_never_takes_over_another_device_by_its_id(stack: Stack) -> None:
+    """The one statement that binds also brings a suspended device of this hardware back on its own
+    screen (``ON CONFLICT (id)``); it must refuse any other holder of the id: an active device,
+    or one of another screen."""
+    tenant = await stack.tenant()
+    screen, registered = await pair(stack, tenant["token"], hardwareId="SN-55-0777")
+    other_screen = await stack.screen(tenant["token"])
+    device_id, tenant_id = uuid.UUID(registered["deviceId"]), uuid.UUID(tenant["id"])
+    info = DeviceInfo(
+        manufacturer="Sony",
+        model="X",
+        os_version="12",
+        app_version="1",
+        mac_address="00:11:22:33:44:55",
+        ip_address="10.0.0.1",
+    )
+    pool = await create_pool(stack.settings.database_url, "provisioning", min_size=1, max_size=1)
+    try:
+        async with pool.acquire() as conn:
+            for screen_id in (screen["id"], other_screen["id"]):  # its own screen's (active); another
+                with pytest.raises(Conflict):
+                    async with conn.transaction():
+                        await queries.binding.bind_device(
+                            conn,
+                            device_id,
+                            tenant_id=tenant_id,
+                            screen_id=uuid.UUID(screen_id),
+                            key_hash=device_key_digest("dak_taken_over"),
+                            device_info=info,
+                            recovery_secret_hash=None,
+                            method="claim",
+                            actor="test",
+                            client_address=None,
+                        )
+            row = await conn.fetchrow("SELECT screen_id, status FROM devices WHERE id = $1", device_id)
+            keys = await conn.fetchval("SELECT count(*) FROM device_keys WHERE device_id = $1", device_id)
+    finally:
+        await pool.close()
+    assert row is not None and (str(row["screen_id"]), row["status"], keys) == (screen["id"], "active", 1)

@@ -8,7 +8,7 @@ from datetime import datetime
 
 import msgspec
 
-from services.provisioning.models import Serial
+from services.provisioning.models import Serial, SerialStatus
 from services.provisioning.queries.screens import ScreenCopy, lock_screen_of
 from shared.db import Connection
 
@@ -32,7 +32,7 @@ class LockedSerial(msgspec.Struct, frozen=True):
     serial: str
     tenant_id: uuid.UUID
     screen_id: uuid.UUID
-    status: str
+    status: SerialStatus
     created_at: datetime
     enabled_until: datetime | None
     activated_at: datetime | None

@@ -63,18 +63,44 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
         int,
         Meta(
             ge=1,
-            description="failed attempts with a guessable proof (code, token, serial, secret) per client"
-            " address and window before 429",
+            description="failed attempts with a proof (pairing code, serial, secret...) per flow, client"
+            " address (IPv6: its /64) or tenant, and window before 429",
         ),
     ] = 10
-    # A botnet guessing codes from many addresses is slowed down too: everyone waits for the
-    # window's end, and a wrong guess costs the attacker nothing else.
+    # A botnet guessing codes from many addresses is slowed down, not let to close onboarding for
+    # all: above this, each address gets the smaller budget below, and its first attempt is still
+    # looked at, so a TV with a valid code gets in (docs/architecture.md).
     register_failures_global_per_window: Annotated[
-        int, Meta(ge=1, description="the same from all addresses together")
+        int,
+        Meta(
+            ge=1,
+            description="failures of a guessable flow from all addresses together after which each"
+            " address gets REGISTER_FAILURES_UNDER_PRESSURE",
+        ),
     ] = 1000
+    register_failures_under_pressure: Annotated[
+        int, Meta(ge=1, description="the per-address budget while a flow is over the global count")
+    ] = 2
     register_failure_window_seconds: Annotated[
-        int, Meta(ge=1, le=_DAY, description="the window of the two limits above")
+        int, Meta(ge=1, le=_DAY, description="the window of the budgets above")
     ] = 60
+    device_authorizations_per_window: Annotated[
+        int,
+        Meta(
+            ge=1,
+            description="device-first pairing requests (/oauth/device_authorization) per client address"
+            " and window before 429",
+        ),
+    ] = 30
+    prune_expired_after_seconds: Annotated[
+        int,
+        Meta(
+            ge=0,
+            le=366 * _DAY,
+            description="device authorizations and pairing codes that bound no device are deleted this"
+            " long after they expired",
+        ),
+    ] = _DAY
     trusted_proxies: Annotated[
         Networks, Meta(description="networks whose X-Forwarded-For is believed (`make run`: loopback)")
     ] = ()

@@ -56,7 +56,11 @@ async def test_recovery_gives_the_same_device_a_new_key_and_the_old_key_dies(sta
 
     status, recovered, _ = await recover(stack, "SN-55-0042", registered["recoverySecret"])
     assert status == 200, recovered
-    assert set(recovered) == {"deviceId", "screenId", "apiKey", "tenantId", "config"}, recovered
+    assert set(recovered) == {"deviceId", "screenId", "apiKey", "tenantId", "config", "recoverySecret"}, (
+        recovered
+    )
+    assert RECOVERY_SECRET.match(recovered["recoverySecret"]), recovered
+    assert recovered["recoverySecret"] != registered["recoverySecret"], recovered
     assert (recovered["deviceId"], recovered["screenId"], recovered["tenantId"]) == (
         registered["deviceId"],
         screen["id"],
@@ -81,6 +85,31 @@ async def test_recovery_gives_the_same_device_a_new_key_and_the_old_key_dies(sta
     entries = await audit(stack, tenant["token"], registered["deviceId"])
     assert summary(entries) == [("bound", "code", "device"), ("recovered", "recovery", "device")], entries
     assert entries[1]["clientAddress"] == "127.0.0.1" and entries[1]["reason"] is None, entries
+
+
+async def test_each_recovery_rotates_the_secret_and_a_replay_of_the_old_one_kills_nothing(stack):
+    tenant = await stack.tenant()
+    _, registered = await pair(stack, tenant["token"], hardwareId="SN-55-0042")
+    status, recovered, _ = await recover(stack, "SN-55-0042", registered["recoverySecret"])
+    assert status == 200, recovered
+    await until_gateway(stack, recovered["apiKey"], 200)
+
+    # Whoever copied the first secret off the TV replays it: refused, and the TV keeps its new key.
+    status, body, _ = await recover(stack, "SN-55-0042", registered["recoverySecret"])
+    assert_error(status, body, 401, "unauthorized")
+    await until_gateway(stack, recovered["apiKey"], 200)
+    entries = await audit(stack, tenant["token"], registered["deviceId"])
+    assert summary(entries) == [("bound", "code", "device"), ("recovered", "recovery", "device")], entries
+
+    # The new secret works, once more rotating.
+    status, again, _ = await recover(stack, "SN-55-0042", recovered["recoverySecret"])
+    assert status == 200 and again["recoverySecret"] not in (
+        recovered["recoverySecret"],
+        registered["recoverySecret"],
+    ), again
+    await until_gateway(stack, again["apiKey"], 200)
+    status, body, _ = await recover(stack, "SN-55-0042", recovered["recoverySecret"])
+    assert_error(status, body, 401, "unauthorized")
 
 
 async def test_recovery_with_a_wrong_secret_or_another_devices_secret_is_refused_and_changes_nothing(stack):
@@ -199,7 +228,7 @@ async def test_the_same_hardware_on_another_screen_gets_a_new_device_and_leaves_
     await until_gateway(stack, first["apiKey"], 401, "device_revoked")
 
 
-async def test_failed_recoveries_count_toward_the_address_rate_limit(settings, sockets):
+async def test_failed_recoveries_count_toward_the_address_recovery_budget_only(settings, sockets):
     # An hour-long window: three failures a few milliseconds apart never straddle two windows.
     limited = msgspec.structs.replace(
         settings, register_failures_per_window=3, register_failure_window_seconds=3600
@@ -219,15 +248,16 @@ async def test_failed_recoveries_count_toward_the_address_rate_limit(settings, s
         retry_after = response.headers.get("Retry-After", "")
         assert retry_after.isdigit() and 1 <= int(retry_after) <= 3600, response.headers
 
-        # Even the right secret waits, and so does a pairing code from the same address; the
-        # device's key is untouched.
+        # Even the right secret waits; the device's key is untouched.
         status, body, _ = await recover(stack, "SN-55-0042", registered["recoverySecret"])
         assert_error(status, body, 429, "rate_limited")
+        await until_gateway(stack, registered["apiKey"], 200)
+        # A recovery secret is no guessable code: spending its budget leaves the pairing codes'
+        # budget of the same address whole.
         screen = await stack.screen(tenant["token"], "Bar")
         code = await stack.code(tenant["token"], screen["id"])
         status, body = await stack.register(code["code"])
-        assert_error(status, body, 429, "rate_limited")
-        await until_gateway(stack, registered["apiKey"], 200)
+        assert status == 201, body
 
 
 async def test_a_bind_never_takes_over_another_device_by_its_id(stack: Stack) -> None:

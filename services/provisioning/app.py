@@ -23,7 +23,7 @@ from shared import bus, db, outbox
 from shared.app import base_app, http_client_ctx
 from shared.app_keys import SETTINGS
 from shared.auth import VERIFIER, TokenVerifier
-from shared.db import POOL
+from shared.db import POOL, Connection
 from shared.http import add_routes
 from shared.openapi import add_operations
 from shared.routing import DEVICE_TOKEN_PATH
@@ -44,7 +44,7 @@ def create_app(settings: Settings) -> web.Application:
     app.cleanup_ctx.append(outbox.relay_ctx(SCHEMA))
     app.cleanup_ctx.append(screens_ctx)
     app.cleanup_ctx.append(http_client_ctx)
-    app.cleanup_ctx.append(background("prune-registration-failures", prune_registration_failures))
+    app.cleanup_ctx.append(background("prune", prune))
     # Not public (no route of the Ingress leads here): registry's /oauth/token passes the
     # device-code grant on to it, so the token endpoint stays one URL (RFC 8414 metadata).
     add_routes(app, [("POST", DEVICE_TOKEN_PATH, device_authorization.poll, True)])
@@ -52,13 +52,35 @@ def create_app(settings: Settings) -> web.Application:
     return app
 
 
-async def prune_registration_failures(app: web.Application) -> None:
-    """Forget failure counts of windows long past; the table stays as small as the attack."""
-    window = app[SETTINGS].register_failure_window_seconds
+# Rows one delete takes: a round of pruning never holds many row locks at once.
+PRUNE_BATCH = 1000
+
+
+async def prune(app: web.Application) -> None:
+    """Forget budgets of windows past, and expired requests and codes that bound nothing, once a
+    window: the tables stay as small as the live traffic, whatever an attacker stored."""
+    settings = app[SETTINGS]
+    window, kept = settings.register_failure_window_seconds, settings.prune_expired_after_seconds
     while True:
         await asyncio.sleep(window)
         try:
             async with app[POOL].acquire() as conn:
-                await queries.attempts.prune_failures(conn, older_than_seconds=2 * window)
+                await prune_once(conn, window, kept)
         except Exception as exc:  # noqa: BLE001 - the next round tries again; pruning is housekeeping
             log.warning("prune_failed", error=str(exc))
+
+
+async def prune_once(conn: Connection, window_seconds: int, kept_seconds: int) -> int:
+    """One round, batch after batch until none comes back full; returns the rows deleted."""
+    deleted = 0
+    for step in (
+        lambda: queries.pruning.prune_budgets(conn, window_seconds, PRUNE_BATCH),
+        lambda: queries.pruning.prune_device_authorizations(conn, kept_seconds, PRUNE_BATCH),
+        lambda: queries.pruning.prune_codes(conn, kept_seconds, PRUNE_BATCH),
+    ):
+        while True:
+            count = await step()
+            deleted += count
+            if count < PRUNE_BATCH:
+                break
+    return deleted

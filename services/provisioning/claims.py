@@ -99,7 +99,10 @@ async def claim_device(request: web.Request) -> web.Response:
     principal = principal_of(request)
     body = await read_json(request, _claim)
     await known_screen(request, principal.tenant_id, body.screen_id)
-    async with attempts.limited(request, attempts.of_tenant(principal.tenant_id)) as conn, conn.transaction():
+    async with (
+        attempts.limited(request, attempts.CLAIM_CODE, attempts.of_tenant(principal.tenant_id)) as conn,
+        conn.transaction(),
+    ):
         screen = await lock_free_screen(conn, principal.tenant_id, body.screen_id)
         factory = await queries.claims.lock_factory_device_by_claim(conn, secret_hash(body.claim_code))
         if factory is None or factory.claimed:

@@ -61,7 +61,10 @@ async def get_code_status(request: web.Request) -> web.Response:
 
 async def register_device(request: web.Request) -> web.Response:
     """A TV trades a pairing code for its device key; the whole bind is one transaction."""
-    async with attempts.by_tv(request, _registration) as (conn, body, address), conn.transaction():
+    async with (
+        attempts.by_tv(request, attempts.PAIRING_CODE, _registration) as (conn, body, address),
+        conn.transaction(),
+    ):
         screen = await queries.codes.lock_code_screen(conn, body.pairing_code)
         if screen is None:
             raise NotFound("no such pairing code")

@@ -30,7 +30,16 @@ from services.provisioning.screens import known_screen, lock_free_screen
 from shared.app_keys import SETTINGS
 from shared.auth import DEVICE_CODE_GRANT, new_secret, principal_of, secret_hash
 from shared.db import POOL
-from shared.errors import BadRequest, CodeExpired, Conflict, ErrorDetail, NotFound, OAuthError, invalid_body
+from shared.errors import (
+    BadRequest,
+    CodeExpired,
+    Conflict,
+    ErrorDetail,
+    NotFound,
+    OAuthError,
+    RateLimited,
+    invalid_body,
+)
 from shared.http import client_address, json_response, read_form, read_json
 
 log = structlog.get_logger()
@@ -75,14 +84,27 @@ async def start(request: web.Request) -> web.Response:
         problem = invalid_body(DeviceInfo, fields).message
         raise OAuthError(400, "invalid_request", f"the TV's description: {problem}") from None
     device_code = new_secret("ddc_")
+    address = client_address(request, settings.trusted_proxies)
     async with request.app[POOL].acquire() as conn:
+        try:  # every request is stored until it expires: each takes a slot of the address's budget
+            await attempts.spend(
+                request,
+                conn,
+                attempts.DEVICE_AUTHORIZATION_START,
+                attempts.of_address(address),
+                settings.device_authorizations_per_window,
+            )
+        except RateLimited as exc:  # RFC 8628 has no error for this: our 429, in the OAuth shape
+            refused = OAuthError(429, "rate_limited", exc.message)
+            refused.headers.update(exc.headers)
+            raise refused from None
         user_code = await queries.device_authorization.insert_authorization(
             conn,
             device_code_hash=secret_hash(device_code),
             new_user_code=new_user_code,
             client_id=client_id,
             device_info=device_info,
-            requested_from=client_address(request, settings.trusted_proxies),
+            requested_from=address,
             ttl_seconds=settings.device_code_ttl_seconds,
             interval_seconds=settings.device_poll_interval_seconds,
         )
@@ -165,12 +187,12 @@ async def poll(request: web.Request) -> web.Response:
 async def show(request: web.Request) -> web.Response:
     """What the TV reported and from where: what the admin is about to approve."""
     principal = principal_of(request)
-    async with request.app[POOL].acquire() as conn:
-        found = await queries.device_authorization.find_authorization(
-            conn, _user_code(request), principal.tenant_id
-        )
-    if found is None:
-        raise NotFound("no such user code")
+    user_code = _user_code(request)
+    # A lookup is a guess as much as an approval is (a hit shows another tenant's waiting TV).
+    async with attempts.limited(request, attempts.USER_CODE, attempts.of_tenant(principal.tenant_id)) as conn:
+        found = await queries.device_authorization.find_authorization(conn, user_code, principal.tenant_id)
+        if found is None:
+            raise NotFound("no such user code")
     return json_response(found[0])
 
 
@@ -187,10 +209,13 @@ async def deny(request: web.Request) -> web.Response:
 
 async def _decide(request: web.Request, status: str, screen_id: uuid.UUID | None) -> web.Response:
     """Approve (for ``screen_id``) or deny a pending request. A user code is guessable: failed
-    decisions count against the tenant as failed registrations do against an address."""
+    decisions count against the tenant, in the budget its lookups use."""
     principal = principal_of(request)
     user_code = _user_code(request)
-    async with attempts.limited(request, attempts.of_tenant(principal.tenant_id)) as conn, conn.transaction():
+    async with (
+        attempts.limited(request, attempts.USER_CODE, attempts.of_tenant(principal.tenant_id)) as conn,
+        conn.transaction(),
+    ):
         if screen_id is not None:  # screens before authorizations: the lock order
             await lock_free_screen(conn, principal.tenant_id, screen_id)
         found = await queries.device_authorization.find_authorization(

@@ -255,7 +255,7 @@ OPERATIONS = [
         _DEVICE_AUTHORIZATION_FORM,
         "application/x-www-form-urlencoded",
         responses={200: DeviceAuthorizationStarted},
-        errors=(400, 401),
+        errors=(400, 401, 429),
         tag="Device-first pairing",
     ),
     Operation(
@@ -265,7 +265,7 @@ OPERATIONS = [
         "What the TV showing this user code reported, and from where",
         "admin",
         responses={200: DeviceAuthorization},
-        errors=(400, 401, 404),
+        errors=(400, 401, 404, 429),
         tag="Device-first pairing",
     ),
     Operation(

@@ -156,7 +156,7 @@ async def enable_serial(request: web.Request) -> web.Response:
 
 async def activate_device(request: web.Request) -> web.Response:
     """The device presents its serial inside the window and gets its key."""
-    async with attempts.by_tv(request, _activation) as (conn, body, address):
+    async with attempts.by_tv(request, attempts.SERIAL, _activation) as (conn, body, address):
         async with conn.transaction():
             screen = await queries.serials.lock_serial_screen(conn, body.serial)
             serial = await queries.serials.lock_serial(conn, body.serial)

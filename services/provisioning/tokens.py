@@ -49,7 +49,10 @@ async def create_token(request: web.Request) -> web.Response:
 
 async def provision_device(request: web.Request) -> web.Response:
     """A device trades a provisioning token for its id and key."""
-    async with attempts.by_tv(request, _provisioning) as (conn, body, address), conn.transaction():
+    async with (
+        attempts.by_tv(request, attempts.PROVISIONING_TOKEN, _provisioning) as (conn, body, address),
+        conn.transaction(),
+    ):
         token_hash = secret_hash(body.provisioning_token)
         screen = await queries.tokens.lock_token_screen(conn, token_hash)
         token = await queries.tokens.lock_token(conn, token_hash) if screen else None

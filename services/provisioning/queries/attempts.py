@@ -1,37 +1,59 @@
-"""Failed attempts at something guessable, counted per caller and per fixed time window."""
+"""Budgets of attempts, per flow, caller and fixed time window."""
 
 from __future__ import annotations
 
+from datetime import datetime
+
 from shared.db import Connection
 
+_WINDOW = "to_timestamp(floor(extract(epoch FROM now()) / $3) * $3)"
 
-async def failures_in_window(conn: Connection, who: str, window_seconds: int) -> tuple[int, int]:
-    """Failures of ``who`` in the current window, and seconds until the window ends."""
-    row = await conn.fetchrow(
-        "SELECT coalesce((SELECT failures FROM registration_failures"
-        "   WHERE client_address = $1 AND window_start = w.start), 0) AS failures,"
-        " ceil(extract(epoch FROM w.start + make_interval(secs => $2) - now()))::int AS remaining"
-        " FROM (SELECT to_timestamp(floor(extract(epoch FROM now()) / $2) * $2) AS start) w",
+
+async def reserve(conn: Connection, flow: str, who: str, window_seconds: int, limit: int) -> datetime | None:
+    """Take a slot of ``who``'s budget for ``flow`` in the current window: the window's start, or
+    None when its ``limit`` slots are taken. One statement: the row lock of ``ON CONFLICT`` orders
+    concurrent reservations, so no more than ``limit`` ever succeed."""
+    window_start: datetime | None = await conn.fetchval(
+        "INSERT INTO attempt_budgets (flow, who, window_start, used)"
+        f" VALUES ($1, $2, {_WINDOW}, 1)"
+        " ON CONFLICT (flow, who, window_start) DO UPDATE SET used = attempt_budgets.used + 1"
+        " WHERE attempt_budgets.used < $4"
+        " RETURNING window_start",
+        flow,
+        who,
+        window_seconds,
+        limit,
+    )
+    return window_start
+
+
+async def give_back(conn: Connection, flow: str, who: str, window_start: datetime) -> None:
+    """Return a slot taken by ``reserve`` (the attempt succeeded, or failed in a way not counted)."""
+    await conn.execute(
+        "UPDATE attempt_budgets SET used = used - 1"
+        " WHERE flow = $1 AND who = $2 AND window_start = $3 AND used > 0",
+        flow,
+        who,
+        window_start,
+    )
+
+
+async def failures(conn: Connection, flow: str, who: str, window_seconds: int) -> int:
+    used: int | None = await conn.fetchval(
+        f"SELECT used FROM attempt_budgets WHERE flow = $1 AND who = $2 AND window_start = {_WINDOW}",
+        flow,
         who,
         window_seconds,
     )
-    assert row is not None  # a query without a table: always one row
-    return row["failures"], row["remaining"]
+    return used or 0
 
 
-async def record_failure(conn: Connection, who: str, window_seconds: int) -> None:
+async def add_failure(conn: Connection, flow: str, who: str, window_seconds: int) -> None:
     await conn.execute(
-        "INSERT INTO registration_failures (client_address, window_start, failures)"
-        " VALUES ($1, to_timestamp(floor(extract(epoch FROM now()) / $2) * $2), 1)"
-        " ON CONFLICT (client_address, window_start)"
-        " DO UPDATE SET failures = registration_failures.failures + 1",
+        "INSERT INTO attempt_budgets (flow, who, window_start, used)"
+        f" VALUES ($1, $2, {_WINDOW}, 1)"
+        " ON CONFLICT (flow, who, window_start) DO UPDATE SET used = attempt_budgets.used + 1",
+        flow,
         who,
         window_seconds,
-    )
-
-
-async def prune_failures(conn: Connection, older_than_seconds: int) -> None:
-    await conn.execute(
-        "DELETE FROM registration_failures WHERE window_start < now() - make_interval(secs => $1)",
-        older_than_seconds,
     )

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import uuid
+
 from services.provisioning.models import Device
 from services.provisioning.queries.devices import DEVICE_COLUMNS, device_of
 from shared.db import Connection
@@ -17,3 +19,7 @@ async def lock_device_by_recovery_secret(
         hardware_id,
     )
     return device_of(row) if row else None
+
+
+async def replace_recovery_secret(conn: Connection, device_id: uuid.UUID, secret_hash: bytes) -> None:
+    await conn.execute("UPDATE devices SET recovery_secret_hash = $2 WHERE id = $1", device_id, secret_hash)

@@ -1,0 +1,54 @@
+"""What provisioning forgets, and when: rows that callers can multiply (budgets of windows that
+ended, device authorizations and pairing codes that expired without binding a device). A row that
+bound a device stays: it tells which code or request brought the device in.
+
+Each delete takes a bounded batch, so one round never holds many row locks or one long
+transaction; the caller repeats while a batch comes back full."""
+
+from __future__ import annotations
+
+from shared.db import Connection
+
+
+async def prune_budgets(conn: Connection, window_seconds: int, batch: int) -> int:
+    """Budgets of windows that have ended."""
+    return _count(
+        await conn.execute(
+            "DELETE FROM attempt_budgets WHERE (flow, who, window_start) IN ("
+            " SELECT flow, who, window_start FROM attempt_budgets"
+            " WHERE window_start < now() - make_interval(secs => $1) LIMIT $2)",
+            window_seconds,
+            batch,
+        )
+    )
+
+
+async def prune_device_authorizations(conn: Connection, kept_seconds: int, batch: int) -> int:
+    """Requests expired ``kept_seconds`` ago that bound no device."""
+    return _count(
+        await conn.execute(
+            "DELETE FROM device_authorizations WHERE device_code_hash IN ("
+            " SELECT device_code_hash FROM device_authorizations"
+            " WHERE device_id IS NULL AND expires_at < now() - make_interval(secs => $1) LIMIT $2)",
+            kept_seconds,
+            batch,
+        )
+    )
+
+
+async def prune_codes(conn: Connection, kept_seconds: int, batch: int) -> int:
+    """Pairing codes expired ``kept_seconds`` ago that bound no device."""
+    return _count(
+        await conn.execute(
+            "DELETE FROM provisioning_codes WHERE code IN ("
+            " SELECT code FROM provisioning_codes"
+            " WHERE device_id IS NULL AND expires_at < now() - make_interval(secs => $1) LIMIT $2)",
+            kept_seconds,
+            batch,
+        )
+    )
+
+
+def _count(status: str) -> int:
+    """Rows a ``DELETE n`` status names."""
+    return int(status.rsplit(" ", 1)[1])

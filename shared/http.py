@@ -5,7 +5,6 @@ encoded, and the caller's address behind a trusted proxy."""
 from __future__ import annotations
 
 import base64
-import binascii
 import ipaddress
 import itertools
 import re
@@ -210,7 +209,7 @@ def basic_credentials(request: web.Request) -> tuple[str, str] | None:
         return None
     try:
         decoded = base64.b64decode(header[6:], validate=True).decode()
-    except (binascii.Error, UnicodeDecodeError):
+    except ValueError:  # not base64 (or not even ASCII), or not UTF-8 once decoded
         decoded = None
     if decoded is None or "\x00" in decoded:
         raise errors.OAuthError(401, "invalid_client", "malformed HTTP Basic credentials", basic=True)

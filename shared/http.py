@@ -159,6 +159,16 @@ def json_response(body: Any, *, status: int = 200, headers: dict[str, str] | Non
     )
 
 
+# RFC 9111 §5.2.2.5: an answer no cache (nor a browser's history) keeps.
+NO_STORE = {"Cache-Control": "no-store"}
+
+
+def secret_response(body: Any, *, status: int = 200) -> web.Response:
+    """An answer that carries a credential (a key, a secret, a token, a one-time code): shown to
+    its caller once, and stored by nobody on the way."""
+    return json_response(body, status=status, headers=NO_STORE)
+
+
 async def read_json(request: web.Request, decoder: msgspec.json.Decoder[T]) -> T:
     """Decode the body with a prebuilt decoder; every way it can be wrong becomes a clear 4xx."""
     if request.content_type != "application/json" and not request.content_type.endswith("+json"):

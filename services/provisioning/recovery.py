@@ -15,7 +15,7 @@ from services.provisioning import attempts, binding, queries
 from services.provisioning.models import Recovery, Registered
 from shared.auth import secret_hash
 from shared.errors import Unauthorized
-from shared.http import json_response
+from shared.http import secret_response
 
 log = structlog.get_logger()
 
@@ -34,7 +34,7 @@ async def recover_device(request: web.Request) -> web.Response:
         assert screen is not None  # a device's screen row is never deleted
         api_key = await binding.replace_key(conn, device, client_address=address)
     log.info("device_recovered", device_id=str(device.id), screen_id=str(device.screen_id))
-    return json_response(
+    return secret_response(
         Registered(
             device_id=device.id,
             screen_id=device.screen_id,

@@ -125,6 +125,15 @@ class _Streamed:
             yield chunk
 
 
+def _undecodable_marked(value: str) -> str:
+    """A header value as the service should see it. Bytes that are not UTF-8 arrive as lone
+    surrogates, which the client would silently drop (``Bearer <key>\\xff`` would become a valid
+    ``Bearer <key>``); they become U+FFFD, still not ASCII, so still no credential."""
+    if value.isascii():
+        return value
+    return value.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+
+
 def normal_form(path: str) -> bool:
     """Whether ``path`` (percent-decoded) has no dot segments, which a proxy or a service would
     resolve into another path than the one routed."""
@@ -149,7 +158,7 @@ async def proxy(request: web.Request) -> web.StreamResponse:
                 data = await request.read()  # at most MAX_BODY_BYTES (client_max_size)
             except web.HTTPRequestEntityTooLarge:
                 return _error(too_large)
-    headers = {k: v for k, v in request.headers.items() if k.lower() not in _HOP_BY_HOP}
+    headers = {k: _undecodable_marked(v) for k, v in request.headers.items() if k.lower() not in _HOP_BY_HOP}
     forwarded = request.headers.get("X-Forwarded-For")
     headers["X-Forwarded-For"] = f"{forwarded}, {request.remote}" if forwarded else str(request.remote)
     # Forwarded byte for byte: a URL built from text would be normalised again on the way.

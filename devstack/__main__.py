@@ -55,6 +55,9 @@ def environment_of_the_stack(environ: dict[str, str], local: LocalSettings) -> d
     defaults = environment(
         Settings,
         log_format="console",
+        # This machine only, unless HOST says otherwise: the operator token is in the welcome text
+        # and every service trusts loopback (the containers' default stays every address).
+        host="127.0.0.1",
         # The entry point forwards the caller's address in X-Forwarded-For; believe it from loopback.
         trusted_proxies="127.0.0.1/32,::1/128",
         operator_token=_persisted_secret(data, "operator_token", lambda: "op_" + secrets.token_urlsafe(24)),

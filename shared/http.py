@@ -5,7 +5,6 @@ encoded, and the caller's address behind a trusted proxy."""
 from __future__ import annotations
 
 import base64
-import binascii
 import ipaddress
 import itertools
 import re
@@ -160,6 +159,16 @@ def json_response(body: Any, *, status: int = 200, headers: dict[str, str] | Non
     )
 
 
+# RFC 9111 §5.2.2.5: an answer no cache (nor a browser's history) keeps.
+NO_STORE = {"Cache-Control": "no-store"}
+
+
+def secret_response(body: Any, *, status: int = 200) -> web.Response:
+    """An answer that carries a credential (a key, a secret, a token, a one-time code): shown to
+    its caller once, and stored by nobody on the way."""
+    return json_response(body, status=status, headers=NO_STORE)
+
+
 async def read_json(request: web.Request, decoder: msgspec.json.Decoder[T]) -> T:
     """Decode the body with a prebuilt decoder; every way it can be wrong becomes a clear 4xx."""
     if request.content_type != "application/json" and not request.content_type.endswith("+json"):
@@ -210,7 +219,7 @@ def basic_credentials(request: web.Request) -> tuple[str, str] | None:
         return None
     try:
         decoded = base64.b64decode(header[6:], validate=True).decode()
-    except (binascii.Error, UnicodeDecodeError):
+    except ValueError:  # not base64 (or not even ASCII), or not UTF-8 once decoded
         decoded = None
     if decoded is None or "\x00" in decoded:
         raise errors.OAuthError(401, "invalid_client", "malformed HTTP Basic credentials", basic=True)

@@ -9,6 +9,7 @@ from contextvars import ContextVar
 from typing import Any
 
 import structlog
+from structlog.tracebacks import ExceptionDictTransformer
 
 # What every log line of the current request (or event being applied) carries: one dict, set anew
 # per request. Cheaper than clearing and re-binding structlog's contextvars on every request
@@ -36,21 +37,29 @@ def merge_log_context(logger: Any, method: str, event: MutableMapping[str, Any])
     return event
 
 
+# Tracebacks name their frames and lines, never their frames' locals: a local may hold the request's
+# credential (an operator token, a client secret), and a log line is kept and read by many.
+JSON_TRACEBACKS = structlog.processors.ExceptionRenderer(ExceptionDictTransformer(show_locals=False))
+
+
+def renderer_chain(log_format: str, *, tty: bool) -> list[structlog.typing.Processor]:
+    """What turns an event with its ``exc_info`` into a line: a JSON object, or a readable line."""
+    if log_format == "json" or (log_format == "auto" and not tty):
+        return [JSON_TRACEBACKS, structlog.processors.JSONRenderer()]
+    # ConsoleRenderer formats the exception itself; its default (rich's, when installed) shows locals.
+    console = structlog.dev.ConsoleRenderer(colors=tty, exception_formatter=structlog.dev.plain_traceback)
+    return [structlog.dev.set_exc_info, console]
+
+
 def configure(*, service: str, log_format: str = "console", level: str = "info") -> None:
     """Run once in ``__main__``; context bound with ``bind_contextvars`` lands on every line."""
-    renderer: structlog.typing.Processor
-    if log_format == "json" or (log_format == "auto" and not sys.stderr.isatty()):
-        renderer = structlog.processors.JSONRenderer()
-    else:
-        renderer = structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,
             merge_log_context,
             structlog.processors.add_log_level,
             structlog.processors.TimeStamper(fmt="iso", utc=True),
-            structlog.processors.dict_tracebacks if log_format == "json" else structlog.dev.set_exc_info,
-            renderer,
+            *renderer_chain(log_format, tty=sys.stderr.isatty()),
         ],
         wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level.upper())),
         # One write() per line (print() writes the line and its newline separately): workers of

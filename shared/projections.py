@@ -58,8 +58,9 @@ class ScreenContent(msgspec.Struct, frozen=True, kw_only=True, rename="camel"):
 
 def device_key_digest(api_key: str) -> bytes:
     """What is stored of a ``dak_`` key (never the key): its SHA-256, as provisioning keeps it and
-    the gateway looks it up."""
-    return hashlib.sha256(api_key.encode()).digest()
+    the gateway looks it up. A key holding what no key holds (undecodable header bytes) still hashes,
+    to a digest no key has."""
+    return hashlib.sha256(api_key.encode("utf-8", "surrogatepass")).digest()
 
 
 def device_key_name(digest: bytes) -> str:

@@ -149,7 +149,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             description="replicas of streams, KV buckets and the files' object store (3 in production)",
         ),
     ] = 1
-    host: Annotated[str, Meta(min_length=1, description="address the services listen on")] = "0.0.0.0"
+    host: Annotated[
+        str, Meta(min_length=1, description="address the services listen on (`make run`: 127.0.0.1)")
+    ] = "0.0.0.0"
     gateway_max_lag_ms: Annotated[
         int,
         Meta(

@@ -73,7 +73,9 @@ class Stack:
         for name in SERVICES:
             await self.start_service(name)
         runner = web.AppRunner(
-            entrypoint.create_app({name: self.url(name) for name in SERVICES}),
+            entrypoint.create_app(
+                {name: self.url(name) for name in SERVICES}, entrypoint.BodyLimits.of(self.settings)
+            ),
             handler_cancellation=entrypoint.HANDLER_CANCELLATION,
         )
         await runner.setup()

@@ -31,7 +31,7 @@ from shared.app_keys import SETTINGS
 from shared.auth import bearer_token, new_secret, principal_of, require_operator, secret_hash
 from shared.db import POOL
 from shared.errors import Conflict, Forbidden, NotFound, ServiceError, Unauthorized
-from shared.http import client_address, json_response, read_json
+from shared.http import client_address, json_response, read_json, secret_response
 from shared.projections import device_key_digest
 
 log = structlog.get_logger()
@@ -51,7 +51,7 @@ async def create_factory_devices(request: web.Request) -> web.Response:
             conn, [(d.device_id, device_key_digest(d.api_key)) for d in made]
         )
     log.info("factory_devices_created", count=body.count)
-    return json_response(FactoryDevices(items=made), status=201)
+    return secret_response(FactoryDevices(items=made), status=201)
 
 
 async def open_claim_mode(request: web.Request) -> web.Response:
@@ -90,7 +90,7 @@ async def open_claim_mode(request: web.Request) -> web.Response:
             if expires_at is not None:
                 break
     log.info("claim_mode_opened", device_id=str(device.id), seconds=body.duration_seconds)
-    return json_response(ClaimMode(claim_code=code, claim_expiration_time=expires_at))
+    return secret_response(ClaimMode(claim_code=code, claim_expiration_time=expires_at))
 
 
 async def claim_device(request: web.Request) -> web.Response:

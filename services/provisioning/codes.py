@@ -16,7 +16,7 @@ from shared.app_keys import SETTINGS
 from shared.auth import tenant_of
 from shared.db import POOL
 from shared.errors import BadRequest, CodeExpired, Conflict, ErrorDetail, NotFound
-from shared.http import json_response, read_json
+from shared.http import json_response, read_json, secret_response
 
 log = structlog.get_logger()
 
@@ -37,7 +37,7 @@ async def create_code(request: web.Request) -> web.Response:
             conn, tenant_id=tenant_id, screen_id=screen.id, ttl_seconds=request.app[SETTINGS].code_ttl_seconds
         )
     log.info("provisioning_code_created", screen_id=str(body.screen_id))
-    return json_response(
+    return secret_response(
         CodeCreated(
             code=code.code,
             screen_id=body.screen_id,
@@ -90,4 +90,4 @@ async def register_device(request: web.Request) -> web.Response:
         screen_id=str(registered.screen_id),
         tenant_id=str(registered.tenant_id),
     )
-    return json_response(registered, status=201)
+    return secret_response(registered, status=201)

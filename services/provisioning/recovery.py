@@ -18,7 +18,7 @@ from services.provisioning import attempts, binding, queries
 from services.provisioning.models import Recovery, Registered
 from shared.auth import new_secret, secret_hash
 from shared.errors import Unauthorized
-from shared.http import json_response
+from shared.http import secret_response
 
 log = structlog.get_logger()
 
@@ -42,7 +42,7 @@ async def recover_device(request: web.Request) -> web.Response:
         recovery_secret = new_secret("drs_")
         await queries.recovery.replace_recovery_secret(conn, device.id, secret_hash(recovery_secret))
     log.info("device_recovered", device_id=str(device.id), screen_id=str(device.screen_id))
-    return json_response(
+    return secret_response(
         Registered(
             device_id=device.id,
             screen_id=device.screen_id,

@@ -38,7 +38,7 @@ from shared.auth import tenant_of
 from shared.db import POOL, Connection
 from shared.errors import BadRequest, CodeExpired, Conflict, ErrorDetail, NotFound
 from shared.events import ActivationRepeated
-from shared.http import json_response, read_json, read_limited
+from shared.http import json_response, read_json, read_limited, secret_response
 from shared.pagination import choice_query, page_limit
 
 log = structlog.get_logger()
@@ -177,7 +177,7 @@ async def activate_device(request: web.Request) -> web.Response:
             await _alert_repeated(conn, serial, address)
             raise Conflict("this serial was activated already")
     log.info("device_activated", device_id=str(registered.device_id), screen_id=str(registered.screen_id))
-    return json_response(registered, status=201)
+    return secret_response(registered, status=201)
 
 
 async def _alert_repeated(conn: Connection, serial: LockedSerial, address: str) -> None:

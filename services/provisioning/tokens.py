@@ -15,7 +15,7 @@ from services.provisioning.screens import known_screen, lock_free_screen
 from shared.auth import new_secret, principal_of, secret_hash
 from shared.db import POOL
 from shared.errors import CodeExpired, Conflict, NotFound
-from shared.http import json_response, read_json
+from shared.http import read_json, secret_response
 
 log = structlog.get_logger()
 
@@ -39,7 +39,7 @@ async def create_token(request: web.Request) -> web.Response:
             ttl_seconds=body.ttl_seconds,
         )
     log.info("provisioning_token_created", screen_id=str(body.screen_id))
-    return json_response(
+    return secret_response(
         ProvisioningTokenCreated(
             token=token, screen_id=body.screen_id, tenant_id=principal.tenant_id, expires_at=expires_at
         ),
@@ -74,4 +74,4 @@ async def provision_device(request: web.Request) -> web.Response:
         )
         await queries.tokens.mark_token_used(conn, token_hash, registered.device_id)
     log.info("device_provisioned", device_id=str(registered.device_id), screen_id=str(registered.screen_id))
-    return json_response(registered, status=201)
+    return secret_response(registered, status=201)

@@ -26,7 +26,7 @@ from shared.app_keys import SETTINGS
 from shared.auth import ADMIN_SCOPE, new_secret, principal_of, secret_hash
 from shared.db import POOL
 from shared.errors import Conflict, NotFound, OAuthError, ServiceError
-from shared.http import json_response, read_json, text_param
+from shared.http import json_response, read_json, secret_response, text_param
 
 log = structlog.get_logger()
 
@@ -57,7 +57,7 @@ async def issue_initial_access_token(request: web.Request) -> web.Response:
             expires_at.isoformat(),
         )
     log.info("initial_access_token_issued")
-    return json_response(InitialAccessToken(token=token, expires_at=expires_at), status=201)
+    return secret_response(InitialAccessToken(token=token, expires_at=expires_at), status=201)
 
 
 async def register_client(request: web.Request) -> web.Response:

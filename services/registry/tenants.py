@@ -13,7 +13,7 @@ from services.registry import audit, queries
 from services.registry.models import ClientCredentials, NewTenant, TenantCreated
 from shared.auth import new_secret, require_operator, secret_hash
 from shared.db import POOL
-from shared.http import json_response, read_json
+from shared.http import read_json, secret_response
 
 log = structlog.get_logger()
 
@@ -32,7 +32,7 @@ async def create_tenant(request: web.Request) -> web.Response:
         )
         await audit.record(request, conn, tenant.id, audit.OPERATOR, "tenant.created", tenant.id)
     log.info("tenant_created", tenant_id=str(tenant.id), client_id=client_id)
-    return json_response(
+    return secret_response(
         TenantCreated(
             id=tenant.id,
             name=tenant.name,

@@ -62,6 +62,7 @@ async def test_the_operator_assigns_in_json_and_csv_idempotently_and_moves_only_
     status, body = await assign(stack, [("SN-A1", b["id"])], move=True)
     assert status == 409 and body["details"] == [{"field": "serials[0].serial", "problem": "activated"}], body
 
+    bad: dict[str, Any]
     for bad in (
         {"serials": []},
         {"serials": [{"serial": "SN 1", "tenantId": a["id"]}]},
@@ -177,20 +178,23 @@ async def test_concurrent_assignments_moves_and_uploads_never_point_a_serial_at_
         *(tenant_uploads(b["token"], b_own, b_screens, a_own) for _ in range(3)),
         operator_moves(),
     )
-    assert set(statuses) <= {200, 404}, statuses
-    assert statuses.count(404) >= 36  # every squatter's try at least
     conn = await asyncpg.connect(stack.settings.database_url)
     try:
         crossed = await conn.fetch(
             "SELECT s.serial, s.tenant_id, c.tenant_id AS screen_tenant FROM provisioning.serials s"
             " JOIN provisioning.screens c ON c.id = s.screen_id WHERE c.tenant_id <> s.tenant_id"
         )
-        owners = dict(await conn.fetch("SELECT serial, tenant_id::text FROM provisioning.serials"))
+        owners = {
+            row["serial"]: row["tenant_id"]
+            for row in await conn.fetch("SELECT serial, tenant_id::text FROM provisioning.serials")
+        }
     finally:
         await conn.close()
     assert crossed == []
     assert {owners[serial] for serial in a_own} == {a["id"]}
     assert {owners[serial] for serial in b_own} == {b["id"]}
+    assert set(statuses) <= {200, 404}, statuses
+    assert statuses.count(404) >= 36  # every squatter's try at least
 
     # Whatever the race left, A's TV activates into A.
     for serial, screen in ((a_own[0], a_screens[0]), (contested[0], a_screens[1])):

@@ -12,6 +12,7 @@ ROUTES: list[tuple[str, str]] = [
     (r"^/v1/device/(logout|claim-mode)$", "provisioning"),
     (r"^/v1/device(/|$)", "device-gateway"),
     (r"^/(v1/)?devices(/|$)", "provisioning"),
+    (r"^/v1/serials$", "provisioning"),
     (r"^/v1/(tenants|venues|screens)(/|$)", "registry"),
     (r"^/v1/(clients|content|audit)(/|$)", "registry"),
     (r"^/oauth/device_authorization$", "provisioning"),

@@ -1,4 +1,5 @@
-"""Serial numbers registered ahead, enabled for a window, activated once by their device."""
+"""Serial numbers registered ahead: assigned to tenants by the operator, mapped by each tenant to
+its screens, enabled for a window, activated once by their device."""
 
 from __future__ import annotations
 
@@ -9,7 +10,21 @@ import asyncpg
 import msgspec
 import nats
 
+from services.provisioning.serials import NOT_ACTIVATABLE
 from tests.stack import DEVICE_INFO, Stack
+
+
+async def assign(stack: Stack, rows: list[tuple[str, str]], *, move: bool = False) -> tuple[int, Any]:
+    """The operator assigns each serial to a tenant."""
+    body = {"serials": [{"serial": serial, "tenantId": tenant} for serial, tenant in rows]}
+    path = "/v1/serials?move=true" if move else "/v1/serials"
+    status, answer, _ = await stack.call("POST", path, token=stack.settings.operator_token, json=body)
+    return status, answer
+
+
+async def assigned(stack: Stack, tenant: dict[str, Any], *serials: str) -> None:
+    status, body = await assign(stack, [(serial, tenant["id"]) for serial in serials])
+    assert status == 200, body
 
 
 async def upload(stack: Stack, token: str, rows: list[tuple[str, str]]) -> tuple[int, Any]:
@@ -35,6 +50,7 @@ async def enable(stack: Stack, token: str, serial: str, **body: Any) -> tuple[in
 async def test_uploads_are_idempotent_in_json_and_csv(stack):
     tenant = await stack.tenant()
     lobby, bar = await stack.screen(tenant["token"]), await stack.screen(tenant["token"], "Bar")
+    await assigned(stack, tenant, "SN-0001", "SN-0002", "SN-0003")
     rows = [("SN-0001", lobby["id"]), ("SN-0002", bar["id"])]
     assert await upload(stack, tenant["token"], rows) == (200, {"created": 2, "updated": 0, "unchanged": 0})
     assert await upload(stack, tenant["token"], rows) == (200, {"created": 0, "updated": 0, "unchanged": 2})
@@ -51,21 +67,30 @@ async def test_uploads_are_idempotent_in_json_and_csv(stack):
         headers={"Content-Type": "text/csv"},
     )
     assert (status, body) == (200, {"created": 1, "updated": 0, "unchanged": 1}), body
+    await assigned(stack, tenant, "SN-0004")  # assigned, not mapped: the tenant sees it waiting
     status, page, _ = await stack.call("GET", "/v1/devices/serials?limit=2", token=tenant["token"])
     assert status == 200 and [s["serial"] for s in page["items"]] == ["SN-0001", "SN-0002"], page
     assert {s["status"] for s in page["items"]} == {"registered"}
     status, rest, _ = await stack.call(
         "GET", f"/v1/devices/serials?limit=2&cursor={page['nextCursor']}", token=tenant["token"]
     )
-    assert [s["serial"] for s in rest["items"]] == ["SN-0003"] and rest["nextCursor"] is None, rest
+    assert [(s["serial"], s["status"]) for s in rest["items"]] == [
+        ("SN-0003", "registered"),
+        ("SN-0004", "assigned"),
+    ], rest
+    status, waiting, _ = await stack.call("GET", "/v1/devices/serials?status=assigned", token=tenant["token"])
+    assert [(s["serial"], s["screenId"]) for s in waiting["items"]] == [("SN-0004", None)], waiting
+    status, body = await enable(stack, tenant["token"], "SN-0004")
+    assert status == 409 and "not mapped" in body["message"], body
 
 
 async def test_a_device_activates_once_inside_its_window_and_a_second_try_raises_an_alert(stack):
     tenant = await stack.tenant()
     screen = await stack.screen(tenant["token"])
+    await assigned(stack, tenant, "SN-0100")
     await upload(stack, tenant["token"], [("SN-0100", screen["id"])])
     status, body = await activate(stack, "SN-0100")
-    assert status == 409 and "not enabled" in body["message"], body
+    assert status == 404 and body["message"] == NOT_ACTIVATABLE, body
     status, enabled = await enable(stack, tenant["token"], "SN-0100", windowMinutes=30)
     assert status == 200 and enabled["status"] == "enabled", enabled
 
@@ -107,6 +132,7 @@ async def test_a_device_activates_once_inside_its_window_and_a_second_try_raises
 async def test_a_closed_window_must_be_opened_again(stack):
     tenant = await stack.tenant()
     screen = await stack.screen(tenant["token"])
+    await assigned(stack, tenant, "SN-0200")
     await upload(stack, tenant["token"], [("SN-0200", screen["id"])])
     await enable(stack, tenant["token"], "SN-0200")
     conn = await asyncpg.connect(stack.settings.database_url)
@@ -115,7 +141,7 @@ async def test_a_closed_window_must_be_opened_again(stack):
     finally:
         await conn.close()
     status, body = await activate(stack, "SN-0200")
-    assert status == 410 and body["error"] == "code_expired", body
+    assert status == 404 and body["message"] == NOT_ACTIVATABLE, body
     assert (await enable(stack, tenant["token"], "SN-0200"))[0] == 200
     assert (await activate(stack, "SN-0200"))[0] == 201
 
@@ -123,11 +149,11 @@ async def test_a_closed_window_must_be_opened_again(stack):
 async def test_bad_uploads_and_other_tenants_serials_are_refused(stack):
     tenant, other = await stack.tenant(), await stack.tenant("Other Co")
     mine, theirs = await stack.screen(tenant["token"]), await stack.screen(other["token"])
+    await assigned(stack, other, "SN-0300")
+    await assigned(stack, tenant, "SN-0301", "SN-0302", "SN-0305", "SN-0306")
     await upload(stack, other["token"], [("SN-0300", theirs["id"])])
     status, body = await upload(stack, tenant["token"], [("SN-0301", mine["id"]), ("SN-0300", mine["id"])])
-    assert status == 409 and body["details"] == [
-        {"field": "serials[1].serial", "problem": "registered_elsewhere"}
-    ], body
+    assert status == 404 and body["details"] == [{"field": "serials[1].serial", "problem": "unknown"}], body
     status, body = await upload(stack, tenant["token"], [("SN-0302", theirs["id"])])
     assert status == 404, body
     status, body = await upload(stack, tenant["token"], [("SN 0303", mine["id"]), ("SN-0304", "nope")])
@@ -147,9 +173,11 @@ async def test_bad_uploads_and_other_tenants_serials_are_refused(stack):
         headers={"Content-Type": "text/csv"},
     )
     assert status == 400 and body["details"][0]["field"] == "serials[0].screenId", body
-    # Nothing of the refused uploads was stored.
+    # Nothing of the refused uploads was stored: the tenant's serials are mapped to no screen.
     status, page, _ = await stack.call("GET", "/v1/devices/serials", token=tenant["token"])
-    assert page["items"] == [], page
+    assert [(s["serial"], s["screenId"]) for s in page["items"]] == [
+        (serial, None) for serial in ("SN-0301", "SN-0302", "SN-0305", "SN-0306")
+    ], page
     assert (await enable(stack, tenant["token"], "SN-0300"))[0] == 404  # theirs
     assert (await activate(stack, "SN-9999"))[0] == 404
     status, body = await enable(stack, tenant["token"], "SN-0300", windowMinutes=0)
@@ -159,6 +187,7 @@ async def test_bad_uploads_and_other_tenants_serials_are_refused(stack):
 async def test_concurrent_activations_of_one_serial_bind_exactly_one_device(stack):
     tenant = await stack.tenant()
     screen = await stack.screen(tenant["token"])
+    await assigned(stack, tenant, "SN-0400")
     await upload(stack, tenant["token"], [("SN-0400", screen["id"])])
     await enable(stack, tenant["token"], "SN-0400")
     results = await asyncio.gather(*(activate(stack, "SN-0400") for _ in range(8)))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import ipaddress
 import uuid
 from datetime import datetime
-from typing import Annotated, Literal
+from typing import Annotated, Literal, get_args
 
 import msgspec
 from msgspec import Meta
@@ -277,7 +277,27 @@ SerialNumber = Annotated[
         description="1 to 100 characters A-Z, a-z, 0-9, '.', '_', ':' or '-' (no '/')",
     ),
 ]
-SerialStatus = Literal["registered", "enabled", "expired", "activated"]
+# assigned (by the operator, not mapped to a screen yet) → registered (mapped, never enabled) →
+# enabled (window open) → expired (window closed: enable again) → activated (a device used it: once)
+SerialStatus = Literal["assigned", "registered", "enabled", "expired", "activated"]
+SERIAL_STATUSES: tuple[str, ...] = get_args(SerialStatus)
+
+
+class SerialAssignment(Body):
+    serial: SerialNumber
+    tenant_id: uuid.UUID
+
+
+class SerialAssignments(Body):
+    """The operator's assignment of serials to tenants (the vendor knows whose devices they are)."""
+
+    serials: Annotated[list[SerialAssignment], Meta(min_length=1, max_length=10_000)]
+
+
+class SerialsAssigned(Body):
+    assigned: int  # new serials
+    moved: int  # from another tenant (with move=true)
+    unchanged: int  # assigned to that tenant already
 
 
 class SerialRow(Body):
@@ -290,16 +310,14 @@ class SerialUpload(Body):
 
 
 class SerialsUploaded(Body):
-    created: int
-    updated: int
+    created: int  # mapped to a screen for the first time
+    updated: int  # mapped to another screen
     unchanged: int
 
 
 class Serial(Body):
     serial: str
-    screen_id: uuid.UUID
-    # registered (never enabled) → enabled (window open) → expired (window closed: enable again)
-    # → activated (a device used it: once)
+    screen_id: uuid.UUID | None  # None while only assigned
     status: SerialStatus
     created_at: datetime
     enabled_until: datetime | None

@@ -2,6 +2,7 @@
 
 from services.provisioning import claims, codes, device_authorization, devices, recovery, serials, tokens
 from services.provisioning.models import (
+    SERIAL_STATUSES,
     Activation,
     Approval,
     AuditPage,
@@ -27,7 +28,9 @@ from services.provisioning.models import (
     Revocation,
     Revoked,
     Serial,
+    SerialAssignments,
     SerialPage,
+    SerialsAssigned,
     SerialsUploaded,
     SerialUpload,
     TokenProvisioning,
@@ -108,9 +111,23 @@ OPERATIONS = [
     # Serial numbers registered ahead; before /v1/devices/{id}, which would match them
     Operation(
         "POST",
+        "/v1/serials",
+        serials.assign_serials,
+        "Operator: assign serial numbers to tenants (JSON, or text/csv lines serial,tenantId); "
+        "idempotent; a serial of another tenant moves only with move=true and if no device activated it",
+        "operator",
+        SerialAssignments,
+        responses={200: SerialsAssigned},
+        errors=(400, 401, 409, 413, 415),
+        params=(Param("move", {"enum": ["true", "false"], "default": "false"}),),
+        tag="Serial numbers",
+    ),
+    Operation(
+        "POST",
         "/v1/devices/serials",
         serials.upload_serials,
-        "Register serial numbers, each for a screen (JSON, or text/csv lines serial,screenId); idempotent",
+        "Map serial numbers assigned to the tenant, each to a screen (JSON, or text/csv lines "
+        "serial,screenId); idempotent; any other serial is unknown (404)",
         "admin",
         SerialUpload,
         responses={200: SerialsUploaded},
@@ -126,7 +143,7 @@ OPERATIONS = [
         responses={200: SerialPage},
         errors=(400, 401),
         params=(
-            Param("status", {"enum": ["registered", "enabled", "expired", "activated"]}),
+            Param("status", {"enum": list(SERIAL_STATUSES)}),
             Param("limit", {"type": "integer", "minimum": 1, "maximum": 200, "default": 50}),
             Param("cursor", {"type": "string"}),
         ),
@@ -148,11 +165,12 @@ OPERATIONS = [
         "/devices/activate",
         serials.activate_device,
         "A device activates with its enabled serial and receives its device key (shown once); "
+        "an unknown serial and one not open for activation get the same 404; "
         "a second activation is refused and raises an alert",
         "none",
         Activation,
         responses={201: Registered},
-        errors=(400, 404, 409, 410, 413, 415, 429),
+        errors=(400, 404, 409, 413, 415, 429),
         tag="Serial numbers",
     ),
     Operation(

@@ -1,5 +1,5 @@
-"""Serial numbers registered ahead: uploaded by a tenant for its screens, enabled for a window,
-activated once by the device that carries them."""
+"""Serial numbers registered ahead: assigned to a tenant by the operator, mapped by that tenant to
+its screens, enabled for a window, activated once by the device that carries them."""
 
 from __future__ import annotations
 
@@ -13,16 +13,24 @@ from services.provisioning.queries.screens import ScreenCopy, lock_screen_of
 from shared.db import Connection
 
 _SERIAL_COLUMNS = """serial, screen_id, CASE WHEN activated_at IS NOT NULL THEN 'activated'
-    WHEN enabled_until IS NULL THEN 'registered' WHEN enabled_until <= now() THEN 'expired'
-    ELSE 'enabled' END AS status, created_at, enabled_until, activated_at, device_id"""
+    WHEN screen_id IS NULL THEN 'assigned' WHEN enabled_until IS NULL THEN 'registered'
+    WHEN enabled_until <= now() THEN 'expired' ELSE 'enabled' END AS status, created_at,
+    enabled_until, activated_at, device_id"""
 
 
 class SerialOwner(msgspec.Struct, frozen=True):
-    """Whose a stored serial is, and whether a device activated it already."""
+    """Which tenant a stored serial is assigned to, and whether a device activated it already."""
 
     serial: str
     tenant_id: uuid.UUID
-    screen_id: uuid.UUID
+    activated: bool
+
+
+class MappedSerial(msgspec.Struct, frozen=True):
+    """A serial of the tenant's, as a mapping finds it: its screen (None while only assigned)."""
+
+    serial: str
+    screen_id: uuid.UUID | None
     activated: bool
 
 
@@ -31,7 +39,7 @@ class LockedSerial(msgspec.Struct, frozen=True):
 
     serial: str
     tenant_id: uuid.UUID
-    screen_id: uuid.UUID
+    screen_id: uuid.UUID | None
     status: SerialStatus
     created_at: datetime
     enabled_until: datetime | None
@@ -39,31 +47,70 @@ class LockedSerial(msgspec.Struct, frozen=True):
     device_id: uuid.UUID | None
 
 
-async def lock_serials(conn: Connection, serials: list[str]) -> list[SerialOwner]:
+async def assign_serials(
+    conn: Connection, rows: list[tuple[str, uuid.UUID]], *, move: bool
+) -> tuple[int, int]:
+    """Assign serials to tenants; returns (assigned, moved). A serial of another tenant moves only
+    with ``move`` and only if no device activated it; moving forgets its screen and window (they
+    were the other tenant's). A serial this statement leaves alone is either assigned to its
+    tenant already or refused: ``assigned_elsewhere`` tells which. The conflicting rows stay
+    locked to the end of the transaction."""
+    rows = sorted(rows)  # one lock order for concurrent batches
+    result = await conn.fetch(
+        "INSERT INTO serials (serial, tenant_id)"
+        " SELECT serial, tenant_id FROM unnest($1::text[], $2::uuid[]) AS r (serial, tenant_id)"
+        " ON CONFLICT (serial) DO UPDATE SET tenant_id = EXCLUDED.tenant_id, screen_id = NULL,"
+        "  enabled_until = NULL, created_at = now()"
+        " WHERE $3 AND serials.tenant_id <> EXCLUDED.tenant_id AND serials.activated_at IS NULL"
+        " RETURNING (xmax = 0) AS created",
+        [serial for serial, _ in rows],
+        [tenant_id for _, tenant_id in rows],
+        move,
+    )
+    assigned = sum(1 for row in result if row["created"])
+    return assigned, len(result) - assigned
+
+
+async def assigned_elsewhere(conn: Connection, rows: list[tuple[str, uuid.UUID]]) -> list[SerialOwner]:
+    """The serials of ``rows`` that are assigned to another tenant than the one they name."""
+    found = await conn.fetch(
+        "SELECT s.serial, s.tenant_id, s.activated_at IS NOT NULL AS activated"
+        " FROM serials s JOIN unnest($1::text[], $2::uuid[]) AS r (serial, tenant_id) USING (serial)"
+        " WHERE s.tenant_id <> r.tenant_id ORDER BY s.serial",
+        [serial for serial, _ in rows],
+        [tenant_id for _, tenant_id in rows],
+    )
+    return [SerialOwner(**row) for row in found]
+
+
+async def lock_tenant_serials(
+    conn: Connection, tenant_id: uuid.UUID, serials: list[str]
+) -> list[MappedSerial]:
+    """The serials of the list that are assigned to the tenant, locked; others are not there."""
     rows = await conn.fetch(
-        "SELECT serial, tenant_id, screen_id, activated_at IS NOT NULL AS activated FROM serials"
-        " WHERE serial = ANY($1) ORDER BY serial FOR UPDATE",
+        "SELECT serial, screen_id, activated_at IS NOT NULL AS activated FROM serials"
+        " WHERE serial = ANY($2) AND tenant_id = $1 ORDER BY serial FOR UPDATE",
+        tenant_id,
         serials,
     )
-    return [SerialOwner(**row) for row in rows]
+    return [MappedSerial(**row) for row in rows]
 
 
-async def upsert_serials(
-    conn: Connection, tenant_id: uuid.UUID, rows: list[tuple[str, uuid.UUID]]
-) -> tuple[int, int]:
-    """Insert new serials, move known ones to their new screen; returns (created, updated)."""
-    result = await conn.fetch(
-        "INSERT INTO serials (serial, tenant_id, screen_id)"
-        " SELECT serial, $1, screen_id FROM unnest($2::text[], $3::uuid[]) AS r (serial, screen_id)"
-        " ON CONFLICT (serial) DO UPDATE SET screen_id = EXCLUDED.screen_id"
-        " WHERE serials.screen_id <> EXCLUDED.screen_id"
-        " RETURNING (xmax = 0) AS created",
+async def map_serials(conn: Connection, tenant_id: uuid.UUID, rows: list[tuple[str, uuid.UUID]]) -> int:
+    """Point the tenant's serials at its screens; returns how many changed. The tenant condition is
+    in the statement, and there is no insert: a serial assigned to another tenant (even one that
+    moved a moment ago) is never touched, whatever ran before."""
+    changed: int = await conn.fetchval(
+        "WITH changed AS (UPDATE serials SET screen_id = r.screen_id"
+        "  FROM unnest($2::text[], $3::uuid[]) AS r (serial, screen_id)"
+        "  WHERE serials.serial = r.serial AND serials.tenant_id = $1 AND serials.activated_at IS NULL"
+        "   AND serials.screen_id IS DISTINCT FROM r.screen_id RETURNING 1)"
+        " SELECT count(*) FROM changed",
         tenant_id,
         [serial for serial, _ in rows],
         [screen_id for _, screen_id in rows],
     )
-    created = sum(1 for row in result if row["created"])
-    return created, len(result) - created
+    return changed
 
 
 async def list_serials(
@@ -83,10 +130,11 @@ async def list_serials(
 
 
 async def enable_serial(conn: Connection, tenant_id: uuid.UUID, serial: str, minutes: int) -> Serial | None:
-    """Open (or reopen) the activation window of a serial not activated yet."""
+    """Open (or reopen) the activation window of a mapped serial not activated yet."""
     row = await conn.fetchrow(
         "UPDATE serials SET enabled_until = now() + make_interval(mins => $3)"
-        f" WHERE serial = $1 AND tenant_id = $2 AND activated_at IS NULL RETURNING {_SERIAL_COLUMNS}",
+        " WHERE serial = $1 AND tenant_id = $2 AND screen_id IS NOT NULL AND activated_at IS NULL"
+        f" RETURNING {_SERIAL_COLUMNS}",
         serial,
         tenant_id,
         minutes,

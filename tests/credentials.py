@@ -108,6 +108,9 @@ async def mint_every_credential(stack: Stack) -> Minted:
     minted.credentials["provisioned device key"] = provisioned["apiKey"]
 
     serial_screen = await stack.screen(access, "Serial")
+    assignment = {"serials": [{"serial": "SN-MINTED-1", "tenantId": tenant["id"]}]}
+    status, body, _ = await stack.call("POST", "/v1/serials", token=operator, json=assignment)
+    assert status == 200, body  # the operator assigns the serial to the tenant first
     upload = {"serials": [{"serial": "SN-MINTED-1", "screenId": serial_screen["id"]}]}
     status, body, _ = await stack.call("POST", "/v1/devices/serials", token=access, json=upload)
     assert status == 200, body

@@ -107,7 +107,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     max_body_bytes: Annotated[int, Meta(ge=1024, le=2**30, description="larger request bodies get 413")] = (
         2**20
     )
-    # Files are held in memory while stored and served.
+    # Files are held in memory while stored; the gateway serves them a chunk at a time.
     max_file_bytes: Annotated[
         int, Meta(ge=1, le=2**30, description="largest file for devices (PUT /v1/content/{name})")
     ] = 64 * 2**20
@@ -168,6 +168,14 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             description="per gateway worker: reports waiting for JetStream's ack before new ones get 429",
         ),
     ] = 2000
+    gateway_max_downloads_per_device: Annotated[
+        int,
+        Meta(
+            ge=1,
+            le=100,
+            description="per gateway worker: a device's file downloads at once; one more gets 429",
+        ),
+    ] = 2
     offline_after_intervals: Annotated[
         float,
         Meta(
@@ -199,6 +207,14 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             description="events a heartbeat stream's client may fall behind before it is dropped",
         ),
     ] = 1000
+    sse_streams_per_tenant: Annotated[
+        int,
+        Meta(
+            ge=1,
+            le=10_000,
+            description="per heartbeat service process: a tenant's open heartbeat streams; one more gets 429",
+        ),
+    ] = 10
     workers: Annotated[
         int,
         Meta(

@@ -4,6 +4,8 @@ and from where, and only its own."""
 
 from __future__ import annotations
 
+import hashlib
+
 from tests.admin_api import CONFIG_PATCH, PLAYLIST
 from tests.binding import assert_error, audit, pair, parse_time, summary
 from tests.stack import Stack, new_id
@@ -36,6 +38,25 @@ async def test_admin_changes_are_listed_per_tenant_with_who_what_and_from_where(
         assert status == 400 and body["details"][0]["field"] == "before", body
 
 
+async def test_an_initial_access_token_is_named_by_its_id_never_by_itself(stack: Stack) -> None:
+    """Its id is the digest it is stored under: the trail can say which token was issued (and an
+    operator can find its row) without holding the secret."""
+    tenant = await stack.tenant()
+    status, issued, _ = await stack.call(
+        "POST", "/v1/clients/initial-access-tokens", token=tenant["token"], json={}
+    )
+    assert status == 201, issued
+    status, page, _ = await stack.call("GET", "/v1/audit?limit=1", token=tenant["token"])
+    assert status == 200, page
+    [entry] = page["items"]
+    assert (entry["action"], entry["actor"]) == (
+        "initial_access_token.issued",
+        f"client:{tenant['client']['clientId']}",
+    ), entry
+    assert entry["resourceId"] == hashlib.sha256(issued["token"].encode()).hexdigest(), entry
+    assert issued["token"] not in str(page), page
+
+
 async def test_binds_and_revokes_are_listed_per_tenant_with_who_how_and_from_where(stack: Stack) -> None:
     tenant, other = await stack.tenant(), await stack.tenant("Other Co")
     token = tenant["token"]
@@ -51,7 +72,7 @@ async def test_binds_and_revokes_are_listed_per_tenant_with_who_how_and_from_whe
     me = f"client:{tenant['client']['clientId']}"
     assert [(e["action"], e["method"], e["actor"], e["deviceId"], e["reason"]) for e in page["items"]] == [
         ("unbound", "revoke", me, first["deviceId"], "stolen"),
-        ("bound", "code", "device", second["deviceId"], None),
+        ("bound", "code", f"device:{second['deviceId']}", second["deviceId"], None),
     ]
     assert page["items"][1]["screenId"] == second_screen["id"]
     assert {e["clientAddress"] for e in page["items"]} == {"127.0.0.1"}
@@ -81,7 +102,7 @@ async def test_the_audit_trail_of_a_code_bind_and_an_admin_revoke(stack):
         "screenId": screen["id"],
         "action": "bound",
         "method": "code",
-        "actor": "device",
+        "actor": f"device:{device_id}",
         "clientAddress": "127.0.0.1",
         "reason": None,
     }, entries
@@ -112,10 +133,9 @@ async def test_the_audit_trail_of_a_logout(stack):
     status, body, _ = await stack.call("POST", "/v1/device/logout", token=registered["apiKey"])
     assert status == 200, body
     entries = await audit(stack, tenant["token"], registered["deviceId"])
-    assert summary(entries) == [
-        ("bound", "code", "device"),
-        ("unbound", "logout", f"device:{registered['deviceId']}"),
-    ], entries
+    # One form for the device, however it proved itself: its code then, its key now.
+    me = f"device:{registered['deviceId']}"
+    assert summary(entries) == [("bound", "code", me), ("unbound", "logout", me)], entries
     assert (entries[1]["reason"], entries[1]["screenId"], entries[1]["clientAddress"]) == (
         "device_logout",
         screen["id"],

@@ -3,11 +3,17 @@ ETags and byte ranges."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import os
+from pathlib import Path
 from typing import Any
 
+import aiohttp
 import msgspec
+from prometheus_client.parser import text_string_to_metric_families
 
+from services.device_gateway.admission import ADMISSION
 from tests.stack import Stack
 
 FIRMWARE = os.urandom(300_000)
@@ -48,6 +54,7 @@ async def test_a_device_downloads_a_file_whole_in_ranges_and_conditionally(stack
     assert status == 200 and body == FIRMWARE
     assert headers["ETag"] == stored["etag"] and headers["Accept-Ranges"] == "bytes"
     assert headers["Content-Type"] == "application/octet-stream"
+    assert headers["X-Content-Type-Options"] == "nosniff"
     etag = headers["ETag"]
     assert (await fetch(stack, registered["apiKey"], "firmware_v2.bin", **{"If-None-Match": etag}))[0] == 304
 
@@ -113,5 +120,125 @@ async def test_bad_names_foreign_screens_and_large_files_are_refused(settings, s
         assert status == 413, body
         status, body = await put_file(stack, "not-a-token", "a.bin", b"x")
         assert status == 401, body
+        # An empty body is a file lost on the way, not one to store: refused, in words.
+        status, body = await put_file(stack, tenant["token"], "a.bin", b"")
+        assert status == 400 and body["error"] == "invalid_request" and "empty" in body["message"], body
+        status, body, _ = await stack.call("PUT", "/v1/content/a.bin", token=tenant["token"])
+        assert status == 400 and "empty" in body["message"], body
         status, body, _ = await stack.call("GET", "/v1/content", token=tenant["token"])
         assert body["items"] == [], body
+
+
+LARGE = 32 * 2**20  # 256 chunks of the object store's 128 KiB
+
+
+def rss_mib() -> float:
+    """This process's resident memory: the whole stack runs in it."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise AssertionError("no VmRSS in /proc/self/status")
+
+
+async def chunks_read(stack: Stack) -> float:
+    async with (
+        aiohttp.ClientSession() as http,
+        http.get(stack.url("device-gateway") + "/metrics") as response,
+    ):
+        text = await response.text()
+    return sum(
+        sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.name == "gateway_file_chunks_read_total"
+    )
+
+
+async def large_file_for_a_device(stack: Stack) -> tuple[str, bytes]:
+    tenant = await stack.tenant()
+    _, registered = await stack.paired_device(tenant["token"])
+    data = os.urandom(LARGE)
+    status, stored = await put_file(stack, tenant["token"], "video.mp4", data)
+    assert status == 200 and stored["size"] == LARGE, stored
+
+    async def downloadable() -> bool:
+        return (await fetch(stack, registered["apiKey"], "video.mp4", Range="bytes=0-0"))[0] == 206
+
+    await stack.eventually(downloadable)
+    return registered["apiKey"], data
+
+
+async def test_a_range_reads_only_the_chunks_it_covers_and_memory_stays_bounded(settings, sockets):
+    """24 requests for one byte of a 32 MiB file once held 24 copies of it (63 -> 580 MiB)."""
+    async with Stack(
+        msgspec.structs.replace(settings, gateway_max_downloads_per_device=100), sockets
+    ) as stack:
+        key, data = await large_file_for_a_device(stack)
+        before_reads, before_rss, peak = await chunks_read(stack), rss_mib(), 0.0
+
+        async def sample_rss() -> None:
+            nonlocal peak
+            while True:
+                peak = max(peak, rss_mib())
+                await asyncio.sleep(0.005)
+
+        sampler = asyncio.create_task(sample_rss())
+        first_bytes = await asyncio.gather(
+            *(fetch(stack, key, "video.mp4", Range="bytes=0-0") for _ in range(24))
+        )
+        last_bytes = await asyncio.gather(
+            *(fetch(stack, key, "video.mp4", Range="bytes=-1") for _ in range(24))
+        )
+        sampler.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await sampler
+        assert {(status, body) for status, body, _ in first_bytes} == {(206, data[:1])}
+        assert {(status, body) for status, body, _ in last_bytes} == {(206, data[-1:])}
+        # One chunk each (the last one found by its headers alone), never the 256 of the file.
+        assert await chunks_read(stack) - before_reads == 48
+        assert peak - before_rss < 64, (before_rss, peak)
+
+        # A range across chunks, and the whole file, come out byte for byte.
+        status, body, headers = await fetch(stack, key, "video.mp4", Range="bytes=131000-400000")
+        assert (status, body, headers["Content-Range"]) == (
+            206,
+            data[131000:400001],
+            f"bytes 131000-400000/{LARGE}",
+        )
+        status, body, _ = await fetch(stack, key, "video.mp4")
+        assert status == 200 and body == data
+
+
+async def test_a_device_downloads_a_limited_number_of_files_at_once(stack):
+    key, _ = await large_file_for_a_device(stack)
+    auth = {"Authorization": f"Bearer {key}"}
+    # Straight to the gateway: nothing in between reads the bodies the TV does not read.
+    async with aiohttp.ClientSession(stack.url("device-gateway")) as tv:
+        held = [await tv.get("/v1/device/content/video.mp4", headers=auth) for _ in range(2)]
+        assert [r.status for r in held] == [200, 200]
+        # The length up front: a TV whose download is cut short knows it and resumes with a range.
+        assert held[0].headers["Content-Length"] == str(LARGE)
+        async with tv.get("/v1/device/content/video.mp4", headers={**auth, "Range": "bytes=0-0"}) as refused:
+            body = await refused.json()
+            assert refused.status == 429 and body["error"] == "rate_limited", body
+            assert int(refused.headers["Retry-After"]) >= 1
+        held[0].close()  # one download ends: the device may start another
+
+        async def a_slot_is_free() -> bool:
+            async with tv.get("/v1/device/content/video.mp4", headers={**auth, "Range": "bytes=0-0"}) as r:
+                return r.status == 206
+
+        await stack.eventually(a_slot_is_free)
+        held[1].close()
+
+
+async def test_downloads_are_shed_with_the_other_device_requests(stack):
+    key, _ = await large_file_for_a_device(stack)
+    admission = stack.runners["device-gateway"].app[ADMISSION]
+    admission.lagging = True  # as the lag timer sets it when the worker falls behind
+    try:
+        status, body, headers = await fetch(stack, key, "video.mp4", Range="bytes=0-0")
+        assert status == 429 and int(headers["Retry-After"]) >= 5, body
+    finally:
+        admission.lagging = False
+    assert (await fetch(stack, key, "video.mp4", Range="bytes=0-0"))[0] == 206

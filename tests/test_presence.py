@@ -340,6 +340,30 @@ async def test_the_stream_refuses_bad_credentials_and_ids(stack):
         assert status == 400 and body["details"][0]["field"] == "Last-Event-ID"
 
 
+async def test_a_tenant_holds_a_limited_number_of_streams(settings, sockets):
+    """Each stream is a JetStream consumer: one tenant cannot open them without end, and a closed
+    one frees its place (seen at its next keep-alive); another tenant's streams are counted apart."""
+    limited = msgspec.structs.replace(settings, sse_streams_per_tenant=2, sse_keepalive_seconds=0.2)
+    async with Stack(limited, sockets) as stack:
+        tenant, other = await stack.tenant(), await stack.tenant("Other Co")
+        first, second = await open_stream(stack, tenant["token"]), await open_stream(stack, tenant["token"])
+        status, body, response = await stack.call("GET", "/v1/heartbeats/stream", token=tenant["token"])
+        assert status == 429 and body["error"] == "rate_limited", body
+        assert int(response.headers["Retry-After"]) >= 1 and "streams" in body["message"]
+        theirs = await open_stream(stack, other["token"])
+        first.response.close()
+
+        async def a_place_is_free() -> bool:
+            async with stack.http.get(
+                "/v1/heartbeats/stream", headers={"Authorization": f"Bearer {tenant['token']}"}
+            ) as response:
+                return response.status == 200
+
+        await stack.eventually(a_place_is_free)
+        second.response.close()
+        theirs.response.close()
+
+
 async def test_the_pipeline_shows_in_the_metrics(stack):
     """Outbox, consumers, the gateway's cache and the heartbeat batches report what they did."""
     tenant = await stack.tenant()

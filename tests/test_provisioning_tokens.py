@@ -74,7 +74,7 @@ async def test_a_provisioning_token_provisions_a_device_that_works_and_activates
     assert (await device(stack, token, registered["deviceId"]))["status"] == "active"
 
     entries = await audit(stack, token, registered["deviceId"])
-    assert summary(entries) == [("bound", "provisioning_token", "device")], entries
+    assert summary(entries) == [("bound", "provisioning_token", f"device:{registered['deviceId']}")], entries
     assert (entries[0]["screenId"], entries[0]["clientAddress"]) == (screen["id"], "127.0.0.1"), entries
 
 

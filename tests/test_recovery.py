@@ -83,7 +83,8 @@ async def test_recovery_gives_the_same_device_a_new_key_and_the_old_key_dies(sta
         "deviceId"
     ]
     entries = await audit(stack, tenant["token"], registered["deviceId"])
-    assert summary(entries) == [("bound", "code", "device"), ("recovered", "recovery", "device")], entries
+    me = f"device:{registered['deviceId']}"
+    assert summary(entries) == [("bound", "code", me), ("recovered", "recovery", me)], entries
     assert entries[1]["clientAddress"] == "127.0.0.1" and entries[1]["reason"] is None, entries
 
 
@@ -134,7 +135,7 @@ async def test_recovery_with_a_wrong_secret_or_another_devices_secret_is_refused
         await until_gateway(stack, registered["apiKey"], 200)
         assert (await device(stack, tenant["token"], registered["deviceId"]))["status"] == "active"
         entries = await audit(stack, tenant["token"], registered["deviceId"])
-        assert summary(entries) == [("bound", "code", "device")], entries
+        assert summary(entries) == [("bound", "code", f"device:{registered['deviceId']}")], entries
 
 
 async def test_a_malformed_recovery_request_is_a_bad_request_naming_the_field(stack):

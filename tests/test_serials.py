@@ -108,7 +108,9 @@ async def test_a_device_activates_once_inside_its_window_and_a_second_try_raises
     status, trail, _ = await stack.call(
         "GET", f"/v1/devices/{registered['deviceId']}/audit", token=tenant["token"]
     )
-    assert [(e["method"], e["actor"]) for e in trail["items"]] == [("serial", "device")]
+    assert [(e["method"], e["actor"]) for e in trail["items"]] == [
+        ("serial", f"device:{registered['deviceId']}")
+    ]
 
     nc = await nats.connect(stack.settings.nats_url)
     try:

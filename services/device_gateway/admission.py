@@ -5,6 +5,8 @@ Two signals, both cheap to read on every request:
   ``max_lag`` the worker sheds all device requests until the lag is back under it;
 - reports waiting for a JetStream ack: past ``max_pending`` (the bus is slow or away) new
   heartbeats and events are refused rather than piling up in memory.
+- file downloads a device has in progress: past ``max_downloads_per_device`` its next one is
+  refused, so one TV (or one stolen key) cannot hold the worker's connections to the store.
 The TVs back off for ``Retry-After`` plus their own jitter (the device contract), which is what
 takes the load away; answering 429 keeps latency bounded for the requests that are admitted.
 """
@@ -12,7 +14,10 @@ takes the load away; answering 429 keeps latency bounded for the requests that a
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
+import uuid
+from collections.abc import Iterator
 
 import prometheus_client
 import structlog
@@ -31,11 +36,13 @@ _TICK = 0.05  # seconds between lag measurements
 
 
 class Admission:
-    def __init__(self, *, max_lag_ms: int, max_pending: int) -> None:
+    def __init__(self, *, max_lag_ms: int, max_pending: int, max_downloads_per_device: int) -> None:
         self.max_lag = max_lag_ms / 1000
         self.max_pending = max_pending
+        self.max_downloads = max_downloads_per_device
         self.lagging = False
         self.pending = 0  # reports published and not yet acked
+        self.downloads: dict[uuid.UUID, int] = {}  # device -> downloads in progress in this worker
 
     def admit(self) -> None:
         """Every device request: refuse when the worker is lagging."""
@@ -49,6 +56,25 @@ class Admission:
         if self.pending >= self.max_pending:
             SHED.labels("publish_backlog").inc()
             raise _too_busy()
+
+    @contextlib.contextmanager
+    def download(self, device_id: uuid.UUID) -> Iterator[None]:
+        """A file download, held while its body is sent: refused beyond the device's share."""
+        held = self.downloads.get(device_id, 0)
+        if held >= self.max_downloads:
+            SHED.labels("downloads_per_device").inc()
+            raise RateLimited(
+                f"this device already downloads {held} files; retry when one has finished", retry_after=5
+            )
+        self.downloads[device_id] = held + 1
+        try:
+            yield
+        finally:
+            left = self.downloads[device_id] - 1
+            if left:
+                self.downloads[device_id] = left
+            else:
+                del self.downloads[device_id]
 
     async def measure_lag(self) -> None:
         loop = asyncio.get_running_loop()

@@ -34,7 +34,9 @@ def create_app(settings: Settings) -> web.Application:
     app = base_app("device-gateway", settings)
     app[PROJECTIONS] = Projections()
     app[ADMISSION] = Admission(
-        max_lag_ms=settings.gateway_max_lag_ms, max_pending=settings.gateway_max_pending_reports
+        max_lag_ms=settings.gateway_max_lag_ms,
+        max_pending=settings.gateway_max_pending_reports,
+        max_downloads_per_device=settings.gateway_max_downloads_per_device,
     )
     app.cleanup_ctx.append(background("measure-lag", lambda app: app[ADMISSION].measure_lag()))
     app.cleanup_ctx.append(background("count-cached", count_cached))

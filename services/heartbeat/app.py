@@ -30,7 +30,7 @@ def create_app(settings: Settings) -> web.Application:
     app.cleanup_ctx.append(background("heartbeat-presence", record_presence))
     app.cleanup_ctx.append(background("mark-offline", mark_offline))
     app.cleanup_ctx.append(background("prune-heartbeats", prune_history))
-    app[STREAM_QUEUES] = set()
+    app[STREAM_QUEUES] = {}
     app.on_shutdown.append(close_streams)
     add_operations(app, "Signage heartbeat", OPERATIONS)
     return app

@@ -51,7 +51,7 @@ OPERATIONS = [
         " Last-Event-ID to resume",
         "admin",
         responses={200: None},
-        errors=(400, 401, 503),
+        errors=(400, 401, 429, 503),
         params=(Param("Last-Event-ID", {"type": "string"}, "resume after this event", "header"),),
         tag="Fleet monitoring",
     ),

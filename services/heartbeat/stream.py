@@ -7,6 +7,8 @@ right after the last event it got, with no gap and no repeat, as long as the str
 it (``HEARTBEATS`` keeps a day). Comments every ``SSE_KEEPALIVE_SECONDS`` keep proxies from
 closing an idle stream. A client that reads slower than events come is dropped once
 ``SSE_BUFFER`` events wait for it (it reconnects and resumes), rather than buffered forever.
+Each stream is a JetStream consumer, so a tenant holds at most ``SSE_STREAMS_PER_TENANT`` at once
+(counted per process); one more is answered 429.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import re
+import uuid
 
 import msgspec
 import nats.errors
@@ -25,7 +28,7 @@ from nats.js import api
 from shared.app_keys import SETTINGS
 from shared.auth import tenant_of
 from shared.bus import JS
-from shared.errors import BadRequest, ErrorDetail, Unavailable
+from shared.errors import BadRequest, ErrorDetail, RateLimited, Unavailable
 from shared.events import PresenceChanged, subject_of_type
 from shared.logging import log_context_value
 
@@ -35,14 +38,23 @@ _PRESENCE_SUBJECT = subject_of_type(PresenceChanged)
 _presence = msgspec.json.Decoder(PresenceChanged)
 _CLOSE = object()  # put in a stream's queue: end it (shutdown, or the client fell behind)
 
-STREAM_QUEUES = web.AppKey("STREAM_QUEUES", set[asyncio.Queue[object]])
+# Each open stream's queue, and whose stream it is.
+STREAM_QUEUES = web.AppKey("STREAM_QUEUES", dict[asyncio.Queue[object], uuid.UUID])
 
 
 async def stream_heartbeats(request: web.Request) -> web.StreamResponse:
     tenant_id = tenant_of(request)
     settings = request.app[SETTINGS]
     resume_after = _last_event_id(request)
+    open_streams = sum(1 for owner in request.app[STREAM_QUEUES].values() if owner == tenant_id)
+    if open_streams >= settings.sse_streams_per_tenant:
+        raise RateLimited(
+            f"this tenant already has {open_streams} heartbeat streams open here; close one or retry later",
+            retry_after=30,
+        )
     queue: asyncio.Queue[object] = asyncio.Queue(maxsize=settings.sse_buffer)
+    # Counted from before the subscription: concurrent requests cannot all slip under the cap.
+    request.app[STREAM_QUEUES][queue] = tenant_id
     too_slow = False
 
     async def on_message(message: Msg) -> None:
@@ -72,8 +84,11 @@ async def stream_heartbeats(request: web.Request) -> web.StreamResponse:
         subscription = await request.app[JS].subscribe(
             "", stream="HEARTBEATS", cb=on_message, ordered_consumer=True, config=config
         )
-    except (TimeoutError, nats.errors.Error):
-        raise Unavailable("the heartbeat stream is not reachable; retry shortly", retry_after=5) from None
+    except BaseException as exc:  # cancelled too: the stream never opened, so it counts no more
+        request.app[STREAM_QUEUES].pop(queue, None)
+        if isinstance(exc, TimeoutError | nats.errors.Error):
+            raise Unavailable("the heartbeat stream is not reachable; retry shortly", retry_after=5) from None
+        raise
     response = web.StreamResponse(
         headers={
             "Content-Type": "text/event-stream",
@@ -82,7 +97,6 @@ async def stream_heartbeats(request: web.Request) -> web.StreamResponse:
             "X-Request-ID": log_context_value("request_id") or "",
         }
     )
-    request.app[STREAM_QUEUES].add(queue)
     try:
         await response.prepare(request)
         await response.write(b"retry: 2000\n\n")
@@ -99,7 +113,7 @@ async def stream_heartbeats(request: web.Request) -> web.StreamResponse:
     except (ConnectionError, asyncio.CancelledError):
         pass
     finally:
-        request.app[STREAM_QUEUES].discard(queue)
+        request.app[STREAM_QUEUES].pop(queue, None)
         with contextlib.suppress(nats.errors.Error):
             await subscription.unsubscribe()
     if too_slow:

@@ -29,11 +29,12 @@ async def bind(
     device_info: DeviceInfo,
     *,
     method: str,
-    actor: str,
+    actor: str | None,
     client_address: str | None,
     code: str | None = None,
 ) -> Registered:
-    """Bind a device to ``screen`` (locked by the caller, free of an active device).
+    """Bind a device to ``screen`` (locked by the caller, free of an active device). ``actor``
+    None: the device bound itself (a code, token or serial), audited as ``device:<its id>``.
 
     A TV that reports a ``hardwareId`` gets a recovery secret. If that hardware was the screen's
     device before (it was unbound, then the TV was reset and paired again with a new code or
@@ -47,16 +48,17 @@ async def bind(
         if device_info.hardware_id
         else None
     )
+    device_id = previous or uuid.uuid4()
     device, binding_seq = await queries.binding.bind_device(
         conn,
-        previous or uuid.uuid4(),
+        device_id,
         tenant_id=screen.tenant_id,
         screen_id=screen.id,
         key_hash=key_hash,
         device_info=device_info,
         recovery_secret_hash=secret_hash(recovery_secret) if recovery_secret else None,
         method=method,
-        actor=actor,
+        actor=device_actor(device_id) if actor is None else actor,
         client_address=client_address,
         code=code,
     )
@@ -160,7 +162,12 @@ async def replace_key(conn: Connection, device: Device, *, client_address: str |
     await queries.binding.add_key(conn, device.id, key_hash)
     await _publish_key(conn, key_hash, device, "active")
     await queries.audit.add_audit(
-        conn, device, action="recovered", method="recovery", actor="device", client_address=client_address
+        conn,
+        device,
+        action="recovered",
+        method="recovery",
+        actor=device_actor(device.id),
+        client_address=client_address,
     )
     return api_key
 

@@ -80,7 +80,7 @@ async def register_device(request: web.Request) -> web.Response:
             screen,
             body.device_info,
             method="code",
-            actor="device",
+            actor=None,  # the device itself
             client_address=address,
             code=code.code,
         )

@@ -170,8 +170,8 @@ class AuditEntry(Body):
     screen_id: uuid.UUID
     action: AuditAction
     method: BindingMethod
-    # "client:<clientId>" (a tenant admin), "device:<deviceId>" (the TV with its key), "device"
-    # (a TV proving itself with a code, token, serial or recovery secret), "operator".
+    # "client:<clientId>" (a tenant admin), "device:<deviceId>" (the TV itself: with its key, or
+    # proving itself with a code, token, serial or recovery secret), "operator".
     actor: str
     client_address: str | None
     reason: str | None

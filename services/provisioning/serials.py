@@ -234,7 +234,7 @@ async def activate_device(request: web.Request) -> web.Response:
                 if await queries.screens.screen_has_active_device(conn, screen.id):
                     raise Conflict("the serial's screen already has an active device")
                 registered = await binding.bind(
-                    conn, screen, body.device_info, method="serial", actor="device", client_address=address
+                    conn, screen, body.device_info, method="serial", actor=None, client_address=address
                 )
                 await queries.serials.mark_serial_activated(conn, body.serial, registered.device_id)
         if serial is not None and serial.status == "activated":

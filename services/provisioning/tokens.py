@@ -69,7 +69,7 @@ async def provision_device(request: web.Request) -> web.Response:
             screen,
             body.device_info,
             method="provisioning_token",
-            actor="device",
+            actor=None,  # the device itself
             client_address=address,
         )
         await queries.tokens.mark_token_used(conn, token_hash, registered.device_id)

@@ -47,14 +47,14 @@ async def issue_initial_access_token(request: web.Request) -> web.Response:
             issued_by=principal.actor,
             ttl_seconds=body.ttl_seconds,
         )
-        # The token itself is a secret: the trail names when it expires instead.
+        # The token itself is a secret: the trail names it by its id, the digest it is stored under.
         await audit.record(
             request,
             conn,
             principal.tenant_id,
             principal.actor,
             "initial_access_token.issued",
-            expires_at.isoformat(),
+            secret_hash(token).hex(),
         )
     log.info("initial_access_token_issued")
     return secret_response(InitialAccessToken(token=token, expires_at=expires_at), status=201)

@@ -46,8 +46,8 @@ def file_name(request: web.Request) -> str:
 
 
 async def put_file(request: web.Request) -> web.Response:
-    """The body is the file, stored as sent (its Content-Type kept); ``?screenId=`` (repeatable)
-    limits it to those screens."""
+    """The body is the file, stored as sent (its Content-Type kept; never empty); ``?screenId=``
+    (repeatable) limits it to those screens."""
     principal = principal_of(request)
     tenant_id = principal.tenant_id
     name = file_name(request)
@@ -57,6 +57,11 @@ async def put_file(request: web.Request) -> web.Response:
             if not await queries.screens.screens_of_tenant(conn, tenant_id, screen_ids):
                 raise NotFound("no such screen")
     data = await read_limited(request, request.app[SETTINGS].max_file_bytes, "MAX_FILE_BYTES")
+    if not data:  # most likely a client that lost its file on the way, not a wish to store nothing
+        raise BadRequest(
+            "the body is empty: send the file's bytes as the body",
+            details=[ErrorDetail("", "required")],
+        )
     meta = DeviceFileMeta(
         content_type=request.content_type or "application/octet-stream", screen_ids=screen_ids
     )

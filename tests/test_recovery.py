@@ -100,7 +100,8 @@ async def test_each_recovery_rotates_the_secret_and_a_replay_of_the_old_one_kill
     assert_error(status, body, 401, "unauthorized")
     await until_gateway(stack, recovered["apiKey"], 200)
     entries = await audit(stack, tenant["token"], registered["deviceId"])
-    assert summary(entries) == [("bound", "code", "device"), ("recovered", "recovery", "device")], entries
+    me = f"device:{registered['deviceId']}"
+    assert summary(entries) == [("bound", "code", me), ("recovered", "recovery", me)], entries
 
     # The new secret works, once more rotating.
     status, again, _ = await recover(stack, "SN-55-0042", recovered["recoverySecret"])

@@ -26,14 +26,42 @@ from shared.logging import bind_log_context
 from shared.settings import Settings
 
 ADMIN_SCOPE = "admin"
+# What an access token may do, by part of the API; ``admin`` implies every one of them. Each admin
+# operation declares the one it needs next to its route.
+SCOPES: dict[str, str] = {
+    ADMIN_SCOPE: "everything below",
+    "screens:read": "read venues, screens, playlists, screen config and files",
+    "screens:write": "change venues, screens, playlists, screen config and files",
+    "devices:read": "read devices, their codes and serials, and the TVs waiting for approval",
+    "devices:write": "codes, provisioning tokens, serial mapping, revoking, approvals and claims",
+    "fleet:read": "presence, heartbeats, fleet status and the heartbeat stream",
+    "audit:read": "the audit trails: the admin changes and the devices' events",
+    "clients:write": "API clients and initial access tokens",
+}
+# Which scope each route needs, by (method, path template): filled by the routes' declarations.
+OPERATION_SCOPES = web.AppKey("OPERATION_SCOPES", dict[tuple[str, str], str])
 # RFC 8628: the grant a TV polls the token endpoint with during device-first pairing.
 DEVICE_CODE_GRANT = "urn:ietf:params:oauth:grant-type:device_code"
+
+
+def within(requested: str, allowed: str) -> str | None:
+    """``requested`` (space-separated scopes) as a token's scope, if each is a known scope that
+    ``allowed`` grants (``admin`` grants all); None otherwise."""
+    granted = allowed.split()
+    scopes = list(dict.fromkeys(requested.split()))
+    if not scopes or not all(s in SCOPES and (s in granted or ADMIN_SCOPE in granted) for s in scopes):
+        return None
+    return " ".join(scopes)
 
 
 class Principal(msgspec.Struct, frozen=True):
     tenant_id: uuid.UUID
     client_id: str
     scope: str
+
+    def allows(self, scope: str) -> bool:
+        granted = self.scope.split()
+        return scope in granted or ADMIN_SCOPE in granted
 
     @property
     def actor(self) -> str:
@@ -155,10 +183,17 @@ def principal_of(request: web.Request) -> Principal:
     if token.startswith("dak_"):
         raise errors.Unauthorized("a device key cannot call the admin API; use an access token")
     principal = request.app[VERIFIER].verify(token)
-    if ADMIN_SCOPE not in principal.scope.split():
-        raise errors.Forbidden("the access token lacks the admin scope")
+    if not principal.allows(needed := _scope_needed(request)):
+        raise errors.Forbidden(f"this call needs the scope {needed}")
     bind_log_context(tenant_id=str(principal.tenant_id))
     return principal
+
+
+def _scope_needed(request: web.Request) -> str:
+    """The scope the matched operation declares; a route that declares none needs ``admin``."""
+    method = "GET" if request.method == "HEAD" else request.method
+    path = request.match_info.route.resource.canonical if request.match_info.route.resource else ""
+    return request.app.get(OPERATION_SCOPES, {}).get((method, path), ADMIN_SCOPE)
 
 
 def require_operator(request: web.Request) -> None:

@@ -11,6 +11,7 @@ from typing import Any, Literal
 import msgspec
 from aiohttp import web
 
+from shared.auth import OPERATION_SCOPES, SCOPES
 from shared.errors import ErrorBody
 from shared.http import add_routes, finish_routes
 
@@ -19,7 +20,6 @@ Auth = Literal["none", "operator", "admin", "device", "client"]
 _SECURITY: dict[str, list[dict[str, list[str]]]] = {
     "none": [],
     "operator": [{"operatorToken": []}],
-    "admin": [{"accessToken": []}],
     "device": [{"deviceKey": []}],
     "client": [{"clientBasic": []}, {}],
 }
@@ -61,6 +61,12 @@ class Operation:
     quiet: bool = False
     # The section of the API it belongs to (OpenAPI tag), as in the README.
     tag: str = ""
+    # What an access token must carry to call it (auth "admin" only; ``admin`` implies them all).
+    scope: str = ""
+
+    def __post_init__(self) -> None:
+        if (self.auth == "admin") != (self.scope in SCOPES):
+            raise ValueError(f"{self.method} {self.path}: an admin operation, and only one, names a scope")
 
 
 def document(title: str, operations: Iterable[Operation], *, version: str = "1.0.0") -> dict[str, Any]:
@@ -84,7 +90,11 @@ def document(title: str, operations: Iterable[Operation], *, version: str = "1.0
             "schemas": components,
             "securitySchemes": {
                 "operatorToken": {"type": "http", "scheme": "bearer", "description": "OPERATOR_TOKEN"},
-                "accessToken": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"},
+                "accessToken": {
+                    "type": "oauth2",
+                    "description": "a JWT from the client credentials grant; admin implies every scope",
+                    "flows": {"clientCredentials": {"tokenUrl": "/oauth/token", "scopes": SCOPES}},
+                },
                 "deviceKey": {"type": "http", "scheme": "bearer", "description": "dak_ device key"},
                 "clientBasic": {"type": "http", "scheme": "basic"},
             },
@@ -112,7 +122,8 @@ def _operation(op: Operation) -> dict[str, Any]:
         if type_ is not None:
             response["content"] = {"application/json": {"schema": _ref(type_)}}
         responses[str(status)] = response
-    for status in op.errors:
+    # Every admin operation may answer 403: a token without the operation's scope.
+    for status in sorted({*op.errors, 403} if op.auth == "admin" else op.errors):
         responses[str(status)] = {
             "description": _ERROR_TEXT.get(status, "error"),
             "content": {"application/json": {"schema": _ref(ErrorBody)}},
@@ -123,7 +134,7 @@ def _operation(op: Operation) -> dict[str, Any]:
     result: dict[str, Any] = {
         "operationId": f"{service}.{op.handler.__name__}",
         "summary": op.summary,
-        "security": _SECURITY[op.auth],
+        "security": [{"accessToken": [op.scope]}] if op.auth == "admin" else _SECURITY[op.auth],
         "responses": responses,
     }
     if op.tag:
@@ -145,6 +156,8 @@ def add_operations(app: web.Application, title: str, operations: list[Operation]
     async def openapi_document(request: web.Request) -> web.Response:
         return web.Response(body=body, content_type="application/json")
 
+    # principal_of enforces the scope each operation declares, by the route the request matched.
+    app[OPERATION_SCOPES] = {(op.method, op.path): op.scope for op in operations if op.auth == "admin"}
     add_routes(app, [(op.method, op.path, op.handler, op.quiet) for op in operations])
     add_routes(app, [("GET", "/openapi.json", openapi_document, False)])
     finish_routes(app)

@@ -20,6 +20,7 @@ OPERATIONS = [
         responses={200: FleetStatus},
         errors=(401,),
         tag="Fleet monitoring",
+        scope="fleet:read",
     ),
     Operation(
         "GET",
@@ -30,6 +31,7 @@ OPERATIONS = [
         responses={200: ScreenPresence},
         errors=(401, 404),
         tag="Fleet monitoring",
+        scope="fleet:read",
     ),
     Operation(
         "GET",
@@ -41,6 +43,7 @@ OPERATIONS = [
         errors=(400, 401, 404),
         params=_HISTORY,
         tag="Fleet monitoring",
+        scope="fleet:read",
     ),
     Operation(
         "GET",
@@ -54,5 +57,6 @@ OPERATIONS = [
         errors=(400, 401, 429, 503),
         params=(Param("Last-Event-ID", {"type": "string"}, "resume after this event", "header"),),
         tag="Fleet monitoring",
+        scope="fleet:read",
     ),
 ]

@@ -70,6 +70,7 @@ OPERATIONS = [
         responses={201: CodeCreated},
         errors=(400, 401, 404, 409, 413, 415),
         tag="Screen-first pairing",
+        scope="devices:write",
     ),
     Operation(
         "GET",
@@ -80,6 +81,7 @@ OPERATIONS = [
         responses={200: CodeStatus},
         errors=(400, 401, 404),
         tag="Screen-first pairing",
+        scope="devices:read",
     ),
     Operation(
         "POST",
@@ -107,6 +109,7 @@ OPERATIONS = [
             Param("cursor", {"type": "string"}),
         ),
         tag="Devices",
+        scope="devices:read",
     ),
     # Serial numbers registered ahead; before /v1/devices/{id}, which would match them
     Operation(
@@ -133,6 +136,7 @@ OPERATIONS = [
         responses={200: SerialsUploaded},
         errors=(400, 401, 404, 409, 413, 415),
         tag="Serial numbers",
+        scope="devices:write",
     ),
     Operation(
         "GET",
@@ -148,6 +152,7 @@ OPERATIONS = [
             Param("cursor", {"type": "string"}),
         ),
         tag="Serial numbers",
+        scope="devices:read",
     ),
     Operation(
         "POST",
@@ -159,6 +164,7 @@ OPERATIONS = [
         responses={200: Serial},
         errors=(400, 401, 404, 409, 413, 415),
         tag="Serial numbers",
+        scope="devices:write",
     ),
     Operation(
         "POST",
@@ -186,6 +192,7 @@ OPERATIONS = [
             Param("before", {"type": "integer"}, "nextBefore of the previous page"),
         ),
         tag="Audit",
+        scope="audit:read",
     ),
     Operation(
         "GET",
@@ -196,6 +203,7 @@ OPERATIONS = [
         responses={200: Device},
         errors=(401, 404),
         tag="Devices",
+        scope="devices:read",
     ),
     Operation(
         "POST",
@@ -207,6 +215,7 @@ OPERATIONS = [
         responses={200: Revoked},
         errors=(400, 401, 404, 409, 413, 415),
         tag="Devices",
+        scope="devices:write",
     ),
     Operation(
         "GET",
@@ -217,6 +226,7 @@ OPERATIONS = [
         responses={200: AuditTrail},
         errors=(401, 404),
         tag="Devices",
+        scope="audit:read",
     ),
     Operation(
         "POST",
@@ -251,6 +261,7 @@ OPERATIONS = [
         responses={201: ProvisioningTokenCreated},
         errors=(400, 401, 404, 409, 413, 415),
         tag="Provisioning tokens",
+        scope="devices:write",
     ),
     Operation(
         "POST",
@@ -285,6 +296,7 @@ OPERATIONS = [
         responses={200: DeviceAuthorization},
         errors=(400, 401, 404, 429),
         tag="Device-first pairing",
+        scope="devices:read",
     ),
     Operation(
         "POST",
@@ -296,6 +308,7 @@ OPERATIONS = [
         responses={200: DeviceAuthorization},
         errors=(400, 401, 404, 409, 410, 413, 415, 429),
         tag="Device-first pairing",
+        scope="devices:write",
     ),
     Operation(
         "POST",
@@ -306,6 +319,7 @@ OPERATIONS = [
         responses={200: DeviceAuthorization},
         errors=(400, 401, 404, 409, 410, 429),
         tag="Device-first pairing",
+        scope="devices:write",
     ),
     # Pre-provisioned devices and claim mode
     Operation(
@@ -341,5 +355,6 @@ OPERATIONS = [
         responses={201: Device},
         errors=(400, 401, 404, 409, 413, 415, 429),
         tag="Pre-provisioned devices and claim mode",
+        scope="devices:write",
     ),
 ]

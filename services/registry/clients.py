@@ -23,7 +23,7 @@ from services.registry.models import (
     NewInitialAccessToken,
 )
 from shared.app_keys import SETTINGS
-from shared.auth import ADMIN_SCOPE, new_secret, principal_of, secret_hash
+from shared.auth import SCOPES, new_secret, principal_of, secret_hash, within
 from shared.db import POOL
 from shared.errors import Conflict, NotFound, OAuthError, ServiceError
 from shared.http import json_response, read_json, secret_response, text_param
@@ -46,6 +46,7 @@ async def issue_initial_access_token(request: web.Request) -> web.Response:
             tenant_id=principal.tenant_id,
             issued_by=principal.actor,
             ttl_seconds=body.ttl_seconds,
+            scope=principal.scope,
         )
         # The token itself is a secret: the trail names it by its id, the digest it is stored under.
         await audit.record(
@@ -75,14 +76,20 @@ async def register_client(request: web.Request) -> web.Response:
         raise OAuthError(400, "invalid_client_metadata", "grant_types: only client_credentials")
     if metadata.token_endpoint_auth_method not in AUTH_METHODS:
         raise OAuthError(400, "invalid_client_metadata", f"token_endpoint_auth_method: one of {AUTH_METHODS}")
-    if metadata.scope.split() != [ADMIN_SCOPE]:
-        raise OAuthError(400, "invalid_client_metadata", f"scope: the only scope is {ADMIN_SCOPE!r}")
+    if metadata.scope is not None and within(metadata.scope, " ".join(SCOPES)) is None:
+        raise OAuthError(
+            400, "invalid_client_metadata", f"scope: space-separated, each one of {' '.join(SCOPES)}"
+        )
     token_hash = secret_hash(token.strip())
     client_id, client_secret = "cli_" + uuid.uuid4().hex, new_secret("cs_")
     async with request.app[POOL].acquire() as conn, conn.transaction():
         grant = await queries.clients.take_initial_access_token(conn, token_hash)
         if grant is None:
             raise _invalid_token("unknown, used or expired initial access token")
+        # No more than the token that issued the initial access token had; by default, as much.
+        scope = within(metadata.scope or grant.scope, grant.scope)
+        if scope is None:
+            raise OAuthError(400, "invalid_client_metadata", f"scope: this registration allows {grant.scope}")
         client = await queries.clients.register_client(
             conn,
             client_id=client_id,
@@ -92,6 +99,7 @@ async def register_client(request: web.Request) -> web.Response:
             secret_ttl_seconds=request.app[SETTINGS].client_secret_ttl_seconds,
             registered_by=grant.issued_by,
             token_hash=token_hash,
+            scope=scope,
         )
         await audit.record(request, conn, grant.tenant_id, grant.issued_by, "client.registered", client_id)
     log.info("client_registered", client_id=client_id, tenant_id=str(grant.tenant_id))
@@ -104,7 +112,7 @@ async def register_client(request: web.Request) -> web.Response:
             client_secret_expires_at=int(expires_at.timestamp()) if expires_at else 0,
             grant_types=["client_credentials"],
             token_endpoint_auth_method=metadata.token_endpoint_auth_method,
-            scope=ADMIN_SCOPE,
+            scope=scope,
             client_name=metadata.client_name,
         ),
         status=201,

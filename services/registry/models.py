@@ -191,7 +191,8 @@ class ClientMetadata(msgspec.Struct, kw_only=True):
     client_name: Annotated[str, Meta(min_length=1, max_length=200)] | None = None
     grant_types: list[str] = msgspec.field(default_factory=lambda: ["client_credentials"])
     token_endpoint_auth_method: str = "client_secret_basic"
-    scope: str = "admin"
+    # Space-separated; omitted: those of the access token that issued the initial access token.
+    scope: str | None = None
     redirect_uris: list[str] = msgspec.field(default_factory=list)
 
 
@@ -215,6 +216,7 @@ class ApiClient(Body):
     secret_expires_at: datetime | None
     revoked_at: datetime | None
     registered_by: str
+    scope: str  # space-separated: the most its access tokens may carry
 
 
 class ClientList(Body):

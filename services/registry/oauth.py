@@ -15,7 +15,7 @@ from services.registry import queries
 from services.registry.models import AuthorizationServerMetadata, TokenResponse
 from shared.app import HTTP
 from shared.app_keys import SETTINGS
-from shared.auth import ADMIN_SCOPE, DEVICE_CODE_GRANT, ISSUER, secret_hash
+from shared.auth import DEVICE_CODE_GRANT, ISSUER, SCOPES, secret_hash, within
 from shared.db import POOL
 from shared.errors import OAuthError
 from shared.http import basic_credentials, json_response, read_form
@@ -43,15 +43,20 @@ async def issue_token(request: web.Request) -> web.Response:
         client_id, client_secret = basic
     else:
         client_id, client_secret = form.get("client_id", ""), form.get("client_secret", "")
-    scope = form.get("scope") or ADMIN_SCOPE
-    if scope.split() != [ADMIN_SCOPE]:
-        raise OAuthError(400, "invalid_scope", f"the only scope is {ADMIN_SCOPE!r}")
+    # RFC 6749 §3.3: the token may be narrowed to some of the client's scopes; without a scope it
+    # carries all of them. A scope nobody can have is refused before the client is even looked up.
+    requested = form.get("scope")
+    if requested and within(requested, " ".join(SCOPES)) is None:
+        raise OAuthError(400, "invalid_scope", f"scope: space-separated, each one of {' '.join(SCOPES)}")
     async with request.app[POOL].acquire() as conn:
         client = await queries.clients.find_client(conn, client_id) if client_id else None
     if client is None or not hmac.compare_digest(client.secret_hash, secret_hash(client_secret)):
         raise OAuthError(401, "invalid_client", "unknown client or wrong secret", basic=authorized)
     if client.expired:
         raise OAuthError(401, "invalid_client", "the client secret expired; register again", basic=authorized)
+    scope = within(requested or client.scope, client.scope)
+    if scope is None:
+        raise OAuthError(400, "invalid_scope", f"this client's scopes are {client.scope}")
     issuer = request.app[ISSUER]
     token = issuer.issue(tenant_id=client.tenant_id, client_id=client_id, scope=scope)
     return json_response(
@@ -97,7 +102,7 @@ async def authorization_server_metadata(request: web.Request) -> web.Response:
             registration_endpoint=f"{base}/oauth/register",
             grant_types_supported=["client_credentials", DEVICE_CODE_GRANT],
             token_endpoint_auth_methods_supported=["client_secret_basic", "client_secret_post", "none"],
-            scopes_supported=[ADMIN_SCOPE],
+            scopes_supported=list(SCOPES),
             response_types_supported=[],
             service_documentation=f"{base}/openapi.json",
         )

@@ -49,7 +49,7 @@ _TOKEN_FORM = {
         "grant_type": {"enum": ["client_credentials", "urn:ietf:params:oauth:grant-type:device_code"]},
         "client_id": {"type": "string"},
         "client_secret": {"type": "string", "description": "client_credentials only"},
-        "scope": {"const": "admin"},
+        "scope": {"type": "string", "description": "space-separated; within the client's scopes"},
         "device_code": {"type": "string", "description": "device_code grant (RFC 8628 §3.4)"},
     },
 }
@@ -99,6 +99,7 @@ OPERATIONS = [
         responses={201: Venue},
         errors=(400, 401, 413, 415),
         tag="Venues and screens",
+        scope="screens:write",
     ),
     Operation(
         "GET",
@@ -110,6 +111,7 @@ OPERATIONS = [
         errors=(400, 401),
         params=_PAGE,
         tag="Venues and screens",
+        scope="screens:read",
     ),
     Operation(
         "GET",
@@ -120,6 +122,7 @@ OPERATIONS = [
         responses={200: Venue},
         errors=(401, 404),
         tag="Venues and screens",
+        scope="screens:read",
     ),
     Operation(
         "POST",
@@ -131,6 +134,7 @@ OPERATIONS = [
         responses={201: Screen},
         errors=(400, 401, 404, 413, 415),
         tag="Venues and screens",
+        scope="screens:write",
     ),
     Operation(
         "GET",
@@ -146,6 +150,7 @@ OPERATIONS = [
             *_PAGE,
         ),
         tag="Venues and screens",
+        scope="screens:read",
     ),
     Operation(
         "GET",
@@ -156,6 +161,7 @@ OPERATIONS = [
         responses={200: Screen},
         errors=(401, 404),
         tag="Venues and screens",
+        scope="screens:read",
     ),
     Operation(
         "GET",
@@ -166,6 +172,7 @@ OPERATIONS = [
         responses={200: Playlist},
         errors=(401, 404),
         tag="Venues and screens",
+        scope="screens:read",
     ),
     Operation(
         "PUT",
@@ -177,6 +184,7 @@ OPERATIONS = [
         responses={200: Playlist},
         errors=(*_ADMIN_ERRORS, 413, 415),
         tag="Venues and screens",
+        scope="screens:write",
     ),
     Operation(
         "GET",
@@ -187,6 +195,7 @@ OPERATIONS = [
         responses={200: ScreenConfig},
         errors=(401, 404),
         tag="Venues and screens",
+        scope="screens:read",
     ),
     Operation(
         "PATCH",
@@ -198,6 +207,7 @@ OPERATIONS = [
         responses={200: ScreenConfig},
         errors=(*_ADMIN_ERRORS, 413, 415),
         tag="Venues and screens",
+        scope="screens:write",
     ),
     # API clients (dynamic client registration, RFC 7591)
     Operation(
@@ -210,6 +220,7 @@ OPERATIONS = [
         responses={201: InitialAccessToken},
         errors=(400, 401, 413, 415),
         tag="API clients",
+        scope="clients:write",
     ),
     Operation(
         "POST",
@@ -231,6 +242,7 @@ OPERATIONS = [
         responses={200: ClientList},
         errors=(401,),
         tag="API clients",
+        scope="clients:write",
     ),
     Operation(
         "POST",
@@ -241,6 +253,7 @@ OPERATIONS = [
         responses={200: ApiClient},
         errors=(401, 404, 409),
         tag="API clients",
+        scope="clients:write",
     ),
     # Files devices download by name (firmware, media)
     Operation(
@@ -256,6 +269,7 @@ OPERATIONS = [
         errors=(400, 401, 404, 413),
         params=(Param("screenId", {"type": "string", "format": "uuid"}, "repeatable"),),
         tag="Files for devices",
+        scope="screens:write",
     ),
     Operation(
         "GET",
@@ -266,6 +280,7 @@ OPERATIONS = [
         responses={200: DeviceFileList},
         errors=(401,),
         tag="Files for devices",
+        scope="screens:read",
     ),
     Operation(
         "DELETE",
@@ -276,6 +291,7 @@ OPERATIONS = [
         responses={204: None},
         errors=(400, 401, 404),
         tag="Files for devices",
+        scope="screens:write",
     ),
     Operation(
         "GET",
@@ -290,5 +306,6 @@ OPERATIONS = [
             Param("before", {"type": "integer"}, "nextBefore of the previous page"),
         ),
         tag="Audit",
+        scope="audit:read",
     ),
 ]

@@ -18,6 +18,7 @@ class ClientSecret(msgspec.Struct, frozen=True):
     tenant_id: uuid.UUID
     secret_hash: bytes
     expired: bool | None  # None: the secret does not expire
+    scope: str  # the most its access tokens may carry
 
 
 class InitialAccessGrant(msgspec.Struct, frozen=True):
@@ -25,6 +26,7 @@ class InitialAccessGrant(msgspec.Struct, frozen=True):
 
     tenant_id: uuid.UUID
     issued_by: str
+    scope: str  # the most the client registered with it may get
 
 
 class RegisteredClient(msgspec.Struct, frozen=True):
@@ -45,7 +47,7 @@ async def insert_client(
 
 async def find_client(conn: Connection, client_id: str) -> ClientSecret | None:
     row = await conn.fetchrow(
-        "SELECT tenant_id, secret_hash, secret_expires_at <= now() AS expired FROM api_clients"
+        "SELECT tenant_id, secret_hash, secret_expires_at <= now() AS expired, scope FROM api_clients"
         " WHERE client_id = $1 AND revoked_at IS NULL",
         client_id,
     )
@@ -53,22 +55,29 @@ async def find_client(conn: Connection, client_id: str) -> ClientSecret | None:
 
 
 async def insert_initial_access_token(
-    conn: Connection, *, token_hash: bytes, tenant_id: uuid.UUID, issued_by: str, ttl_seconds: int
+    conn: Connection,
+    *,
+    token_hash: bytes,
+    tenant_id: uuid.UUID,
+    issued_by: str,
+    ttl_seconds: int,
+    scope: str,
 ) -> datetime:
     return await conn.fetchval(
-        "INSERT INTO initial_access_tokens (token_hash, tenant_id, issued_by, expires_at)"
-        " VALUES ($1, $2, $3, now() + make_interval(secs => $4)) RETURNING expires_at",
+        "INSERT INTO initial_access_tokens (token_hash, tenant_id, issued_by, expires_at, scope)"
+        " VALUES ($1, $2, $3, now() + make_interval(secs => $4), $5) RETURNING expires_at",
         token_hash,
         tenant_id,
         issued_by,
         ttl_seconds,
+        scope,
     )
 
 
 async def take_initial_access_token(conn: Connection, token_hash: bytes) -> InitialAccessGrant | None:
     """The token's grant if it is unused and unexpired; locked, for its single use."""
     row = await conn.fetchrow(
-        "SELECT tenant_id, issued_by FROM initial_access_tokens"
+        "SELECT tenant_id, issued_by, scope FROM initial_access_tokens"
         " WHERE token_hash = $1 AND used_at IS NULL AND expires_at > now() FOR UPDATE",
         token_hash,
     )
@@ -85,13 +94,14 @@ async def register_client(
     secret_ttl_seconds: int,
     registered_by: str,
     token_hash: bytes,
+    scope: str,
 ) -> RegisteredClient:
     """The new client, and its initial access token spent, in one statement."""
     row = await conn.fetchrow(
         "WITH client AS ("
         "  INSERT INTO api_clients"
-        "    (client_id, tenant_id, secret_hash, client_name, secret_expires_at, registered_by)"
-        "  VALUES ($1, $2, $3, $4, CASE WHEN $5 > 0 THEN now() + make_interval(secs => $5) END, $6)"
+        "    (client_id, tenant_id, secret_hash, client_name, secret_expires_at, registered_by, scope)"
+        "  VALUES ($1, $2, $3, $4, CASE WHEN $5 > 0 THEN now() + make_interval(secs => $5) END, $6, $8)"
         "  RETURNING created_at, secret_expires_at"
         "), spent AS (UPDATE initial_access_tokens SET used_at = now(), client_id = $1 WHERE token_hash = $7)"
         " SELECT created_at, secret_expires_at FROM client",
@@ -102,12 +112,13 @@ async def register_client(
         secret_ttl_seconds,
         registered_by,
         token_hash,
+        scope,
     )
     assert row is not None  # an INSERT … RETURNING: always its row
     return RegisteredClient(**row)
 
 
-_CLIENT_COLUMNS = "client_id, client_name, created_at, secret_expires_at, revoked_at, registered_by"
+_CLIENT_COLUMNS = "client_id, client_name, created_at, secret_expires_at, revoked_at, registered_by, scope"
 
 
 async def list_clients(conn: Connection, tenant_id: uuid.UUID) -> list[ApiClient]:

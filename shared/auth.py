@@ -23,6 +23,7 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from shared import errors
 from shared.app_keys import SETTINGS
 from shared.logging import bind_log_context
+from shared.revocations import refuse_revoked
 from shared.settings import Settings
 
 ADMIN_SCOPE = "admin"
@@ -155,6 +156,7 @@ def principal_of(request: web.Request) -> Principal:
     if token.startswith("dak_"):
         raise errors.Unauthorized("a device key cannot call the admin API; use an access token")
     principal = request.app[VERIFIER].verify(token)
+    refuse_revoked(request, principal.client_id)
     if ADMIN_SCOPE not in principal.scope.split():
         raise errors.Forbidden("the access token lacks the admin scope")
     bind_log_context(tenant_id=str(principal.tenant_id))

@@ -20,7 +20,6 @@ import structlog
 from aiohttp import web
 
 from shared import errors
-from shared.app_keys import READINESS
 from shared.bus import JS
 from shared.kv_watch import watch_bucket
 from shared.projections import REVOKED_CLIENTS_BUCKET, RevokedClient
@@ -73,14 +72,10 @@ def refuse_revoked(request: web.Request, client_id: str) -> None:
 
 
 async def revocations_ctx(app: web.Application) -> AsyncIterator[None]:
-    """Follow ``revoked-clients`` for the app's lifetime; the port opens once it is loaded, so a
-    fresh replica never honours a token its peers refuse."""
+    """Follow ``revoked-clients`` for the app's lifetime. The port opens only once the bucket is
+    loaded, so a fresh replica never honours a token its peers refuse (and, loaded once, the set
+    stays: no readiness check of its own)."""
     revoked = app[REVOKED_CLIENTS] = RevokedClients()
-
-    async def revocations_loaded() -> bool:
-        return revoked.loaded.is_set()
-
-    app[READINESS]["revocations"] = revocations_loaded
     watching = background(
         f"watch-{REVOKED_CLIENTS_BUCKET}",
         lambda app: watch_bucket(app[JS], REVOKED_CLIENTS_BUCKET, revoked.apply, revoked.loaded.set),

@@ -8,8 +8,10 @@ import uuid
 from datetime import UTC, datetime, timedelta
 
 import msgspec
+import nats
 
-from shared.projections import RevokedClient
+from shared.bus import REVOCATION_MARGIN_SECONDS
+from shared.projections import REVOKED_CLIENTS_BUCKET, RevokedClient, kv_stream
 from shared.revocations import RevokedClients
 from tests.stack import Stack
 from tests.test_clients import initial_access_token, register
@@ -124,3 +126,12 @@ def test_the_set_holds_only_revocations_a_live_token_could_still_need():
     assert len(revoked) == 2 and revoked.revoked("cli_new") and revoked.revoked("cli_live")
     revoked.apply("cli_live", None)  # deleted from the bucket
     assert not revoked.revoked("cli_live") and len(revoked) == 1
+
+
+async def test_the_bucket_forgets_a_revocation_once_no_token_could_need_it(stack):
+    nc = await nats.connect(stack.settings.nats_url)
+    try:
+        info = await nc.jetstream().stream_info(kv_stream(REVOKED_CLIENTS_BUCKET))
+    finally:
+        await nc.close()
+    assert info.config.max_age == stack.settings.token_ttl_seconds + REVOCATION_MARGIN_SECONDS

@@ -38,7 +38,9 @@ async def setup(settings: Settings) -> None:
     await migrate(settings.database_url)
     nc = await bus.connect(settings.nats_url, "setup", retry_for=120)
     try:
-        await bus.ensure_topology(nc.jetstream(), settings.nats_replicas)
+        await bus.ensure_topology(
+            nc.jetstream(), settings.nats_replicas, token_ttl_seconds=settings.token_ttl_seconds
+        )
         log.info(
             "nats_ready",
             streams=list(bus.STREAMS),

@@ -23,6 +23,7 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from shared import errors
 from shared.app_keys import SETTINGS
 from shared.logging import bind_log_context
+from shared.revocations import refuse_revoked
 from shared.settings import Settings
 
 ADMIN_SCOPE = "admin"
@@ -183,6 +184,7 @@ def principal_of(request: web.Request) -> Principal:
     if token.startswith("dak_"):
         raise errors.Unauthorized("a device key cannot call the admin API; use an access token")
     principal = request.app[VERIFIER].verify(token)
+    refuse_revoked(request, principal.client_id)
     if not principal.allows(needed := _scope_needed(request)):
         raise errors.Forbidden(f"this call needs the scope {needed}")
     bind_log_context(tenant_id=str(principal.tenant_id))

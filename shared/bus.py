@@ -22,7 +22,12 @@ from nats.js.object_store import ObjectStore
 from shared.app_keys import READINESS, SERVICE, SETTINGS
 from shared.events import AnyEvent, event_decoder
 from shared.logging import new_log_context
-from shared.projections import DEVICE_FILES_BUCKET, DEVICE_KEYS_BUCKET, SCREEN_CONTENT_BUCKET
+from shared.projections import (
+    DEVICE_FILES_BUCKET,
+    DEVICE_KEYS_BUCKET,
+    REVOKED_CLIENTS_BUCKET,
+    SCREEN_CONTENT_BUCKET,
+)
 from shared.tasks import background, finished
 
 log = structlog.get_logger()
@@ -51,7 +56,15 @@ STREAMS = {
     "HEARTBEATS": api.StreamConfig(subjects=["heartbeat.*.*"], max_age=DAY, duplicate_window=120),
     "DEVICE_EVENTS": api.StreamConfig(subjects=["device_events.*.*"], max_age=7 * DAY, duplicate_window=120),
 }
-BUCKETS = (DEVICE_KEYS_BUCKET, SCREEN_CONTENT_BUCKET)
+BUCKETS = (DEVICE_KEYS_BUCKET, SCREEN_CONTENT_BUCKET, REVOKED_CLIENTS_BUCKET)
+# A revocation matters only while a token issued before it could live; past that (and a margin for
+# clocks and a relay catching up), the bucket forgets it by itself.
+REVOCATION_MARGIN_SECONDS = 300
+
+
+def bucket_ttl(bucket: str, token_ttl_seconds: int) -> float | None:
+    """How long ``bucket`` keeps an entry (None: until it is replaced or deleted)."""
+    return token_ttl_seconds + REVOCATION_MARGIN_SECONDS if bucket == REVOKED_CLIENTS_BUCKET else None
 
 
 async def connect(url: str, name: str, *, retry_for: float = 30) -> NATS:
@@ -87,7 +100,7 @@ async def connect(url: str, name: str, *, retry_for: float = 30) -> NATS:
             await asyncio.sleep(0.5)
 
 
-async def ensure_topology(js: JetStreamContext, replicas: int) -> None:
+async def ensure_topology(js: JetStreamContext, replicas: int, *, token_ttl_seconds: int) -> None:
     """Create or update every stream and bucket; safe to run from every replica at every start."""
     for name, stream in STREAMS.items():
         config = dataclasses.replace(stream, name=name, storage=api.StorageType.FILE, num_replicas=replicas)
@@ -100,7 +113,11 @@ async def ensure_topology(js: JetStreamContext, replicas: int) -> None:
             await js.key_value(bucket)
         except nats.js.errors.BucketNotFoundError:
             await js.create_key_value(
-                bucket=bucket, history=1, replicas=replicas, storage=api.StorageType.FILE
+                bucket=bucket,
+                history=1,
+                replicas=replicas,
+                storage=api.StorageType.FILE,
+                ttl=bucket_ttl(bucket, token_ttl_seconds),
             )
     try:
         await js.object_store(DEVICE_FILES_BUCKET)
@@ -114,7 +131,7 @@ async def jetstream_ctx(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
     app[NC] = await connect(settings.nats_url, app[SERVICE])
     app[JS] = app[NC].jetstream()
-    await ensure_topology(app[JS], settings.nats_replicas)
+    await ensure_topology(app[JS], settings.nats_replicas, token_ttl_seconds=settings.token_ttl_seconds)
     app[FILES] = await app[JS].object_store(DEVICE_FILES_BUCKET)
 
     async def nats_ready() -> bool:

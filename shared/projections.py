@@ -1,4 +1,5 @@
-"""KV buckets that the gateway serves polls from, and the values in them (owners write, gateways read).
+"""KV buckets that the gateway serves polls from, the revoked clients every admin API refuses, and
+the values in them (owners write, the services that need them read).
 
 A value is written by its owner's outbox relay in the same order as the database changes, so the
 bucket always converges to Postgres; the bucket can be rebuilt from Postgres at any time.
@@ -9,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import re
 import uuid
+from datetime import datetime
 from typing import Annotated, Literal
 
 import msgspec
@@ -17,6 +19,8 @@ from shared.events import ScreenConfig
 
 DEVICE_KEYS_BUCKET = "device-keys"
 SCREEN_CONTENT_BUCKET = "screen-content"
+# API clients revoked within an access token's lifetime: every service with an admin API holds them.
+REVOKED_CLIENTS_BUCKET = "revoked-clients"
 # Files devices download by name (GET /v1/device/content/{name}): a JetStream object store.
 DEVICE_FILES_BUCKET = "device-files"
 
@@ -30,6 +34,17 @@ class DeviceKeyEntry(msgspec.Struct, frozen=True, kw_only=True, rename="camel"):
     screen_id: uuid.UUID
     tenant_id: uuid.UUID
     status: Literal["active", "revoked"]
+
+
+class RevokedClient(msgspec.Struct, frozen=True, kw_only=True, rename="camel"):
+    """``revoked-clients``: client id → until when an access token it got before its revocation
+    could still live (its revocation time plus the tokens' lifetime); past that, the entry says
+    nothing a token's own expiry does not, and it is dropped."""
+
+    v: int = 1
+    tenant_id: uuid.UUID
+    revoked_at: datetime
+    until: datetime
 
 
 class PlaylistItem(msgspec.Struct, frozen=True, kw_only=True, rename="camel"):

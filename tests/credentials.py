@@ -55,6 +55,13 @@ async def mint_every_credential(stack: Stack) -> Minted:
     tenant = await minted.answer("POST /v1/tenants", 201, json={"name": "Minted"}, headers=_bearer(operator))
     client = tenant["client"]
     minted.credentials["client secret"] = client["clientSecret"]
+    issued = await minted.answer(
+        "POST /v1/tenants/{id}/clients",
+        201,
+        path=f"/v1/tenants/{tenant['id']}/clients",
+        headers=_bearer(operator),
+    )
+    minted.credentials["operator-issued client secret"] = issued["clientSecret"]
     token = await minted.answer(
         "POST /oauth/token",
         200,

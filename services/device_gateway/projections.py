@@ -11,17 +11,14 @@ share, where a Struct of three UUID objects took over 650 (``make bench`` measur
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import uuid
 
 import msgspec
-import nats.errors
 import structlog
-from nats.aio.msg import Msg
-from nats.js import JetStreamContext, api
-from nats.js.kv import KV_DEL, KV_PURGE
+from nats.js import JetStreamContext
 
+from shared.kv_watch import watch_bucket
 from shared.projections import (
     DEVICE_KEYS_BUCKET,
     SCREEN_CONTENT_BUCKET,
@@ -30,8 +27,6 @@ from shared.projections import (
     ScreenContent,
     device_key_digest,
     device_key_digest_of,
-    kv_prefix,
-    kv_stream,
 )
 
 log = structlog.get_logger()
@@ -139,51 +134,9 @@ class Projections:
             self.screens[screen] = screen_view(_content.decode(value))
 
     async def watch(self, js: JetStreamContext, bucket: str) -> None:
-        """Follow ``bucket`` forever: first its current values (then ready), then every change.
-
-        Our own ordered consumer rather than nats-py's ``KeyValue.watchall``: that one queues every
-        entry without bound, so loading a million keys held them all in memory at once, and the
-        garbage left the heap fragmented (RSS per key more than twice the entries' size). Applying
-        each message in the subscription's callback lets JetStream's flow control pace the load.
-        """
+        """Follow ``bucket`` forever: first its current values (then ready), then every change."""
         apply = self.apply_key if bucket == DEVICE_KEYS_BUCKET else self.apply_content
-        prefix = kv_prefix(bucket)
-        loaded = self._loaded[bucket]
-
-        async def on_message(message: Msg) -> None:
-            headers = message.headers or {}
-            deleted = headers.get("KV-Operation") in (KV_DEL, KV_PURGE) or "Nats-Marker-Reason" in headers
-            key = message.subject[len(prefix) :]
-            try:
-                apply(key, None if deleted else message.data)
-            except (ValueError, msgspec.DecodeError) as exc:
-                log.error("projection_entry_undecodable", bucket=bucket, key=key, error=str(exc))
-            if not loaded.is_set() and message.metadata.num_pending == 0:
-                self._mark_loaded(bucket)
-
-        while True:
-            subscription = None
-            try:
-                subscription = await js.subscribe(
-                    prefix + ">",
-                    stream=kv_stream(bucket),
-                    cb=on_message,
-                    ordered_consumer=True,
-                    deliver_policy=api.DeliverPolicy.LAST_PER_SUBJECT,
-                )
-                info = await subscription.consumer_info()
-                # The server always reports ``delivered``; were it absent, nothing was delivered yet.
-                delivered = info.delivered.consumer_seq if info.delivered is not None else 0
-                if info.num_pending == 0 and delivered == 0:  # an empty bucket
-                    self._mark_loaded(bucket)
-                await asyncio.Future()  # the callback does the work until we are cancelled
-            except (TimeoutError, nats.errors.Error) as exc:
-                log.warning("projection_watch_restarting", bucket=bucket, error=str(exc))
-                await asyncio.sleep(1)
-            finally:
-                if subscription is not None:
-                    with contextlib.suppress(nats.errors.Error):
-                        await subscription.unsubscribe()
+        await watch_bucket(js, bucket, apply, lambda: self._mark_loaded(bucket))
 
     def _mark_loaded(self, bucket: str) -> None:
         self._loaded[bucket].set()

@@ -13,6 +13,7 @@ from shared import bus, db, outbox
 from shared.app import base_app
 from shared.auth import VERIFIER, TokenVerifier
 from shared.openapi import add_operations
+from shared.revocations import revocations_ctx
 from shared.settings import Settings
 from shared.tasks import background
 
@@ -25,6 +26,7 @@ def create_app(settings: Settings) -> web.Application:
     app[VERIFIER] = TokenVerifier(settings)
     app.cleanup_ctx.append(db.pool_ctx(SCHEMA, MIGRATIONS))
     app.cleanup_ctx.append(bus.jetstream_ctx)
+    app.cleanup_ctx.append(revocations_ctx)
     app.cleanup_ctx.append(outbox.relay_ctx(SCHEMA))
     app.cleanup_ctx.append(screens_ctx)
     app.cleanup_ctx.append(background("heartbeat-presence", record_presence))

@@ -26,6 +26,7 @@ from shared.auth import VERIFIER, TokenVerifier
 from shared.db import POOL, Connection
 from shared.http import add_routes
 from shared.openapi import add_operations
+from shared.revocations import revocations_ctx
 from shared.routing import DEVICE_TOKEN_PATH
 from shared.settings import Settings
 from shared.tasks import background
@@ -41,6 +42,7 @@ def create_app(settings: Settings) -> web.Application:
     app[VERIFIER] = TokenVerifier(settings)
     app.cleanup_ctx.append(db.pool_ctx(SCHEMA, MIGRATIONS))
     app.cleanup_ctx.append(bus.jetstream_ctx)
+    app.cleanup_ctx.append(revocations_ctx)
     app.cleanup_ctx.append(outbox.relay_ctx(SCHEMA))
     app.cleanup_ctx.append(screens_ctx)
     app.cleanup_ctx.append(http_client_ctx)

@@ -13,6 +13,7 @@ from shared import bus, db, outbox
 from shared.app import base_app, http_client_ctx
 from shared.auth import ISSUER, VERIFIER, TokenIssuer, TokenVerifier
 from shared.openapi import add_operations
+from shared.revocations import revocations_ctx
 from shared.settings import Settings
 
 SCHEMA = "registry"
@@ -25,6 +26,7 @@ def create_app(settings: Settings) -> web.Application:
     app[VERIFIER] = TokenVerifier(settings)
     app.cleanup_ctx.append(db.pool_ctx(SCHEMA, MIGRATIONS))
     app.cleanup_ctx.append(bus.jetstream_ctx)
+    app.cleanup_ctx.append(revocations_ctx)
     app.cleanup_ctx.append(outbox.relay_ctx(SCHEMA))
     app.cleanup_ctx.append(binding_ctx)
     app.cleanup_ctx.append(presence_ctx)

@@ -3,12 +3,14 @@
 A tenant admin issues an initial access token (single use, short-lived) and gives it to an
 integration; the integration registers itself at ``POST /oauth/register`` and gets its own
 ``client_id``/``client_secret``, then uses the client credentials grant as every client does. The
-tenant lists its clients and revokes them; a revoked client gets no new access token (tokens
-already issued live out their TOKEN_TTL_SECONDS)."""
+tenant lists its clients and revokes them: a revoked client gets no new access token, every
+service refuses those it holds within moments (the ``revoked-clients`` bucket, see
+``shared.revocations``), and the initial access tokens it issued and nobody used die with it."""
 
 from __future__ import annotations
 
 import uuid
+from datetime import timedelta
 
 import msgspec
 import structlog
@@ -16,17 +18,20 @@ from aiohttp import web
 
 from services.registry import audit, queries
 from services.registry.models import (
+    ApiClient,
     ClientList,
     ClientMetadata,
     ClientRegistered,
     InitialAccessToken,
     NewInitialAccessToken,
 )
+from shared import outbox
 from shared.app_keys import SETTINGS
 from shared.auth import SCOPES, new_secret, principal_of, secret_hash, within
-from shared.db import POOL
+from shared.db import POOL, Connection
 from shared.errors import Conflict, NotFound, OAuthError, ServiceError
 from shared.http import json_response, read_json, secret_response, text_param
+from shared.projections import REVOKED_CLIENTS_BUCKET, RevokedClient
 
 log = structlog.get_logger()
 
@@ -143,6 +148,24 @@ async def revoke_client(request: web.Request) -> web.Response:
         client = await queries.clients.revoke_client(conn, principal.tenant_id, client_id)
         if client is None:
             raise NotFound("no such client")
+        await stop_revoked_client(request, conn, principal.tenant_id, client)
         await audit.record(request, conn, principal.tenant_id, principal.actor, "client.revoked", client_id)
     log.info("client_revoked", client_id=client_id)
     return json_response(client)
+
+
+async def stop_revoked_client(
+    request: web.Request, conn: Connection, tenant_id: uuid.UUID, client: ApiClient
+) -> None:
+    """In the revoke's transaction: the revocation on its way to every service (until the last
+    token the client could have got expires), and its unused initial access tokens spent."""
+    assert client.revoked_at is not None  # what revoke_client answers is revoked
+    until = client.revoked_at + timedelta(seconds=request.app[SETTINGS].token_ttl_seconds)
+    await outbox.put_kv(
+        conn,
+        REVOKED_CLIENTS_BUCKET,
+        client.client_id,
+        RevokedClient(tenant_id=tenant_id, revoked_at=client.revoked_at, until=until),
+    )
+    killed = await queries.clients.expire_initial_access_tokens(conn, issued_by=f"client:{client.client_id}")
+    log.info("revoked_client_stopped", client_id=client.client_id, initial_access_tokens=killed)

@@ -39,6 +39,17 @@ class TenantCreated(Body):
     client: ClientCredentials
 
 
+class Tenant(Body):
+    id: uuid.UUID
+    name: str
+    created_at: datetime
+
+
+class TenantPage(Body):
+    items: list[Tenant]
+    next_cursor: str | None
+
+
 class TokenResponse(msgspec.Struct, kw_only=True):
     """RFC 6749 §5.1: snake_case by the RFC, unlike the rest of the API."""
 

@@ -139,3 +139,13 @@ async def revoke_client(conn: Connection, tenant_id: uuid.UUID, client_id: str) 
         tenant_id,
     )
     return ApiClient(**row) if row else None
+
+
+async def expire_initial_access_tokens(conn: Connection, *, issued_by: str) -> int:
+    """End the unused initial access tokens ``issued_by`` issued (its client was revoked); how many."""
+    status = await conn.execute(
+        "UPDATE initial_access_tokens SET expires_at = now()"
+        " WHERE issued_by = $1 AND used_at IS NULL AND expires_at > now()",
+        issued_by,
+    )
+    return int(status.split()[-1])

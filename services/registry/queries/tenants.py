@@ -7,7 +7,9 @@ from datetime import datetime
 
 import msgspec
 
+from services.registry.models import Tenant
 from shared.db import Connection
+from shared.pagination import Cursor
 
 
 class NewTenantRow(msgspec.Struct, frozen=True):
@@ -24,3 +26,19 @@ async def insert_tenant(conn: Connection, name: str) -> NewTenantRow:
     )
     assert row is not None  # an INSERT … RETURNING: always its row
     return NewTenantRow(**row)
+
+
+async def tenant_exists(conn: Connection, tenant_id: uuid.UUID) -> bool:
+    return bool(await conn.fetchval("SELECT EXISTS (SELECT 1 FROM tenants WHERE id = $1)", tenant_id))
+
+
+async def list_tenants(conn: Connection, *, after: Cursor | None, limit: int) -> list[Tenant]:
+    found = await conn.fetch(
+        "SELECT id, name, created_at FROM tenants"
+        " WHERE ($1::timestamptz IS NULL OR (created_at, id) > ($1, $2))"
+        " ORDER BY created_at, id LIMIT $3",
+        after.created_at if after else None,
+        after.id if after else None,
+        limit,
+    )
+    return [Tenant(**row) for row in found]

@@ -112,12 +112,13 @@ def entry(until: datetime) -> bytes:
 def test_the_set_holds_only_revocations_a_live_token_could_still_need():
     revoked = RevokedClients()
     now = datetime.now(UTC)
-    revoked.apply("cli_old", entry(now + timedelta(seconds=0.2)))
-    revoked.apply("cli_looked_up", entry(now + timedelta(seconds=0.2)))
+    # Two seconds: the checks right after must run before they pass, even on a slow machine.
+    revoked.apply("cli_old", entry(now + timedelta(seconds=2)))
+    revoked.apply("cli_looked_up", entry(now + timedelta(seconds=2)))
     revoked.apply("cli_live", entry(now + timedelta(hours=1)))
     assert all(revoked.revoked(c) for c in ("cli_old", "cli_looked_up", "cli_live"))
     assert not revoked.revoked("cli_other")
-    time.sleep(0.3)
+    time.sleep(2.1)
     assert not revoked.revoked("cli_looked_up")  # every token it got has expired by now
     assert len(revoked) == 2
     revoked.apply("cli_past", entry(now - timedelta(seconds=1)))  # a late copy of an old revocation

@@ -232,7 +232,9 @@ async def activate_device(request: web.Request) -> web.Response:
                 ):
                     raise NotFound(NOT_ACTIVATABLE)
                 if await queries.screens.screen_has_active_device(conn, screen.id):
-                    raise Conflict("the serial's screen already has an active device")
+                    # Answered as any serial that cannot be activated: a different answer would
+                    # tell a guesser that this serial exists and is enabled.
+                    raise NotFound(NOT_ACTIVATABLE)
                 registered = await binding.bind(
                     conn, screen, body.device_info, method="serial", actor=None, client_address=address
                 )

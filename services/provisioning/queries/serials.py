@@ -89,7 +89,9 @@ async def lock_tenant_serials(
     """The serials of the list that are assigned to the tenant, locked; others are not there."""
     rows = await conn.fetch(
         "SELECT serial, screen_id, activated_at IS NOT NULL AS activated FROM serials"
-        " WHERE serial = ANY($2) AND tenant_id = $1 ORDER BY serial FOR UPDATE",
+        # COLLATE "C": byte order, the order assign_serials sorts in (Python's), whatever the
+        # database's collation; two orders would let a move and an upload deadlock.
+        ' WHERE serial = ANY($2) AND tenant_id = $1 ORDER BY serial COLLATE "C" FOR UPDATE',
         tenant_id,
         serials,
     )

@@ -3,6 +3,7 @@ unused initial access tokens; and the operator can always give a tenant a new ad
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
 from datetime import UTC, datetime, timedelta
@@ -136,3 +137,23 @@ async def test_the_bucket_forgets_a_revocation_once_no_token_could_need_it(stack
     finally:
         await nc.close()
     assert info.config.max_age == stack.settings.token_ttl_seconds + REVOCATION_MARGIN_SECONDS
+
+
+async def test_an_open_heartbeat_stream_of_a_revoked_client_ends_within_2_seconds(stack: Stack) -> None:
+    """A stream is one long request: the token that opened it must not outlive the revocation."""
+    tenant = await stack.tenant()
+    client, token = await second_client(stack, tenant)
+    response = await stack.http.get("/v1/heartbeats/stream", headers={"Authorization": f"Bearer {token}"})
+    try:
+        assert response.status == 200, await response.text()
+        await response.content.readuntil(b"\n\n")  # "retry: ...": the stream is open
+        status, _, _ = await stack.call(
+            "POST", f"/v1/clients/{client['client_id']}/revoke", token=tenant["token"]
+        )
+        assert status == 200
+        revoked_at = time.monotonic()
+        async with asyncio.timeout(2.5):
+            rest = await response.content.read()  # to the end: the service closed the stream
+        assert time.monotonic() - revoked_at < 2.5 and b"keep-alive" not in rest
+    finally:
+        response.close()

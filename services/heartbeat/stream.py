@@ -26,11 +26,12 @@ from nats.aio.msg import Msg
 from nats.js import api
 
 from shared.app_keys import SETTINGS
-from shared.auth import tenant_of
+from shared.auth import principal_of
 from shared.bus import JS
 from shared.errors import BadRequest, ErrorDetail, RateLimited, Unavailable
 from shared.events import PresenceChanged, subject_of_type
 from shared.logging import log_context_value
+from shared.revocations import REVOKED_CLIENTS
 
 log = structlog.get_logger()
 
@@ -42,8 +43,15 @@ _CLOSE = object()  # put in a stream's queue: end it (shutdown, or the client fe
 STREAM_QUEUES = web.AppKey("STREAM_QUEUES", dict[asyncio.Queue[object], uuid.UUID])
 
 
+# How often an open stream looks whether its client was revoked meanwhile: a stream is one long
+# request, and the token it opened with must not keep it going past a revocation.
+_REVOCATION_CHECK_SECONDS = 1.0
+
+
 async def stream_heartbeats(request: web.Request) -> web.StreamResponse:
-    tenant_id = tenant_of(request)
+    principal = principal_of(request)
+    tenant_id = principal.tenant_id
+    revoked = request.app[REVOKED_CLIENTS]
     settings = request.app[SETTINGS]
     resume_after = _last_event_id(request)
     open_streams = sum(1 for owner in request.app[STREAM_QUEUES].values() if owner == tenant_id)
@@ -100,16 +108,21 @@ async def stream_heartbeats(request: web.Request) -> web.StreamResponse:
     try:
         await response.prepare(request)
         await response.write(b"retry: 2000\n\n")
-        while True:
+        loop = asyncio.get_running_loop()
+        quiet_since = loop.time()
+        while not revoked.revoked(principal.client_id):
             try:
-                async with asyncio.timeout(settings.sse_keepalive_seconds):
+                async with asyncio.timeout(min(_REVOCATION_CHECK_SECONDS, settings.sse_keepalive_seconds)):
                     frame = await queue.get()
             except TimeoutError:
+                if loop.time() - quiet_since < settings.sse_keepalive_seconds:
+                    continue
                 frame = b": keep-alive\n\n"
             if not isinstance(frame, bytes):  # _CLOSE: stopping, or the client fell behind
                 break
             # write() waits while the client's socket is full; meanwhile on_message fills the queue.
             await response.write(frame)
+            quiet_since = loop.time()
     except (ConnectionError, asyncio.CancelledError):
         pass
     finally:

@@ -22,7 +22,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from functools import partial
 from pathlib import Path
@@ -228,7 +228,7 @@ class Bench:
     ) -> dict[str, Any]:
         """Heartbeats from every TV for a while: how many got 202, how many reached the history, and
         whether presence reflects each screen's newest one once the heartbeat service caught up."""
-        nc = await nats.connect(self.settings.nats_url)
+        nc = await nats.connect(list(self.settings.nats_url))
         js = nc.jetstream()
         connection = await asyncpg.connect(self.settings.database_url)
         # Counted where they end up, the history: the stream also holds presence events.
@@ -274,7 +274,7 @@ class Bench:
         NATS takes them: the rate at which the heartbeat service stores them, and none lost."""
         connection = await asyncpg.connect(self.settings.database_url)
         stored_before = await connection.fetchval("SELECT count(*) FROM heartbeat.heartbeats")
-        nc = await nats.connect(self.settings.nats_url)
+        nc = await nats.connect(list(self.settings.nats_url))
         js = nc.jetstream()
         tenant = await connection.fetchval("SELECT tenant_id FROM heartbeat.screens LIMIT 1")
         encoder = msgspec.json.Encoder()
@@ -374,10 +374,10 @@ async def heartbeats_consumed(js: Any, *, timeout: float) -> None:
         await asyncio.sleep(0.05)
 
 
-async def bulk_keys(nats_url: str, *, first: int, count: int) -> None:
+async def bulk_keys(nats_url: Sequence[str], *, first: int, count: int) -> None:
     """Put ``count`` device-key entries straight into the bucket (a KV put is a publish to
     ``$KV.<bucket>.<key>``), then wait until JetStream holds them all."""
-    nc = await nats.connect(nats_url)
+    nc = await nats.connect(list(nats_url))
     js = nc.jetstream()
     stream = kv_stream(DEVICE_KEYS_BUCKET)
     before = (await js.stream_info(stream)).state.messages

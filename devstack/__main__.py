@@ -113,7 +113,7 @@ def _print_welcome(stack: Stack, seconds: float) -> None:
    OpenAPI:         {base}/openapi.json
    operator token:  {stack.settings.operator_token}
    database:        {stack.settings.database_url}
-   nats:            {stack.settings.nats_url}
+   nats:            {",".join(stack.settings.nats_url)}
 
  Try it (README.md walks the whole flow):
    export OP={stack.settings.operator_token}

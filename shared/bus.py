@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Sequence
 
 import msgspec
 import nats
@@ -67,9 +67,10 @@ def bucket_ttl(bucket: str, token_ttl_seconds: int) -> float | None:
     return token_ttl_seconds + REVOCATION_MARGIN_SECONDS if bucket == REVOKED_CLIENTS_BUCKET else None
 
 
-async def connect(url: str, name: str, *, retry_for: float = 30) -> NATS:
-    """Connect, retrying for ``retry_for`` seconds (NATS may start after us), then giving up with the
-    last attempt's error; once connected, reconnect forever."""
+async def connect(servers: Sequence[str], name: str, *, retry_for: float = 30) -> NATS:
+    """Connect to the first of ``servers`` that answers (a seed list: the client learns the rest of the
+    cluster from it), retrying for ``retry_for`` seconds (NATS may start after us), then giving up with
+    the last attempt's error; once connected, reconnect forever."""
 
     async def disconnected() -> None:
         log.warning("nats_disconnected")
@@ -84,7 +85,7 @@ async def connect(url: str, name: str, *, retry_for: float = 30) -> NATS:
     while True:
         try:
             return await nats.connect(
-                url,
+                servers=list(servers),
                 name=name,
                 connect_timeout=2,
                 drain_timeout=5,

@@ -12,11 +12,17 @@ import re
 import typing
 from collections.abc import Iterator, Mapping
 from typing import Annotated, Any, Literal, TypeVar
+from urllib.parse import urlsplit
 
 import msgspec
 from msgspec import Meta
 
 Networks = tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]
+# A NATS seed list: the servers a client tries first, in order, before it learns the rest of the
+# cluster from them. Read as every NATS client reads it, comma-separated; each one checked here so
+# a typo is a message naming the variable, not a client error at connect time.
+NatsServers = tuple[Annotated[str, Meta(pattern=r"^(nats|tls|ws|wss)://")], ...]
+_NATS_SCHEMES = {"nats": "nats", "tls": "nats", "ws": "ws", "wss": "ws"}
 
 S = TypeVar("S", bound=msgspec.Struct)
 _TEMPLATE = re.compile(r"\{(\w+)\}")
@@ -63,13 +69,58 @@ def _convert(name: str, hint: Any, raw: str) -> Any:
     try:
         if base == Networks:
             return tuple(ipaddress.ip_network(part, strict=False) for part in _split(raw))
+        if base == NatsServers:
+            return _nats_servers(name, hint, raw)
         if typing.get_origin(base) is tuple:
             return msgspec.convert(_split(raw), hint, strict=False)
         if typing.get_origin(base) is Literal:  # LOG_LEVEL=INFO is as good as info
             return msgspec.convert(raw.strip().lower(), hint)
         return msgspec.convert(raw.strip(), hint, strict=False)
+    except SettingsError:  # already says what is wrong, more precisely than below
+        raise
     except (msgspec.ValidationError, ValueError):
         raise SettingsError(f"{env_name(name)} must be {_accepted(hint)}, got {raw!r}") from None
+
+
+def _nats_servers(name: str, hint: Any, raw: str) -> tuple[str, ...]:
+    """Each server as ``scheme://host:port``; a bare ``host[:port]`` means ``nats://`` as it does to
+    the clients. Websocket and plain servers cannot be mixed in one list (the client refuses)."""
+    servers = tuple(part if "://" in part else f"nats://{part}" for part in _split(raw))
+    if not servers:
+        raise ValueError("no server")
+    for server in servers:
+        if not _is_server_url(server):
+            raise SettingsError(
+                f"{env_name(name)} must be {_accepted(hint)}; {_redacted(server)!r} is not one"
+            )
+    if len({_NATS_SCHEMES[urlsplit(server).scheme] for server in servers}) > 1:
+        raise SettingsError(
+            f"{env_name(name)} cannot mix websocket (ws://, wss://) and nats:// or tls:// servers"
+        )
+    return servers
+
+
+def _is_server_url(url: str) -> bool:
+    parts = urlsplit(url)
+    try:
+        port = parts.port
+    except ValueError:  # not a number, or out of range
+        return False
+    return (
+        parts.scheme in _NATS_SCHEMES
+        and bool(parts.hostname)
+        and port != 0
+        and not parts.path.strip("/")
+        and not parts.query
+    )
+
+
+def _redacted(url: str) -> str:
+    """``url`` without the password it may carry (``nats://user:secret@host``), for a message."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    return parts._replace(netloc=parts.netloc.replace(f":{parts.password}@", ":***@", 1)).geturl()
 
 
 def _split(value: str) -> list[str]:
@@ -104,6 +155,8 @@ def _kind(hint: Any) -> str:
         return "number"
     if base == Networks:
         return "networks"
+    if base == NatsServers:
+        return "URLs"
     if typing.get_origin(base) is tuple:
         return "list"
     if typing.get_origin(base) is Literal:
@@ -132,6 +185,7 @@ _NOUNS = {
     "integer": "an integer",
     "number": "a number",
     "networks": "comma-separated networks such as 10.0.0.0/8",
+    "URLs": "comma-separated NATS server URLs such as nats://a:4222,nats://b:4222",
     "list": "a comma-separated list",
     "text": "text",
 }

@@ -17,7 +17,7 @@ from typing import Annotated, Literal
 import msgspec
 from msgspec import Meta
 
-from shared.environment import Networks, from_env, resolve_templates
+from shared.environment import NatsServers, Networks, from_env, resolve_templates
 
 Port = Annotated[int, Meta(ge=1, le=65535)]
 
@@ -25,7 +25,14 @@ _DAY = 24 * 3600
 
 
 class Settings(msgspec.Struct, frozen=True, kw_only=True):
-    nats_url: Annotated[str, Meta(description="NATS server URL; `make run` and the tests start their own")]
+    nats_url: Annotated[
+        NatsServers,
+        Meta(
+            description="NATS servers, comma-separated (`nats://a:4222,nats://b:4222`); the client takes"
+            " any that answers and learns the rest of a cluster from it. `make run` and the tests start"
+            " their own"
+        ),
+    ]
     database_url: Annotated[
         str, Meta(description="PostgreSQL URL; every service but the device gateway, which has no tables")
     ] = ""

@@ -118,7 +118,7 @@ def settings(database: str, nats_server: NatsServer, sockets: dict[str, socket.s
     # entry point listens on, not "localhost", which may resolve to ::1 first.
     return Settings(
         database_url=database,
-        nats_url=nats_server.url,
+        nats_url=(nats_server.url,),
         operator_token=OPERATOR_TOKEN,
         token_signing_key=SIGNING_KEY,
         host="127.0.0.1",

@@ -131,7 +131,7 @@ def test_the_set_holds_only_revocations_a_live_token_could_still_need():
 
 
 async def test_the_bucket_forgets_a_revocation_once_no_token_could_need_it(stack):
-    nc = await nats.connect(stack.settings.nats_url)
+    nc = await nats.connect(list(stack.settings.nats_url))
     try:
         info = await nc.jetstream().stream_info(kv_stream(REVOKED_CLIENTS_BUCKET))
     finally:

@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import signal
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -39,8 +39,8 @@ async def screen_state(stack: Stack, token: str, screen_id: str) -> str:
     return (await stack.call("GET", f"/v1/screens/{screen_id}", token=token))[1]["state"]
 
 
-async def event_counts(nats_url: str, subjects: str = "provisioning.device.>") -> dict[str, int]:
-    nc = await nats.connect(nats_url)
+async def event_counts(nats_url: Sequence[str], subjects: str = "provisioning.device.>") -> dict[str, int]:
+    nc = await nats.connect(list(nats_url))
     try:
         info = await nc.jetstream().stream_info("EVENTS", subjects_filter=subjects)
         return dict(info.state.subjects or {})
@@ -251,7 +251,7 @@ async def _check_nothing_half_done(
         await conn.close()
     # ...and every key reached the gateways' bucket (the outbox kept what the killed process had
     # committed but not yet published; the new process's relay sent it).
-    nc = await nats.connect(stack.settings.nats_url)
+    nc = await nats.connect(list(stack.settings.nats_url))
     try:
         bucket = await nc.jetstream().key_value(DEVICE_KEYS_BUCKET)
 

@@ -53,7 +53,7 @@ def spawn_gateway(settings: Settings, port: int, *, workers: int, log: Path) -> 
     env = {
         **os.environ,
         "DATABASE_URL": settings.database_url,
-        "NATS_URL": settings.nats_url,
+        "NATS_URL": ",".join(settings.nats_url),
         "DEVICE_GATEWAY_PORT": str(port),
         "HOST": "127.0.0.1",
         "WORKERS": str(workers),

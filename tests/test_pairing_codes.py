@@ -307,7 +307,7 @@ async def test_events_carry_the_request_id_of_the_call_that_caused_them(stack):
         },
     )
     assert status == 201 and response.headers["X-Request-ID"] == "req-binding-42"
-    client = await nats.connect(stack.settings.nats_url)
+    client = await nats.connect(list(stack.settings.nats_url))
     try:
         js = client.jetstream()
         subscription = await js.pull_subscribe("provisioning.device.bound", stream="EVENTS")

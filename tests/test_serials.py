@@ -112,7 +112,7 @@ async def test_a_device_activates_once_inside_its_window_and_a_second_try_raises
         ("serial", f"device:{registered['deviceId']}")
     ]
 
-    nc = await nats.connect(stack.settings.nats_url)
+    nc = await nats.connect(list(stack.settings.nats_url))
     try:
         alerts = await nc.jetstream().subscribe("provisioning.alert.>", stream="EVENTS")
         status, body = await activate(stack, "SN-0100")

@@ -32,7 +32,7 @@ def error(**env: str) -> str:
 
 def test_defaults():
     s = settings()
-    assert s.nats_url == "nats://127.0.0.1:4222"
+    assert s.nats_url == ("nats://127.0.0.1:4222",)
     assert (s.database_url, s.operator_token, s.token_signing_key) == ("", "", "")
     assert (s.token_verify_keys, s.trusted_proxies) == ((), ())
     assert (s.token_ttl_seconds, s.token_issuer, s.code_ttl_seconds) == (3600, "signage", 900)
@@ -144,8 +144,43 @@ def test_bounds_are_inclusive():
 
 
 def test_a_missing_required_setting_is_named():
-    with pytest.raises(SettingsError, match=r"^NATS_URL must be set: NATS server URL"):
+    with pytest.raises(SettingsError, match=r"^NATS_URL must be set: NATS servers, comma-separated"):
         Settings.from_env({"DATABASE_URL": "postgresql://x"})
+
+
+def test_nats_url_is_a_seed_list_as_every_nats_client_reads_it():
+    three = settings(NATS_URL="nats://a:4222, nats://b:4222,tls://user:pw@c:4222,")
+    assert three.nats_url == ("nats://a:4222", "nats://b:4222", "tls://user:pw@c:4222")
+    assert settings(NATS_URL="nats-0.nats-headless:4222,10.0.0.7").nats_url == (
+        "nats://nats-0.nats-headless:4222",
+        "nats://10.0.0.7",
+    )
+    assert settings(NATS_URL="ws://a:8080,wss://b").nats_url == ("ws://a:8080", "wss://b")
+    assert Settings.from_env(to_env(three)) == three
+
+
+NATS_URLS = "comma-separated NATS server URLs such as nats://a:4222,nats://b:4222"
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        ("nats://a:4222,http://b:4222", f"NATS_URL must be {NATS_URLS}; 'http://b:4222' is not one"),
+        ("nats://a:4222,nats://b:42x2", f"NATS_URL must be {NATS_URLS}; 'nats://b:42x2' is not one"),
+        ("nats://a:99999", f"NATS_URL must be {NATS_URLS}; 'nats://a:99999' is not one"),
+        ("nats://a:4222/x", f"NATS_URL must be {NATS_URLS}; 'nats://a:4222/x' is not one"),
+        ("nats://:4222", f"NATS_URL must be {NATS_URLS}; 'nats://:4222' is not one"),
+        # The password of a wrong entry stays out of the message (and so of the logs).
+        ("nats://u:secret@a:x", f"NATS_URL must be {NATS_URLS}; 'nats://u:***@a:x' is not one"),
+        (" , ", f"NATS_URL must be {NATS_URLS}, got ' , '"),
+        (
+            "nats://a:4222,ws://b:8080",
+            "NATS_URL cannot mix websocket (ws://, wss://) and nats:// or tls:// servers",
+        ),
+    ],
+)
+def test_a_wrong_nats_server_is_named(value, message):
+    assert error(NATS_URL=value) == message
 
 
 def test_check_env_checks_only_what_is_set():

@@ -188,7 +188,7 @@ async def test_sigterm_ends_open_event_streams_and_the_service_exits_cleanly(sta
     env = {
         **os.environ,
         "DATABASE_URL": stack.settings.database_url,
-        "NATS_URL": stack.settings.nats_url,
+        "NATS_URL": ",".join(stack.settings.nats_url),
         "TOKEN_VERIFY_KEYS": public_key_of(stack.settings.token_signing_key),
         "HEARTBEAT_PORT": str(port),
         "HOST": "127.0.0.1",

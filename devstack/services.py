@@ -16,7 +16,7 @@ from typing import Any
 
 import aiohttp
 
-from devstack.infra import NatsServer, Postgres
+from devstack.infra import NatsServer, Postgres, ends_with_parent
 from devstack.settings import ROOT, LocalSettings
 from services.setup import migrate
 from shared.settings import Settings
@@ -42,8 +42,8 @@ async def wait_ready(
             deadline = time.monotonic() + within
             last = "no answer"
             while True:
-                if any(child.poll() is not None for child in children):
-                    raise NotReady(f"a process exited while {name} was starting")
+                if exited := [child for child in children if child.poll() is not None]:
+                    raise NotReady(f"{_named(exited[0])} exited while {name} was starting")
                 try:
                     async with session.get(url + path) as response:
                         if response.status == 200:
@@ -54,6 +54,17 @@ async def wait_ready(
                 if time.monotonic() > deadline:
                     raise NotReady(f"{name} is not ready after {within:.0f} s ({last})")
                 await asyncio.sleep(0.05)
+
+
+def _named(process: subprocess.Popen[bytes]) -> str:
+    """``python -m services registry`` as ``registry``, ``python -m devstack.entrypoint ...`` as
+    ``devstack.entrypoint``, any other command as its program."""
+    args = [str(arg) for arg in process.args] if isinstance(process.args, list) else [str(process.args)]
+    if args[1:3] == ["-m", "services"] and len(args) > 3:
+        args = args[3:]
+    elif args[1:2] == ["-m"] and len(args) > 2:
+        args = args[2:]
+    return f"{args[0]} (exit status {process.returncode})"
 
 
 def spawn(service: str, env: Mapping[str, str], **popen: Any) -> subprocess.Popen[bytes]:
@@ -95,9 +106,11 @@ class Processes(ExitStack):
         out = None if log is None else self.enter_context(open(log, "ab"))  # noqa: SIM115 - closed with the block
         stderr = None if log is None else subprocess.STDOUT
         if isinstance(command, str):
-            process = spawn(command, env, stdout=out, stderr=stderr)
+            process = spawn(command, env, stdout=out, stderr=stderr, preexec_fn=ends_with_parent)
         else:
-            process = subprocess.Popen(command, env=env, cwd=ROOT, stdout=out, stderr=stderr)
+            process = subprocess.Popen(
+                command, env=env, cwd=ROOT, stdout=out, stderr=stderr, preexec_fn=ends_with_parent
+            )
         self.callback(stop, process)
         return process
 
@@ -133,6 +146,8 @@ class Processes(ExitStack):
 
         services = {name: self.start(name, env, log(name)) for name in SERVICES}
         urls = {name: f"http://127.0.0.1:{settings.ports[name]}" for name in SERVICES}
+        asyncio.run(wait_ready(urls, list(services.values())))
+        # Only now: the entry point's port open means every service behind it answers.
         entrypoint = self.start(
             [
                 sys.executable,
@@ -145,13 +160,8 @@ class Processes(ExitStack):
             log("entrypoint"),
         )
         stack = Stack(settings, env, services, entrypoint, postgres, nats_server)
-        children = [*services.values(), stack.entrypoint]
-
-        async def ready() -> None:
-            await wait_ready(stack.urls, children)
-            await wait_ready({"entrypoint": stack.base_url}, children, path="/healthz")
-
-        asyncio.run(ready())
+        children = [*services.values(), entrypoint]
+        asyncio.run(wait_ready({"entrypoint": stack.base_url}, children, path="/healthz"))
         return stack
 
 

@@ -92,8 +92,8 @@ def instrumented(
 
     async def handle(request: web.Request) -> web.StreamResponse:
         started = time.perf_counter()
-        request_id = request.headers.get("X-Request-ID", "")
-        if not _CALLERS_REQUEST_ID.fullmatch(request_id):
+        request_id = request.headers.get("X-Request-ID")
+        if not request_id or not _CALLERS_REQUEST_ID.fullmatch(request_id):  # no regex on a poll
             request_id = f"{_REQUEST_ID_PREFIX}{next(_REQUEST_IDS):x}"
         new_log_context(request_id=request_id)
         in_flight.enter()

@@ -17,18 +17,11 @@ from shared.db import create_pool
 from shared.settings import Settings
 from tests.binding import assert_error
 from tests.stack import DEVICE_INFO, Stack
+from tests.test_device_flow import DEVICE_FORM
 
 # A day-long window: attempts a few seconds apart never straddle two windows (but at midnight UTC).
 DAY = 86400
 PROXY = (ipaddress.ip_network("127.0.0.0/8"),)
-DEVICE_FORM = {
-    "manufacturer": "LG",
-    "model": "webOS-43",
-    "osVersion": "webOS 6",
-    "appVersion": "2.1.0",
-    "macAddress": "00:11:22:33:44:66",
-    "ipAddress": "10.1.2.3",
-}
 
 
 async def guess_code(stack: Stack, code: str = "ZZZZ2345", address: str | None = None) -> int:

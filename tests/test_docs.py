@@ -13,7 +13,6 @@ import asyncio
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -24,7 +23,7 @@ from pathlib import Path
 import pytest
 import pytest_asyncio
 
-from devstack.infra import NatsServer
+from devstack.infra import NatsServer, free_ports
 from devstack.settings import LocalSettings
 from shared.auth import generate_signing_key
 from shared.environment import markdown_table
@@ -120,17 +119,6 @@ def test_every_document_with_expectations_has_snippets() -> None:
 # ---- a stack as `make run` starts it -----------------------------------------------------------
 
 
-def _free_ports(count: int) -> list[int]:
-    sockets = [socket.socket() for _ in range(count)]
-    try:
-        for sock in sockets:
-            sock.bind(("127.0.0.1", 0))
-        return [sock.getsockname()[1] for sock in sockets]
-    finally:
-        for sock in sockets:
-            sock.close()
-
-
 @dataclass
 class DevStack:
     ports: dict[str, str]
@@ -189,7 +177,7 @@ async def devstack(postgres: str, nats: NatsServer, tmp_path: Path) -> AsyncIter
         # devstack binds its ports itself: free ones are chosen, and chosen again in the rare case
         # that another process took one meanwhile.
         for attempt in range(3):
-            ports = dict(zip(PORT_VARIABLES, map(str, _free_ports(len(PORT_VARIABLES))), strict=True))
+            ports = dict(zip(PORT_VARIABLES, map(str, free_ports(len(PORT_VARIABLES))), strict=True))
             env = {
                 **os.environ,
                 **ports,

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from devstack.infra import free_ports
 from devstack.settings import ROOT
 
 pytestmark = pytest.mark.timeout(240)
@@ -28,17 +29,6 @@ PORTS = (
     "POSTGRES_PORT",
     "NATS_PORT",
 )
-
-
-def free_ports(count: int) -> list[int]:
-    sockets = [socket.socket() for _ in range(count)]
-    try:
-        for sock in sockets:
-            sock.bind(("127.0.0.1", 0))
-        return [sock.getsockname()[1] for sock in sockets]
-    finally:
-        for sock in sockets:
-            sock.close()
 
 
 @pytest.fixture

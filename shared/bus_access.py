@@ -13,6 +13,8 @@ streams and buckets: a service checks they are there (stream info) and waits for
 
 from __future__ import annotations
 
+import json
+import re
 from dataclasses import dataclass
 
 from shared.projections import (
@@ -30,9 +32,11 @@ _FILES_STREAM = f"OBJ_{DEVICE_FILES_BUCKET}"
 
 @dataclass(frozen=True)
 class Access:
-    """A user's rights: subjects it publishes to, streams it reads, extra JetStream API requests."""
+    """A user's rights: subjects it publishes to (but for ``denied``), streams it reads, extra
+    JetStream API requests."""
 
     writes: tuple[str, ...] = ()
+    denied: tuple[str, ...] = ()
     reads: tuple[str, ...] = ()
     requests: tuple[str, ...] = ()
 
@@ -86,6 +90,8 @@ ACCESS: dict[str, Access] = {
     # The internet-facing one: it reads what devices are served and reports what they say, no more.
     "device-gateway": Access(
         writes=("heartbeat.*.*", "device_events.*.*"),
+        # The heartbeat service's word on a screen, which shares the heartbeats' stream.
+        denied=("heartbeat.presence.changed",),
         reads=(kv_stream(DEVICE_KEYS_BUCKET), kv_stream(SCREEN_CONTENT_BUCKET), _FILES_STREAM),
     ),
     "heartbeat": Access(
@@ -101,17 +107,29 @@ def server_authorization(passwords: dict[str, str]) -> dict[str, object]:
     its environment); nobody else gets in."""
     users: list[dict[str, object]] = [{"user": SETUP_USER, "password": passwords[SETUP_USER]}]
     for user, access in ACCESS.items():
+        publish: dict[str, list[str]] = {"allow": access.publish()}
+        if access.denied:
+            publish["deny"] = list(access.denied)
         users.append(
             {
                 "user": user,
                 "password": passwords[user],
-                "permissions": {
-                    "publish": {"allow": access.publish()},
-                    "subscribe": {"allow": [inbox_prefix(user) + ".>"]},
-                },
+                "permissions": {"publish": publish, "subscribe": {"allow": [inbox_prefix(user) + ".>"]}},
             }
         )
     return {"users": users}
 
 
 USERS = (SETUP_USER, *ACCESS)
+
+
+def password_variable(user: str) -> str:
+    """The environment variable a deployed nats-server reads ``user``'s password from."""
+    return "NATS_PASSWORD_" + user.upper().replace("-", "_")
+
+
+def server_config(passwords: dict[str, str]) -> str:
+    """A nats-server configuration file's ``authorization`` block (JSON, which the server reads);
+    a password given as ``$VARIABLE`` is left unquoted, so the server takes it from its environment."""
+    text = json.dumps({"authorization": server_authorization(passwords)}, indent=1)
+    return re.sub(r'"(\$NATS_PASSWORD_[A-Z_]+)"', r"\1", text) + "\n"

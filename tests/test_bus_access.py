@@ -19,6 +19,7 @@ import pytest_asyncio
 from nats.aio.client import Client as NATS
 from nats.js import api
 
+from devstack.services import ROOT
 from shared import bus
 from shared.bus_access import ACCESS, SETUP_USER, inbox_prefix
 from shared.projections import (
@@ -168,3 +169,13 @@ async def test_no_service_may_publish_another_services_events(stack, connect_as,
     for subject in others:
         await connected.nc.publish(subject, b"{}")
         await connected.violation("publish", subject)
+
+
+def test_the_docs_table_of_users_is_the_table_the_servers_get():
+    """docs/operations.md says what each user may do; out of date, it would mislead an auditor."""
+    text = (ROOT / "docs" / "operations.md").read_text()
+    rows = {line.split("|")[1].strip(" `"): line for line in text.splitlines() if line.startswith("| `")}
+    for user, access in ACCESS.items():
+        row = rows.get(user, "")
+        for subject in (*access.writes, *access.requests, *access.denied, *access.reads, inbox_prefix(user)):
+            assert f"`{subject}" in row, (user, subject)

@@ -22,7 +22,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from functools import partial
 from pathlib import Path
@@ -31,13 +31,14 @@ from typing import Any
 import aiohttp
 import asyncpg
 import msgspec
-import nats
 
 from bench.fleet import Admin, Device, bounded, new_codes, pair_devices, registration_latencies
 from bench.load import Load, cpu_seconds, own_cpu, require_wrk, rss_bytes, wrk
 from devstack.infra import free_port
 from devstack.services import ROOT, Processes, stop, wait_ready
+from shared import bus
 from shared.auth import generate_signing_key
+from shared.bus_access import SETUP_USER
 from shared.environment import environment
 from shared.events import Heartbeat, heartbeat_subject
 from shared.projections import (
@@ -228,7 +229,7 @@ class Bench:
     ) -> dict[str, Any]:
         """Heartbeats from every TV for a while: how many got 202, how many reached the history, and
         whether presence reflects each screen's newest one once the heartbeat service caught up."""
-        nc = await nats.connect(list(self.settings.nats_url))
+        nc = await bus.connect(self.settings, SETUP_USER)
         js = nc.jetstream()
         connection = await asyncpg.connect(self.settings.database_url)
         # Counted where they end up, the history: the stream also holds presence events.
@@ -274,7 +275,7 @@ class Bench:
         NATS takes them: the rate at which the heartbeat service stores them, and none lost."""
         connection = await asyncpg.connect(self.settings.database_url)
         stored_before = await connection.fetchval("SELECT count(*) FROM heartbeat.heartbeats")
-        nc = await nats.connect(list(self.settings.nats_url))
+        nc = await bus.connect(self.settings, SETUP_USER)
         js = nc.jetstream()
         tenant = await connection.fetchval("SELECT tenant_id FROM heartbeat.screens LIMIT 1")
         encoder = msgspec.json.Encoder()
@@ -347,7 +348,7 @@ class Bench:
         figures["base_rss_mb"] = round(base / 2**20, 1)
         loaded = 0
         for target in self.args.keys:
-            await bulk_keys(self.settings.nats_url, first=loaded, count=target - loaded)
+            await bulk_keys(self.settings, first=loaded, count=target - loaded)
             loaded = target
             started = time.monotonic()
             gateway, _ = await self.start_gateway()
@@ -374,10 +375,10 @@ async def heartbeats_consumed(js: Any, *, timeout: float) -> None:
         await asyncio.sleep(0.05)
 
 
-async def bulk_keys(nats_url: Sequence[str], *, first: int, count: int) -> None:
+async def bulk_keys(settings: Settings, *, first: int, count: int) -> None:
     """Put ``count`` device-key entries straight into the bucket (a KV put is a publish to
     ``$KV.<bucket>.<key>``), then wait until JetStream holds them all."""
-    nc = await nats.connect(list(nats_url))
+    nc = await bus.connect(settings, SETUP_USER)
     js = nc.jetstream()
     stream = kv_stream(DEVICE_KEYS_BUCKET)
     before = (await js.stream_info(stream)).state.messages

@@ -5,7 +5,8 @@ are unset, applies migrations, starts the four services and the entry point (``E
 8080) as ``make soak`` does, prints what to try. Ctrl-C or SIGTERM stops everything it started.
 
 ``python -m devstack settings`` prints every setting, the services' and the local stack's, as the
-Markdown table of the docs.
+Markdown table of the docs. ``python -m devstack nats-config`` prints the users and rights of a
+deployed nats-server (``deploy/nats/``), each password read from the server's environment.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from devstack.preflight import CannotStart, check_ports, lock_data_dir, stop_lef
 from devstack.services import NotReady, Processes, Stack
 from devstack.settings import LocalSettings
 from shared.auth import generate_signing_key
+from shared.bus_access import USERS, password_variable, server_config
 from shared.environment import SettingsError, check_env, env_name, environment, from_env, markdown_table
 from shared.logging import configure
 from shared.settings import Settings
@@ -70,9 +72,16 @@ def environment_of_the_stack(environ: dict[str, str], local: LocalSettings) -> d
     return {**defaults, **environ, "PYTHONUNBUFFERED": "1"}
 
 
+def deployed_nats_config() -> str:
+    return server_config({user: "$" + password_variable(user) for user in USERS})
+
+
 def main(argv: list[str], environ: dict[str, str]) -> None:
     if argv == ["settings"]:
         print(markdown_table(Settings, LocalSettings), end="")
+        return
+    if argv == ["nats-config"]:
+        print(deployed_nats_config(), end="")
         return
     if argv:
         raise SystemExit(__doc__)
@@ -138,6 +147,13 @@ def _preflight(env: dict[str, str], local: LocalSettings) -> None:
     check_ports(ports)
 
 
+def _nats_users(stack: Stack) -> str:
+    """Where the local server's password is (one for every user; the rights differ)."""
+    if stack.nats_server is None:
+        return ""
+    return f" (users: docs/operations.md; password in {stack.nats_server.password_file})"
+
+
 def _print_welcome(stack: Stack, seconds: float) -> None:
     base = f"http://localhost:{stack.settings.ports['entrypoint']}"
     ports = ", ".join(f"{name} {port}" for name, port in stack.settings.ports.items() if name != "entrypoint")
@@ -148,7 +164,7 @@ def _print_welcome(stack: Stack, seconds: float) -> None:
    OpenAPI:         {base}/openapi.json
    operator token:  {stack.settings.operator_token}
    database:        {stack.settings.database_url}
-   nats:            {",".join(stack.settings.nats_url)}
+   nats:            {",".join(stack.settings.nats_url)}{_nats_users(stack)}
    services' ports: {ports}
 
  Try it (README.md walks the whole flow):

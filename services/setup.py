@@ -13,6 +13,7 @@ from services.heartbeat.app import MIGRATIONS as HEARTBEAT_MIGRATIONS
 from services.provisioning.app import MIGRATIONS as PROVISIONING_MIGRATIONS
 from services.registry.app import MIGRATIONS as REGISTRY_MIGRATIONS
 from shared import bus, db
+from shared.bus_access import SETUP_USER
 from shared.settings import Settings
 
 log = structlog.get_logger()
@@ -36,7 +37,7 @@ async def setup(settings: Settings) -> None:
     if not settings.database_url:
         raise SystemExit("missing setting: DATABASE_URL")
     await migrate(settings.database_url)
-    nc = await bus.connect(settings.nats_url, "setup", retry_for=120)
+    nc = await bus.connect(settings, SETUP_USER, retry_for=120)
     try:
         await bus.ensure_topology(
             nc.jetstream(), settings.nats_replicas, token_ttl_seconds=settings.token_ttl_seconds

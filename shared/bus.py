@@ -5,7 +5,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+import ssl
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
 
 import msgspec
 import nats
@@ -19,6 +21,7 @@ from nats.js import JetStreamContext, api
 from nats.js.object_store import ObjectStore
 
 from shared.app_keys import READINESS, SERVICE, SETTINGS
+from shared.bus_access import inbox_prefix
 from shared.events import AnyEvent, event_decoder
 from shared.logging import new_log_context
 from shared.projections import (
@@ -26,8 +29,10 @@ from shared.projections import (
     DEVICE_KEYS_BUCKET,
     REVOKED_CLIENTS_BUCKET,
     SCREEN_CONTENT_BUCKET,
+    kv_stream,
 )
 from shared.pull import pull_batches
+from shared.settings import Settings
 from shared.tasks import background, finished
 
 log = structlog.get_logger()
@@ -60,10 +65,11 @@ def bucket_ttl(bucket: str, token_ttl_seconds: int) -> float | None:
     return token_ttl_seconds + REVOCATION_MARGIN_SECONDS if bucket == REVOKED_CLIENTS_BUCKET else None
 
 
-async def connect(servers: Sequence[str], name: str, *, retry_for: float = 30) -> NATS:
-    """Connect to the first of ``servers`` that answers (a seed list: the client learns the rest of the
-    cluster from it), retrying for ``retry_for`` seconds (NATS may start after us), then giving up with
-    the last attempt's error; once connected, reconnect forever."""
+async def connect(settings: Settings, name: str, *, retry_for: float = 30) -> NATS:
+    """Connect as the ``NATS_USER`` setting (or ``name``: a service is its own user) to the first
+    server of the seed list that answers (the client learns the rest of the cluster from it), retrying for
+    ``retry_for`` seconds (NATS may start after us), then giving up with the last attempt's error;
+    once connected, reconnect forever."""
 
     async def disconnected() -> None:
         log.warning("nats_disconnected")
@@ -74,11 +80,17 @@ async def connect(servers: Sequence[str], name: str, *, retry_for: float = 30) -
     async def error(exc: Exception) -> None:
         log.warning("nats_error", error=str(exc))
 
+    user = settings.nats_user or name
+    credentials: dict[str, Any] = {}
+    if settings.nats_password:
+        credentials = {"user": user, "password": settings.nats_password, "inbox_prefix": inbox_prefix(user)}
+    if settings.nats_tls_ca_file:
+        credentials["tls"] = ssl.create_default_context(cafile=settings.nats_tls_ca_file)
     deadline = asyncio.get_running_loop().time() + retry_for
     while True:
         try:
             return await nats.connect(
-                servers=list(servers),
+                servers=list(settings.nats_url),
                 name=name,
                 connect_timeout=2,
                 drain_timeout=5,
@@ -87,6 +99,7 @@ async def connect(servers: Sequence[str], name: str, *, retry_for: float = 30) -
                 disconnected_cb=disconnected,
                 reconnected_cb=reconnected,
                 error_cb=error,
+                **credentials,
             )
         except (TimeoutError, OSError, nats.errors.NoServersError):
             if asyncio.get_running_loop().time() > deadline:
@@ -121,11 +134,27 @@ async def ensure_topology(js: JetStreamContext, replicas: int, *, token_ttl_seco
         )
 
 
+async def wait_for_topology(js: JetStreamContext) -> None:
+    """Until every stream and bucket is there: the setup step makes them, services may not."""
+    streams = [*STREAMS, *(kv_stream(bucket) for bucket in BUCKETS), f"OBJ_{DEVICE_FILES_BUCKET}"]
+    while streams:
+        try:
+            await js.stream_info(streams[0])
+            streams.pop(0)
+        except nats.js.errors.NotFoundError:
+            log.warning(
+                "nats_stream_missing", stream=streams[0], hint="run the setup step (python -m services setup)"
+            )
+            await asyncio.sleep(2)
+        except (TimeoutError, nats.errors.Error) as exc:
+            log.warning("nats_stream_unreachable", stream=streams[0], error=str(exc))
+            await asyncio.sleep(0.5)
+
+
 async def jetstream_ctx(app: web.Application) -> AsyncIterator[None]:
-    settings = app[SETTINGS]
-    app[NC] = await connect(settings.nats_url, app[SERVICE])
+    app[NC] = await connect(app[SETTINGS], app[SERVICE])
     app[JS] = app[NC].jetstream()
-    await ensure_topology(app[JS], settings.nats_replicas, token_ttl_seconds=settings.token_ttl_seconds)
+    await wait_for_topology(app[JS])
     app[FILES] = await app[JS].object_store(DEVICE_FILES_BUCKET)
 
     async def nats_ready() -> bool:

@@ -33,6 +33,23 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             " their own"
         ),
     ]
+    nats_user: Annotated[
+        str,
+        Meta(
+            description="the service's NATS user, whose rights are its own (docs/operations.md);"
+            " empty: the service's name"
+        ),
+    ] = ""
+    nats_password: Annotated[
+        str, Meta(description="that user's password; empty: connect without credentials")
+    ] = ""
+    nats_tls_ca_file: Annotated[
+        str,
+        Meta(
+            description="CA bundle that signed the NATS servers' certificates (`tls://` URLs);"
+            " empty: the system's"
+        ),
+    ] = ""
     database_url: Annotated[
         str, Meta(description="PostgreSQL URL; every service but the device gateway, which has no tables")
     ] = ""

@@ -119,6 +119,7 @@ def settings(database: str, nats_server: NatsServer, sockets: dict[str, socket.s
     return Settings(
         database_url=database,
         nats_url=(nats_server.url,),
+        nats_password=nats_server.password,
         operator_token=OPERATOR_TOKEN,
         token_signing_key=SIGNING_KEY,
         host="127.0.0.1",

@@ -24,6 +24,8 @@ from services.device_gateway.app import create_app as create_gateway
 from services.heartbeat.app import create_app as create_heartbeat
 from services.provisioning.app import create_app as create_provisioning
 from services.registry.app import create_app as create_registry
+from shared import bus
+from shared.bus_access import SETUP_USER
 from shared.environment import environment, to_env
 from shared.settings import DEFAULT_PORTS, Settings
 
@@ -70,6 +72,7 @@ class Stack:
         return f"http://127.0.0.1:{self.settings.ports[service]}"
 
     async def __aenter__(self) -> Stack:
+        await make_topology(self.settings)
         for name in SERVICES:
             await self.start_service(name)
         runner = web.AppRunner(
@@ -198,6 +201,17 @@ class Stack:
             if time.monotonic() > deadline:
                 raise AssertionError(f"condition not met within {timeout}s (last: {result!r})")
             await asyncio.sleep(interval)
+
+
+async def make_topology(settings: Settings) -> None:
+    """The streams and buckets, as the setup step makes them (services may not)."""
+    nc = await bus.connect(settings, SETUP_USER)
+    try:
+        await bus.ensure_topology(
+            nc.jetstream(), settings.nats_replicas, token_ttl_seconds=settings.token_ttl_seconds
+        )
+    finally:
+        await nc.close()
 
 
 def new_id() -> str:

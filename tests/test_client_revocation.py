@@ -9,9 +9,10 @@ import uuid
 from datetime import UTC, datetime, timedelta
 
 import msgspec
-import nats
 
+from shared import bus
 from shared.bus import REVOCATION_MARGIN_SECONDS
+from shared.bus_access import SETUP_USER
 from shared.projections import REVOKED_CLIENTS_BUCKET, RevokedClient, kv_stream
 from shared.revocations import RevokedClients
 from tests.stack import Stack
@@ -131,7 +132,7 @@ def test_the_set_holds_only_revocations_a_live_token_could_still_need():
 
 
 async def test_the_bucket_forgets_a_revocation_once_no_token_could_need_it(stack):
-    nc = await nats.connect(list(stack.settings.nats_url))
+    nc = await bus.connect(stack.settings, SETUP_USER)
     try:
         info = await nc.jetstream().stream_info(kv_stream(REVOKED_CLIENTS_BUCKET))
     finally:

@@ -18,6 +18,7 @@ from nats.js import JetStreamContext, api
 
 from devstack.infra import NatsServer
 from shared import bus, tasks
+from shared.bus_access import SETUP_USER
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -33,7 +34,7 @@ CONFIG = api.ConsumerConfig(
 
 @pytest_asyncio.fixture
 async def nc(nats_server: NatsServer) -> AsyncIterator[NATS]:
-    nc = await nats.connect(nats_server.url)
+    nc = await nats.connect(nats_server.url, user=SETUP_USER, password=nats_server.password)
     await nc.jetstream().add_stream(name=STREAM, subjects=["stops.>"])
     yield nc
     await nc.close()
@@ -67,7 +68,7 @@ async def test_stopped_mid_stream_again_and_again_nothing_waits_for_the_ack_wait
         # Stop points spread over the consumer's cycle: a fetch in flight, a batch being
         # collected, a batch in hand. Losing a message takes one unlucky moment, so many stops.
         for round_ in range(30):
-            conn = await nats.connect(nats_server.url)
+            conn = await nats.connect(nats_server.url, user=SETUP_USER, password=nats_server.password)
             consumer = asyncio.create_task(consume(conn.jetstream()))
             await asyncio.sleep(0.05 + (round_ % 7) * 0.013)
             await tasks.stop(consumer)
@@ -78,7 +79,7 @@ async def test_stopped_mid_stream_again_and_again_nothing_waits_for_the_ack_wait
         await publisher
     last = (await js.stream_info(STREAM)).state.last_seq
 
-    conn = await nats.connect(nats_server.url)
+    conn = await nats.connect(nats_server.url, user=SETUP_USER, password=nats_server.password)
     consumer = asyncio.create_task(consume(conn.jetstream()))
     try:
         deadline = asyncio.get_running_loop().time() + 10  # a third of the ack wait
@@ -97,7 +98,7 @@ async def test_stopped_mid_stream_again_and_again_nothing_waits_for_the_ack_wait
 async def test_a_consumer_waiting_on_a_quiet_stream_stops_at_once(nats_server: NatsServer, nc: NATS) -> None:
     """Its pull request lives a moment (PULL_SECONDS), not the seconds a fetch would wait; the stop
     waits for its end, and a message published afterwards goes to the next consumer at once."""
-    conn = await nats.connect(nats_server.url)
+    conn = await nats.connect(nats_server.url, user=SETUP_USER, password=nats_server.password)
     consumer = asyncio.create_task(consume(conn.jetstream()))
     await asyncio.sleep(0.5)  # set up, its fetch waiting
     started = asyncio.get_running_loop().time()
@@ -107,7 +108,7 @@ async def test_a_consumer_waiting_on_a_quiet_stream_stops_at_once(nats_server: N
 
     ack = await nc.jetstream().publish("stops.beat", b"x")
     acked: list[int] = []
-    conn = await nats.connect(nats_server.url)
+    conn = await nats.connect(nats_server.url, user=SETUP_USER, password=nats_server.password)
     consumer = asyncio.create_task(consume(conn.jetstream(), acked))
     try:
         deadline = asyncio.get_running_loop().time() + 5

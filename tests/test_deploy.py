@@ -21,12 +21,15 @@ import kubernetes_validate
 import pytest
 import yaml
 
+from devstack.__main__ import deployed_nats_config
+from devstack.infra import nats_server_binary
 from devstack.services import ROOT
 from services.__main__ import SERVICES
 from services.device_gateway.routes import OPERATIONS as GATEWAY
 from services.heartbeat.routes import OPERATIONS as HEARTBEAT
 from services.provisioning.routes import OPERATIONS as PROVISIONING
 from services.registry.routes import OPERATIONS as REGISTRY
+from shared.bus_access import USERS, password_variable, server_authorization
 from shared.routing import ROUTES, service_for
 from shared.settings import DEFAULT_PORTS, Settings
 
@@ -198,6 +201,8 @@ def test_settings_come_from_the_config_map_and_secrets_that_are_not_committed(ov
                 assert (ref["name"], ref["key"]) in {
                     ("signage-db-app", "uri"),
                     ("signage-auth", var["name"]),
+                    # On the bus, each as itself: the setup Job as "setup", a service by its name.
+                    ("signage-nats", name.removeprefix("signage-")),
                 }, var
     # Least privilege: only registry signs tokens; the operator token only where operators act
     # (tenants; pre-provisioned devices); the gateway has no database at all.
@@ -209,6 +214,7 @@ def test_settings_come_from_the_config_map_and_secrets_that_are_not_committed(ov
         "heartbeat",
         "signage-setup",
     }
+    assert all("NATS_PASSWORD" in s for s in secrets_of.values()), secrets_of
     assert {n for n, s in secrets_of.items() if "TOKEN_VERIFY_KEYS" in s} == {
         "registry",
         "provisioning",
@@ -324,6 +330,18 @@ def test_nats_values_give_each_stream_as_many_replicas_as_the_overlay_asks():
     assert yaml.safe_load((DEPLOY / "nats" / "values.yaml").read_text())["config"]["cluster"]["replicas"] == 3
 
 
+def test_nats_values_let_in_only_the_services_users_with_their_rights_and_passwords_from_the_secret():
+    expected = server_authorization({user: f"<< ${password_variable(user)} >>" for user in USERS})
+    for values_file in ("values.yaml", "values-dev.yaml"):
+        values = yaml.safe_load((DEPLOY / "nats" / values_file).read_text())
+        # Out of date: paste the users of `python -m devstack nats-config` (as YAML) into the values.
+        assert values["config"]["merge"]["authorization"] == expected, values_file
+        assert values["container"]["env"] == {
+            password_variable(user): {"valueFrom": {"secretKeyRef": {"name": "signage-nats", "key": user}}}
+            for user in USERS
+        }, values_file
+
+
 def test_the_postgres_cluster_makes_the_secret_the_services_read():
     cluster = yaml.safe_load((DEPLOY / "postgres" / "cluster.yaml").read_text())
     assert (cluster["apiVersion"], cluster["kind"]) == ("postgresql.cnpg.io/v1", "Cluster")
@@ -368,6 +386,23 @@ def compose() -> dict[str, Any]:
     return yaml.safe_load((ROOT / "docker-compose.yml").read_text())
 
 
+def test_composes_nats_configuration_is_the_table_of_rights_and_the_server_reads_it():
+    text = (DEPLOY / "nats" / "compose.conf").read_text()
+    # Out of date: `python -m devstack nats-config`, below the file's comment lines.
+    assert "\n".join(line for line in text.splitlines() if not line.startswith("#")) + "\n" == (
+        deployed_nats_config()
+    )
+    passwords = {password_variable(user): f"pw-{user}" for user in USERS}
+    result = subprocess.run(
+        [nats_server_binary(), "-c", str(DEPLOY / "nats" / "compose.conf"), "-t"],
+        env=passwords,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+
+
 def test_compose_runs_the_stack_with_settings_the_services_read():
     services = compose()["services"]
     assert set(services) == {"postgres", "nats", "setup", "entrypoint", *SERVICES}
@@ -397,6 +432,12 @@ def test_compose_runs_the_stack_with_settings_the_services_read():
         name: f"http://{name}:{DEFAULT_PORTS[name]}" for name in SERVICES
     }
     assert services["registry"]["environment"]["NATS_URL"] == "nats://nats:4222"
+    # On the bus each as itself, with its password from .env; the server reads them all.
+    for name in [*SERVICES, "setup"]:
+        password = services[name]["environment"]["NATS_PASSWORD"]
+        assert password.startswith("${" + password_variable(name) + ":?"), (name, password)
+    assert set(services["nats"]["environment"]) == {password_variable(user) for user in USERS}
+    assert "./deploy/nats/compose.conf:/etc/nats/nats.conf:ro" in services["nats"]["volumes"]
     assert (
         services["provisioning"]["environment"]["REGISTRY_URL"]
         == f"http://registry:{DEFAULT_PORTS['registry']}"

@@ -183,6 +183,7 @@ async def devstack(postgres: str, nats: NatsServer, tmp_path: Path) -> AsyncIter
                 **ports,
                 "DATABASE_URL": database,
                 "NATS_URL": nats.url,
+                "NATS_PASSWORD": nats.password,
                 "OPERATOR_TOKEN": OPERATOR_TOKEN,
                 "TOKEN_SIGNING_KEY": generate_signing_key(),
                 "HOST": "127.0.0.1",

@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import signal
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +21,10 @@ import pytest_asyncio
 
 from devstack.infra import Postgres
 from services.setup import migrate
+from shared import bus
+from shared.bus_access import SETUP_USER
 from shared.projections import DEVICE_KEYS_BUCKET
+from shared.settings import Settings
 from tests.stack import Stack, spawn, until_ready
 
 # How long a change made during an outage may take to be enforced once the part is back: NATS
@@ -39,8 +42,8 @@ async def screen_state(stack: Stack, token: str, screen_id: str) -> str:
     return (await stack.call("GET", f"/v1/screens/{screen_id}", token=token))[1]["state"]
 
 
-async def event_counts(nats_url: Sequence[str], subjects: str = "provisioning.device.>") -> dict[str, int]:
-    nc = await nats.connect(list(nats_url))
+async def event_counts(settings: Settings, subjects: str = "provisioning.device.>") -> dict[str, int]:
+    nc = await bus.connect(settings, SETUP_USER)
     try:
         info = await nc.jetstream().stream_info("EVENTS", subjects_filter=subjects)
         return dict(info.state.subjects or {})
@@ -83,7 +86,7 @@ async def test_binding_and_revoking_while_nats_is_down_converge_once_it_is_back(
 
     await stack.eventually(converged, timeout=CONVERGE_SECONDS, interval=0.2)
     # Each event once on the bus (the relay's retries are de-duplicated by message id).
-    assert await event_counts(stack.settings.nats_url) == {
+    assert await event_counts(stack.settings) == {
         "provisioning.device.bound": 2,
         "provisioning.device.revoked": 1,
     }
@@ -251,7 +254,7 @@ async def _check_nothing_half_done(
         await conn.close()
     # ...and every key reached the gateways' bucket (the outbox kept what the killed process had
     # committed but not yet published; the new process's relay sent it).
-    nc = await nats.connect(list(stack.settings.nats_url))
+    nc = await bus.connect(stack.settings, SETUP_USER)
     try:
         bucket = await nc.jetstream().key_value(DEVICE_KEYS_BUCKET)
 
@@ -336,7 +339,7 @@ async def test_registry_killed_in_the_middle_of_changes_loses_no_event(stack, tm
 
             async def each_screen_announced_once() -> bool:
                 screens = await conn.fetchval("SELECT count(*) FROM registry.screens")
-                announced = await event_counts(stack.settings.nats_url, "registry.screen.created")
+                announced = await event_counts(stack.settings, "registry.screen.created")
                 return announced == {"registry.screen.created": screens}
 
             await stack.eventually(each_screen_announced_once, timeout=CONVERGE_SECONDS, interval=0.2)

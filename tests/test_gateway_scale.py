@@ -54,6 +54,7 @@ def spawn_gateway(settings: Settings, port: int, *, workers: int, log: Path) -> 
         **os.environ,
         "DATABASE_URL": settings.database_url,
         "NATS_URL": ",".join(settings.nats_url),
+        "NATS_PASSWORD": settings.nats_password,
         "DEVICE_GATEWAY_PORT": str(port),
         "HOST": "127.0.0.1",
         "WORKERS": str(workers),
@@ -332,7 +333,7 @@ async def test_no_false_401_while_the_projections_load(stack):
 @pytest.mark.timeout(240)
 async def test_the_port_opens_only_once_the_keys_are_loaded(stack, settings, tmp_path):
     """A gateway starting on a large bucket refuses connections while loading, never answers 401."""
-    await bulk_keys(settings.nats_url, first=0, count=150_000)
+    await bulk_keys(settings, first=0, count=150_000)
     # Paired after the bulk keys, so its key comes last in the load: a port open too early would
     # answer this key 503 (or 401) before it reached the projection.
     tenant = await stack.tenant()

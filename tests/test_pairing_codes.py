@@ -9,10 +9,11 @@ from datetime import UTC, datetime, timedelta
 
 import asyncpg
 import msgspec
-import nats
 import pytest
 
 from services.provisioning.queries.codes import CODE_ALPHABET
+from shared import bus
+from shared.bus_access import SETUP_USER
 from tests.binding import DEFAULT_CONFIG, parse_time
 
 UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
@@ -307,7 +308,7 @@ async def test_events_carry_the_request_id_of_the_call_that_caused_them(stack):
         },
     )
     assert status == 201 and response.headers["X-Request-ID"] == "req-binding-42"
-    client = await nats.connect(list(stack.settings.nats_url))
+    client = await bus.connect(stack.settings, SETUP_USER)
     try:
         js = client.jetstream()
         subscription = await js.pull_subscribe("provisioning.device.bound", stream="EVENTS")

@@ -25,6 +25,8 @@ from aiohttp import web
 from prometheus_client.parser import text_string_to_metric_families
 
 from services.heartbeat.app import create_app as create_heartbeat
+from shared import bus
+from shared.bus_access import SETUP_USER
 from shared.events import Heartbeat, PresenceChanged
 from tests.stack import Stack, new_id
 
@@ -82,7 +84,7 @@ async def until_presence(
 
 async def presence_events(stack: Stack) -> list[PresenceChanged]:
     """Every presence event on the bus so far, in order."""
-    nc = await nats.connect(list(stack.settings.nats_url))
+    nc = await bus.connect(stack.settings, SETUP_USER)
     try:
         js = nc.jetstream()
         subscription = await js.subscribe(
@@ -406,7 +408,7 @@ async def test_a_client_that_does_not_read_is_dropped_not_buffered(settings, soc
         await writer.drain()
         assert (await asyncio.wait_for(reader.readline(), 5)).startswith(b"HTTP/1.1 200")
         await asyncio.sleep(0.3)  # the stream's consumer is in place
-        nc = await nats.connect(list(stack.settings.nats_url))
+        nc = await bus.connect(stack.settings, SETUP_USER)
         try:
             screen_id = new_id()
             for index in range(5000):  # ~20 MB: far more than the sockets' buffers hold

@@ -8,9 +8,10 @@ from typing import Any
 
 import asyncpg
 import msgspec
-import nats
 
 from services.provisioning.serials import NOT_ACTIVATABLE
+from shared import bus
+from shared.bus_access import SETUP_USER
 from tests.stack import DEVICE_INFO, Stack
 
 
@@ -112,7 +113,7 @@ async def test_a_device_activates_once_inside_its_window_and_a_second_try_raises
         ("serial", f"device:{registered['deviceId']}")
     ]
 
-    nc = await nats.connect(list(stack.settings.nats_url))
+    nc = await bus.connect(stack.settings, SETUP_USER)
     try:
         alerts = await nc.jetstream().subscribe("provisioning.alert.>", stream="EVENTS")
         status, body = await activate(stack, "SN-0100")

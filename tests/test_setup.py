@@ -23,11 +23,12 @@ from aiohttp import web
 from devstack.services import ROOT
 from services.device_gateway.app import create_app as create_gateway
 from services.registry.app import create_app as create_registry
-from services.setup import MIGRATIONS, migrate
+from services.setup import MIGRATIONS, migrate, setup
 from shared.auth import public_key_of
 from shared.bus import BUCKETS, STREAMS
+from shared.bus_access import SETUP_USER
 from tests.conftest import new_database
-from tests.stack import spawn
+from tests.stack import make_topology, spawn
 
 
 @pytest_asyncio.fixture
@@ -66,7 +67,12 @@ async def applied_versions(dsn: str) -> dict[str, set[str]]:
 async def test_setup_migrates_every_schema_and_makes_the_streams_and_buckets_and_can_run_again(
     empty_database, nats_server
 ):
-    env = {"DATABASE_URL": empty_database, "NATS_URL": nats_server.url, "LOG_FORMAT": "json"}
+    env = {
+        "DATABASE_URL": empty_database,
+        "NATS_URL": nats_server.url,
+        "NATS_PASSWORD": nats_server.password,
+        "LOG_FORMAT": "json",
+    }
     first = await asyncio.to_thread(run_command, "setup", env=env)
     assert first.returncode == 0, first.stderr
     expected = {
@@ -74,7 +80,7 @@ async def test_setup_migrates_every_schema_and_makes_the_streams_and_buckets_and
         for schema, folders in MIGRATIONS.items()
     }
     assert await applied_versions(empty_database) == expected
-    nc = await nats.connect(nats_server.url)
+    nc = await nats.connect(nats_server.url, user=SETUP_USER, password=nats_server.password)
     try:
         js = nc.jetstream()
         for stream in STREAMS:
@@ -94,13 +100,18 @@ async def test_setup_migrates_every_schema_and_makes_the_streams_and_buckets_and
         await nc.close()
 
 
-async def test_a_service_opens_only_once_its_migrations_are_applied(settings, empty_database):
-    runner = web.AppRunner(create_registry(msgspec.structs.replace(settings, database_url=empty_database)))
+async def test_a_service_opens_only_once_the_setup_step_is_done(settings, empty_database):
+    """Its migrations applied, and the streams and buckets made: a service may make neither."""
+    settings = msgspec.structs.replace(settings, database_url=empty_database)
+    runner = web.AppRunner(create_registry(settings))
     starting = asyncio.create_task(runner.setup())
     try:
         await asyncio.sleep(1.5)
         assert not starting.done()  # waiting: a rollout may start pods before the setup Job is done
         await migrate(empty_database)
+        await asyncio.sleep(1.5)
+        assert not starting.done()  # the streams are not there yet
+        await setup(settings)
         await asyncio.wait_for(starting, timeout=10)
     finally:
         if not starting.done():
@@ -128,6 +139,7 @@ async def test_a_stop_while_waiting_for_migrations_ends_the_service_at_once(
 
 
 async def test_the_gateway_needs_no_database(settings, sockets):
+    await make_topology(settings)
     runner = web.AppRunner(create_gateway(msgspec.structs.replace(settings, database_url="")))
     await runner.setup()
     try:
@@ -189,6 +201,7 @@ async def test_sigterm_ends_open_event_streams_and_the_service_exits_cleanly(sta
         **os.environ,
         "DATABASE_URL": stack.settings.database_url,
         "NATS_URL": ",".join(stack.settings.nats_url),
+        "NATS_PASSWORD": stack.settings.nats_password,
         "TOKEN_VERIFY_KEYS": public_key_of(stack.settings.token_signing_key),
         "HEARTBEAT_PORT": str(port),
         "HOST": "127.0.0.1",

@@ -7,17 +7,18 @@ from __future__ import annotations
 import asyncio
 import signal
 import subprocess
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import asyncpg
 import msgspec
-import nats
 import pytest
 
+from shared import bus
 from shared.auth import secret_hash
+from shared.bus_access import SETUP_USER
 from shared.events import heartbeat_subject
 from shared.projections import DEVICE_KEYS_BUCKET
 from shared.settings import Settings
@@ -108,8 +109,8 @@ def problems(log: Path) -> list[str]:
     ]
 
 
-async def stream_subjects(nats_url: Sequence[str], stream: str, subjects: str) -> dict[str, int]:
-    nc = await nats.connect(list(nats_url))
+async def stream_subjects(settings: Settings, stream: str, subjects: str) -> dict[str, int]:
+    nc = await bus.connect(settings, SETUP_USER)
     try:
         info = await nc.jetstream().stream_info(stream, subjects_filter=subjects)
         return dict(info.state.subjects or {})
@@ -140,7 +141,7 @@ async def test_registry_answers_the_request_in_flight_and_publishes_its_event_be
         process.kill()
     assert not problems(log)
     # Published by the stopping process itself: no registry runs now.
-    assert await stream_subjects(stack.settings.nats_url, "EVENTS", "registry.screen.created") == {
+    assert await stream_subjects(stack.settings, "EVENTS", "registry.screen.created") == {
         "registry.screen.created": 1
     }
 
@@ -173,7 +174,7 @@ async def test_provisioning_finishes_a_registration_in_flight_and_its_key_reache
     # The TV can poll at once: its key was put in the gateways' bucket before the process ended.
     status, _, _ = await stack.call("GET", "/v1/device/playlist", token=registered["apiKey"])
     assert status == 200
-    nc = await nats.connect(list(stack.settings.nats_url))
+    nc = await bus.connect(stack.settings, SETUP_USER)
     try:
         bucket = await nc.jetstream().key_value(DEVICE_KEYS_BUCKET)
         assert (await bucket.get(secret_hash(registered["apiKey"]).hex())).value
@@ -204,7 +205,7 @@ async def test_the_gateway_answers_a_heartbeat_in_flight_and_it_is_in_the_stream
     assert not problems(log)
     # This screen's heartbeats only: the stream also carries presence events (this one made it online).
     subject = heartbeat_subject(registered["tenantId"], registered["screenId"])
-    assert await stream_subjects(stack.settings.nats_url, "HEARTBEATS", subject) == {subject: 1}
+    assert await stream_subjects(stack.settings, "HEARTBEATS", subject) == {subject: 1}
 
 
 @pytest.mark.timeout(180)

@@ -10,12 +10,13 @@ from typing import Any
 
 import asyncpg
 import msgspec
-import nats
 import pytest
 import pytest_asyncio
 import structlog
 from nats.aio.client import Client as NATS
 
+from shared import bus as shared_bus
+from shared.bus_access import SETUP_USER
 from shared.events import heartbeat_subject
 from tests.stack import Stack
 
@@ -24,7 +25,7 @@ TERMINATED = "$JS.EVENT.ADVISORY.CONSUMER.MSG_TERMINATED.{stream}.{consumer}"
 
 @pytest_asyncio.fixture
 async def bus(stack: Stack) -> AsyncIterator[NATS]:
-    nc = await nats.connect(list(stack.settings.nats_url))
+    nc = await shared_bus.connect(stack.settings, SETUP_USER)
     yield nc
     await nc.close()
 

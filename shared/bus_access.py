@@ -1,0 +1,135 @@
+"""Who may do what on the bus: each service's NATS user and the subjects it may publish and subscribe.
+
+One table, rendered into every server's configuration: ``make run`` and the tests' servers (see
+``devstack.infra``), compose's and the Helm chart's (checked against this table by the tests).
+Anonymous connections are refused wherever it is rendered.
+
+A service *writes* the subjects it publishes (events, KV puts, object chunks) and *reads* the streams
+it follows or consumes; reading a stream takes the JetStream API requests of consumers on it, the
+acknowledgements and flow-control answers of its messages, and direct gets. Replies come to the
+user's own inbox prefix, so no service reads another's answers. Only ``setup`` may create or change
+streams and buckets: a service checks they are there (stream info) and waits for ``setup``.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+
+from shared.projections import (
+    DEVICE_FILES_BUCKET,
+    DEVICE_KEYS_BUCKET,
+    REVOKED_CLIENTS_BUCKET,
+    SCREEN_CONTENT_BUCKET,
+    kv_stream,
+)
+
+# The deployment's administrator: the setup step (streams, buckets) and an operator's tools.
+SETUP_USER = "setup"
+_FILES_STREAM = f"OBJ_{DEVICE_FILES_BUCKET}"
+
+
+@dataclass(frozen=True)
+class Access:
+    """A user's rights: subjects it publishes to (but for ``denied``), streams it reads, extra
+    JetStream API requests."""
+
+    writes: tuple[str, ...] = ()
+    denied: tuple[str, ...] = ()
+    reads: tuple[str, ...] = ()
+    requests: tuple[str, ...] = ()
+
+    def publish(self) -> list[str]:
+        # Looking streams up (names, their configuration and counts) is every user's.
+        allowed = [
+            *self.writes,
+            *self.requests,
+            "$JS.API.INFO",
+            "$JS.API.STREAM.INFO.*",
+            "$JS.API.STREAM.NAMES",
+        ]
+        for stream in self.reads:
+            allowed += [
+                f"$JS.API.CONSUMER.CREATE.{stream}",
+                f"$JS.API.CONSUMER.CREATE.{stream}.>",
+                f"$JS.API.CONSUMER.DURABLE.CREATE.{stream}.>",
+                f"$JS.API.CONSUMER.INFO.{stream}.>",
+                f"$JS.API.CONSUMER.DELETE.{stream}.>",
+                f"$JS.API.CONSUMER.MSG.NEXT.{stream}.>",
+                f"$JS.API.STREAM.MSG.GET.{stream}",
+                f"$JS.API.DIRECT.GET.{stream}",
+                f"$JS.API.DIRECT.GET.{stream}.>",
+                f"$JS.ACK.{stream}.>",
+                f"$JS.FC.{stream}.>",
+            ]
+        return allowed
+
+
+def inbox_prefix(user: str) -> str:
+    """Where ``user``'s replies come (NATS's default, ``_INBOX``, would be every user's)."""
+    return f"_INBOX_{user.replace('-', '_')}"
+
+
+ACCESS: dict[str, Access] = {
+    "registry": Access(
+        writes=(
+            "registry.>",
+            f"$KV.{SCREEN_CONTENT_BUCKET}.>",
+            f"$KV.{REVOKED_CLIENTS_BUCKET}.>",
+            f"$O.{DEVICE_FILES_BUCKET}.>",
+        ),
+        reads=("EVENTS", "HEARTBEATS", kv_stream(REVOKED_CLIENTS_BUCKET), _FILES_STREAM),
+        # Replacing or deleting a file purges its old chunks.
+        requests=(f"$JS.API.STREAM.PURGE.{_FILES_STREAM}",),
+    ),
+    "provisioning": Access(
+        writes=("provisioning.>", f"$KV.{DEVICE_KEYS_BUCKET}.>"),
+        reads=("EVENTS", kv_stream(REVOKED_CLIENTS_BUCKET)),
+    ),
+    # The internet-facing one: it reads what devices are served and reports what they say, no more.
+    "device-gateway": Access(
+        writes=("heartbeat.*.*", "device_events.*.*"),
+        # The heartbeat service's word on a screen, which shares the heartbeats' stream.
+        denied=("heartbeat.presence.changed",),
+        reads=(kv_stream(DEVICE_KEYS_BUCKET), kv_stream(SCREEN_CONTENT_BUCKET), _FILES_STREAM),
+    ),
+    "heartbeat": Access(
+        writes=("heartbeat.presence.changed",),
+        reads=("EVENTS", "HEARTBEATS", kv_stream(REVOKED_CLIENTS_BUCKET)),
+    ),
+}
+
+
+def server_authorization(passwords: dict[str, str]) -> dict[str, object]:
+    """The ``authorization`` block of a nats-server configuration: every user of :data:`ACCESS` and
+    :data:`SETUP_USER` with ``passwords[user]`` (a string, or a ``$VARIABLE`` the server reads from
+    its environment); nobody else gets in."""
+    users: list[dict[str, object]] = [{"user": SETUP_USER, "password": passwords[SETUP_USER]}]
+    for user, access in ACCESS.items():
+        publish: dict[str, list[str]] = {"allow": access.publish()}
+        if access.denied:
+            publish["deny"] = list(access.denied)
+        users.append(
+            {
+                "user": user,
+                "password": passwords[user],
+                "permissions": {"publish": publish, "subscribe": {"allow": [inbox_prefix(user) + ".>"]}},
+            }
+        )
+    return {"users": users}
+
+
+USERS = (SETUP_USER, *ACCESS)
+
+
+def password_variable(user: str) -> str:
+    """The environment variable a deployed nats-server reads ``user``'s password from."""
+    return "NATS_PASSWORD_" + user.upper().replace("-", "_")
+
+
+def server_config(passwords: dict[str, str]) -> str:
+    """A nats-server configuration file's ``authorization`` block (JSON, which the server reads);
+    a password given as ``$VARIABLE`` is left unquoted, so the server takes it from its environment."""
+    text = json.dumps({"authorization": server_authorization(passwords)}, indent=1)
+    return re.sub(r'"(\$NATS_PASSWORD_[A-Z_]+)"', r"\1", text) + "\n"

@@ -19,7 +19,8 @@ from nats.aio.msg import Msg
 from nats.js import JetStreamContext, api
 from nats.js.object_store import ObjectStore
 
-from shared.app_keys import READINESS, SERVICE, SETTINGS
+from shared.app_keys import SERVICE, SETTINGS
+from shared.dependencies import DEPENDENCIES
 from shared.events import AnyEvent, event_decoder
 from shared.logging import new_log_context
 from shared.projections import (
@@ -135,11 +136,14 @@ async def jetstream_ctx(app: web.Application) -> AsyncIterator[None]:
     await ensure_topology(app[JS], settings.nats_replicas, token_ttl_seconds=settings.token_ttl_seconds)
     app[FILES] = await app[JS].object_store(DEVICE_FILES_BUCKET)
 
-    async def nats_ready() -> bool:
-        return app[NC].is_connected
+    async def answers() -> None:
+        if not app[NC].is_connected:  # reconnecting: a round trip would only wait for the timeout
+            raise ConnectionError("not connected")
+        await app[NC].flush()
 
-    app[READINESS]["nats"] = nats_ready
+    app[DEPENDENCIES].watch("nats", answers, connected=lambda: app[NC].is_connected)
     yield
+    app[DEPENDENCIES].forget("nats")
     # drain() lets in-flight publishes and acks finish before the socket closes; with NATS away
     # (reconnecting) there is nothing to drain into, so just close.
     try:

@@ -45,6 +45,7 @@ OPERATIONS = [
         errors=(400, 401, 413, 415, 429, 503),
         quiet=True,
         tag="Device runtime",
+        needs=("nats",),
     ),
     Operation(
         "POST",
@@ -57,6 +58,7 @@ OPERATIONS = [
         errors=(400, 401, 413, 415, 429, 503),
         quiet=True,
         tag="Device runtime",
+        needs=("nats",),
     ),
     Operation(
         "GET",
@@ -72,5 +74,6 @@ OPERATIONS = [
             Param("If-Range", {"type": "string"}, "the ETag the range belongs to", "header"),
         ),
         tag="Files for devices",
+        needs=("nats",),
     ),
 ]

@@ -61,6 +61,7 @@ class Dependencies:
     def __init__(self) -> None:
         self._probes: dict[str, Probe] = {}
         self._connected: dict[str, Callable[[], bool]] = {}
+        self._running: dict[str, asyncio.Future[object]] = {}
         self.states: dict[str, DependencyState] = {}
 
     def watch(self, name: str, probe: Probe, *, connected: Callable[[], bool] | None = None) -> None:
@@ -77,6 +78,9 @@ class Dependencies:
         self._probes.pop(name, None)
         self._connected.pop(name, None)
         self.states.pop(name, None)
+        running = self._running.pop(name, None)
+        if running is not None:
+            running.cancel()
 
     def require(self, names: tuple[str, ...]) -> None:
         """Raise a 503 when one of ``names`` is known to be away right now. nats-py holds a
@@ -97,16 +101,26 @@ class Dependencies:
             await asyncio.sleep(PROBE_INTERVAL_SECONDS)
 
     async def _probe_one(self, name: str, probe: Probe) -> None:
-        try:
-            async with asyncio.timeout(PROBE_TIMEOUT_SECONDS):
-                await probe()
-        except Exception as exc:  # noqa: BLE001 - whatever the probe meets, the dependency is away
-            error = f"{type(exc).__name__}: {exc}".rstrip(": ")
-            if name in self._probes:  # not forgotten while the probe ran
-                self._record(name, up=False, error=error)
+        # A probe cut off by a timeout may not end when cancelled: asyncpg releasing a connection
+        # to a frozen or unreachable server waits for the query's cancellation, without limit. So
+        # the probe runs on its own, is judged after the timeout whether or not it ended, and is
+        # not asked again while it is still stuck.
+        running = self._running.get(name)
+        if running is None or running.done():
+            running = self._running[name] = asyncio.ensure_future(probe())
+            running.add_done_callback(_retrieved)
+        done, _ = await asyncio.wait([running], timeout=PROBE_TIMEOUT_SECONDS)
+        if name not in self._probes:  # forgotten while the probe ran
+            return
+        if not done:
+            running.cancel()
+            self._record(name, up=False, error=f"no answer within {PROBE_TIMEOUT_SECONDS:g} s")
+        elif running.cancelled():  # the stuck probe of an earlier round, ended by its cancel
+            self._record(name, up=False, error=f"no answer within {PROBE_TIMEOUT_SECONDS:g} s")
+        elif (exc := running.exception()) is not None:
+            self._record(name, up=False, error=f"{type(exc).__name__}: {exc}".rstrip(": "))
         else:
-            if name in self._probes:
-                self._record(name, up=True, error=None)
+            self._record(name, up=True, error=None)
 
     def _record(self, name: str, *, up: bool, error: str | None) -> None:
         before = self.states.get(name)
@@ -125,6 +139,12 @@ class Dependencies:
                 )
             else:
                 log.warning("dependency_down", dependency=name, error=error)
+
+
+def _retrieved(probe: asyncio.Future[object]) -> None:
+    """A probe that ends after it was given up on is not reported as a never-retrieved error."""
+    if not probe.cancelled():
+        probe.exception()
 
 
 DEPENDENCIES = web.AppKey("DEPENDENCIES", Dependencies)

@@ -187,6 +187,9 @@ _AWAY: tuple[tuple[str, tuple[type[BaseException], ...]], ...] = (
             asyncpg.PostgresConnectionError,
             asyncpg.exceptions.OperatorInterventionError,
             asyncpg.exceptions.TooManyConnectionsError,
+            # A server shutting down ends idle sessions with an error nobody asked for; the next
+            # query on such a connection meets the protocol's state machine still holding it.
+            asyncpg.exceptions.InternalClientError,
         ),
     ),
     ("", (OSError,)),

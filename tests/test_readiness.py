@@ -28,6 +28,8 @@ own_postgres = test_faults.own_postgres  # a PostgreSQL of the test's own, to st
 
 # From the part going away to the first 503 of a request that needs it: no hang.
 PROMPT_SECONDS = 2.0
+# How long the gateway waits for JetStream's ack of a report (services/device_gateway/handlers.py).
+REPORT_ACK_SECONDS = 2
 # The dependency's state follows within the probe's interval and timeout (shared.dependencies).
 NOTICED_SECONDS = 5
 
@@ -97,6 +99,7 @@ async def test_the_gateway_stays_ready_and_answers_polls_while_nats_is_away(stac
     tenant = await stack.tenant()
     _, registered = await stack.paired_device(tenant["token"])
     key = registered["apiKey"]
+    assert (await put_file(stack, tenant["token"], "logo.png", b"png"))[0] == 200
 
     async def poll(**headers: str) -> tuple[int, Any, Any]:
         return await stack.call("GET", "/v1/device/playlist", token=key, headers=headers)
@@ -120,18 +123,26 @@ async def test_the_gateway_stays_ready_and_answers_polls_while_nats_is_away(stac
         status, body, _ = await poll()
         assert (status, body) == (200, playlist)
         assert (await poll(**{"If-None-Match": etag}))[0] == 304
-        # A report needs the bus: a prompt 503 to retry, not a hang.
+        # A file needs the bus: a prompt 503 to retry, not a hang.
+        started = time.monotonic()
+        status, body, response = await stack.call("GET", "/v1/device/content/logo.png", token=key)
+        assert status == 503 and time.monotonic() - started < PROMPT_SECONDS
+        assert_unavailable(body, response.headers, "the message bus is not reachable; retry shortly")
+        # A report waits for its ack at most REPORT_ACK_SECONDS (a blip shorter than that loses
+        # nothing), then 503 too.
         started = time.monotonic()
         status, body, response = await stack.call(
             "POST", "/v1/device/heartbeat", token=key, json={"uptimeSeconds": 60}
         )
-        assert status == 503 and time.monotonic() - started < PROMPT_SECONDS
-        assert_unavailable(body, response.headers, "the message bus is not reachable; retry shortly")
+        assert status == 503 and time.monotonic() - started < REPORT_ACK_SECONDS + 1
+        assert body["error"] == "unavailable" and int(response.headers["Retry-After"]) >= 1, body
     finally:
         nats_server.start()  # same port, same store
     await stack.eventually(lambda: shown(stack, "device-gateway", "nats", up=True), timeout=NOTICED_SECONDS)
     status, _, _ = await stack.call("POST", "/v1/device/heartbeat", token=key, json={"uptimeSeconds": 61})
     assert status == 202
+    status, body, _ = await stack.call("GET", "/v1/device/content/logo.png", token=key)
+    assert (status, body) == (200, b"png")
 
 
 async def test_registry_answers_503_for_what_needs_nats_and_every_service_stays_ready(stack, nats_server):

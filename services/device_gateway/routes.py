@@ -45,7 +45,6 @@ OPERATIONS = [
         errors=(400, 401, 413, 415, 429, 503),
         quiet=True,
         tag="Device runtime",
-        needs=("nats",),
     ),
     Operation(
         "POST",
@@ -58,7 +57,6 @@ OPERATIONS = [
         errors=(400, 401, 413, 415, 429, 503),
         quiet=True,
         tag="Device runtime",
-        needs=("nats",),
     ),
     Operation(
         "GET",

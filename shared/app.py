@@ -9,9 +9,11 @@ import aiohttp
 from aiohttp import web
 
 from shared.app_keys import IN_FLIGHT, READINESS, SERVICE, SETTINGS, InFlight
+from shared.dependencies import DEPENDENCIES, Dependencies
 from shared.health import healthz, metrics, readyz
 from shared.http import add_routes
 from shared.settings import Settings
+from shared.tasks import background
 
 
 def base_app(service: str, settings: Settings) -> web.Application:
@@ -24,6 +26,8 @@ def base_app(service: str, settings: Settings) -> web.Application:
     app[SERVICE] = service
     app[READINESS] = {}
     app[IN_FLIGHT] = InFlight()
+    app[DEPENDENCIES] = Dependencies()  # PostgreSQL and NATS add themselves once connected
+    app.cleanup_ctx.append(background("probe-dependencies", lambda app: app[DEPENDENCIES].run()))
     add_routes(
         app,
         [

@@ -20,8 +20,9 @@ from nats.aio.msg import Msg
 from nats.js import JetStreamContext, api
 from nats.js.object_store import ObjectStore
 
-from shared.app_keys import READINESS, SERVICE, SETTINGS
+from shared.app_keys import SERVICE, SETTINGS
 from shared.bus_access import inbox_prefix
+from shared.dependencies import DEPENDENCIES
 from shared.events import AnyEvent, event_decoder
 from shared.logging import new_log_context
 from shared.projections import (
@@ -157,18 +158,22 @@ async def jetstream_ctx(app: web.Application) -> AsyncIterator[None]:
     await wait_for_topology(app[JS])
     app[FILES] = await app[JS].object_store(DEVICE_FILES_BUCKET)
 
-    async def nats_ready() -> bool:
-        return app[NC].is_connected
+    async def answers() -> None:
+        if not app[NC].is_connected:  # reconnecting: a round trip would only wait for the timeout
+            raise ConnectionError("not connected")
+        await app[NC].flush()
 
-    app[READINESS]["nats"] = nats_ready
+    app[DEPENDENCIES].watch("nats", answers, connected=lambda: app[NC].is_connected)
     yield
+    app[DEPENDENCIES].forget("nats")
     # drain() lets in-flight publishes and acks finish before the socket closes; with NATS away
     # (reconnecting) there is nothing to drain into, so just close.
     try:
         await app[NC].drain()
     except nats.errors.Error as exc:
         log.warning("nats_drain_failed", error=str(exc))
-        await app[NC].close()
+        with contextlib.suppress(OSError, nats.errors.Error):  # a socket already reset by the server
+            await app[NC].close()
 
 
 EventHandler = Callable[[AnyEvent], Awaitable[None]]

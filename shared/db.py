@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 import msgspec
@@ -12,13 +13,24 @@ import structlog
 from aiohttp import web
 from asyncpg.pool import PoolConnectionProxy
 
-from shared.app_keys import READINESS, SETTINGS
+from shared.app_keys import SETTINGS
+from shared.dependencies import DEPENDENCIES, DatabaseUnreachable
 
 log = structlog.get_logger()
 
 POOL = web.AppKey("POOL", asyncpg.Pool)
+CONNECT_TIMEOUT_SECONDS = 2
 # What queries run on: a connection of the pool (handlers, consumers) or one of its own (migrations).
 Connection = asyncpg.Connection | PoolConnectionProxy
+
+
+async def _connect(*args: Any, **kwargs: Any) -> asyncpg.Connection:
+    # A refused or timed-out connection is a bare OSError: name the database in it, so that a
+    # request meeting it answers "the database is not reachable" (shared.dependencies.away).
+    try:
+        return await asyncpg.connect(*args, **kwargs)
+    except OSError as exc:
+        raise DatabaseUnreachable(str(exc) or type(exc).__name__) from exc
 
 
 async def _init_connection(conn: Connection) -> None:
@@ -36,6 +48,10 @@ async def create_pool(dsn: str, schema: str, *, min_size: int = 2, max_size: int
         dsn,
         min_size=min_size,
         max_size=max_size,
+        # A new connection (the pool replaces each one PostgreSQL closed) gives up after this, so
+        # a request meets an unreachable server as a prompt 503, not a wait of asyncpg's 60 s.
+        timeout=CONNECT_TIMEOUT_SECONDS,
+        connect=_connect,
         init=_init_connection,
         reset=_keep_session,
         server_settings={"search_path": schema, "application_name": schema},
@@ -59,12 +75,13 @@ def pool_ctx(schema: str, migrations: tuple[Path, ...]) -> Callable[[web.Applica
         app[POOL] = await create_pool(app[SETTINGS].database_url, schema)
         await wait_for_migrations(app[POOL], schema, migrations)
 
-        async def database_ready() -> bool:
-            async with app[POOL].acquire(timeout=2) as conn:
-                return await conn.fetchval("SELECT true", timeout=2)
+        async def answers() -> None:
+            async with app[POOL].acquire() as conn:
+                await conn.fetchval("SELECT true")
 
-        app[READINESS]["database"] = database_ready
+        app[DEPENDENCIES].watch("postgres", answers)
         yield
+        app[DEPENDENCIES].forget("postgres")
         # close() waits for every connection to come back, without limit; a shutdown must end.
         try:
             async with asyncio.timeout(10):

@@ -1,4 +1,8 @@
-"""What probes and Prometheus ask a service: is it alive, is it ready, its metrics."""
+"""What probes and Prometheus ask a service: is it alive, is it ready, its metrics.
+
+Ready means this replica can answer its own routes (the gateway: its projections are loaded);
+the shared dependencies' health is not part of it (see ``shared.dependencies``) but is shown by
+``GET /readyz?verbose``, for people and alerts, with the same status code."""
 
 from __future__ import annotations
 
@@ -9,6 +13,7 @@ from aiohttp import web
 from prometheus_client import multiprocess
 
 from shared.app_keys import READINESS
+from shared.dependencies import DEPENDENCIES
 from shared.http import json_response
 
 
@@ -24,9 +29,10 @@ async def readyz(request: web.Request) -> web.Response:
         except Exception:  # noqa: BLE001 - a failing check means "not ready", never a 500
             checks[name] = False
     ready = all(checks.values())
-    return json_response(
-        {"status": "ready" if ready else "not_ready", "checks": checks}, status=200 if ready else 503
-    )
+    body: dict[str, object] = {"status": "ready" if ready else "not_ready", "checks": checks}
+    if request.query.get("verbose", "0") not in ("0", "false"):  # ?verbose, ?verbose=1
+        body["dependencies"] = request.app[DEPENDENCIES].states
+    return json_response(body, status=200 if ready else 503)
 
 
 async def metrics(request: web.Request) -> web.Response:

@@ -14,14 +14,13 @@ import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
-import asyncpg
 import msgspec
 import prometheus_client
 import structlog
 from aiohttp import web
 from multidict import MultiDict, MultiDictProxy
 
-from shared import errors
+from shared import dependencies, errors
 from shared.app_keys import IN_FLIGHT, SERVICE, SETTINGS
 from shared.logging import new_log_context
 
@@ -45,10 +44,17 @@ _NUL_ESCAPE = re.compile(rb"(?<!\\)(?:\\\\)*\\u0000")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
-def add_routes(app: web.Application, routes: list[tuple[str, str, Handler, bool]]) -> None:
-    """Add ``(method, path, handler, quiet)`` routes, each wrapped in :func:`instrumented`."""
+def add_routes(
+    app: web.Application,
+    routes: list[tuple[str, str, Handler, bool]],
+    *,
+    needs: dict[tuple[str, str], tuple[str, ...]] | None = None,
+) -> None:
+    """Add ``(method, path, handler, quiet)`` routes, each wrapped in :func:`instrumented`;
+    ``needs`` names the dependencies (``nats``) a route cannot answer without, by method and path."""
     for method, path, handler, quiet in routes:
-        wrapped = instrumented(app, method, path, handler, quiet=quiet)
+        needed = (needs or {}).get((method, path), ())
+        wrapped = instrumented(app, method, path, handler, quiet=quiet, needs=needed)
         if method == "GET":
             app.router.add_get(path, wrapped)  # and HEAD, as HTTP asks of a GET
         else:
@@ -81,12 +87,21 @@ _CALLERS_REQUEST_ID = re.compile(r"[!#-~]{1,128}")
 
 
 def instrumented(
-    app: web.Application, method: str, route: str, handler: Handler, *, quiet: bool = False
+    app: web.Application,
+    method: str,
+    route: str,
+    handler: Handler,
+    *,
+    quiet: bool = False,
+    needs: tuple[str, ...] = (),
 ) -> Handler:
     """``handler`` with what every request gets: a request id on its log lines and its response,
     errors in our JSON shape, a count and a latency in the metrics, and one log line — except for
-    ``quiet`` routes (the TVs' polls, probes) whose successes are counted, not logged."""
+    ``quiet`` routes (the TVs' polls, probes) whose successes are counted, not logged. A route
+    that ``needs`` a dependency answers 503 at once while it is known to be away."""
     service, in_flight = app[SERVICE], app[IN_FLIGHT]  # looked up once, not per request
+    if needs:
+        handler = _needing(app[dependencies.DEPENDENCIES], needs, handler)
     counted: dict[int, Any] = {}  # status -> its counter, so the hot path skips labels()
     latency = LATENCY.labels(service, route)
 
@@ -127,22 +142,22 @@ def instrumented(
     return handle
 
 
-# A connection refused or lost, the server shutting down or not yet accepting: not our bug.
-DATABASE_UNREACHABLE = (
-    OSError,
-    asyncpg.PostgresConnectionError,
-    asyncpg.exceptions.OperatorInterventionError,
-)
+def _needing(known: dependencies.Dependencies, needs: tuple[str, ...], handler: Handler) -> Handler:
+    async def guarded(request: web.Request) -> web.StreamResponse:
+        known.require(needs)
+        return await handler(request)
+
+    return guarded
 
 
 def error_response(request: web.Request, exc: Exception) -> web.Response:
     if isinstance(exc, web.HTTPRequestEntityTooLarge):
         exc = errors.PayloadTooLarge(f"body is larger than {request.app[SETTINGS].max_body_bytes} bytes")
-    elif isinstance(exc, DATABASE_UNREACHABLE):
-        # PostgreSQL restarting or failing over: nothing was applied (the transaction did not
-        # commit); the caller may retry, and /readyz says the same meanwhile.
-        log.warning("database_unreachable", error=repr(exc))
-        exc = errors.Unavailable("the database is not reachable; retry shortly", retry_after=5)
+    elif (away := dependencies.unavailable(exc)) is not None:
+        # PostgreSQL or NATS restarting or failing over: nothing was applied (a transaction did
+        # not commit, a publish was not acked); the caller may retry, here or on another replica.
+        log.warning("dependency_unreachable", dependency=away[0] or None, error=repr(exc))
+        exc = away[1]
     if isinstance(exc, errors.ServiceError):
         return json_response(exc.body(), status=exc.status, headers=exc.headers)
     if isinstance(exc, web.HTTPException) and exc.status >= 400:

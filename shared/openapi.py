@@ -63,6 +63,8 @@ class Operation:
     tag: str = ""
     # What an access token must carry to call it (auth "admin" only; ``admin`` implies them all).
     scope: str = ""
+    # The dependencies it cannot answer without: while one is known to be away, 503 at once.
+    needs: tuple[Literal["nats"], ...] = ()
 
     def __post_init__(self) -> None:
         if (self.auth == "admin") != (self.scope in SCOPES):
@@ -158,6 +160,10 @@ def add_operations(app: web.Application, title: str, operations: list[Operation]
 
     # principal_of enforces the scope each operation declares, by the route the request matched.
     app[OPERATION_SCOPES] = {(op.method, op.path): op.scope for op in operations if op.auth == "admin"}
-    add_routes(app, [(op.method, op.path, op.handler, op.quiet) for op in operations])
+    add_routes(
+        app,
+        [(op.method, op.path, op.handler, op.quiet) for op in operations],
+        needs={(op.method, op.path): op.needs for op in operations if op.needs},
+    )
     add_routes(app, [("GET", "/openapi.json", openapi_document, False)])
     finish_routes(app)

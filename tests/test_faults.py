@@ -112,11 +112,12 @@ async def test_services_ride_out_a_postgres_restart(settings, sockets, own_postg
         screen, registered = await stack.paired_device(tenant["token"])
         await asyncio.to_thread(own_postgres.stop, "fast")
         try:
+            # Still ready: every replica shares the outage, and answers 503 itself.
             async with (
                 aiohttp.ClientSession() as http,
                 http.get(stack.url("registry") + "/readyz") as response,
             ):
-                assert response.status == 503 and (await response.json())["checks"]["database"] is False
+                assert response.status == 200, await response.text()
             # No 500 and nothing half-done: a clear 503 to retry.
             status, body, response = await stack.call("GET", "/v1/venues", token=tenant["token"])
             assert status == 503 and body["error"] == "unavailable" and response.headers["Retry-After"], body

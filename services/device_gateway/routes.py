@@ -72,5 +72,6 @@ OPERATIONS = [
             Param("If-Range", {"type": "string"}, "the ETag the range belongs to", "header"),
         ),
         tag="Files for devices",
+        needs=("nats",),
     ),
 ]

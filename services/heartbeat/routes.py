@@ -58,5 +58,6 @@ OPERATIONS = [
         params=(Param("Last-Event-ID", {"type": "string"}, "resume after this event", "header"),),
         tag="Fleet monitoring",
         scope="fleet:read",
+        needs=("nats",),
     ),
 ]

@@ -34,7 +34,8 @@ bench: install wrk
 simulate: install
 	$(BIN)/python -m bench.simulate $(SIMULATE_ARGS)
 
-# The long soak, on a stack of its own: 2,000 TVs for 10 minutes; SOAK_ARGS="--tvs 5000 --seconds 1800".
+# The long soak, on a stack of its own: 2,000 TVs for 10 minutes; SOAK_ARGS="--tvs 5000 --seconds 1800";
+# SOAK_ARGS="--cluster" on three clustered NATS nodes (R3), "--faults 60" breaks a part every minute.
 soak: install
 	$(BIN)/python -m bench.soak $(SOAK_ARGS)
 

@@ -8,10 +8,13 @@ keys), every accepted heartbeat stored, memory flat, the outbox and the consumer
     make soak                                            # 2,000 TVs for 10 minutes
     make soak SOAK_ARGS="--tvs 5000 --seconds 1800"
     make soak SOAK_ARGS="--faults 60"                    # and a fault every minute
+    make soak SOAK_ARGS="--cluster --faults 60"          # on three NATS nodes, R3, a node killed in turn
 
 With ``--faults SECONDS`` it also breaks something every SECONDS, in turn: nats-server killed and
 started again, the heartbeat service, provisioning and registry SIGKILLed and started again,
 PostgreSQL stopped and started again (the last and the first only when the soak started them).
+With ``--cluster`` NATS is three clustered nodes (streams and buckets at three replicas, the services
+given the seed list), and the NATS fault SIGKILLs one node at a time, in turn.
 The bars stay the same: TVs may be told to come back later (429/503 with Retry-After), the
 admin's steps may need tries again (counted), but no heartbeat may be lost.
 
@@ -34,6 +37,7 @@ import time
 
 from bench.simulate import Report, add_arguments, print_report, simulate
 from devstack.infra import free_port
+from devstack.nats_cluster import NatsCluster
 from devstack.services import ROOT, Processes, Stack, wait_ready
 from shared.auth import generate_signing_key
 from shared.environment import environment
@@ -45,16 +49,21 @@ DATA = ROOT / ".data" / "soak"
 class Faults:
     """Breaks a part of the running stack every ``every`` seconds, in turn, and brings it back."""
 
-    def __init__(self, every: float, processes: Processes, stack: Stack) -> None:
+    def __init__(
+        self, every: float, processes: Processes, stack: Stack, cluster: NatsCluster | None = None
+    ) -> None:
         self.every = every
         self.processes = processes
         self.stack = stack
         self.postgres = stack.postgres
         self.nats_server = stack.nats_server
+        self.cluster = cluster
+        self.nodes = itertools.cycle(range(NatsCluster.SIZE))
 
     async def run(self, until: float, report: Report) -> None:
         faults = [
             *([self.restart_nats] if self.nats_server else []),
+            *([self.kill_nats_node] if self.cluster else []),
             lambda: self.kill("heartbeat"),
             lambda: self.kill("provisioning"),
             lambda: self.kill("registry"),
@@ -84,6 +93,14 @@ class Faults:
         await asyncio.to_thread(self.nats_server.start)
         return "nats-server killed"
 
+    async def kill_nats_node(self) -> str:
+        assert self.cluster is not None
+        node = next(self.nodes)
+        await asyncio.to_thread(self.cluster.kill, node)
+        await asyncio.sleep(3)
+        await asyncio.to_thread(self.cluster.start, node)
+        return f"NATS node {NatsCluster.NAMES[node]} killed"
+
     async def restart_postgres(self) -> str:
         assert self.postgres is not None
         await asyncio.to_thread(self.postgres.stop, "fast")
@@ -97,6 +114,9 @@ def main() -> None:
     add_arguments(parser)
     parser.add_argument(
         "--faults", type=float, metavar="SECONDS", help="break a part of the stack this often"
+    )
+    parser.add_argument(
+        "--cluster", action="store_true", help="three clustered NATS nodes, streams and buckets at R3"
     )
     parser.set_defaults(tvs=2000, seconds=600)
     args = parser.parse_args()
@@ -116,11 +136,20 @@ def main() -> None:
         "PYTHONUNBUFFERED": "1",
     }
     with Processes() as processes:
+        cluster = None
+        if args.cluster and not env.get("NATS_URL"):
+            cluster = NatsCluster(DATA / "nats-cluster")
+            processes.callback(cluster.stop)  # even when the start is interrupted half-way
+            cluster.start()
+            env.update(
+                environment(Settings, nats_url=cluster.urls, nats_password=cluster.password, nats_replicas=3)
+            )
         stack = processes.start_stack(env, DATA, logs=DATA)
         args.url = stack.base_url
         args.services = [f"{name}={url}" for name, url in stack.urls.items()]
-        faults = Faults(args.faults, processes, stack) if args.faults else None
-        print(f"soak: {args.tvs} TVs for {args.seconds:.0f} s; logs in {DATA}", flush=True)
+        faults = Faults(args.faults, processes, stack, cluster) if args.faults else None
+        on = "a 3-node NATS cluster" if cluster else "one nats-server"
+        print(f"soak: {args.tvs} TVs for {args.seconds:.0f} s on {on}; logs in {DATA}", flush=True)
         report = asyncio.run(simulate(args, faults.run if faults else None))
     passed = print_report(report, args)
     results = {

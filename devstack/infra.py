@@ -66,7 +66,7 @@ def free_ports(count: int) -> list[int]:
             sock.close()
 
 
-def _generated_secret(path: Path) -> str:
+def generated_secret(path: Path) -> str:
     """The secret kept in ``path``, made on first use; readable by this user alone."""
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -102,8 +102,8 @@ class Postgres:
 
     @property
     def password(self) -> str:
-        """The ``postgres`` role's password (see :func:`_generated_secret`)."""
-        return _generated_secret(self.password_file)
+        """The ``postgres`` role's password (see :func:`generated_secret`)."""
+        return generated_secret(self.password_file)
 
     @property
     def dsn(self) -> str:
@@ -254,7 +254,7 @@ class NatsServer:
 
     @property
     def password(self) -> str:
-        return _generated_secret(self.password_file)
+        return generated_secret(self.password_file)
 
     def write_config(self) -> Path:
         """The server's configuration: its users and their rights (the rest is on the command line)."""

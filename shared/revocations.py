@@ -20,7 +20,7 @@ import structlog
 from aiohttp import web
 
 from shared import errors
-from shared.bus import JS
+from shared.bus import NC
 from shared.kv_watch import watch_bucket
 from shared.projections import REVOKED_CLIENTS_BUCKET, RevokedClient
 from shared.tasks import background
@@ -78,7 +78,7 @@ async def revocations_ctx(app: web.Application) -> AsyncIterator[None]:
     revoked = app[REVOKED_CLIENTS] = RevokedClients()
     watching = background(
         f"watch-{REVOKED_CLIENTS_BUCKET}",
-        lambda app: watch_bucket(app[JS], REVOKED_CLIENTS_BUCKET, revoked.apply, revoked.loaded.set),
+        lambda app: watch_bucket(app[NC], REVOKED_CLIENTS_BUCKET, revoked.apply, revoked.loaded.set),
     )
     async with contextlib.asynccontextmanager(watching)(app):
         while not revoked.loaded.is_set():

@@ -12,10 +12,12 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import asyncpg
+import msgspec
 import pytest
 import pytest_asyncio
 
 from devstack.infra import NatsServer, Postgres
+from devstack.nats_cluster import NatsCluster
 from services.setup import MIGRATIONS
 from shared import db
 from shared.auth import generate_signing_key
@@ -133,4 +135,29 @@ def settings(database: str, nats_server: NatsServer, sockets: dict[str, socket.s
 @pytest_asyncio.fixture
 async def stack(settings: Settings, sockets: dict[str, socket.socket]) -> AsyncIterator[Stack]:
     async with Stack(settings, sockets) as running:
+        yield running
+
+
+@pytest.fixture
+def nats_cluster(tmp_path: Path) -> Iterator[NatsCluster]:
+    """Three nats-servers clustered on loopback (n1…n3), each with a store of its own."""
+    cluster = NatsCluster(tmp_path / "nats-cluster").start()
+    yield cluster
+    cluster.stop()
+
+
+@pytest.fixture
+def cluster_settings(settings: Settings, nats_cluster: NatsCluster) -> Settings:
+    """The test's settings on the cluster: its seed list, and streams, buckets and the files'
+    store at three replicas (the test's own single server stays idle)."""
+    return msgspec.structs.replace(
+        settings, nats_url=nats_cluster.urls, nats_password=nats_cluster.password, nats_replicas=3
+    )
+
+
+@pytest_asyncio.fixture
+async def cluster_stack(
+    cluster_settings: Settings, sockets: dict[str, socket.socket]
+) -> AsyncIterator[Stack]:
+    async with Stack(cluster_settings, sockets) as running:
         yield running

@@ -16,7 +16,7 @@ from services.device_gateway.routes import OPERATIONS
 from shared import bus
 from shared.app import base_app
 from shared.app_keys import READINESS
-from shared.bus import JS
+from shared.bus import NC
 from shared.openapi import add_operations
 from shared.projections import DEVICE_KEYS_BUCKET, SCREEN_CONTENT_BUCKET
 from shared.settings import Settings
@@ -49,7 +49,7 @@ def create_app(settings: Settings) -> web.Application:
 async def projections_ctx(app: web.Application) -> AsyncIterator[None]:
     projections = app[PROJECTIONS]
     watchers = [
-        asyncio.create_task(projections.watch(app[JS], bucket), name=f"watch-{bucket}")
+        asyncio.create_task(projections.watch(app[NC], bucket), name=f"watch-{bucket}")
         for bucket in (DEVICE_KEYS_BUCKET, SCREEN_CONTENT_BUCKET)
     ]
 

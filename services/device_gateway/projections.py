@@ -16,7 +16,7 @@ import uuid
 
 import msgspec
 import structlog
-from nats.js import JetStreamContext
+from nats.aio.client import Client as NATS
 
 from shared.kv_watch import watch_bucket
 from shared.projections import (
@@ -133,10 +133,10 @@ class Projections:
         else:
             self.screens[screen] = screen_view(_content.decode(value))
 
-    async def watch(self, js: JetStreamContext, bucket: str) -> None:
+    async def watch(self, nc: NATS, bucket: str) -> None:
         """Follow ``bucket`` forever: first its current values (then ready), then every change."""
         apply = self.apply_key if bucket == DEVICE_KEYS_BUCKET else self.apply_content
-        await watch_bucket(js, bucket, apply, lambda: self._mark_loaded(bucket))
+        await watch_bucket(nc, bucket, apply, lambda: self._mark_loaded(bucket))
 
     def _mark_loaded(self, bucket: str) -> None:
         self._loaded[bucket].set()

@@ -24,6 +24,7 @@ from shared import bus
 from shared.bus_access import ACCESS, SETUP_USER, inbox_prefix
 from shared.projections import (
     DEVICE_KEYS_BUCKET,
+    SCREEN_CONTENT_BUCKET,
     DeviceKeyEntry,
     device_key_digest,
     device_key_name,
@@ -158,6 +159,32 @@ async def test_the_gateways_user_cannot_read_events_or_change_the_topology(stack
         await gateway.violation("publish", subject)
     info = await js.stream_info(kv_stream(DEVICE_KEYS_BUCKET))  # looking is allowed
     assert info.config.name == kv_stream(DEVICE_KEYS_BUCKET)
+
+
+async def test_the_gateways_consumers_deliver_nowhere_but_its_own_inbox(stack, connect_as):
+    """It may make consumers on what it reads, and a push consumer names where it delivers: one
+    delivering into ``$KV.device-keys`` must not write there with the server's hand. It does not:
+    the gateway may listen only on its own inbox, and (seen with nats-server 2.15, even with a
+    listener allowed) a consumer's deliveries reach clients' subscriptions, not streams."""
+    tenant = await stack.tenant()
+    await stack.screen(tenant["token"])  # an entry in screen-content to deliver
+    name = device_key_name(device_key_digest("dak_" + secrets.token_urlsafe(32)))
+    target = kv_subject(DEVICE_KEYS_BUCKET, name)
+    gateway = await connect_as("device-gateway")
+    await gateway.nc.jetstream(timeout=2).add_consumer(
+        kv_stream(SCREEN_CONTENT_BUCKET),
+        api.ConsumerConfig(deliver_subject=target, deliver_policy=api.DeliverPolicy.ALL),
+    )
+    await gateway.nc.subscribe(target)
+    await gateway.violation("subscription", target)
+    await asyncio.sleep(1.5)  # a push consumer with a listener delivers in milliseconds
+    admin = await bus.connect(stack.settings, SETUP_USER)
+    try:
+        kv = await admin.jetstream().key_value(DEVICE_KEYS_BUCKET)
+        with pytest.raises(nats.js.errors.KeyNotFoundError):
+            await kv.get(name)
+    finally:
+        await admin.close()
 
 
 @pytest.mark.parametrize("user", sorted(ACCESS))

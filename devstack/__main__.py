@@ -6,7 +6,8 @@ are unset, applies migrations, starts the four services and the entry point (``E
 
 ``python -m devstack settings`` prints every setting, the services' and the local stack's, as the
 Markdown table of the docs. ``python -m devstack nats-config`` prints the users and rights of a
-deployed nats-server (``deploy/nats/``), each password read from the server's environment.
+deployed nats-server (``deploy/nats/compose.conf``), each password read from the server's
+environment; with ``--helm``, the same for ``config.merge`` of the chart's values.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from devstack.preflight import CannotStart, check_ports, lock_data_dir, stop_lef
 from devstack.services import NotReady, Processes, Stack
 from devstack.settings import LocalSettings
 from shared.auth import generate_signing_key
-from shared.bus_access import USERS, password_variable, server_config
+from shared.bus_access import USERS, password_variable, server_authorization, server_config
 from shared.environment import SettingsError, check_env, env_name, environment, from_env, markdown_table
 from shared.logging import configure
 from shared.settings import Settings
@@ -76,12 +77,24 @@ def deployed_nats_config() -> str:
     return server_config({user: "$" + password_variable(user) for user in USERS})
 
 
+def helm_nats_authorization() -> str:
+    """The same users as the NATS chart's ``config.merge`` takes them (a variable as ``<< $X >>``)."""
+    import yaml  # noqa: PLC0415 - a maintainer's command: PyYAML comes with the dev extras only
+
+    authorization = server_authorization({user: f"<< ${password_variable(user)} >>" for user in USERS})
+    text = yaml.safe_dump({"authorization": authorization}, sort_keys=False, width=200)
+    return "".join("    " + line for line in text.splitlines(keepends=True))
+
+
 def main(argv: list[str], environ: dict[str, str]) -> None:
     if argv == ["settings"]:
         print(markdown_table(Settings, LocalSettings), end="")
         return
     if argv == ["nats-config"]:
         print(deployed_nats_config(), end="")
+        return
+    if argv == ["nats-config", "--helm"]:
+        print(helm_nats_authorization(), end="")
         return
     if argv:
         raise SystemExit(__doc__)

@@ -26,10 +26,12 @@ from shared.dependencies import DEPENDENCIES
 from shared.events import AnyEvent, event_decoder
 from shared.logging import new_log_context
 from shared.projections import (
+    DEVICE_COMMANDS_BUCKET,
     DEVICE_FILES_BUCKET,
     DEVICE_KEYS_BUCKET,
     REVOKED_CLIENTS_BUCKET,
     SCREEN_CONTENT_BUCKET,
+    SCREENSHOTS_BUCKET,
     kv_stream,
 )
 from shared.pull import pull_batches
@@ -53,9 +55,14 @@ STREAMS = {
     # Limited by age: presence is the durable record; the stream is a buffer and a tap for monitoring.
     # heartbeat.presence.changed events travel here too (their subject matches; streams can't overlap).
     "HEARTBEATS": api.StreamConfig(subjects=["heartbeat.*.*"], max_age=DAY, duplicate_window=120),
-    "DEVICE_EVENTS": api.StreamConfig(subjects=["device_events.*.*"], max_age=7 * DAY, duplicate_window=120),
+    # TVs' reports: proof of play and errors, and their word on the commands they were given.
+    "DEVICE_EVENTS": api.StreamConfig(
+        subjects=["device_events.*.*", "device_commands.*.*"], max_age=7 * DAY, duplicate_window=120
+    ),
 }
-BUCKETS = (DEVICE_KEYS_BUCKET, SCREEN_CONTENT_BUCKET, REVOKED_CLIENTS_BUCKET)
+BUCKETS = (DEVICE_KEYS_BUCKET, SCREEN_CONTENT_BUCKET, REVOKED_CLIENTS_BUCKET, DEVICE_COMMANDS_BUCKET)
+# Object stores, and how long each keeps an object (None: until it is deleted).
+OBJECT_STORES: dict[str, float | None] = {DEVICE_FILES_BUCKET: None, SCREENSHOTS_BUCKET: 7 * DAY}
 # A revocation matters only while a token issued before it could live; past that (and a margin for
 # clocks and a relay catching up), the bucket forgets it by itself.
 REVOCATION_MARGIN_SECONDS = 300
@@ -127,17 +134,22 @@ async def ensure_topology(js: JetStreamContext, replicas: int, *, token_ttl_seco
                 storage=api.StorageType.FILE,
                 ttl=bucket_ttl(bucket, token_ttl_seconds),
             )
-    try:
-        await js.object_store(DEVICE_FILES_BUCKET)
-    except nats.js.errors.BucketNotFoundError:
-        await js.create_object_store(
-            DEVICE_FILES_BUCKET, api.ObjectStoreConfig(replicas=replicas, storage=api.StorageType.FILE)
-        )
+    for store, ttl in OBJECT_STORES.items():
+        try:
+            await js.object_store(store)
+        except nats.js.errors.BucketNotFoundError:
+            await js.create_object_store(
+                store, api.ObjectStoreConfig(replicas=replicas, storage=api.StorageType.FILE, ttl=ttl)
+            )
 
 
 async def wait_for_topology(js: JetStreamContext) -> None:
     """Until every stream and bucket is there: the setup step makes them, services may not."""
-    streams = [*STREAMS, *(kv_stream(bucket) for bucket in BUCKETS), f"OBJ_{DEVICE_FILES_BUCKET}"]
+    streams = [
+        *STREAMS,
+        *(kv_stream(bucket) for bucket in BUCKETS),
+        *(f"OBJ_{store}" for store in OBJECT_STORES),
+    ]
     while streams:
         try:
             await js.stream_info(streams[0])

@@ -18,16 +18,19 @@ import re
 from dataclasses import dataclass
 
 from shared.projections import (
+    DEVICE_COMMANDS_BUCKET,
     DEVICE_FILES_BUCKET,
     DEVICE_KEYS_BUCKET,
     REVOKED_CLIENTS_BUCKET,
     SCREEN_CONTENT_BUCKET,
+    SCREENSHOTS_BUCKET,
     kv_stream,
 )
 
 # The deployment's administrator: the setup step (streams, buckets) and an operator's tools.
 SETUP_USER = "setup"
 _FILES_STREAM = f"OBJ_{DEVICE_FILES_BUCKET}"
+_SCREENSHOTS_STREAM = f"OBJ_{SCREENSHOTS_BUCKET}"
 
 
 @dataclass(frozen=True)
@@ -77,9 +80,17 @@ ACCESS: dict[str, Access] = {
             "registry.>",
             f"$KV.{SCREEN_CONTENT_BUCKET}.>",
             f"$KV.{REVOKED_CLIENTS_BUCKET}.>",
+            f"$KV.{DEVICE_COMMANDS_BUCKET}.>",
             f"$O.{DEVICE_FILES_BUCKET}.>",
         ),
-        reads=("EVENTS", "HEARTBEATS", kv_stream(REVOKED_CLIENTS_BUCKET), _FILES_STREAM),
+        reads=(
+            "EVENTS",
+            "HEARTBEATS",
+            "DEVICE_EVENTS",
+            kv_stream(REVOKED_CLIENTS_BUCKET),
+            _FILES_STREAM,
+            _SCREENSHOTS_STREAM,
+        ),
         # Replacing or deleting a file purges its old chunks.
         requests=(f"$JS.API.STREAM.PURGE.{_FILES_STREAM}",),
     ),
@@ -89,10 +100,18 @@ ACCESS: dict[str, Access] = {
     ),
     # The internet-facing one: it reads what devices are served and reports what they say, no more.
     "device-gateway": Access(
-        writes=("heartbeat.*.*", "device_events.*.*"),
+        writes=("heartbeat.*.*", "device_events.*.*", "device_commands.*.*", f"$O.{SCREENSHOTS_BUCKET}.>"),
         # The heartbeat service's word on a screen, which shares the heartbeats' stream.
         denied=("heartbeat.presence.changed",),
-        reads=(kv_stream(DEVICE_KEYS_BUCKET), kv_stream(SCREEN_CONTENT_BUCKET), _FILES_STREAM),
+        reads=(
+            kv_stream(DEVICE_KEYS_BUCKET),
+            kv_stream(SCREEN_CONTENT_BUCKET),
+            kv_stream(DEVICE_COMMANDS_BUCKET),
+            _FILES_STREAM,
+            _SCREENSHOTS_STREAM,
+        ),
+        # A screenshot taken again replaces the first: its chunks are purged.
+        requests=(f"$JS.API.STREAM.PURGE.{_SCREENSHOTS_STREAM}",),
     ),
     "heartbeat": Access(
         writes=("heartbeat.presence.changed",),

@@ -93,8 +93,51 @@ class PresenceChanged(Event, frozen=True, tag="heartbeat.presence.changed"):
     presence_seq: int
 
 
+class CommandEvent(Event, frozen=True):
+    """A remote command's step (registry): each status change of a command is one of these."""
+
+    screen_id: uuid.UUID
+    command_id: uuid.UUID
+    command_type: str
+
+
+class CommandCreated(CommandEvent, frozen=True, tag="registry.command.created"):
+    expires_at: datetime
+
+
+class CommandDelivered(CommandEvent, frozen=True, tag="registry.command.delivered"):
+    """The TV was handed the command (it may be handed it again: delivery is at least once)."""
+
+
+class CommandSucceeded(CommandEvent, frozen=True, tag="registry.command.succeeded"):
+    message: str | None = None
+
+
+class CommandFailed(CommandEvent, frozen=True, tag="registry.command.failed"):
+    message: str | None = None
+
+
+class CommandExpired(CommandEvent, frozen=True, tag="registry.command.expired"):
+    """Its time to live passed before the TV reported a result."""
+
+
+class CommandCancelled(CommandEvent, frozen=True, tag="registry.command.cancelled"):
+    pass
+
+
 AnyEvent = (
-    ScreenCreated | ScreenConfigChanged | DeviceBound | DeviceRevoked | PresenceChanged | ActivationRepeated
+    ScreenCreated
+    | ScreenConfigChanged
+    | DeviceBound
+    | DeviceRevoked
+    | PresenceChanged
+    | ActivationRepeated
+    | CommandCreated
+    | CommandDelivered
+    | CommandSucceeded
+    | CommandFailed
+    | CommandExpired
+    | CommandCancelled
 )
 
 event_decoder = msgspec.json.Decoder(AnyEvent)
@@ -156,3 +199,24 @@ class DeviceEventsReported(msgspec.Struct, frozen=True, kw_only=True, rename="ca
 
 def device_events_subject(tenant_id: uuid.UUID | str, screen_id: uuid.UUID | str) -> str:
     return f"device_events.{tenant_id}.{screen_id}"
+
+
+class CommandReported(msgspec.Struct, frozen=True, kw_only=True, rename="camel"):
+    """A TV's word on one of its commands, as the gateway publishes it on
+    ``device_commands.<tenantId>.<screenId>``: it was handed the command (``delivered``), or it
+    carried it out (``succeeded``, ``failed``). Registry applies it to the command once (a report
+    on a command already closed changes nothing)."""
+
+    v: int = 1
+    tenant_id: uuid.UUID
+    screen_id: uuid.UUID
+    device_id: uuid.UUID
+    command_id: uuid.UUID
+    status: Literal["delivered", "succeeded", "failed"]
+    reported_at: datetime
+    message: str | None = None
+    data: dict[str, Any] | None = None
+
+
+def device_commands_subject(tenant_id: uuid.UUID | str, screen_id: uuid.UUID | str) -> str:
+    return f"device_commands.{tenant_id}.{screen_id}"

@@ -11,7 +11,7 @@ import hashlib
 import re
 import uuid
 from datetime import datetime
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 import msgspec
 
@@ -23,6 +23,10 @@ SCREEN_CONTENT_BUCKET = "screen-content"
 REVOKED_CLIENTS_BUCKET = "revoked-clients"
 # Files devices download by name (GET /v1/device/content/{name}): a JetStream object store.
 DEVICE_FILES_BUCKET = "device-files"
+# What each screen's TV has still to carry out (the remote commands of admins).
+DEVICE_COMMANDS_BUCKET = "device-commands"
+# Screenshots TVs took on command, until their admins read them: an object store, entries aging out.
+SCREENSHOTS_BUCKET = "screenshots"
 
 
 class DeviceKeyEntry(msgspec.Struct, frozen=True, kw_only=True, rename="camel"):
@@ -87,6 +91,32 @@ def device_key_digest_of(name: str) -> bytes:
     """The digest an entry of ``device-keys`` is named by (the inverse of :func:`device_key_name`);
     ValueError for a name that is not one."""
     return bytes.fromhex(name)
+
+
+class OpenCommand(msgspec.Struct, frozen=True, kw_only=True, rename="camel"):
+    """A command a TV is to carry out, as the TV gets it (``GET /v1/device/commands``)."""
+
+    id: uuid.UUID
+    type: str
+    args: dict[str, Any]
+    expires_at: datetime
+
+
+class ScreenCommands(msgspec.Struct, frozen=True, kw_only=True, rename="camel"):
+    """``device-commands``: screen id → its open commands (pending, or delivered and not yet
+    reported), oldest first. Registry rewrites the entry whenever one opens or closes (created;
+    succeeded, failed, expired or cancelled); an entry without items is a screen with none. The
+    gateway leaves out those past ``expires_at`` before the registry's sweep has closed them."""
+
+    v: int = 1
+    screen_id: uuid.UUID
+    tenant_id: uuid.UUID
+    items: list[OpenCommand]
+
+
+def screenshot_object(tenant_id: uuid.UUID, command_id: uuid.UUID) -> str:
+    """A screenshot's name in its store: the tenant's, by the command that asked for it."""
+    return f"{tenant_id}/{command_id}"
 
 
 def kv_stream(bucket: str) -> str:

@@ -3,6 +3,7 @@ on real exception instances: what the clients raise, not what we expect them to.
 
 from __future__ import annotations
 
+import asyncio
 import socket
 from collections.abc import Callable
 from pathlib import Path
@@ -12,6 +13,7 @@ import nats.errors
 import nats.js.errors
 import pytest
 
+from shared import db
 from shared.dependencies import DatabaseUnreachable, unavailable
 
 
@@ -76,3 +78,27 @@ def test_a_dependency_away_is_a_503(exc: BaseException, dependency: str) -> None
 )
 def test_our_own_failure_stays_a_500(exc: BaseException) -> None:
     assert unavailable(exc) is None
+
+
+CONNECT_TIMEOUT = db.CONNECT_TIMEOUT_SECONDS + 1
+
+
+async def test_a_full_pool_is_not_the_database_away(database: str) -> None:
+    """Every connection of the pool busy (load) leaves the probe's answer as prompt as ever: it
+    asks on a connection of its own; and a probe cut off mid-query starts afresh."""
+    pool = await db.create_pool(database, "public", min_size=1, max_size=1)
+    probe = db.DatabaseProbe(database, "public")
+    try:
+        async with pool.acquire():  # the only connection, held by a request
+            async with asyncio.timeout(1):
+                await probe()
+        stuck = asyncio.ensure_future(probe())
+        await asyncio.sleep(0)
+        stuck.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await stuck
+        async with asyncio.timeout(CONNECT_TIMEOUT):
+            await probe()
+    finally:
+        probe.close()
+        await pool.close()

@@ -234,10 +234,31 @@ class Postgres:
             self._run("pg_ctl", "-D", str(self.data_dir), "-w", "-m", mode, "stop")
 
 
-class NatsServer:
-    """nats-server with JetStream, letting in only the users of ``shared.bus_access``, each with its
-    own rights; locally they share one password (generated, kept beside the store folder), as every
+class BusUsers:
+    """What a local bus has however many servers run it: the users of ``shared.bus_access``, each
+    with its own rights, sharing one password (generated, kept beside the store folder), as every
     service here runs as the same system user anyway. The rights are what is tested."""
+
+    store_dir: Path
+
+    @property
+    def password_file(self) -> Path:
+        return self.store_dir.with_name(self.store_dir.name + ".password")
+
+    @property
+    def password(self) -> str:
+        """Every user's (see :func:`generated_secret`)."""
+        return generated_secret(self.password_file)
+
+    def write_server_config(self, path: Path, text: str) -> Path:
+        """A server's configuration file, readable by this user alone: it holds the password."""
+        with os.fdopen(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as file:
+            file.write(text)
+        return path
+
+
+class NatsServer(BusUsers):
+    """nats-server with JetStream, letting in only the users of ``shared.bus_access``."""
 
     def __init__(self, store_dir: Path, port: int | None = None) -> None:
         self.store_dir = store_dir.resolve()
@@ -248,20 +269,11 @@ class NatsServer:
     def url(self) -> str:
         return f"nats://127.0.0.1:{self.port}"
 
-    @property
-    def password_file(self) -> Path:
-        return self.store_dir.with_name(self.store_dir.name + ".password")
-
-    @property
-    def password(self) -> str:
-        return generated_secret(self.password_file)
-
     def write_config(self) -> Path:
         """The server's configuration: its users and their rights (the rest is on the command line)."""
-        config = self.store_dir / "nats.conf"
-        with os.fdopen(os.open(config, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as file:
-            file.write(server_config(dict.fromkeys(USERS, self.password)))
-        return config
+        return self.write_server_config(
+            self.store_dir / "nats.conf", server_config(dict.fromkeys(USERS, self.password))
+        )
 
     def start(self) -> NatsServer:
         self.store_dir.mkdir(parents=True, exist_ok=True)

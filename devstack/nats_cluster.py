@@ -3,18 +3,17 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import time
 import urllib.error
 import urllib.request
 from pathlib import Path
 
-from devstack.infra import ServerFailed, ends_with_parent, free_ports, generated_secret, nats_server_binary
+from devstack.infra import BusUsers, ServerFailed, ends_with_parent, free_ports, nats_server_binary
 from shared.bus_access import USERS, server_authorization
 
 
-class NatsCluster:
+class NatsCluster(BusUsers):
     """Three nats-servers (``n1``…``n3``) clustered by routes on loopback, JetStream on each with a
     store of its own: a deployment's bus in miniature, for the tests and ``make soak --cluster``.
 
@@ -32,15 +31,6 @@ class NatsCluster:
         self._route_ports = ports[self.SIZE : 2 * self.SIZE]
         self._monitor_ports = ports[2 * self.SIZE :]  # /healthz: is JetStream current on the node
         self._processes: list[subprocess.Popen[bytes] | None] = [None] * self.SIZE
-
-    @property
-    def password_file(self) -> Path:
-        return self.store_dir.with_name(self.store_dir.name + ".password")
-
-    @property
-    def password(self) -> str:
-        """Every user's, as for :class:`~devstack.infra.NatsServer`."""
-        return generated_secret(self.password_file)
 
     @property
     def urls(self) -> tuple[str, ...]:
@@ -99,8 +89,7 @@ class NatsCluster:
         store = self.store_dir / self.NAMES[i]
         store.mkdir(parents=True, exist_ok=True)
         config = store.with_suffix(".conf")
-        with os.fdopen(os.open(config, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as file:
-            file.write(self._config(i))  # it holds the passwords
+        self.write_server_config(config, self._config(i))
         self._processes[i] = subprocess.Popen(
             [nats_server_binary(), "-c", str(config)],
             stdout=subprocess.DEVNULL,

@@ -65,6 +65,36 @@ async def _keep_session(conn: Connection) -> None:
     transaction before calling this."""
 
 
+class DatabaseProbe:
+    """Whether PostgreSQL answers, asked on a connection of the probe's own: one taken from the
+    pool would wait behind the requests whenever they fill it, and a full pool is load, not the
+    database away (the alert flapped under load). Made again after any failure or cancellation:
+    a connection cut off mid-query is not trusted."""
+
+    def __init__(self, dsn: str, schema: str) -> None:
+        self._dsn = dsn
+        self._schema = schema
+        self._conn: asyncpg.Connection | None = None
+
+    async def __call__(self) -> None:
+        if self._conn is None or self._conn.is_closed():
+            self._conn = await _connect(
+                self._dsn,
+                timeout=CONNECT_TIMEOUT_SECONDS,
+                server_settings={"application_name": f"{self._schema}-probe"},
+            )
+        try:
+            await self._conn.fetchval("SELECT true")
+        except BaseException:
+            self.close()
+            raise
+
+    def close(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            conn.terminate()  # a probe ends without waiting on a server that may not answer
+
+
 def pool_ctx(schema: str, migrations: tuple[Path, ...]) -> Callable[[web.Application], AsyncIterator[None]]:
     """The service's pool for the app's lifetime; the app starts only once ``migrations`` are all
     applied (a rollout may start new pods before the setup Job has migrated)."""
@@ -75,13 +105,11 @@ def pool_ctx(schema: str, migrations: tuple[Path, ...]) -> Callable[[web.Applica
         app[POOL] = await create_pool(app[SETTINGS].database_url, schema)
         await wait_for_migrations(app[POOL], schema, migrations)
 
-        async def answers() -> None:
-            async with app[POOL].acquire() as conn:
-                await conn.fetchval("SELECT true")
-
-        app[DEPENDENCIES].watch("postgres", answers)
+        probe = DatabaseProbe(app[SETTINGS].database_url, schema)
+        app[DEPENDENCIES].watch("postgres", probe)
         yield
         app[DEPENDENCIES].forget("postgres")
+        probe.close()
         # close() waits for every connection to come back, without limit; a shutdown must end.
         try:
             async with asyncio.timeout(10):

@@ -11,10 +11,12 @@ the verbose health document (``GET /readyz?verbose``), and for nothing else.
 from __future__ import annotations
 
 import asyncio
+import socket
 import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 
+import aiohttp
 import asyncpg
 import msgspec
 import nats.errors
@@ -164,7 +166,8 @@ _MESSAGES = {
 }
 # How each dependency's absence surfaces in a request: the connection lost or refused, the server
 # stopping, starting or full; for NATS also a request that timed out or found no responder while
-# the client reconnects, or JetStream without a leader. NATS first: its timeout is an OSError.
+# the client reconnects, or JetStream without a leader (a publish then finds no stream to answer).
+# NATS first: its timeout is an OSError. Nothing broader: an error of ours stays a 500.
 _AWAY: tuple[tuple[str, tuple[type[BaseException], ...]], ...] = (
     (
         "nats",
@@ -177,6 +180,7 @@ _AWAY: tuple[tuple[str, tuple[type[BaseException], ...]], ...] = (
             nats.errors.OutboundBufferLimitError,
             nats.errors.StaleConnectionError,
             nats.errors.TimeoutError,
+            nats.js.errors.NoStreamResponseError,
             nats.js.errors.ServiceUnavailableError,
         ),
     ),
@@ -187,19 +191,26 @@ _AWAY: tuple[tuple[str, tuple[type[BaseException], ...]], ...] = (
             asyncpg.PostgresConnectionError,
             asyncpg.exceptions.OperatorInterventionError,
             asyncpg.exceptions.TooManyConnectionsError,
-            # A server shutting down ends idle sessions with an error nobody asked for; the next
-            # query on such a connection meets the protocol's state machine still holding it.
-            asyncpg.exceptions.InternalClientError,
         ),
     ),
-    ("", (OSError,)),
+    # A connection refused, reset or cut, a name not resolved: not a file missing or a timeout.
+    ("", (ConnectionError, aiohttp.ClientOSError, socket.gaierror)),
 )
+
+
+def _session_ended_by_server(exc: BaseException) -> bool:
+    """A server shutting down ends idle sessions with an error nobody asked for: asyncpg's protocol
+    goes to its "failed" state, and the next query on such a connection meets that state. The
+    same class (not its subclasses, ProtocolError and the like) also says "another operation is in
+    progress", a bug of ours: told apart by the state named."""
+    failed = 'protocol is in the "failed" state'
+    return type(exc) is asyncpg.exceptions.InternalClientError and failed in str(exc)
 
 
 def unavailable(exc: BaseException) -> tuple[str, errors.Unavailable] | None:
     """When ``exc`` means a dependency is away: its name ("" when it cannot be told) and the 503
     to answer; None when ``exc`` is a failure of ours."""
     for name, kinds in _AWAY:
-        if isinstance(exc, kinds):
+        if isinstance(exc, kinds) or (name == "postgres" and _session_ended_by_server(exc)):
             return name, errors.Unavailable(_MESSAGES[name], retry_after=RETRY_AFTER_SECONDS)
     return None

@@ -9,6 +9,7 @@ from __future__ import annotations
 import ipaddress
 import os
 import re
+import ssl
 import typing
 from collections.abc import Iterator, Mapping
 from typing import Annotated, Any, Literal, TypeVar
@@ -30,6 +31,14 @@ _TEMPLATE = re.compile(r"\{(\w+)\}")
 
 class SettingsError(ValueError):
     """A variable the process cannot start with; the message names it and what it accepts."""
+
+
+class _CaBundle:
+    """Marks a setting (in its ``Annotated``) that names a CA bundle the process loads: checked when
+    read, so a wrong one is this one line and not a traceback from the first connection."""
+
+
+CA_BUNDLE = _CaBundle()
 
 
 def resolve_templates(settings: msgspec.Struct) -> None:
@@ -66,6 +75,8 @@ def from_env(cls: type[S], env: Mapping[str, str] = os.environ) -> S:
 
 def _convert(name: str, hint: Any, raw: str) -> Any:
     base = _base(hint)
+    if typing.get_origin(hint) is Annotated and CA_BUNDLE in typing.get_args(hint)[1:]:
+        return _ca_bundle(name, raw.strip())
     try:
         if base == Networks:
             return tuple(ipaddress.ip_network(part, strict=False) for part in _split(raw))
@@ -98,6 +109,17 @@ def _nats_servers(name: str, hint: Any, raw: str) -> tuple[str, ...]:
             f"{env_name(name)} cannot mix websocket (ws://, wss://) and nats:// or tls:// servers"
         )
     return servers
+
+
+def _ca_bundle(name: str, path: str) -> str:
+    try:
+        ssl.create_default_context(cafile=path)
+    except OSError as exc:  # missing, unreadable, or no certificate in it (ssl.SSLError)
+        reason = exc.strerror or str(exc)
+        raise SettingsError(
+            f"{env_name(name)} must name a CA bundle (PEM) to read; {path!r}: {reason}"
+        ) from None
+    return path
 
 
 def _is_server_url(url: str) -> bool:

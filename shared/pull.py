@@ -18,7 +18,7 @@ import asyncio
 import contextlib
 import dataclasses
 import itertools
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Awaitable, Callable
 
 import msgspec
 import nats.errors
@@ -43,13 +43,21 @@ CONSUMER_PENDING = prometheus_client.Gauge(
 # How long a pull request waits on the server for messages: the longest a stop waits for the
 # last one to end. A quiet consumer asks again this often (a few bytes each time).
 PULL_SECONDS = 0.5
-# Past its life, how long a pull request's end may take to come back before it is deemed lost
-# (the connection dropped and the server forgot it).
-LOST_AFTER_SECONDS = 1.0
+# Past its life, how long a pull request's end may take to come back before it is checked for:
+# the server forgot it when the connection dropped (a reconnect), or when the consumer's leader
+# went away with it (a cluster node lost).
+LOST_AFTER_SECONDS = 2.0
+# How often a request past that point is looked at again while it cannot be told lost.
+LOST_CHECK_SECONDS = 0.1
+FLUSH_TIMEOUT_SECONDS = 1
 # Once a message has come, how long to let the rest of its batch come before handing it out.
 COLLECT_SECONDS = 0.05
 # After the consumer refused a pull request (deleted, a leader changing, NATS unreachable).
 RETRY_SECONDS = 1.0
+# The consumer is not there to answer: no responders on its subject, or it was deleted (by an
+# operator, or with its stream) while we pulled. It is created again, not asked forever.
+_NO_RESPONDERS = api.StatusCode.SERVICE_UNAVAILABLE.value
+_CONSUMER_DELETED = "consumer deleted"
 # Statuses that end a pull request normally: no messages for a request that does not wait, and
 # the request's expiry. Any other status but a heartbeat (100) ends it as a failure.
 _ENDED = {api.StatusCode.NO_MESSAGES.value, api.StatusCode.REQUEST_TIMEOUT.value}
@@ -68,14 +76,18 @@ async def pull_batches(
     """
     durable = config.durable_name
     assert durable is not None
-    while True:
-        try:
-            await js.add_consumer(stream, config)
-            break
-        except (TimeoutError, nats.errors.Error) as exc:
-            log.warning("consumer_setup_failed", durable=durable, error=str(exc))
-            await asyncio.sleep(RETRY_SECONDS)
-    pulls = _Pulls(js._nc, stream, durable)  # noqa: SLF001 - a context has no public way to its client
+
+    async def add_consumer() -> None:
+        while True:
+            try:
+                await js.add_consumer(stream, config)
+                return
+            except (TimeoutError, nats.errors.Error) as exc:
+                log.warning("consumer_setup_failed", durable=durable, error=str(exc))
+                await asyncio.sleep(RETRY_SECONDS)
+
+    await add_consumer()
+    pulls = _Pulls(js._nc, stream, durable, add_consumer)  # noqa: SLF001 - a context has no public way to its client
     await pulls.start()
     try:
         while True:
@@ -91,7 +103,8 @@ async def pull_batches(
 class _Request:
     reply: str  # its statuses come on it (its messages come on their own subjects)
     left: int  # messages still to come on it
-    lost_at: float  # loop time after which its end is not waited for any more
+    lost_at: float  # loop time after which its end is checked for
+    reconnects: int  # the connection's reconnect count when it was sent
 
 
 class _Pulls:
@@ -99,15 +112,19 @@ class _Pulls:
     subject it was published on, not the request it answers), each with a reply subject of its
     own (its end status names that); and the messages they brought, not handed out yet."""
 
-    def __init__(self, nc: NATS, stream: str, durable: str) -> None:
+    def __init__(
+        self, nc: NATS, stream: str, durable: str, add_consumer: Callable[[], Awaitable[None]]
+    ) -> None:
         self._nc = nc
         self._durable = durable
+        self._add_consumer = add_consumer
         self._subject = f"{api.DEFAULT_PREFIX}.CONSUMER.MSG.NEXT.{stream}.{durable}"
         self._inbox = nc.new_inbox()
         self._ids = itertools.count()
         self._open: _Request | None = None
         self._ready: list[Msg] = []
         self._failure: str | None = None  # why a request ended early, not yet reported
+        self._consumer_gone = False  # that request found no consumer to answer it
         self._changed = asyncio.Event()
         self._sub: Subscription | None = None
 
@@ -129,16 +146,22 @@ class _Pulls:
             if status not in _ENDED:
                 description = (message.headers or {}).get(api.Header.DESCRIPTION.value, "")
                 self._failure = f"{status} {description}".strip()
+                self._consumer_gone = status == _NO_RESPONDERS or _CONSUMER_DELETED in description.lower()
         self._changed.set()
 
     async def next_batch(self, batch: int) -> list[Msg]:
         """Wait for messages; then, for a moment, for the rest of their batch."""
         while not self._ready:
-            self._forget_lost()
+            await self._forget_lost()
             if self._failure is not None:
                 log.warning("consumer_fetch_failed", durable=self._durable, error=self._failure)
                 self._failure = None
-                await asyncio.sleep(RETRY_SECONDS)
+                if self._consumer_gone:
+                    self._consumer_gone = False
+                    await asyncio.sleep(RETRY_SECONDS)
+                    await self._add_consumer()
+                else:
+                    await asyncio.sleep(RETRY_SECONDS)
             if self._open is None:
                 await self._request(batch)
             await self._wait_for_change(self._until_lost())
@@ -153,7 +176,7 @@ class _Pulls:
     async def close(self) -> None:
         """Wait for the open pull request to end, hand back what came, unsubscribe."""
         while self._open is not None:
-            self._forget_lost()
+            await self._forget_lost()
             await self._wait_for_change(self._until_lost())
         with contextlib.suppress(nats.errors.Error):
             await asyncio.gather(*(message.nak() for message in self._ready))
@@ -164,7 +187,8 @@ class _Pulls:
     async def _request(self, batch: int) -> None:
         reply = f"{self._inbox}.{next(self._ids)}"
         lost_at = asyncio.get_running_loop().time() + PULL_SECONDS + LOST_AFTER_SECONDS
-        self._open = _Request(reply, left=batch, lost_at=lost_at)  # before an answer can come
+        reconnects = self._nc.stats["reconnects"]
+        self._open = _Request(reply, left=batch, lost_at=lost_at, reconnects=reconnects)  # before an answer
         request = {"batch": batch, "expires": int(PULL_SECONDS * 1e9)}
         try:
             await self._nc.publish(self._subject, msgspec.json.encode(request), reply=reply)
@@ -172,18 +196,39 @@ class _Pulls:
             self._open = None
             self._failure = str(exc)
 
-    def _forget_lost(self) -> None:
-        """Give up on an open request whose end did not come (a reconnect: the server forgot it)."""
-        if self._open is None:
+    async def _forget_lost(self) -> None:
+        """Give up on an open request the server forgot: the connection reconnected (or closed)
+        since it was sent; or, past its life with no reconnect, its end is still not in once all
+        the server sent before a round trip made now has been handled (its consumer's leader went
+        away with it). A loop that lagged past the request's life is not such a case: the end came
+        meanwhile and waits to be read, ahead of the round trip's answer."""
+        request = self._open
+        if request is None:
             return
-        if self._nc.is_closed or asyncio.get_running_loop().time() > self._open.lost_at:
+        if self._nc.is_closed or self._nc.stats["reconnects"] != request.reconnects:
+            self._lost(request)
+            return
+        if asyncio.get_running_loop().time() <= request.lost_at:
+            return
+        try:
+            await self._nc.flush(timeout=FLUSH_TIMEOUT_SECONDS)
+        except (TimeoutError, nats.errors.Error):
+            return  # no telling now; a reconnect, or the next check, decides
+        # The round trip's answer was read after what came before it; let our callback take that.
+        while self._sub is not None and self._sub.pending_msgs and self._open is request:
+            await self._wait_for_change(LOST_CHECK_SECONDS)
+        if self._open is request:
+            self._lost(request)
+
+    def _lost(self, request: _Request) -> None:
+        if self._open is request:
             self._open = None
             log.warning("consumer_pull_request_lost", durable=self._durable)
 
     def _until_lost(self) -> float:
         if self._open is None:
             return 0
-        return max(0.0, self._open.lost_at - asyncio.get_running_loop().time())
+        return max(LOST_CHECK_SECONDS, self._open.lost_at - asyncio.get_running_loop().time())
 
     async def _wait_for_change(self, timeout: float) -> None:
         """Until a message or a request's end comes, or ``timeout`` seconds pass."""

@@ -47,6 +47,10 @@ class RevokedClients:
         self._until[client_id] = _entry.decode(value).until.timestamp()
         self._forget_past(time.time())
 
+    def held(self) -> list[str]:
+        """The client ids held, for a watch that loads the bucket again to forget those gone."""
+        return list(self._until)
+
     def revoked(self, client_id: str) -> bool:
         until = self._until.get(client_id)
         if until is None:
@@ -78,7 +82,9 @@ async def revocations_ctx(app: web.Application) -> AsyncIterator[None]:
     revoked = app[REVOKED_CLIENTS] = RevokedClients()
     watching = background(
         f"watch-{REVOKED_CLIENTS_BUCKET}",
-        lambda app: watch_bucket(app[NC], REVOKED_CLIENTS_BUCKET, revoked.apply, revoked.loaded.set),
+        lambda app: watch_bucket(
+            app[NC], REVOKED_CLIENTS_BUCKET, revoked.apply, revoked.loaded.set, revoked.held
+        ),
     )
     async with contextlib.asynccontextmanager(watching)(app):
         while not revoked.loaded.is_set():

@@ -17,7 +17,7 @@ from typing import Annotated, Literal
 import msgspec
 from msgspec import Meta
 
-from shared.environment import NatsServers, Networks, from_env, resolve_templates
+from shared.environment import CA_BUNDLE, NatsServers, Networks, from_env, resolve_templates
 
 Port = Annotated[int, Meta(ge=1, le=65535)]
 
@@ -49,6 +49,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             description="CA bundle that signed the NATS servers' certificates (`tls://` URLs);"
             " empty: the system's"
         ),
+        CA_BUNDLE,
     ] = ""
     database_url: Annotated[
         str, Meta(description="PostgreSQL URL; every service but the device gateway, which has no tables")

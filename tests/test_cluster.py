@@ -132,8 +132,13 @@ async def event_counts(js: JetStreamContext) -> dict[str, int]:
 
 
 async def host_of_the_gateways_watch(js: JetStreamContext) -> str:
-    """The node of the gateway's ordered consumer on ``device-keys`` (one node's memory holds it)."""
-    [watch] = [c for c in await js.consumers_info("KV_device-keys") if not c.config.durable_name]
+    """The node of the gateway's ordered consumer on ``device-keys`` (one node's memory holds it).
+    A watch that was reset leaves its old consumer until the consumer's inactivity threshold: the
+    live one is the one a subscription is bound to, the newest among them."""
+    watches = [c for c in await js.consumers_info("KV_device-keys") if not c.config.durable_name]
+    bound = [c for c in watches if c.push_bound] or watches
+    assert bound, "the gateway has no watch on device-keys"
+    watch = max(bound, key=lambda c: c.created)
     assert watch.cluster is not None and watch.cluster.leader is not None, watch
     return watch.cluster.leader
 

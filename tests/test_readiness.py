@@ -110,7 +110,7 @@ async def test_the_gateway_stays_ready_and_answers_polls_while_nats_is_away(stac
     await stack.eventually(known)
     _, playlist, response = await poll()
     etag = response.headers["ETag"]
-    nats_server.stop()
+    await asyncio.to_thread(nats_server.stop)  # it waits for the server to end: not on the loop
     try:
         await stack.eventually(
             lambda: shown(stack, "device-gateway", "nats", up=False), timeout=NOTICED_SECONDS
@@ -129,15 +129,16 @@ async def test_the_gateway_stays_ready_and_answers_polls_while_nats_is_away(stac
         assert status == 503 and time.monotonic() - started < PROMPT_SECONDS
         assert_unavailable(body, response.headers, "the message bus is not reachable; retry shortly")
         # A report waits for its ack at most REPORT_ACK_SECONDS (a blip shorter than that loses
-        # nothing), then 503 too.
+        # nothing), then 503 too: bounded, not hung. The margin is the request's own way through
+        # a loaded 2-core machine running the whole stack in this process.
         started = time.monotonic()
         status, body, response = await stack.call(
             "POST", "/v1/device/heartbeat", token=key, json={"uptimeSeconds": 60}
         )
-        assert status == 503 and time.monotonic() - started < REPORT_ACK_SECONDS + 1
+        assert status == 503 and time.monotonic() - started < REPORT_ACK_SECONDS + 3
         assert body["error"] == "unavailable" and int(response.headers["Retry-After"]) >= 1, body
     finally:
-        nats_server.start()  # same port, same store
+        await asyncio.to_thread(nats_server.start)  # same port, same store
     await stack.eventually(lambda: shown(stack, "device-gateway", "nats", up=True), timeout=NOTICED_SECONDS)
     status, _, _ = await stack.call("POST", "/v1/device/heartbeat", token=key, json={"uptimeSeconds": 61})
     assert status == 202
@@ -184,7 +185,7 @@ async def test_registry_answers_503_for_what_needs_nats_and_every_service_stays_
             )
             assert await readiness(stack, service) == (200, {"status": "ready", "checks": {}})
     finally:
-        nats_server.start()
+        await asyncio.to_thread(nats_server.start)
 
     async def stored() -> bool:
         return (await store())[0] == 200

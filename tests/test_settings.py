@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import certifi
 import msgspec
 import pytest
 
@@ -245,3 +246,20 @@ def test_replace_keeps_resolved_urls():
     """Tests change settings with msgspec.structs.replace; a URL once resolved stays as it was."""
     s = msgspec.structs.replace(settings(), registry_port=9001)
     assert (s.registry_port, s.registry_url) == (9001, "http://127.0.0.1:8081")
+
+
+def test_a_wrong_nats_ca_bundle_is_named_at_start(tmp_path: Path) -> None:
+    """Checked when the settings are read: one line naming the variable, not a traceback from the
+    first connection to the bus."""
+    missing = tmp_path / "missing.pem"
+    assert error(NATS_TLS_CA_FILE=str(missing)) == (
+        f"NATS_TLS_CA_FILE must name a CA bundle (PEM) to read; {str(missing)!r}: No such file or directory"
+    )
+    garbage = tmp_path / "garbage.pem"
+    garbage.write_text("not a certificate\n")
+    assert error(NATS_TLS_CA_FILE=str(garbage)).startswith(
+        f"NATS_TLS_CA_FILE must name a CA bundle (PEM) to read; {str(garbage)!r}: "
+    )
+    bundle = tmp_path / "ca.pem"
+    bundle.write_bytes(Path(certifi.where()).read_bytes())  # any real bundle
+    assert settings(NATS_TLS_CA_FILE=str(bundle)).nats_tls_ca_file == str(bundle)

@@ -4,11 +4,20 @@ One table, rendered into every server's configuration: ``make run`` and the test
 ``devstack.infra``), compose's and the Helm chart's (checked against this table by the tests).
 Anonymous connections are refused wherever it is rendered.
 
-A service *writes* the subjects it publishes (events, KV puts, object chunks) and *reads* the streams
-it follows or consumes; reading a stream takes the JetStream API requests of consumers on it, the
-acknowledgements and flow-control answers of its messages, and direct gets. Replies come to the
-user's own inbox prefix, so no service reads another's answers. Only ``setup`` may create or change
-streams and buckets: a service checks they are there (stream info) and waits for ``setup``.
+A service *writes* the subjects it publishes (events, KV puts, object chunks). It reads a stream in
+up to three ways, each a set of JetStream API requests: it *follows* it (consumers of its own
+making that push to its inbox: KV watches, the heartbeat stream), it *consumes* its durables by
+name (pulls, acks), or it *gets* messages by sequence or subject. Replies come to the user's own
+inbox prefix, so no service reads another's answers. Only ``setup`` may create or change streams
+and buckets: a service checks they are there (stream info) and waits for ``setup``.
+
+Why pulls and gets are not everyone's: the server answers a request on whatever reply subject it
+names, and a stream that captures that subject stores the answer. A pull or a direct get with its
+reply in ``$KV.device-keys.`` would store a chosen message (a tenant's file, a key entry from
+before its revoke) as a device key. A consumer's pushes go only where a client listens, and a user
+listens only on its own inbox; what else a request can make the server store is the server's own
+JSON (an API answer, a publish's ack), never a key entry. So the internet-facing gateway only
+follows, and pulls and gets are the internal services' alone.
 """
 
 from __future__ import annotations
@@ -35,12 +44,15 @@ _SCREENSHOTS_STREAM = f"OBJ_{SCREENSHOTS_BUCKET}"
 
 @dataclass(frozen=True)
 class Access:
-    """A user's rights: subjects it publishes to (but for ``denied``), streams it reads, extra
-    JetStream API requests."""
+    """A user's rights: what it publishes (but for ``denied``), the streams it follows, the
+    durables it consumes as (stream, durable), the streams it gets messages from, and other
+    JetStream API requests (``requests``: any subject, acks included)."""
 
     writes: tuple[str, ...] = ()
     denied: tuple[str, ...] = ()
-    reads: tuple[str, ...] = ()
+    follows: tuple[str, ...] = ()
+    consumes: tuple[tuple[str, str], ...] = ()
+    gets: tuple[str, ...] = ()
     requests: tuple[str, ...] = ()
 
     def publish(self) -> list[str]:
@@ -52,19 +64,24 @@ class Access:
             "$JS.API.STREAM.INFO.*",
             "$JS.API.STREAM.NAMES",
         ]
-        for stream in self.reads:
+        for stream in self.follows:
+            # Without a name: an ephemeral consumer (the server refuses a durable name here).
+            allowed += [f"$JS.API.CONSUMER.CREATE.{stream}", f"$JS.API.CONSUMER.INFO.{stream}.*"]
+            allowed.append(f"$JS.FC.{stream}.>")
+        for stream, durable in self.consumes:
             allowed += [
-                f"$JS.API.CONSUMER.CREATE.{stream}",
-                f"$JS.API.CONSUMER.CREATE.{stream}.>",
-                f"$JS.API.CONSUMER.DURABLE.CREATE.{stream}.>",
-                f"$JS.API.CONSUMER.INFO.{stream}.>",
-                f"$JS.API.CONSUMER.DELETE.{stream}.>",
-                f"$JS.API.CONSUMER.MSG.NEXT.{stream}.>",
+                f"$JS.API.CONSUMER.DURABLE.CREATE.{stream}.{durable}",
+                f"$JS.API.CONSUMER.CREATE.{stream}.{durable}",
+                f"$JS.API.CONSUMER.CREATE.{stream}.{durable}.>",
+                f"$JS.API.CONSUMER.INFO.{stream}.{durable}",
+                f"$JS.API.CONSUMER.MSG.NEXT.{stream}.{durable}",
+                f"$JS.ACK.{stream}.{durable}.>",
+            ]
+        for stream in self.gets:
+            allowed += [
                 f"$JS.API.STREAM.MSG.GET.{stream}",
                 f"$JS.API.DIRECT.GET.{stream}",
                 f"$JS.API.DIRECT.GET.{stream}.>",
-                f"$JS.ACK.{stream}.>",
-                f"$JS.FC.{stream}.>",
             ]
         return allowed
 
@@ -83,39 +100,42 @@ ACCESS: dict[str, Access] = {
             f"$KV.{DEVICE_COMMANDS_BUCKET}.>",
             f"$O.{DEVICE_FILES_BUCKET}.>",
         ),
-        reads=(
-            "EVENTS",
-            "HEARTBEATS",
-            "DEVICE_EVENTS",
-            kv_stream(REVOKED_CLIENTS_BUCKET),
-            _FILES_STREAM,
-            _SCREENSHOTS_STREAM,
+        follows=(kv_stream(REVOKED_CLIENTS_BUCKET), _FILES_STREAM, _SCREENSHOTS_STREAM),
+        consumes=(
+            ("EVENTS", "registry-binding"),
+            ("HEARTBEATS", "registry-presence"),
+            ("DEVICE_EVENTS", "registry-commands"),
         ),
+        # The object store's own reads (an object's metadata, its chunks).
+        gets=(_FILES_STREAM, _SCREENSHOTS_STREAM),
         # Replacing or deleting a file purges its old chunks.
         requests=(f"$JS.API.STREAM.PURGE.{_FILES_STREAM}",),
     ),
     "provisioning": Access(
         writes=("provisioning.>", f"$KV.{DEVICE_KEYS_BUCKET}.>"),
-        reads=("EVENTS", kv_stream(REVOKED_CLIENTS_BUCKET)),
+        follows=(kv_stream(REVOKED_CLIENTS_BUCKET),),
+        consumes=(("EVENTS", "provisioning-screens"),),
     ),
-    # The internet-facing one: it reads what devices are served and reports what they say, no more.
+    # The internet-facing one: it follows what devices are served and reports what they say, no
+    # more (see the module's docstring for why it neither pulls nor gets).
     "device-gateway": Access(
         writes=("heartbeat.*.*", "device_events.*.*", "device_commands.*.*", f"$O.{SCREENSHOTS_BUCKET}.>"),
         # The heartbeat service's word on a screen, which shares the heartbeats' stream.
         denied=("heartbeat.presence.changed",),
-        reads=(
+        follows=(
             kv_stream(DEVICE_KEYS_BUCKET),
             kv_stream(SCREEN_CONTENT_BUCKET),
             kv_stream(DEVICE_COMMANDS_BUCKET),
             _FILES_STREAM,
-            _SCREENSHOTS_STREAM,
         ),
-        # A screenshot taken again replaces the first: its chunks are purged.
-        requests=(f"$JS.API.STREAM.PURGE.{_SCREENSHOTS_STREAM}",),
+        # A file is read a chunk at a time, each acked before the next is sent.
+        requests=(f"$JS.ACK.{_FILES_STREAM}.>",),
     ),
     "heartbeat": Access(
         writes=("heartbeat.presence.changed",),
-        reads=("EVENTS", "HEARTBEATS", kv_stream(REVOKED_CLIENTS_BUCKET)),
+        # The heartbeat stream of an admin's event stream (SSE), and revoked clients.
+        follows=("HEARTBEATS", kv_stream(REVOKED_CLIENTS_BUCKET)),
+        consumes=(("HEARTBEATS", "heartbeat-presence"), ("EVENTS", "heartbeat-screens")),
     ),
 }
 

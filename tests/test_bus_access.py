@@ -21,8 +21,10 @@ from nats.js import api
 
 from devstack.services import ROOT
 from shared import bus
+from shared.bus import BUCKETS, OBJECT_STORES, STREAMS
 from shared.bus_access import ACCESS, SETUP_USER, inbox_prefix
 from shared.projections import (
+    DEVICE_FILES_BUCKET,
     DEVICE_KEYS_BUCKET,
     SCREEN_CONTENT_BUCKET,
     DeviceKeyEntry,
@@ -161,28 +163,57 @@ async def test_the_gateways_user_cannot_read_events_or_change_the_topology(stack
     assert info.config.name == kv_stream(DEVICE_KEYS_BUCKET)
 
 
-async def test_the_gateways_consumers_deliver_nowhere_but_its_own_inbox(stack, connect_as):
-    """It may make consumers on what it reads, and a push consumer names where it delivers: one
-    delivering into ``$KV.device-keys`` must not write there with the server's hand. It does not:
-    the gateway may listen only on its own inbox, and (seen with nats-server 2.15, even with a
-    listener allowed) a consumer's deliveries reach clients' subscriptions, not streams."""
+async def test_the_gateway_cannot_make_the_server_store_a_message_as_a_device_key(stack, connect_as):
+    """The server answers a pull or a direct get on the reply subject the request names, and a
+    stream capturing that subject stores the answer: a pull from the keys' stream replied into
+    ``$KV.screen-content.`` would stash a key entry (to bring it back after its revoke), a direct
+    get of a tenant's file replied into ``$KV.device-keys.<name>`` would store the file as a key.
+    The gateway may do neither; the streams stay as they were."""
     tenant = await stack.tenant()
-    await stack.screen(tenant["token"])  # an entry in screen-content to deliver
-    name = device_key_name(device_key_digest("dak_" + secrets.token_urlsafe(32)))
-    target = kv_subject(DEVICE_KEYS_BUCKET, name)
-    gateway = await connect_as("device-gateway")
-    await gateway.nc.jetstream(timeout=2).add_consumer(
-        kv_stream(SCREEN_CONTENT_BUCKET),
-        api.ConsumerConfig(deliver_subject=target, deliver_policy=api.DeliverPolicy.ALL),
+    screen, _ = await stack.paired_device(tenant["token"])
+    # A tenant's file that reads as a key entry: what a direct get would have stored as a key.
+    entry = {
+        "deviceId": str(uuid.uuid4()),
+        "screenId": screen["id"],
+        "tenantId": tenant["id"],
+        "status": "active",
+    }
+    status, body, _ = await stack.call(
+        "PUT",
+        "/v1/content/entry.json",
+        token=tenant["token"],
+        data=msgspec.json.encode(entry),
+        headers={"Content-Type": "application/json"},
     )
-    await gateway.nc.subscribe(target)
-    await gateway.violation("subscription", target)
-    await asyncio.sleep(1.5)  # a push consumer with a listener delivers in milliseconds
+    assert status in (200, 201), body
     admin = await bus.connect(stack.settings, SETUP_USER)
     try:
-        kv = await admin.jetstream().key_value(DEVICE_KEYS_BUCKET)
-        with pytest.raises(nats.js.errors.KeyNotFoundError):
-            await kv.get(name)
+        js = admin.jetstream()
+        streams = [*STREAMS, *(kv_stream(bucket) for bucket in BUCKETS), *(f"OBJ_{s}" for s in OBJECT_STORES)]
+        before = {name: (await js.stream_info(name)).state.messages for name in streams}
+        # A durable to pull from, made by the administrator (the gateway may not make one).
+        await js.add_consumer(kv_stream(DEVICE_KEYS_BUCKET), api.ConsumerConfig(durable_name="stash"))
+        gateway = await connect_as("device-gateway")
+        forged = kv_subject(DEVICE_KEYS_BUCKET, device_key_name(device_key_digest("dak_forged")))
+        attempts = [
+            (
+                f"$JS.API.CONSUMER.MSG.NEXT.{kv_stream(DEVICE_KEYS_BUCKET)}.stash",
+                b'{"batch": 5}',
+                "$KV.screen-content.x",
+            ),
+            (f"$JS.API.DIRECT.GET.OBJ_{DEVICE_FILES_BUCKET}", b'{"seq": 1}', forged),
+            (f"$JS.API.DIRECT.GET.{kv_stream(SCREEN_CONTENT_BUCKET)}", b'{"seq": 1}', forged),
+            (f"$JS.API.STREAM.MSG.GET.{kv_stream(DEVICE_KEYS_BUCKET)}", b'{"seq": 1}', forged),
+            (f"$JS.API.CONSUMER.DURABLE.CREATE.{kv_stream(DEVICE_KEYS_BUCKET)}.mine", b"{}", forged),
+        ]
+        for subject, payload, reply in attempts:
+            await gateway.nc.publish(subject, payload, reply=reply)
+            await gateway.violation("publish", subject)
+        await gateway.nc.flush()
+        after = {name: (await js.stream_info(name)).state.messages for name in streams}
+        assert after == before
+        status, _, _ = await stack.call("GET", "/v1/device/playlist", token="dak_forged")
+        assert status == 401
     finally:
         await admin.close()
 
@@ -204,5 +235,7 @@ def test_the_docs_table_of_users_is_the_table_the_servers_get():
     rows = {line.split("|")[1].strip(" `"): line for line in text.splitlines() if line.startswith("| `")}
     for user, access in ACCESS.items():
         row = rows.get(user, "")
-        for subject in (*access.writes, *access.requests, *access.denied, *access.reads, inbox_prefix(user)):
+        consumed = [f"{stream}/{durable}" for stream, durable in access.consumes]
+        named = (*access.writes, *access.requests, *access.denied, *access.follows, *consumed, *access.gets)
+        for subject in (*named, inbox_prefix(user)):
             assert f"`{subject}" in row, (user, subject)

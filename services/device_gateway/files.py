@@ -6,8 +6,9 @@ downloads are shed like every device request, and a device has only a few at onc
 
 from __future__ import annotations
 
+import contextlib
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from typing import Literal
 
 import nats.errors
@@ -16,9 +17,9 @@ import structlog
 from aiohttp import web
 
 from services.device_gateway.admission import ADMISSION
-from services.device_gateway.chunks import ChunkMissing, DigestMismatch, FileChunks
+from services.device_gateway.chunks import ChunkMissing, DigestMismatch, FileChunks, object_info
 from services.device_gateway.devices import authenticate, etag_matches
-from shared.bus import FILES, JS
+from shared.bus import JS
 from shared.errors import NotFound, Unavailable
 from shared.logging import log_context_value
 from shared.projections import device_file_etag, device_file_meta, device_file_object, is_device_file_name
@@ -42,7 +43,7 @@ async def get_file(request: web.Request) -> web.StreamResponse:
     if not is_device_file_name(name):
         raise NotFound("no such file")
     try:
-        info = await request.app[FILES].get_info(device_file_object(device.tenant_id, name))
+        info = await object_info(request.app[JS], device_file_object(device.tenant_id, name))
         meta = device_file_meta(info.description)
         # Another screen's file is as absent as a file that does not exist.
         if info.deleted or (meta.screen_ids and device.screen_id not in meta.screen_ids):
@@ -89,15 +90,16 @@ async def get_file(request: web.Request) -> web.StreamResponse:
 
 
 async def _send(
-    request: web.Request, response: web.StreamResponse, pieces: AsyncIterator[bytes], name: str
+    request: web.Request, response: web.StreamResponse, pieces: AsyncGenerator[bytes, None], name: str
 ) -> web.StreamResponse:
     """The body, piece by piece: each write waits while the TV's socket is full, so a slow TV
     holds one chunk, not the file. Once the headers are out a failure can only cut the
     connection, which the TV sees as a short body (Content-Length) and resumes with a range."""
     await response.prepare(request)
     try:
-        async for piece in pieces:
-            await response.write(piece)
+        async with contextlib.aclosing(pieces):  # a TV gone: its chunks' consumer ends now
+            async for piece in pieces:
+                await response.write(piece)
         await response.write_eof()
     except ConnectionError:  # the TV went away
         pass
@@ -108,7 +110,7 @@ async def _send(
     return response
 
 
-async def _nothing() -> AsyncIterator[bytes]:
+async def _nothing() -> AsyncGenerator[bytes, None]:
     return
     yield  # an empty async generator
 

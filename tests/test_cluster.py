@@ -280,7 +280,9 @@ async def test_a_rolling_restart_of_every_node_under_a_simulated_fleet(
     assert sum(accepted.values()) >= 30 * 10, accepted
     assert {screen: report.stored[screen] for screen in accepted} == dict(accepted)  # none lost, none twice
     # Revoked TVs were refused and paired again (one revoked near the end may not have polled since).
-    assert report.revokes == 6 and report.revokes - 1 <= report.repairs <= report.revokes
+    # A TV that pairs again while a node restarts may poll before its new key has reached the
+    # gateway (within the convergence bound), hear 401 and pair once more: a few such are allowed.
+    assert report.revokes == 6 and report.revokes - 1 <= report.repairs <= report.revokes + 2
     assert print_report(report, args)
 
 

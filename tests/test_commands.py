@@ -95,7 +95,7 @@ async def command_events(stack: Stack) -> list[dict[str, Any]]:
         subscription = await nc.jetstream().subscribe(
             "registry.command.>", stream="EVENTS", ordered_consumer=True
         )
-        events = []
+        events: list[dict[str, Any]] = []
         while True:
             try:
                 message = await subscription.next_msg(timeout=0.5)

@@ -21,6 +21,7 @@ from shared.events import CommandReported, device_commands_subject
 from shared.projections import DEVICE_COMMANDS_BUCKET, SCREENSHOTS_BUCKET, ScreenCommands, screenshot_object
 from tests.stack import Stack, new_id
 from tests.test_scopes import scoped_token
+from tests.test_undecodable_events import TERMINATED, assert_terminated_once
 
 
 async def send(stack: Stack, token: str, screen_id: str, body: dict[str, Any]) -> dict[str, Any]:
@@ -389,3 +390,20 @@ async def test_a_command_and_its_reports_survive_a_restart_of_registry(stack: St
     )
     assert (done["args"], done["message"]) == ({"on": True}, "on")
     await entry_becomes(stack, sid, [])
+
+
+async def test_an_undecodable_report_is_terminated_and_the_next_applied(stack: Stack) -> None:
+    token = (await stack.tenant())["token"]
+    screen = await stack.screen(token)
+    command = await send(stack, token, screen["id"], {"type": "reload"})
+    nc = await bus.connect(stack.settings, SETUP_USER)
+    try:
+        consumer = "registry-command-reports"
+        advisories = await nc.subscribe(TERMINATED.format(stream="DEVICE_EVENTS", consumer=consumer))
+        subject = device_commands_subject(screen["tenantId"], screen["id"])
+        ack = await nc.jetstream().publish(subject, b'{"commandId": "not a report"}')
+        await report(stack, screen, command["id"], "succeeded")
+        await stack.eventually(lambda: _with_status(stack, token, screen["id"], command["id"], "succeeded"))
+        await assert_terminated_once(stack, nc, advisories, "DEVICE_EVENTS", consumer, ack.seq)
+    finally:
+        await nc.close()

@@ -451,3 +451,109 @@ async def test_token_other_parameters_with_nul_character(stack, form):
     result = await stack.call("POST", "/oauth/token", data=body, headers=form_type)
     assert_error(result, 400, "invalid_request", oauth=True)
     assert result[1]["message"] == "parameters must not contain NUL characters"
+
+
+# =================================================================================================
+# POST /v1/screens/{id}/commands and the commands' lists
+# =================================================================================================
+
+COMMAND_CASES = [
+    ("missing-type", {}, [("type", "required")]),
+    ("unknown-type", {"type": "self_destruct"}, [("type", "enum")]),
+    ("type-not-string", {"type": 5}, [("type", "type")]),
+    ("ttl-0", {"type": "reload", "ttlSeconds": 0}, [("ttlSeconds", "range")]),
+    ("ttl-over-7-days", {"type": "reload", "ttlSeconds": 7 * 86400 + 1}, [("ttlSeconds", "range")]),
+    ("ttl-string", {"type": "reload", "ttlSeconds": "60"}, [("ttlSeconds", "type")]),
+    ("args-not-object", {"type": "identify", "args": [10]}, [("args", "type")]),
+    ("args-21-entries", {"type": "reload", "args": {f"k{i}": i for i in range(21)}}, [("args", "length")]),
+    ("identify-0-seconds", {"type": "identify", "args": {"seconds": 0}}, [("args.seconds", "range")]),
+    ("identify-301-seconds", {"type": "identify", "args": {"seconds": 301}}, [("args.seconds", "range")]),
+    ("identify-seconds-string", {"type": "identify", "args": {"seconds": "5"}}, [("args.seconds", "type")]),
+    ("display-power-no-args", {"type": "display_power"}, [("args.on", "required")]),
+    ("display-power-no-on", {"type": "display_power", "args": {}}, [("args.on", "required")]),
+    ("display-power-on-string", {"type": "display_power", "args": {"on": "yes"}}, [("args.on", "type")]),
+    ("display-power-on-1", {"type": "display_power", "args": {"on": 1}}, [("args.on", "type")]),
+]
+
+
+@pytest.mark.parametrize(
+    ("body", "details"), [c[1:] for c in COMMAND_CASES], ids=[c[0] for c in COMMAND_CASES]
+)
+async def test_command_invalid_field(stack, token, screen, body, details):
+    result = await stack.call("POST", f"/v1/screens/{screen['id']}/commands", token=token, json=body)
+    assert_error(result, 400, "invalid_request", details)
+
+
+async def test_command_messages_say_what_args_must_be(stack, token, screen):
+    path = f"/v1/screens/{screen['id']}/commands"
+    body = {"type": "identify", "args": {"seconds": 301}}
+    _, error, _ = await stack.call("POST", path, token=token, json=body)
+    assert error["message"] == "args.seconds must be at least 1 and at most 300"
+    _, error, _ = await stack.call("POST", path, token=token, json={"type": "display_power"})
+    assert error["message"] == "args.on is required"
+
+
+async def test_command_ttl_bounds_accepted(stack, token, screen):
+    for ttl in (1, 7 * 86400):
+        status, body, _ = await stack.call(
+            "POST",
+            f"/v1/screens/{screen['id']}/commands",
+            token=token,
+            json={"type": "reload", "ttlSeconds": ttl},
+        )
+        assert status == 202, body
+
+
+async def test_command_not_json(stack, token, screen):
+    result = await post_raw(
+        stack, f"/v1/screens/{screen['id']}/commands", "reload", "text/plain", token=token
+    )
+    assert_error(result, 415, "unsupported_media_type")
+
+
+async def test_command_malformed_json(stack, token, screen):
+    result = await post_raw(stack, f"/v1/screens/{screen['id']}/commands", b'{"type": ', token=token)
+    assert_error(result, 400, "invalid_request")
+
+
+async def test_command_args_with_nul_character(stack, token, screen):
+    body = {"type": "identify", "args": {"seconds": 5, "note": "a\x00b"}}
+    result = await stack.call("POST", f"/v1/screens/{screen['id']}/commands", token=token, json=body)
+    assert_error(result, 400, "invalid_request", fields=["args.note"])
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/v1/screens/not-a-uuid/commands",
+        "/v1/screens/{unknown}/commands",
+        "/v1/screens/{screen}/commands/not-a-uuid",
+        "/v1/screens/{screen}/commands/{unknown}",
+        "/v1/screens/{screen}/commands/{unknown}/screenshot",
+    ],
+    ids=["screen-not-uuid", "unknown-screen", "command-not-uuid", "unknown-command", "unknown-screenshot"],
+)
+async def test_command_unknown_ids(stack, token, screen, path):
+    result = await stack.call("GET", path.format(screen=screen["id"], unknown=new_id()), token=token)
+    assert_error(result, 404, "not_found")
+
+
+async def test_command_send_to_unknown_screen(stack, token):
+    result = await stack.call(
+        "POST", f"/v1/screens/{new_id()}/commands", token=token, json={"type": "reload"}
+    )
+    assert_error(result, 404, "not_found")
+
+
+@pytest.mark.parametrize(
+    ("query", "details"),
+    [
+        ("status=done", [("status", "enum")]),
+        ("limit=0", [("limit", "range")]),
+        ("cursor=%21%21", [("cursor", "invalid")]),
+    ],
+    ids=["status-done", "limit-0", "cursor-garbage"],
+)
+async def test_command_list_bad_query(stack, token, screen, query, details):
+    result = await stack.call("GET", f"/v1/screens/{screen['id']}/commands?{query}", token=token)
+    assert_error(result, 400, "invalid_request", details)

@@ -60,6 +60,8 @@ EXPECTED: dict[str, list[str]] = {
         r"bytes 0-1023 as uploaded",
         r"event: heartbeat",
         r'"presence":"online"',
+        r'"status":"cancelled"',  # a command cancelled
+        r'"error":"conflict","message":"the command is cancelled already',
     ],
     "operations.md": [
         r"http_requests_total\{",

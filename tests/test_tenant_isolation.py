@@ -1,5 +1,5 @@
-"""One tenant never sees nor changes another's venues, screens, codes, devices, playlists or config:
-every attempt is a 404, as if the resource did not exist."""
+"""One tenant never sees nor changes another's venues, screens, codes, devices, playlists, config or
+commands: every attempt is a 404, as if the resource did not exist."""
 
 from __future__ import annotations
 
@@ -44,6 +44,12 @@ async def test_another_tenant_gets_404_on_every_resource_and_changes_nothing(sta
     )
     assert (status, config) == (200, CONFIG_AFTER_PATCH)
 
+    status, a_command, _ = await stack.call(
+        "POST", f"/v1/screens/{a_screen['id']}/commands", token=ta, json={"type": "reload"}
+    )
+    assert status == 202, a_command
+    cid = a_command["id"]
+
     async def a_screen_active() -> bool:
         _, screen, _ = await stack.call("GET", f"/v1/screens/{a_screen['id']}", token=ta)
         return screen["state"] == "active"
@@ -72,6 +78,11 @@ async def test_another_tenant_gets_404_on_every_resource_and_changes_nothing(sta
         ("GET", f"/v1/devices/provisioning-codes/{a_pending_code}/status", None),
         ("GET", f"/v1/devices/{a_device_id}", None),
         ("POST", f"/v1/devices/{a_device_id}/revoke", {"reason": "hijack"}),
+        ("POST", f"/v1/screens/{sid}/commands", {"type": "reboot"}),
+        ("GET", f"/v1/screens/{sid}/commands", None),
+        ("GET", f"/v1/screens/{sid}/commands/{cid}", None),
+        ("POST", f"/v1/screens/{sid}/commands/{cid}/cancel", None),
+        ("GET", f"/v1/screens/{sid}/commands/{cid}/screenshot", None),
     ]
     for method, path, body in attempts:
         status, answer, _ = await stack.call(method, path, token=tb, json=body)
@@ -111,6 +122,9 @@ async def test_another_tenant_gets_404_on_every_resource_and_changes_nothing(sta
     assert (status, code_status["status"], code_status["screenId"]) == (200, "pending", pid)
     assert sorted(await list_ids(stack, ta, "/v1/screens")) == sorted([sid, pid])
     assert await list_ids(stack, ta, "/v1/venues") == [a_venue_id]
+    assert await list_ids(stack, ta, f"/v1/screens/{sid}/commands") == [cid]
+    status, command_after, _ = await stack.call("GET", f"/v1/screens/{sid}/commands/{cid}", token=ta)
+    assert (status, command_after["status"]) == (200, "pending")
     status, screen_after, _ = await stack.call("GET", f"/v1/screens/{sid}", token=ta)
     assert (screen_after["state"], screen_after["deviceId"]) == ("active", a_device_id)
 

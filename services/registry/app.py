@@ -1,5 +1,5 @@
 """Registry: tenants, API clients and access tokens, venues, screens, playlists, screen config,
-files for devices, the admin audit trail."""
+files for devices, remote commands, the admin audit trail."""
 
 from __future__ import annotations
 
@@ -7,6 +7,8 @@ from pathlib import Path
 
 from aiohttp import web
 
+from services.registry.command_lifecycle import expiry_ctx, reports_ctx
+from services.registry.commands import screenshots_ctx
 from services.registry.consumers import binding_ctx, presence_ctx
 from services.registry.routes import OPERATIONS
 from shared import bus, db, outbox
@@ -26,10 +28,13 @@ def create_app(settings: Settings) -> web.Application:
     app[VERIFIER] = TokenVerifier(settings)
     app.cleanup_ctx.append(db.pool_ctx(SCHEMA, MIGRATIONS))
     app.cleanup_ctx.append(bus.jetstream_ctx)
+    app.cleanup_ctx.append(screenshots_ctx)
     app.cleanup_ctx.append(revocations_ctx)
     app.cleanup_ctx.append(outbox.relay_ctx(SCHEMA))
     app.cleanup_ctx.append(binding_ctx)
     app.cleanup_ctx.append(presence_ctx)
+    app.cleanup_ctx.append(reports_ctx)
+    app.cleanup_ctx.append(expiry_ctx)
     app.cleanup_ctx.append(http_client_ctx)
     add_operations(app, "Signage registry", OPERATIONS)
     return app

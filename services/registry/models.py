@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 import zoneinfo
 from datetime import datetime
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 import msgspec
 from msgspec import UNSET, Meta, UnsetType
@@ -259,13 +259,20 @@ AdminAction = Literal[
     "initial_access_token.issued",
     "file.stored",
     "file.deleted",
+    "command.created",
+    "command.delivered",
+    "command.succeeded",
+    "command.failed",
+    "command.expired",
+    "command.cancelled",
 ]
 
 
 class AdminAuditEntry(Body):
     id: int
     at: datetime
-    # "operator", or "client:<clientId>": the API client whose access token made the change.
+    # "operator", or "client:<clientId>": the API client whose access token made the change; for a
+    # command's steps also "device:<deviceId>" (the TV's report) and "system" (its expiry).
     actor: str
     action: AdminAction
     # The id (or name, for files) of what changed.
@@ -277,3 +284,76 @@ class AdminAuditPage(Body):
     items: list[AdminAuditEntry]
     # Pass as ``before`` for the next (older) page; null on the last.
     next_before: int | None
+
+
+# ---- remote commands --------------------------------------------------------------------------
+
+CommandType = Literal["reload", "reboot", "screenshot", "identify", "clear_cache", "display_power"]
+CommandStatus = Literal["pending", "delivered", "succeeded", "failed", "expired", "cancelled"]
+# Open: the TV has still to carry it out (and the screen's device-commands entry lists it).
+OPEN_STATUSES: tuple[CommandStatus, ...] = ("pending", "delivered")
+COMMAND_STATUSES: tuple[CommandStatus, ...] = (*OPEN_STATUSES, "succeeded", "failed", "expired", "cancelled")
+DEFAULT_COMMAND_TTL_SECONDS = 3600
+MAX_COMMAND_TTL_SECONDS = 7 * 24 * 3600
+
+
+class NoArgs(Body):
+    """reload, reboot, screenshot, clear_cache: nothing to say."""
+
+
+class IdentifyArgs(Body):
+    """identify: show the screen's name for this long."""
+
+    seconds: Annotated[int, Meta(ge=1, le=300)] = 10
+
+
+class DisplayPowerArgs(Body):
+    on: bool
+
+
+COMMAND_ARGS: dict[str, type[Body]] = {
+    "reload": NoArgs,
+    "reboot": NoArgs,
+    "screenshot": NoArgs,
+    "identify": IdentifyArgs,
+    "clear_cache": NoArgs,
+    "display_power": DisplayPowerArgs,
+}
+
+
+class NewCommand(Body):
+    type: CommandType
+    # Checked against the type's own (COMMAND_ARGS) once the type is known.
+    args: (
+        Annotated[
+            dict[str, Any],
+            Meta(
+                max_length=20,
+                description='identify: {"seconds": 1-300, default 10}; display_power: {"on": true|false}'
+                " (required); the others: none",
+            ),
+        ]
+        | None
+    ) = None
+    ttl_seconds: Annotated[int, Meta(ge=1, le=MAX_COMMAND_TTL_SECONDS)] = DEFAULT_COMMAND_TTL_SECONDS
+
+
+class Command(Body):
+    id: uuid.UUID
+    screen_id: uuid.UUID
+    type: CommandType
+    args: dict[str, Any]
+    status: CommandStatus
+    created_at: datetime
+    expires_at: datetime
+    delivered_at: datetime | None
+    completed_at: datetime | None
+    # What the TV reported with its result (succeeded or failed).
+    message: str | None
+    data: dict[str, Any] | None
+    created_by: str
+
+
+class CommandPage(Body):
+    items: list[Command]
+    next_cursor: str | None

@@ -6,6 +6,7 @@ what they all make of PostgreSQL's answers."""
 from services.registry.queries import (
     audit,
     clients,
+    commands,
     playlists,
     screen_config,
     screen_content,
@@ -14,4 +15,14 @@ from services.registry.queries import (
     venues,
 )
 
-__all__ = ["audit", "clients", "playlists", "screen_config", "screen_content", "screens", "tenants", "venues"]
+__all__ = [
+    "audit",
+    "clients",
+    "commands",
+    "playlists",
+    "screen_config",
+    "screen_content",
+    "screens",
+    "tenants",
+    "venues",
+]

@@ -104,7 +104,7 @@ ACCESS: dict[str, Access] = {
         consumes=(
             ("EVENTS", "registry-binding"),
             ("HEARTBEATS", "registry-presence"),
-            ("DEVICE_EVENTS", "registry-commands"),
+            ("DEVICE_EVENTS", "registry-command-reports"),
         ),
         # The object store's own reads (an object's metadata, its chunks).
         gets=(_FILES_STREAM, _SCREENSHOTS_STREAM),

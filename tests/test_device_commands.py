@@ -177,9 +177,17 @@ async def test_a_tv_gets_its_open_commands_but_not_expired_ones_and_is_reported_
 async def test_the_gateway_forgets_what_it_reported_once_the_commands_close(stack, tv, bus_admin):
     reload = command()
     await open_commands(bus_admin, tv, reload)
-    await listed(stack, tv, reload)
     gateway = stack.runners["device-gateway"].app
-    assert reload.id in gateway[COMMANDS].reported
+
+    async def applied() -> bool:
+        return tv.screen_id in gateway[COMMANDS].screens
+
+    await stack.eventually(applied)
+    # A HEAD hands nothing out, so nothing is reported delivered.
+    assert (await stack.call("HEAD", "/v1/device/commands", token=tv.key))[0] == 200
+    assert gateway[COMMANDS].reported == set()
+    await listed(stack, tv, reload)
+    assert gateway[COMMANDS].reported == {reload.id}
     await open_commands(bus_admin, tv)
     await listed(stack, tv)
     assert gateway[COMMANDS].reported == set() and gateway[COMMANDS].screens == {}

@@ -99,7 +99,8 @@ async def get_commands(request: web.Request) -> web.Response:
         headers["Preference-Applied"] = f"wait={wait}"
         if not items:
             device, items = await _wait_for_commands(request, device, wait)
-    await _report_delivered(request, device, items)
+    if request.method == "GET":  # a HEAD hands nothing out
+        await _report_delivered(request, device, items)
     return json_response(CommandList(items=items), headers=headers)
 
 

@@ -1,17 +1,21 @@
 """``make simulate``: a fleet of virtual TVs against a running stack, for a bounded time.
 
 Each TV pairs through the public API (a screen, a code, a registration), then lives as a real one
-does: polls its config and playlist with ETags, sends heartbeats, backs off with jitter on 429,
-and pairs again when its key is revoked (the simulated admin revokes a few TVs as it goes). At
-the end it waits for the heartbeat service to store what was accepted and prints what happened:
-answers by status, errors (anything but 2xx, 304, designed 429s and the 401s of revoked keys),
-heartbeats accepted vs stored, and — sampled from the services' /metrics during the run — their
-memory, the outbox lag and the consumers' backlog.
+does: polls its config and playlist with ETags, sends heartbeats, asks for its remote commands and
+carries them out (a screenshot uploaded first, then the result; each command once, however often
+it is listed), backs off with jitter on 429, and pairs again when its key is revoked (the
+simulated admin revokes a few TVs as it goes, and with ``--commands N`` sends N commands to
+random screens). At the end it waits for the heartbeat service to store what was accepted and for
+registry to record every command succeeded, and prints what happened: answers by status, errors
+(anything but 2xx, 304, designed 429s and the 401s of revoked keys), heartbeats accepted vs
+stored, commands sent vs delivered and succeeded, and — sampled from the services' /metrics
+during the run — their memory, the outbox lag and the consumers' backlog.
 
     make run                                   # in one terminal
     make simulate SIMULATE_ARGS="--tvs 2000 --seconds 120"
 
-Exit status 1 when a bar is missed (an error, a lost heartbeat, memory grown more than
+Exit status 1 when a bar is missed (an error, a lost heartbeat, a command not carried out, memory
+grown more than
 ``--max-memory-growth``, outbox lag or consumer backlog over their ``--max-…``): usable as a
 capacity check. ``make soak`` runs it on a stack of its own.
 """
@@ -40,6 +44,13 @@ from shared.settings import DEFAULT_PORTS
 # Answers that tell a TV to come back later (Retry-After): designed, not errors.
 BACK_OFF = (429, 503)
 PATIENCE_SECONDS = 120
+# What the simulated admin sends, in turn (the types that need no arguments, and a screenshot).
+COMMAND_TYPES = ("reload", "screenshot", "clear_cache")
+# The smallest PNG there is: a 1x1 pixel, what a simulated TV uploads for a screenshot command.
+TINY_PNG = bytes.fromhex(
+    "89504e470d0a1a0a0000000d4948445200000001000000010806000000"
+    "1f15c4890000000b49444154789c6360000200000500017a5eab3f0000000049454e44ae426082"
+)
 
 
 def _designed(response: aiohttp.ClientResponse) -> bool:
@@ -67,6 +78,15 @@ class Report:
     faults: list[str] = field(default_factory=list)  # injected during the run (make soak --faults)
     repairs: int = 0
     revokes: int = 0
+    commands_sent: dict[str, str] = field(default_factory=dict)  # command id -> its screen id
+    commands_skipped: str = ""  # why the admin sent none, when it could not
+    commands_carried_out: int = 0  # results the gateway accepted
+    command_outcomes: dict[str, str] = field(default_factory=dict)  # command id -> its end status
+
+    @property
+    def commands_missed(self) -> list[str]:
+        """Commands sent but not both delivered and succeeded by the end (registry's word)."""
+        return [c for c in self.commands_sent if self.command_outcomes.get(c) != "succeeded, delivered"]
 
     def answer(self, what: str, status: int) -> None:
         self.answers[f"{what} {status}"] += 1
@@ -94,6 +114,9 @@ class TV:
     key: str
     device_id: str
     etags: dict[str, str] = field(default_factory=dict)
+    # Commands carried out and still listed: the TV de-duplicates by id, and forgets an id once
+    # its command is no longer listed (closed), so this holds the open ones at most.
+    done: set[str] = field(default_factory=set)
 
 
 class Fleet:
@@ -161,9 +184,11 @@ class Fleet:
                 if status in BACK_OFF:
                     pause = max(pause, retry_after * random.uniform(1, 1.5))
             else:
-                status, retry_after = await self.heartbeat(tv)
-                if status in BACK_OFF:
-                    pause = max(pause, retry_after * random.uniform(1, 1.5))
+                for step in (self.heartbeat, self.carry_out):
+                    status, retry_after = await step(tv)
+                    if status in BACK_OFF:
+                        pause = max(pause, retry_after * random.uniform(1, 1.5))
+                        break
             await asyncio.sleep(pause)
 
     async def poll(self, tv: TV, what: str) -> tuple[int, float]:
@@ -191,6 +216,87 @@ class Fleet:
             elif response.status != 401 and not _designed(response):
                 self.report.errors[f"heartbeat {response.status}"] += 1
             return response.status, float(response.headers.get("Retry-After", 1))
+
+    async def carry_out(self, tv: TV) -> tuple[int, float]:
+        """Ask for the screen's open commands and carry out those not done yet; a 401 waits for the
+        next round's polls, which pair again."""
+        headers = {"Authorization": f"Bearer {tv.key}"}
+        async with self.http.get(f"{self.url}/v1/device/commands", headers=headers) as response:
+            self.report.answer("commands", response.status)
+            if response.status != 200:
+                await response.read()
+                if response.status != 401 and not _designed(response):
+                    self.report.errors[f"commands {response.status}"] += 1
+                return response.status, float(response.headers.get("Retry-After", 1))
+            items = (await response.json())["items"]
+        tv.done &= {item["id"] for item in items}
+        for item in items:
+            if item["id"] in tv.done:
+                continue
+            if item["type"] == "screenshot":
+                status, retry_after = await self.report_command(tv, item["id"], "screenshot")
+                if status != 204:
+                    return status, retry_after
+            status, retry_after = await self.report_command(tv, item["id"], "result")
+            if status == 202:
+                self.report.commands_carried_out += 1
+            if status not in (202, 404):  # 404: closed meanwhile (expired, cancelled)
+                return status, retry_after
+            tv.done.add(item["id"])
+        return 200, 0
+
+    async def report_command(self, tv: TV, command_id: str, what: str) -> tuple[int, float]:
+        """The screenshot (PUT) or the result (POST) of one command."""
+        path = f"{self.url}/v1/device/commands/{command_id}/{what}"
+        headers = {"Authorization": f"Bearer {tv.key}"}
+        if what == "screenshot":
+            request = self.http.put(path, data=TINY_PNG, headers={**headers, "Content-Type": "image/png"})
+        else:
+            request = self.http.post(path, json={"status": "succeeded", "message": "sim"}, headers=headers)
+        async with request as response:
+            await response.read()
+            self.report.answer(what, response.status)
+            if response.status not in (202, 204, 401, 404) and not _designed(response):
+                self.report.errors[f"{what} {response.status}"] += 1
+            return response.status, float(response.headers.get("Retry-After", 1))
+
+    async def send_commands(self, until: float) -> None:
+        """The admin sends ``--commands`` commands to random screens over the first part of the run,
+        leaving the rest for the TVs to carry out the last ones."""
+        count = self.args.commands
+        if count == 0:
+            return
+        gap = (until - time.monotonic()) * 0.6 / count
+        for index in range(count):
+            await asyncio.sleep(gap)
+            kind = COMMAND_TYPES[index % len(COMMAND_TYPES)]
+            await self.patiently("send command", partial(self.send_command, kind))
+            if self.report.commands_skipped:
+                return
+
+    async def send_command(self, kind: str) -> None:
+        screen_id = random.choice(self.tvs).screen_id
+        async with self.http.post(
+            f"{self.url}/v1/screens/{screen_id}/commands", json={"type": kind}, headers=self.admin.headers
+        ) as response:
+            body = await response.json(content_type=None)
+            if response.status == 404:  # a registry without remote commands: nothing to judge
+                self.report.commands_skipped = f"POST /v1/screens/{{id}}/commands answered 404: {body}"
+                return
+            if response.status != 202:
+                raise RuntimeError(f"send command: {response.status} {body}")
+            self.report.commands_sent[body["id"]] = screen_id
+
+    async def command_outcome(self, command_id: str) -> str:
+        """The command's status by registry, and whether it was delivered; "" while it cannot say."""
+        screen_id = self.report.commands_sent[command_id]
+        async with self.http.get(
+            f"{self.url}/v1/screens/{screen_id}/commands/{command_id}", headers=self.admin.headers
+        ) as response:
+            if response.status != 200:
+                return ""
+            command = await response.json()
+        return f"{command['status']}, {'delivered' if command.get('deliveredAt') else 'never delivered'}"
 
     async def revoke_some(self, until: float) -> None:
         """The admin revokes a share of the TVs over the run; they pair again by themselves."""
@@ -299,6 +405,7 @@ async def simulate(
         await asyncio.gather(
             sampling(http, args, fleet.report, until),
             fleet.revoke_some(until),
+            fleet.send_commands(until),
             *(fleet.live(tv, until) for tv in fleet.tvs),
             *([during(until, fleet.report)] if during else []),
         )
@@ -312,6 +419,16 @@ async def simulate(
                 break
             await asyncio.sleep(1)
         fleet.report.stored = stored
+        if fleet.report.commands_sent:
+            print("waiting for the commands to be recorded succeeded ...", flush=True)
+        sent = list(fleet.report.commands_sent)
+        deadline = time.monotonic() + PATIENCE_SECONDS
+        while sent:
+            outcomes = await bounded(20, [partial(fleet.command_outcome, c) for c in sent])
+            fleet.report.command_outcomes = dict(zip(sent, outcomes, strict=True))
+            if not fleet.report.commands_missed or time.monotonic() > deadline:
+                break
+            await asyncio.sleep(1)
         return fleet.report
 
 
@@ -329,6 +446,14 @@ def print_report(report: Report, args: argparse.Namespace) -> bool:
     if report.retries:
         print(f"  admin steps tried again: {dict(report.retries)}")
     print(f"  heartbeats accepted {accepted}, stored {accepted - report.lost}, lost {report.lost}")
+    if report.commands_skipped:
+        print(f"  commands: none sent ({report.commands_skipped})")
+    elif args.commands:
+        outcomes = collections.Counter(report.command_outcomes.values())
+        print(
+            f"  commands sent {len(report.commands_sent)}, results accepted {report.commands_carried_out},"
+            f" at the end: {dict(outcomes)}"
+        )
     growth = report.memory_growth()
     for name, ratio in growth.items():
         series = [sample.memory[name] for sample in report.samples if name in sample.memory]
@@ -347,6 +472,10 @@ def print_report(report: Report, args: argparse.Namespace) -> bool:
         failures.append("errors")
     if report.lost:
         failures.append(f"{report.lost} heartbeats lost")
+    if report.commands_missed:
+        failures.append(f"{len(report.commands_missed)} commands not delivered and succeeded")
+    if args.commands and not report.commands_skipped and len(report.commands_sent) < args.commands:
+        failures.append(f"{args.commands - len(report.commands_sent)} commands could not be sent")
     if any(ratio > args.max_memory_growth for ratio in growth.values()):
         failures.append(f"memory grew more than x{args.max_memory_growth}")
     if lag > args.max_outbox_lag:
@@ -364,6 +493,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--poll-every", type=float, default=5, help="seconds between a TV's rounds")
     parser.add_argument(
         "--revoke-share", type=float, default=0.02, help="share of TVs revoked during the run"
+    )
+    parser.add_argument(
+        "--commands", type=int, default=0, help="remote commands the admin sends during the run"
     )
     parser.add_argument("--connections", type=int, default=200)
     parser.add_argument("--sample-every", type=float, default=5, help="seconds between looks at /metrics")

@@ -3,9 +3,12 @@
 Starts PostgreSQL and nats-server under ``.data/soak/`` (or uses ``DATABASE_URL``/``NATS_URL``),
 the four services and the entry point as processes on free ports, then lets a simulated fleet
 live against them and judges the run: no errors but designed ones (429s, the 401s of revoked
-keys), every accepted heartbeat stored, memory flat, the outbox and the consumers keeping up.
+keys), every accepted heartbeat stored, every remote command the admin sent (``--commands``, 200
+by default) delivered to its TV and carried out, memory flat, the outbox and the consumers keeping
+up. A registry without remote commands (POST /v1/screens/{id}/commands answers 404) skips the
+commands' part, and the report says so.
 
-    make soak                                            # 2,000 TVs for 10 minutes
+    make soak                                            # 2,000 TVs for 10 minutes, 200 commands
     make soak SOAK_ARGS="--tvs 5000 --seconds 1800"
     make soak SOAK_ARGS="--faults 60"                    # and a fault every minute
     make soak SOAK_ARGS="--cluster --faults 60"          # on three NATS nodes, R3, a node killed in turn
@@ -16,7 +19,7 @@ PostgreSQL stopped and started again (the last and the first only when the soak 
 With ``--cluster`` NATS is three clustered nodes (streams and buckets at three replicas, the services
 given the seed list), and the NATS fault SIGKILLs one node at a time, in turn.
 The bars stay the same: TVs may be told to come back later (429/503 with Retry-After), the
-admin's steps may need tries again (counted), but no heartbeat may be lost.
+admin's steps may need tries again (counted), but no heartbeat may be lost, and no command.
 
 Exit status 1 when a bar is missed. Services' logs: ``.data/soak/*.log``; the figures and every
 sample: ``.data/soak/results.json``. ``tests/test_soak.py`` is its short variant in ``make test``.
@@ -118,7 +121,7 @@ def main() -> None:
     parser.add_argument(
         "--cluster", action="store_true", help="three clustered NATS nodes, streams and buckets at R3"
     )
-    parser.set_defaults(tvs=2000, seconds=600)
+    parser.set_defaults(tvs=2000, seconds=600, commands=200)
     args = parser.parse_args()
     shutil.rmtree(DATA, ignore_errors=True)
     DATA.mkdir(parents=True)
@@ -160,6 +163,10 @@ def main() -> None:
         "heartbeats_accepted": sum(report.heartbeats_accepted.values()),
         "heartbeats_lost": report.lost,
         "revokes": report.revokes,
+        "commands_sent": len(report.commands_sent),
+        "commands_skipped": report.commands_skipped,
+        "commands_carried_out": report.commands_carried_out,
+        "commands_missed": report.commands_missed,
         "repairs": report.repairs,
         "faults": report.faults,
         "retries": dict(report.retries),

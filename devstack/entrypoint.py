@@ -9,6 +9,7 @@ rather than buffering them.
 from __future__ import annotations
 
 import os
+import re
 import sys
 from collections.abc import AsyncIterator, Mapping
 
@@ -30,15 +31,20 @@ from shared.settings import Settings
 
 
 class BodyLimits(msgspec.Struct, frozen=True, kw_only=True):
-    """The services' own limits (MAX_BODY_BYTES, MAX_FILE_BYTES), held here too: a body past them
-    is refused before it is read, not after the entry point has buffered it."""
+    """The services' own limits (MAX_BODY_BYTES, MAX_FILE_BYTES, MAX_SCREENSHOT_BYTES), held here
+    too: a body past them is refused before it is read, not after the entry point has buffered it."""
 
     max_body_bytes: int
     max_file_bytes: int
+    max_screenshot_bytes: int
 
     @classmethod
     def of(cls, settings: Settings) -> BodyLimits:
-        return cls(max_body_bytes=settings.max_body_bytes, max_file_bytes=settings.max_file_bytes)
+        return cls(
+            max_body_bytes=settings.max_body_bytes,
+            max_file_bytes=settings.max_file_bytes,
+            max_screenshot_bytes=settings.max_screenshot_bytes,
+        )
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> BodyLimits:
@@ -51,11 +57,20 @@ class BodyLimits(msgspec.Struct, frozen=True, kw_only=True):
         """The limit of this request's body, and the setting that names it."""
         if request.method == "PUT" and request.path.startswith(_FILES):
             return self.max_file_bytes, "MAX_FILE_BYTES"
+        if request.method == "PUT" and _SCREENSHOT.fullmatch(request.path):
+            return self.max_screenshot_bytes, "MAX_SCREENSHOT_BYTES"
         return self.max_body_bytes, "MAX_BODY_BYTES"
 
 
-# Where files are uploaded (PUT /v1/content/{name}): the one body streamed through, not buffered.
+# Where files are uploaded (PUT /v1/content/{name}) and screenshots (PUT
+# /v1/device/commands/{commandId}/screenshot): the bodies streamed through, not buffered.
 _FILES = "/v1/content/"
+_SCREENSHOT = re.compile(r"/v1/device/commands/[^/]+/screenshot")
+
+
+def _streamed(request: web.Request) -> bool:
+    return request.path.startswith(_FILES) or bool(_SCREENSHOT.fullmatch(request.path))
+
 
 UPSTREAMS = web.AppKey("UPSTREAMS", dict[str, str])
 LIMITS = web.AppKey("LIMITS", BodyLimits)
@@ -151,7 +166,7 @@ async def proxy(request: web.Request) -> web.StreamResponse:
     data: bytes | AsyncIterator[bytes] | None = None
     streamed = _Streamed(request, limit)
     if request.body_exists:
-        if request.path.startswith(_FILES):
+        if _streamed(request):
             data = streamed.chunks()
         else:
             try:

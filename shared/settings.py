@@ -136,6 +136,15 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     max_file_bytes: Annotated[
         int, Meta(ge=1, le=2**30, description="largest file for devices (PUT /v1/content/{name})")
     ] = 64 * 2**20
+    # A screenshot is held in memory while stored, like a file.
+    max_screenshot_bytes: Annotated[
+        int,
+        Meta(
+            ge=1,
+            le=2**30,
+            description="largest screenshot a TV uploads (PUT /v1/device/commands/{id}/screenshot)",
+        ),
+    ] = 5 * 2**20
     registry_url: Annotated[
         str,
         Meta(description="registry's base URL, where provisioning asks about a screen it has not seen yet"),

@@ -10,9 +10,11 @@ import structlog
 from aiohttp import web
 
 from services.device_gateway.admission import ADMISSION, Admission
+from services.device_gateway.commands_projection import COMMANDS, OpenCommands, commands_ctx
 from services.device_gateway.devices import PROJECTIONS
 from services.device_gateway.projections import Projections
 from services.device_gateway.routes import OPERATIONS
+from services.device_gateway.waits import WAITS, Waits
 from shared import bus
 from shared.app import base_app
 from shared.app_keys import READINESS
@@ -33,6 +35,8 @@ CACHED = prometheus_client.Gauge(
 def create_app(settings: Settings) -> web.Application:
     app = base_app("device-gateway", settings)
     app[PROJECTIONS] = Projections()
+    app[WAITS] = Waits()
+    app[COMMANDS] = OpenCommands(app[WAITS])
     app[ADMISSION] = Admission(
         max_lag_ms=settings.gateway_max_lag_ms,
         max_pending=settings.gateway_max_pending_reports,
@@ -42,6 +46,7 @@ def create_app(settings: Settings) -> web.Application:
     app.cleanup_ctx.append(background("count-cached", count_cached))
     app.cleanup_ctx.append(bus.jetstream_ctx)
     app.cleanup_ctx.append(projections_ctx)
+    app.cleanup_ctx.append(commands_ctx)
     add_operations(app, "Signage device gateway", OPERATIONS)
     return app
 
@@ -55,7 +60,7 @@ async def projections_ctx(app: web.Application) -> AsyncIterator[None]:
 
     async def projections_loaded() -> bool:
         # Not ready before the buckets are loaded: a fresh replica would answer 401 to every TV.
-        return projections.ready
+        return projections.ready and app[COMMANDS].loaded.is_set()
 
     app[READINESS]["projections"] = projections_loaded
     # The port opens only after this: a worker sharing it (SO_REUSEPORT) gets no TV before it

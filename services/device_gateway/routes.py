@@ -1,12 +1,15 @@
 """The gateway's operations: the routes it serves and its OpenAPI document, from one list."""
 
-from services.device_gateway import files
+from services.device_gateway import commands, files
 from services.device_gateway import handlers as h
 from services.device_gateway.models import Accepted, EventsBody, HeartbeatBody
 from services.device_gateway.projections import PlaylistBody
 from shared.events import ScreenConfig
 from shared.openapi import Operation, Param
 
+_PREFER_WAIT = Param(
+    "Prefer", {"type": "string"}, "wait=N (RFC 7240): hold the answer up to N s until one is open", "header"
+)
 _IF_NONE_MATCH = (Param("If-None-Match", {"type": "string"}, "the ETag of the copy the TV holds", "header"),)
 
 OPERATIONS = [
@@ -72,6 +75,43 @@ OPERATIONS = [
             Param("If-Range", {"type": "string"}, "the ETag the range belongs to", "header"),
         ),
         tag="Files for devices",
+        needs=("nats",),
+    ),
+    Operation(
+        "GET",
+        "/v1/device/commands",
+        commands.get_commands,
+        "The screen's open commands, oldest first (Prefer: wait=N holds until one is open)",
+        "device",
+        responses={200: commands.CommandList},
+        errors=(401, 429, 503),
+        params=(_PREFER_WAIT,),
+        quiet=True,
+        tag="Device runtime",
+    ),
+    Operation(
+        "POST",
+        "/v1/device/commands/{commandId}/result",
+        commands.post_result,
+        "Report the result of an open command",
+        "device",
+        commands.ResultBody,
+        responses={202: Accepted},
+        errors=(400, 401, 404, 413, 415, 429, 503),
+        quiet=True,
+        tag="Device runtime",
+    ),
+    Operation(
+        "PUT",
+        "/v1/device/commands/{commandId}/screenshot",
+        commands.put_screenshot,
+        "Upload the image an open screenshot command asked for (image/png or image/jpeg)",
+        "device",
+        {"type": "string", "format": "binary"},
+        "image/png",
+        responses={204: None},
+        errors=(400, 401, 404, 409, 413, 415, 429, 503),
+        tag="Device runtime",
         needs=("nats",),
     ),
 ]

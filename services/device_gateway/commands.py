@@ -1,0 +1,245 @@
+"""Remote commands, the TV's side: it asks for its screen's open commands (waiting for one with
+``Prefer: wait=N``), uploads a screenshot when asked for one, and reports each result.
+
+Everything is answered from the gateway's projection of the ``device-commands`` bucket
+(``commands_projection.py``); what the TV says goes to registry as ``CommandReported`` on the bus:
+``delivered`` once this worker has handed a command out, then ``succeeded`` or ``failed`` when the
+TV posts its result. Registry closes the command and rewrites the bucket; until then the command
+stays open, and the TV may be handed it again: it de-duplicates by id.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import uuid
+from typing import Annotated, Any, Literal
+
+import msgspec
+import nats.errors
+import structlog
+from aiohttp import web
+from msgspec import Meta
+from nats.js import api
+
+from services.device_gateway.admission import ADMISSION
+from services.device_gateway.commands_projection import COMMANDS, SCREENSHOTS, commands_key
+from services.device_gateway.devices import authenticate
+from services.device_gateway.models import Accepted
+from services.device_gateway.projections import DeviceKey
+from services.device_gateway.waits import WAITS
+from shared.app_keys import SETTINGS
+from shared.bus import JS
+from shared.clock import utcnow
+from shared.errors import (
+    BadRequest,
+    Conflict,
+    ErrorDetail,
+    NotFound,
+    PayloadTooLarge,
+    Unavailable,
+    UnsupportedMediaType,
+)
+from shared.events import CommandReported, device_commands_subject
+from shared.http import json_response, read_json, read_limited
+from shared.projections import OpenCommand, screenshot_object
+
+log = structlog.get_logger()
+
+# The longest a TV's request is held (a longer Prefer: wait=N waits this long), as the waiting
+# playlist and config polls cap theirs; load balancers in front need an idle timeout above it.
+MAX_WAIT_SECONDS = 60
+# A result's free-form data, encoded: enough for a diagnostic report, not a log file.
+MAX_RESULT_DATA_BYTES = 16 * 1024
+# How long the report that a command was handed out may take; past it, the TV gets its commands
+# anyway and the next poll reports again.
+DELIVERED_TIMEOUT_SECONDS = 2
+# The first bytes of each image type a TV may upload, by the Content-Type it declares.
+IMAGE_MAGIC = {"image/png": b"\x89PNG\r\n\x1a\n", "image/jpeg": b"\xff\xd8\xff"}
+
+_encoder = msgspec.json.Encoder()
+_ACCEPTED = Accepted()
+_WAIT = re.compile(r'\s*wait\s*=\s*"?(\d{1,9})"?\s*', re.IGNORECASE)
+
+
+class CommandList(msgspec.Struct, frozen=True):
+    items: list[OpenCommand]
+
+
+class ResultBody(msgspec.Struct, kw_only=True):
+    status: Literal["succeeded", "failed"]
+    message: Annotated[str, Meta(max_length=1000)] | None = None
+    data: dict[str, Any] | None = None
+
+
+_result_body = msgspec.json.Decoder(ResultBody)
+
+
+def prefer_wait(request: web.Request) -> int:
+    """The seconds the TV asks to wait (RFC 7240 ``Prefer: wait=N``), capped; 0 without one. A
+    preference not understood is ignored, as the RFC asks."""
+    for header in request.headers.getall("Prefer", ()):
+        for preference in header.split(","):
+            match = _WAIT.fullmatch(preference.split(";", 1)[0])
+            if match:
+                return min(int(match[1]), MAX_WAIT_SECONDS)
+    return 0
+
+
+async def get_commands(request: web.Request) -> web.Response:
+    """The screen's open commands not past their expiry, oldest first; with ``Prefer: wait=N`` and
+    none open, held until one opens (200 with it) or N seconds pass (200, no items)."""
+    request.app[ADMISSION].admit()
+    device = authenticate(request)
+    commands = request.app[COMMANDS]
+    items = commands.due(device.screen_id, device.tenant_id, utcnow())
+    headers = {"Cache-Control": "no-store"}
+    wait = prefer_wait(request)
+    if wait:
+        headers["Preference-Applied"] = f"wait={wait}"
+        if not items:
+            device, items = await _wait_for_commands(request, device, wait)
+    if request.method == "GET":  # a HEAD hands nothing out
+        await _report_delivered(request, device, items)
+    return json_response(CommandList(items=items), headers=headers)
+
+
+async def _wait_for_commands(
+    request: web.Request, device: DeviceKey, wait: int
+) -> tuple[DeviceKey, list[OpenCommand]]:
+    """Until a command of the screen opens, the device's key changes (a revoke: 401 at once), the
+    worker stops, or ``wait`` seconds pass."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + wait
+    keys = (commands_key(device.screen_id), ("device", device.device_id))
+    commands = request.app[COMMANDS]
+    items: list[OpenCommand] = []
+    while (left := deadline - loop.time()) > 0:
+        woken = await request.app[WAITS].changed(keys, left)
+        device = authenticate(request)
+        items = commands.due(device.screen_id, device.tenant_id, utcnow())
+        if items or not woken:
+            break
+    return device, items
+
+
+async def _report_delivered(request: web.Request, device: DeviceKey, items: list[OpenCommand]) -> None:
+    """Report ``delivered`` for the commands this worker has not reported yet. The TV gets its
+    commands whatever the bus says: a report that fails is tried again at the next poll."""
+    reported = request.app[COMMANDS].reported
+    fresh = [item for item in items if item.id not in reported]
+    if not fresh:
+        return
+    reported.update(item.id for item in fresh)  # a concurrent poll of the same TV reports nothing
+    results = await asyncio.gather(
+        *(
+            _publish(request, device, item.id, "delivered", timeout=DELIVERED_TIMEOUT_SECONDS)
+            for item in fresh
+        ),
+        return_exceptions=True,
+    )
+    for item, result in zip(fresh, results, strict=True):
+        if isinstance(result, BaseException):
+            reported.discard(item.id)
+            log.warning("command_delivery_unreported", command_id=str(item.id), error=repr(result))
+
+
+async def post_result(request: web.Request) -> web.Response:
+    """202 once JetStream has stored the TV's result; 404 for a command that is not open (unknown,
+    another screen's, or closed already: a result repeated after registry closed the command)."""
+    request.app[ADMISSION].admit_report()
+    device = authenticate(request)
+    command_id = _command_id(request)
+    body = await read_json(request, _result_body)
+    if body.data is not None and len(_encoder.encode(body.data)) > MAX_RESULT_DATA_BYTES:
+        raise BadRequest(
+            f"data must be at most {MAX_RESULT_DATA_BYTES} bytes of JSON",
+            details=[ErrorDetail("data", "length")],
+        )
+    _open_command(request, device, command_id)
+    await _publish(request, device, command_id, body.status, message=body.message, data=body.data)
+    return json_response(_ACCEPTED, status=202)
+
+
+async def put_screenshot(request: web.Request) -> web.Response:
+    """204 once the object store holds the image (a second upload replaces the first): only for an
+    open ``screenshot`` command of the device's screen."""
+    request.app[ADMISSION].admit_report()
+    device = authenticate(request)
+    command = _open_command(request, device, _command_id(request))
+    if command.type != "screenshot":
+        raise Conflict(f"this is a {command.type} command; only a screenshot command takes an image")
+    magic = IMAGE_MAGIC.get(request.content_type)
+    if magic is None:
+        raise UnsupportedMediaType("send the screenshot as image/png or image/jpeg")
+    limit = request.app[SETTINGS].max_screenshot_bytes
+    if request.content_length is not None and request.content_length > limit:
+        raise PayloadTooLarge(f"the body is at most {limit} bytes (MAX_SCREENSHOT_BYTES)")
+    data = await read_limited(request, limit, "MAX_SCREENSHOT_BYTES")
+    if not data.startswith(magic):
+        raise BadRequest(
+            f"the body is not a {request.content_type} image", details=[ErrorDetail("", "format")]
+        )
+    try:
+        await request.app[SCREENSHOTS].put(
+            screenshot_object(device.tenant_id, command.id),
+            data,
+            meta=api.ObjectMeta(description=request.content_type),
+        )
+    except (nats.errors.Error, TimeoutError) as exc:
+        log.warning("screenshot_not_stored", command_id=str(command.id), error=repr(exc))
+        raise Unavailable("could not store the screenshot; retry with backoff", retry_after=5) from None
+    log.info("screenshot_stored", command_id=str(command.id), size=len(data))
+    return web.Response(status=204)
+
+
+def _command_id(request: web.Request) -> uuid.UUID:
+    try:
+        return uuid.UUID(request.match_info["commandId"])
+    except ValueError:
+        raise NotFound("no such command") from None
+
+
+def _open_command(request: web.Request, device: DeviceKey, command_id: uuid.UUID) -> OpenCommand:
+    command = request.app[COMMANDS].find(device.screen_id, device.tenant_id, command_id)
+    if command is None:
+        raise NotFound("no such open command for this screen; it may have been carried out or have expired")
+    return command
+
+
+async def _publish(
+    request: web.Request,
+    device: DeviceKey,
+    command_id: uuid.UUID,
+    status: Literal["delivered", "succeeded", "failed"],
+    *,
+    message: str | None = None,
+    data: dict[str, Any] | None = None,
+    timeout: float = 2,
+) -> None:
+    """Publish the TV's report and wait for JetStream's ack. The message id makes the same report
+    of several workers, or of a TV's retry, one message within the stream's duplicate window."""
+    report = CommandReported(
+        tenant_id=device.tenant_id,
+        screen_id=device.screen_id,
+        device_id=device.device_id,
+        command_id=command_id,
+        status=status,
+        reported_at=utcnow(),
+        message=message,
+        data=data,
+    )
+    admission = request.app[ADMISSION]
+    admission.pending += 1
+    try:
+        await request.app[JS].publish(
+            device_commands_subject(device.tenant_id, device.screen_id),
+            _encoder.encode(report),
+            timeout=timeout,
+            headers={"Nats-Msg-Id": f"{command_id}:{status}"},
+        )
+    except (nats.errors.Error, TimeoutError) as exc:
+        log.warning("command_report_failed", command_id=str(command_id), status=status, error=str(exc))
+        raise Unavailable("could not store the report; retry with backoff", retry_after=5) from None
+    finally:
+        admission.pending -= 1

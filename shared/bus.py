@@ -61,8 +61,13 @@ STREAMS = {
     ),
 }
 BUCKETS = (DEVICE_KEYS_BUCKET, SCREEN_CONTENT_BUCKET, REVOKED_CLIENTS_BUCKET, DEVICE_COMMANDS_BUCKET)
-# Object stores, and how long each keeps an object (None: until it is deleted).
-OBJECT_STORES: dict[str, float | None] = {DEVICE_FILES_BUCKET: None, SCREENSHOTS_BUCKET: 7 * DAY}
+# Object stores: how long each keeps an object (None: until it is deleted), and its size at most
+# (None: the server's limits), past which its oldest messages go.
+OBJECT_STORES: dict[str, tuple[float | None, int | None]] = {
+    DEVICE_FILES_BUCKET: (None, None),
+    # A TV may upload again (the last one counts): the versions it replaced age out with the rest.
+    SCREENSHOTS_BUCKET: (7 * DAY, 20 * 2**30),
+}
 # A revocation matters only while a token issued before it could live; past that (and a margin for
 # clocks and a relay catching up), the bucket forgets it by itself.
 REVOCATION_MARGIN_SECONDS = 300
@@ -134,13 +139,14 @@ async def ensure_topology(js: JetStreamContext, replicas: int, *, token_ttl_seco
                 storage=api.StorageType.FILE,
                 ttl=bucket_ttl(bucket, token_ttl_seconds),
             )
-    for store, ttl in OBJECT_STORES.items():
+    for store, (ttl, max_bytes) in OBJECT_STORES.items():
         try:
             await js.object_store(store)
         except nats.js.errors.BucketNotFoundError:
-            await js.create_object_store(
-                store, api.ObjectStoreConfig(replicas=replicas, storage=api.StorageType.FILE, ttl=ttl)
+            store_config = api.ObjectStoreConfig(
+                replicas=replicas, storage=api.StorageType.FILE, ttl=ttl, max_bytes=max_bytes
             )
+            await js.create_object_store(store, store_config)
 
 
 async def wait_for_topology(js: JetStreamContext) -> None:

@@ -20,13 +20,13 @@ import nats.errors
 import structlog
 from aiohttp import web
 from msgspec import Meta
-from nats.js import api
 
 from services.device_gateway.admission import ADMISSION
-from services.device_gateway.commands_projection import COMMANDS, SCREENSHOTS, commands_key
+from services.device_gateway.commands_projection import COMMANDS, commands_key
 from services.device_gateway.devices import authenticate
 from services.device_gateway.models import Accepted
 from services.device_gateway.projections import DeviceKey
+from services.device_gateway.screenshots import store_screenshot
 from services.device_gateway.waits import WAITS
 from shared.app_keys import SETTINGS
 from shared.bus import JS
@@ -181,10 +181,8 @@ async def put_screenshot(request: web.Request) -> web.Response:
             f"the body is not a {request.content_type} image", details=[ErrorDetail("", "format")]
         )
     try:
-        await request.app[SCREENSHOTS].put(
-            screenshot_object(device.tenant_id, command.id),
-            data,
-            meta=api.ObjectMeta(description=request.content_type),
+        await store_screenshot(
+            request.app[JS], screenshot_object(device.tenant_id, command.id), data, request.content_type
         )
     except (nats.errors.Error, TimeoutError) as exc:
         log.warning("screenshot_not_stored", command_id=str(command.id), error=repr(exc))

@@ -21,12 +21,11 @@ from datetime import datetime
 import msgspec
 import structlog
 from aiohttp import web
-from nats.js.object_store import ObjectStore
 
 from services.device_gateway.waits import Waits
-from shared.bus import JS, NC
+from shared.bus import NC
 from shared.kv_watch import watch_bucket
-from shared.projections import DEVICE_COMMANDS_BUCKET, SCREENSHOTS_BUCKET, OpenCommand, ScreenCommands
+from shared.projections import DEVICE_COMMANDS_BUCKET, OpenCommand, ScreenCommands
 from shared.tasks import stop
 
 log = structlog.get_logger()
@@ -78,14 +77,12 @@ class OpenCommands:
 
 
 COMMANDS = web.AppKey("COMMANDS", OpenCommands)
-SCREENSHOTS = web.AppKey("SCREENSHOTS", ObjectStore)
 
 
 async def commands_ctx(app: web.Application) -> AsyncIterator[None]:
     """Follow the bucket for the app's lifetime; the port opens once it is loaded (as for the
     other projections: a TV is never told it has no commands by a replica that has not read them)."""
     commands = app[COMMANDS]
-    app[SCREENSHOTS] = await app[JS].object_store(SCREENSHOTS_BUCKET)
     watcher = asyncio.create_task(
         watch_bucket(app[NC], DEVICE_COMMANDS_BUCKET, commands.apply, commands.mark_loaded),
         name=f"watch-{DEVICE_COMMANDS_BUCKET}",

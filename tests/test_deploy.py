@@ -290,6 +290,17 @@ def test_the_ingress_routes_are_the_entry_points_routes(overlay):
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
+def test_the_ingress_lets_through_the_largest_body_a_service_takes(overlay):
+    """A file for devices or a screenshot larger than the Ingress admits would be refused by nginx
+    (413) before the service's own limit could speak."""
+    (ingress,) = objects(overlay, "Ingress").values()
+    size = ingress["metadata"]["annotations"]["nginx.ingress.kubernetes.io/proxy-body-size"]
+    admitted = int(size.removesuffix("m")) * 2**20
+    defaults = Settings(nats_url=("nats://localhost:4222",))
+    assert admitted >= max(defaults.max_body_bytes, defaults.max_file_bytes, defaults.max_screenshot_bytes)
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
 def test_network_policies_let_in_only_what_each_part_needs(overlay):
     policies = objects(overlay, "NetworkPolicy")
     deny = policies["default-deny-ingress"]["spec"]

@@ -1,6 +1,12 @@
-"""The device runtime API: TVs poll playlist and config and report heartbeats and events."""
+"""The device runtime API: TVs poll playlist and config and report heartbeats and events.
+
+A poll whose If-None-Match still holds may ask to wait (``Prefer: wait=N``): it is held until the
+content changes or N seconds pass (:mod:`services.device_gateway.waits`).
+"""
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 import msgspec
 import nats.errors
@@ -11,6 +17,7 @@ from services.device_gateway.admission import ADMISSION
 from services.device_gateway.devices import PROJECTIONS, authenticate, etag_matches
 from services.device_gateway.models import Accepted, EventsBody, HeartbeatBody
 from services.device_gateway.projections import DeviceKey, ScreenView
+from services.device_gateway.waits import CONTENT, DEVICE, hold
 from shared.bus import JS
 from shared.clock import utcnow
 from shared.errors import Unavailable
@@ -25,14 +32,6 @@ _encoder = msgspec.json.Encoder()
 _ACCEPTED = Accepted()
 
 
-def _conditional(request: web.Request, body: bytes, etag: str) -> web.Response:
-    headers = {"ETag": etag, "Cache-Control": "private, no-cache"}
-    if_none_match = request.headers.get("If-None-Match")
-    if if_none_match and etag_matches(if_none_match, etag):
-        return web.Response(status=304, headers=headers)
-    return web.Response(body=body, headers=headers, content_type="application/json")
-
-
 def _screen(request: web.Request, device: DeviceKey) -> ScreenView:
     view = request.app[PROJECTIONS].screens.get(device.screen)
     if view is None:  # the screen's content entry has not reached this replica yet
@@ -40,16 +39,55 @@ def _screen(request: web.Request, device: DeviceKey) -> ScreenView:
     return view
 
 
-async def get_config(request: web.Request) -> web.Response:
-    request.app[ADMISSION].admit()
-    view = _screen(request, authenticate(request))
-    return _conditional(request, view.config_body, view.config_etag)
+def _full(body: bytes, etag: str) -> web.Response:
+    headers = {"ETag": etag, "Cache-Control": "private, no-cache"}
+    return web.Response(body=body, headers=headers, content_type="application/json")
 
 
-async def get_playlist(request: web.Request) -> web.Response:
+# What a poll reads of a screen's view: its body and ETag.
+Part = Callable[[ScreenView], tuple[bytes, str]]
+
+
+def _playlist(view: ScreenView) -> tuple[bytes, str]:
+    return view.playlist_body, view.playlist_etag
+
+
+def _config(view: ScreenView) -> tuple[bytes, str]:
+    return view.config_body, view.config_etag
+
+
+async def get_config(request: web.Request) -> web.StreamResponse:
     request.app[ADMISSION].admit()
-    view = _screen(request, authenticate(request))
-    return _conditional(request, view.playlist_body, view.playlist_etag)
+    device = authenticate(request)
+    view = _screen(request, device)
+    if_none_match = request.headers.get("If-None-Match")
+    if if_none_match and etag_matches(if_none_match, view.config_etag):
+        return await _unchanged(request, device, view.config_etag, _config)
+    return _full(view.config_body, view.config_etag)
+
+
+async def get_playlist(request: web.Request) -> web.StreamResponse:
+    request.app[ADMISSION].admit()
+    device = authenticate(request)
+    view = _screen(request, device)
+    if_none_match = request.headers.get("If-None-Match")
+    if if_none_match and etag_matches(if_none_match, view.playlist_etag):
+        return await _unchanged(request, device, view.playlist_etag, _playlist)
+    return _full(view.playlist_body, view.playlist_etag)
+
+
+async def _unchanged(request: web.Request, device: DeviceKey, etag: str, part: Part) -> web.StreamResponse:
+    """304 — at once, or with ``Prefer: wait=N`` once the content changed (200) or N seconds passed."""
+    unchanged = web.Response(status=304, headers={"ETag": etag, "Cache-Control": "private, no-cache"})
+    if "Prefer" not in request.headers:  # the common poll: no waiting machinery at all
+        return unchanged
+
+    def again() -> web.Response | None:
+        current = authenticate(request)  # revoked meanwhile: 401 device_revoked, at once
+        body, new_etag = part(_screen(request, current))
+        return None if new_etag == etag else _full(body, new_etag)
+
+    return await hold(request, ((CONTENT, device.screen), (DEVICE, device.device)), unchanged, again)
 
 
 async def post_heartbeat(request: web.Request) -> web.Response:

@@ -3,22 +3,39 @@
 A TV that asks with ``Prefer: wait=N`` (RFC 7240) is answered when what it asked about changes,
 or after N seconds. A waiting request costs memory (the request, a future), no CPU: whatever
 applies a change (the projections) wakes the requests waiting on it, by key.
+
+A key is ``(topic, id)``: :data:`CONTENT` and :data:`COMMANDS` with the 16 bytes of a screen's
+id, :data:`DEVICE` with the 16 bytes of a device's id (what :class:`DeviceKey` holds packed).
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Hashable, Iterable
+from collections.abc import Callable, Hashable, Iterable
 
+import prometheus_client
 from aiohttp import web
+
+CONTENT, COMMANDS, DEVICE = "content", "commands", "device"
+
+# Summed over a pod's workers: each holds its own.
+WAITING = prometheus_client.Gauge(
+    "gateway_waiting_requests", "Polls held until a change or their wait ends", multiprocess_mode="livesum"
+)
+REFUSED = prometheus_client.Counter(
+    "gateway_waits_refused_total",
+    "Polls that asked to wait and were answered at once: the worker held GATEWAY_MAX_WAITING already",
+)
 
 
 class Waits:
     """The requests of one gateway process that wait, by the keys they wait on."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, limit: int, max_seconds: float) -> None:
         self._waiting: dict[Hashable, set[asyncio.Future[None]]] = {}
         self.count = 0  # requests waiting now
+        self.limit = limit  # the most held at once (GATEWAY_MAX_WAITING)
+        self.max_seconds = max_seconds  # the longest wait (DEVICE_WAIT_MAX_SECONDS)
         self.stopping = False
 
     async def changed(self, keys: Iterable[Hashable], timeout: float) -> bool:
@@ -60,3 +77,83 @@ class Waits:
 
 
 WAITS = web.AppKey("WAITS", Waits)
+
+
+def requested_wait(request: web.Request, cap: float) -> float | None:
+    """The seconds of the request's ``Prefer: wait=N`` cut to ``cap``; None when it asks no wait.
+
+    RFC 7240: preferences are comma-separated, their names case-insensitive, a value a token or a
+    quoted string, parameters after ``;``; only a preference's first instance counts. A server
+    ignores what it does not understand: other preferences, and a ``wait`` whose value is not
+    delta-seconds (so it is answered at once, as without it). ``wait=0`` asks no wait.
+    """
+    headers = request.headers.getall("Prefer", ())
+    if not headers:
+        return None
+    for header in headers:
+        for preference in _split_outside_quotes(header, ","):
+            name, _, value = _split_outside_quotes(preference, ";")[0].partition("=")
+            if name.strip().lower() != "wait":
+                continue
+            value = value.strip()
+            if len(value) >= 2 and value[0] == value[-1] == '"':
+                value = value[1:-1]
+            if not (value.isascii() and value.isdigit()):
+                return None
+            digits = value.lstrip("0")
+            seconds = cap if len(digits) > 9 else min(int(digits or "0"), cap)  # past any cap already
+            return seconds or None
+    return None
+
+
+def _split_outside_quotes(text: str, separator: str) -> list[str]:
+    """``text`` split at ``separator`` where it is not inside a quoted string (with ``\\`` escapes)."""
+    if '"' not in text:
+        return text.split(separator)
+    parts, start, quoted, escaped = [], 0, False, False
+    for index, char in enumerate(text):
+        if escaped:
+            escaped = False
+        elif quoted and char == "\\":
+            escaped = True
+        elif char == '"':
+            quoted = not quoted
+        elif char == separator and not quoted:
+            parts.append(text[start:index])
+            start = index + 1
+    parts.append(text[start:])
+    return parts
+
+
+async def hold(
+    request: web.Request,
+    keys: tuple[Hashable, ...],
+    unchanged: web.StreamResponse,
+    again: Callable[[], web.StreamResponse | None],
+) -> web.StreamResponse:
+    """The answer to a poll that would get ``unchanged`` now (a 304, an empty list): at once
+    without ``Prefer: wait``; otherwise held until one of ``keys`` is woken and ``again()`` has
+    another answer, or until the wait ends (then ``unchanged``), with ``Preference-Applied``.
+
+    ``again()`` looks at what the TV asked about once more: None while nothing it cares about
+    changed (the wait goes on, for the time left), or the answer. It may raise: a revoked
+    device's key answers 401 ``device_revoked`` at once.
+    """
+    waits = request.app[WAITS]
+    wait = requested_wait(request, waits.max_seconds)
+    if wait is None or waits.stopping:
+        return unchanged
+    if waits.count >= waits.limit:
+        REFUSED.inc()
+        return unchanged
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + wait
+    while True:
+        left = deadline - loop.time()
+        # False: the wait ended, or the process stops (the TV asks again, of another replica).
+        woken = left > 0 and await waits.changed(keys, left)
+        response = again() if woken else unchanged
+        if response is not None:
+            break
+    response.headers["Preference-Applied"] = f"wait={wait:g}"
+    return response

@@ -11,6 +11,7 @@ import asyncio
 import signal
 import time
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -251,6 +252,27 @@ def test_the_prefer_header_is_read_as_rfc_7240_says(prefer: list[str], seconds: 
     assert requested_wait(request_with(*prefer), 60) == seconds
 
 
+async def test_waits_are_woken_by_key_and_leave_nothing_behind() -> None:
+    waits = Waits(limit=10, max_seconds=60)
+    one = asyncio.create_task(waits.changed([("content", b"a"), ("device", b"d")], 30))
+    two = asyncio.create_task(waits.changed([("content", b"a")], 30))
+    three = asyncio.create_task(waits.changed([("content", b"b")], 0.05))
+    await asyncio.sleep(0.01)
+    assert waits.count == 3
+    waits.wake(("content", b"a"))
+    assert await one is True and await two is True
+    assert await three is False  # its time passed
+    assert waits.count == 0 and not waits._waiting
+    four = asyncio.create_task(waits.changed([("device", b"d")], 30))
+    await asyncio.sleep(0.01)
+    waits.wake_all()
+    assert await four is False and waits.count == 0 and not waits._waiting
+
+
+def identity(response: web.Response) -> web.Response:
+    return response
+
+
 async def test_a_stopping_or_full_worker_answers_at_once_without_preference_applied() -> None:
     def never() -> None:
         raise AssertionError("nothing changed: nothing to look at again")
@@ -260,6 +282,8 @@ async def test_a_stopping_or_full_worker_answers_at_once_without_preference_appl
             waits.wake_all()  # the process stops: what comes now is not held either
         unchanged = web.Response(status=304)
         started = time.monotonic()
-        answer = await hold(request_with("wait=30", waits=waits), (("content", b"x"),), unchanged, never)
+        answer = await hold(
+            request_with("wait=30", waits=waits), (("content", b"x"),), partial(identity, unchanged), never
+        )
         assert answer is unchanged and "Preference-Applied" not in answer.headers
         assert time.monotonic() - started < 0.5 and waits.count == 0

@@ -6,7 +6,8 @@ content changes or N seconds pass (:mod:`services.device_gateway.waits`).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
+from functools import partial
 
 import msgspec
 import nats.errors
@@ -44,6 +45,10 @@ def _full(body: bytes, etag: str) -> web.Response:
     return web.Response(body=body, headers=headers, content_type="application/json")
 
 
+def _not_modified(etag: str) -> web.Response:
+    return web.Response(status=304, headers={"ETag": etag, "Cache-Control": "private, no-cache"})
+
+
 # What a poll reads of a screen's view: its body and ETag.
 Part = Callable[[ScreenView], tuple[bytes, str]]
 
@@ -62,7 +67,9 @@ async def get_config(request: web.Request) -> web.StreamResponse:
     view = _screen(request, device)
     if_none_match = request.headers.get("If-None-Match")
     if if_none_match and etag_matches(if_none_match, view.config_etag):
-        return await _unchanged(request, device, view.config_etag, _config)
+        if "Prefer" not in request.headers:  # the common poll: no waiting machinery at all
+            return _not_modified(view.config_etag)
+        return await _held(request, device, view.config_etag, _config)
     return _full(view.config_body, view.config_etag)
 
 
@@ -72,22 +79,24 @@ async def get_playlist(request: web.Request) -> web.StreamResponse:
     view = _screen(request, device)
     if_none_match = request.headers.get("If-None-Match")
     if if_none_match and etag_matches(if_none_match, view.playlist_etag):
-        return await _unchanged(request, device, view.playlist_etag, _playlist)
+        if "Prefer" not in request.headers:
+            return _not_modified(view.playlist_etag)
+        return await _held(request, device, view.playlist_etag, _playlist)
     return _full(view.playlist_body, view.playlist_etag)
 
 
-async def _unchanged(request: web.Request, device: DeviceKey, etag: str, part: Part) -> web.StreamResponse:
-    """304 — at once, or with ``Prefer: wait=N`` once the content changed (200) or N seconds passed."""
-    unchanged = web.Response(status=304, headers={"ETag": etag, "Cache-Control": "private, no-cache"})
-    if "Prefer" not in request.headers:  # the common poll: no waiting machinery at all
-        return unchanged
+def _held(request: web.Request, device: DeviceKey, etag: str, part: Part) -> Awaitable[web.StreamResponse]:
+    """The 304 held (``Prefer: wait=N``) until the content changes (200) or N seconds pass; a
+    plain function returning the awaitable: one frame fewer held per waiting TV."""
+    keys = ((CONTENT, device.screen), (DEVICE, device.device))
+    return hold(request, keys, partial(_not_modified, etag), partial(_again, request, etag, part))
 
-    def again() -> web.Response | None:
-        current = authenticate(request)  # revoked meanwhile: 401 device_revoked, at once
-        body, new_etag = part(_screen(request, current))
-        return None if new_etag == etag else _full(body, new_etag)
 
-    return await hold(request, ((CONTENT, device.screen), (DEVICE, device.device)), unchanged, again)
+def _again(request: web.Request, etag: str, part: Part) -> web.Response | None:
+    """A woken poll: the new content, or None while its ETag still holds."""
+    current = authenticate(request)  # revoked meanwhile: 401 device_revoked, at once
+    body, new_etag = part(_screen(request, current))
+    return None if new_etag == etag else _full(body, new_etag)
 
 
 async def post_heartbeat(request: web.Request) -> web.Response:

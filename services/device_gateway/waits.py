@@ -29,10 +29,14 @@ REFUSED = prometheus_client.Counter(
 
 
 class Waits:
-    """The requests of one gateway process that wait, by the keys they wait on."""
+    """The requests of one gateway process that wait, by the keys they wait on.
+
+    What a waiting request costs here is kept small, as there may be tens of thousands: its
+    future, one timer, and under each key the future itself (a set only while several wait on it).
+    """
 
     def __init__(self, *, limit: int, max_seconds: float) -> None:
-        self._waiting: dict[Hashable, set[asyncio.Future[None]]] = {}
+        self._waiting: dict[Hashable, asyncio.Future[bool] | set[asyncio.Future[bool]]] = {}
         self.count = 0  # requests waiting now
         self.limit = limit  # the most held at once (GATEWAY_MAX_WAITING)
         self.max_seconds = max_seconds  # the longest wait (DEVICE_WAIT_MAX_SECONDS)
@@ -44,36 +48,57 @@ class Waits:
         if self.stopping:
             return False
         keys = tuple(keys)
-        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[bool] = loop.create_future()
         for key in keys:
-            self._waiting.setdefault(key, set()).add(future)
+            self._add(key, future)
+        timer = loop.call_later(timeout, _settle, future, False)
         self.count += 1
         try:
-            async with asyncio.timeout(timeout):
-                await future
-            return not self.stopping
-        except TimeoutError:
-            return False
+            return await future and not self.stopping
         finally:
+            timer.cancel()
             self.count -= 1
             for key in keys:
-                waiting = self._waiting.get(key)
-                if waiting is not None:
-                    waiting.discard(future)
-                    if not waiting:
-                        del self._waiting[key]
+                self._remove(key, future)
 
     def wake(self, key: Hashable) -> None:
         """Answer every request waiting on ``key`` (each looks again at what it waits for)."""
-        for future in self._waiting.pop(key, ()):
-            if not future.done():
-                future.set_result(None)
+        waiting = self._waiting.pop(key, None)
+        if isinstance(waiting, set):
+            for future in waiting:
+                _settle(future, True)
+        elif waiting is not None:
+            _settle(waiting, True)
 
     def wake_all(self) -> None:
         """Answer every waiting request, and those that come, at once: the process is stopping."""
         self.stopping = True
         for key in list(self._waiting):
             self.wake(key)
+
+    def _add(self, key: Hashable, future: asyncio.Future[bool]) -> None:
+        present = self._waiting.get(key)
+        if present is None:
+            self._waiting[key] = future
+        elif isinstance(present, set):
+            present.add(future)
+        else:
+            self._waiting[key] = {present, future}
+
+    def _remove(self, key: Hashable, future: asyncio.Future[bool]) -> None:
+        present = self._waiting.get(key)
+        if present is future:
+            del self._waiting[key]
+        elif isinstance(present, set):
+            present.discard(future)
+            if not present:
+                del self._waiting[key]
+
+
+def _settle(future: asyncio.Future[bool], woken: bool) -> None:
+    if not future.done():
+        future.set_result(woken)
 
 
 WAITS = web.AppKey("WAITS", Waits)
@@ -128,31 +153,32 @@ def _split_outside_quotes(text: str, separator: str) -> list[str]:
 async def hold(
     request: web.Request,
     keys: tuple[Hashable, ...],
-    unchanged: web.StreamResponse,
+    unchanged: Callable[[], web.StreamResponse],
     again: Callable[[], web.StreamResponse | None],
 ) -> web.StreamResponse:
-    """The answer to a poll that would get ``unchanged`` now (a 304, an empty list): at once
+    """The answer to a poll that would get ``unchanged()`` now (a 304, an empty list): at once
     without ``Prefer: wait``; otherwise held until one of ``keys`` is woken and ``again()`` has
-    another answer, or until the wait ends (then ``unchanged``), with ``Preference-Applied``.
+    another answer, or until the wait ends (then ``unchanged()``), with ``Preference-Applied``.
 
     ``again()`` looks at what the TV asked about once more: None while nothing it cares about
     changed (the wait goes on, for the time left), or the answer. It may raise: a revoked
-    device's key answers 401 ``device_revoked`` at once.
+    device's key answers 401 ``device_revoked`` at once. Both are made when needed, not held
+    while waiting.
     """
     waits = request.app[WAITS]
     wait = requested_wait(request, waits.max_seconds)
     if wait is None or waits.stopping:
-        return unchanged
+        return unchanged()
     if waits.count >= waits.limit:
         REFUSED.inc()
-        return unchanged
+        return unchanged()
     loop = asyncio.get_running_loop()
     deadline = loop.time() + wait
     while True:
         left = deadline - loop.time()
         # False: the wait ended, or the process stops (the TV asks again, of another replica).
         woken = left > 0 and await waits.changed(keys, left)
-        response = again() if woken else unchanged
+        response = again() if woken else unchanged()
         if response is not None:
             break
     response.headers["Preference-Applied"] = f"wait={wait:g}"

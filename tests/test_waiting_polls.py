@@ -24,6 +24,7 @@ from multidict import CIMultiDict
 
 from devstack.infra import free_port
 from devstack.services import wait_ready
+from services.device_gateway.admission import ADMISSION, Admission
 from services.device_gateway.waits import WAITS, Waits, hold, requested_wait
 from shared.settings import Settings
 from tests.admin_api import CONFIG_PATCH, PLAYLIST
@@ -159,6 +160,30 @@ async def test_a_revoke_answers_the_devices_waiting_polls_401_at_once(stack, how
         assert_error(answer.status, answer.body, 401, "device_revoked")
 
 
+async def test_a_lagging_worker_sheds_plain_polls_and_still_holds_waiting_ones(stack):
+    """Held, a poll costs no CPU until its content changes; refused, it would come back later."""
+    _, key, etag = await device_with_etag(stack)
+    admission = stack.runners["device-gateway"].app[ADMISSION]
+    max_lag, admission.max_lag = admission.max_lag, -1.0  # every tick of the lag timer is late now
+
+    async def shed() -> bool:
+        return (await poll(stack, key, **{"If-None-Match": etag})).status == 429
+
+    try:
+        await stack.eventually(shed)
+        waiting = await poll(stack, key, **{"If-None-Match": etag, "Prefer": "wait=1"})
+        assert waiting.status == 304 and waiting.headers["Preference-Applied"] == "wait=1", waiting
+        # One answered at once is shed as before: a stale ETag, a wait not understood.
+        for headers in (
+            {"If-None-Match": '"stale"', "Prefer": "wait=1"},
+            {"If-None-Match": etag, "Prefer": "x"},
+        ):
+            answer = await poll(stack, key, **headers)
+            assert_error(answer.status, answer.body, 429, "rate_limited")
+    finally:
+        admission.max_lag = max_lag
+
+
 @pytest.fixture
 def limited(settings: Settings) -> Settings:
     return msgspec.structs.replace(settings, device_wait_max_seconds=1, gateway_max_waiting=1)
@@ -217,6 +242,7 @@ async def test_sigterm_answers_the_waiting_polls_304_at_once_and_the_gateway_sto
 def request_with(*prefer: str, waits: Waits | None = None) -> web.Request:
     app = web.Application()
     app[WAITS] = waits or Waits(limit=10, max_seconds=60)
+    app[ADMISSION] = Admission(max_lag_ms=250, max_pending=1, max_downloads_per_device=1)
     headers = [("Prefer", value) for value in prefer]
     return make_mocked_request("GET", "/v1/device/playlist", headers=headers, app=app)
 

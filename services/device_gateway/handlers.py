@@ -62,32 +62,39 @@ def _config(view: ScreenView) -> tuple[bytes, str]:
 
 
 async def get_config(request: web.Request) -> web.StreamResponse:
-    request.app[ADMISSION].admit()
     device = authenticate(request)
     view = _screen(request, device)
     if_none_match = request.headers.get("If-None-Match")
     if if_none_match and etag_matches(if_none_match, view.config_etag):
-        if "Prefer" not in request.headers:  # the common poll: no waiting machinery at all
-            return _not_modified(view.config_etag)
-        return await _held(request, device, view.config_etag, _config)
+        if "Prefer" in request.headers:  # admitted even while lagging: see _held
+            return await _held(request, device, view.config_etag, _config)
+        request.app[ADMISSION].admit()
+        return _not_modified(view.config_etag)
+    request.app[ADMISSION].admit()
     return _full(view.config_body, view.config_etag)
 
 
 async def get_playlist(request: web.Request) -> web.StreamResponse:
-    request.app[ADMISSION].admit()
     device = authenticate(request)
     view = _screen(request, device)
     if_none_match = request.headers.get("If-None-Match")
     if if_none_match and etag_matches(if_none_match, view.playlist_etag):
-        if "Prefer" not in request.headers:
-            return _not_modified(view.playlist_etag)
-        return await _held(request, device, view.playlist_etag, _playlist)
+        if "Prefer" in request.headers:
+            return await _held(request, device, view.playlist_etag, _playlist)
+        request.app[ADMISSION].admit()
+        return _not_modified(view.playlist_etag)
+    request.app[ADMISSION].admit()
     return _full(view.playlist_body, view.playlist_etag)
 
 
 def _held(request: web.Request, device: DeviceKey, etag: str, part: Part) -> Awaitable[web.StreamResponse]:
     """The 304 held (``Prefer: wait=N``) until the content changes (200) or N seconds pass; a
-    plain function returning the awaitable: one frame fewer held per waiting TV."""
+    plain function returning the awaitable: one frame fewer held per waiting TV.
+
+    Not shed while the worker lags: a held poll costs no CPU until its content changes, less than
+    refusing it (a 429 and its log line), and a tenant-wide change would otherwise turn the whole
+    fleet's next wait into 429s, each coming back as a plain poll later (GATEWAY_MAX_WAITING
+    bounds what is held)."""
     keys = ((CONTENT, device.screen), (DEVICE, device.device))
     return hold(request, keys, partial(_not_modified, etag), partial(_again, request, etag, part))
 

@@ -16,6 +16,8 @@ from collections.abc import Callable, Hashable, Iterable
 import prometheus_client
 from aiohttp import web
 
+from services.device_gateway.admission import ADMISSION
+
 CONTENT, COMMANDS, DEVICE = "content", "commands", "device"
 
 # Summed over a pod's workers: each holds its own.
@@ -163,14 +165,16 @@ async def hold(
     ``again()`` looks at what the TV asked about once more: None while nothing it cares about
     changed (the wait goes on, for the time left), or the answer. It may raise: a revoked
     device's key answers 401 ``device_revoked`` at once. Both are made when needed, not held
-    while waiting.
+    while waiting. A poll to be held is admitted while the worker lags; one answered at once is
+    shed as any other (the caller leaves admission to this).
     """
     waits = request.app[WAITS]
     wait = requested_wait(request, waits.max_seconds)
-    if wait is None or waits.stopping:
-        return unchanged()
-    if waits.count >= waits.limit:
+    if wait is not None and waits.count >= waits.limit:
         REFUSED.inc()
+        wait = None
+    if wait is None or waits.stopping:
+        request.app[ADMISSION].admit()  # a poll held is not shed (see admission); one answered now is
         return unchanged()
     loop = asyncio.get_running_loop()
     deadline = loop.time() + wait

@@ -13,9 +13,11 @@ gateway's 304 polls per second with and without the waiting TVs.
 from __future__ import annotations
 
 import asyncio
+import os
 import random
 import resource
 import secrets
+import subprocess
 import time
 import uuid
 from functools import partial
@@ -27,6 +29,7 @@ import msgspec
 from prometheus_client.parser import text_string_to_metric_families
 
 from bench.load import cpu_seconds, rss_bytes, wrk
+from devstack.services import stop
 from shared import bus
 from shared.bus_access import SETUP_USER
 from shared.events import ScreenConfig
@@ -50,7 +53,7 @@ class Gateways(Protocol):
 
     settings: Settings
 
-    async def start_gateway(self, workers: int = 1) -> tuple[Any, str]: ...
+    async def start_gateway(self, workers: int = 1) -> tuple[subprocess.Popen[bytes], str]: ...
 
 
 def raise_file_limit(wanted: int) -> int:
@@ -65,7 +68,7 @@ class TV(asyncio.Protocol):
     """One TV: asks for its config, then waits for the next with If-None-Match and Prefer, again
     and again on one connection; after a 200 within a second, after 429 or 503 in one to two."""
 
-    def __init__(self, key: str, host: str, fleet: Fleet) -> None:
+    def __init__(self, key: str, host: str, fleet: Fleet | None) -> None:
         self.head = (
             f"GET {PATH} HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {key}\r\nPrefer: wait={WAIT}\r\n"
         ).encode()
@@ -103,6 +106,8 @@ class TV(asyncio.Protocol):
 
     def on_answer(self, status: int, etag: bytes) -> None:
         at = time.perf_counter()
+        if self.fleet is None:
+            return
         self.fleet.statuses[status] = self.fleet.statuses.get(status, 0) + 1
         if status == 200:
             self.etag = etag
@@ -118,7 +123,8 @@ class TV(asyncio.Protocol):
             self.ask()
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self.fleet.lost += 1
+        if self.fleet is not None:
+            self.fleet.lost += 1
 
 
 class Fleet:
@@ -132,6 +138,14 @@ class Fleet:
         self.statuses: dict[int, int] = {}
         self.lost = 0
         self.version = 0
+
+    def disconnect(self) -> None:
+        """Close every TV's connection; none asks again."""
+        for tv in self.tvs:
+            tv.fleet = None  # closed by us: not a connection lost
+            if tv.transport is not None:
+                tv.transport.close()
+        self.tvs = []
 
     def content(self, index: int) -> bytes:
         """The screen's content with this round's config: every round is a change."""
@@ -178,25 +192,13 @@ async def waiting_figures(bench: Gateways, keys_file: Path, *, count: int, secon
     await fleet.put(bench.settings, range(count), keys=True)
     await asyncio.sleep(1)  # JetStream has stored them before the gateway loads the buckets
     gateway, url = await bench.start_gateway()
-    host, port = url.removeprefix("http://").split(":")
     figures: dict[str, Any] = {"waiting_tvs": count, "wait_s": WAIT}
     figures["polls_without"] = _poll_figures(
         wrk(url + "/v1/device/playlist", keys_file, server_pid=gateway.pid, seconds=seconds)
     )
     rss_before = rss_bytes(gateway.pid)
-    loop = asyncio.get_running_loop()
-    started = time.perf_counter()
-    for first in range(0, count, 100):  # a few at a time: the listen backlog is 128
-        connections = [
-            loop.create_connection(partial(TV, key, f"{host}:{port}", fleet), host, int(port))
-            for key in fleet.keys[first : first + 100]
-        ]
-        fleet.tvs += [protocol for _, protocol in await asyncio.gather(*connections)]
-    async with aiohttp.ClientSession() as http:
-        held = await _until_held(http, url, count)
-    figures["connect_s"] = round(time.perf_counter() - started, 1)
+    figures["connect_s"], figures["held"] = await _connect(fleet, url)
     rss_after = rss_bytes(gateway.pid)
-    figures["held"] = held
     figures["rss_before_mb"] = round(rss_before / 2**20, 1)
     figures["rss_after_mb"] = round(rss_after / 2**20, 1)
     figures["bytes_per_waiting_tv"] = round((rss_after - rss_before) / count)
@@ -204,18 +206,43 @@ async def waiting_figures(bench: Gateways, keys_file: Path, *, count: int, secon
         wrk(url + "/v1/device/playlist", keys_file, server_pid=gateway.pid, seconds=seconds)
     )
     figures["one_screen"] = await _one_screen(bench.settings, fleet, samples=200)
-    async with aiohttp.ClientSession() as http:  # all waiting again (some were told 429 meanwhile)
-        figures["held_before_every_screen"] = await _until_held(http, url, count)
-    cpu, shed = cpu_seconds(gateway.pid), fleet.statuses.get(429, 0)
-    figures["every_screen"] = await _every_screen(bench.settings, fleet)
-    figures["every_screen"]["gateway_cpu_s"] = round(cpu_seconds(gateway.pid) - cpu, 2)
-    figures["every_screen"]["told_429"] = fleet.statuses.get(429, 0) - shed
+    figures["every_screen"] = await _every_screen(bench.settings, fleet, gateway.pid, url)
+    # A rollout's SIGTERM with every TV waiting: each is answered at once, the drain does not wait.
+    async with aiohttp.ClientSession() as http:
+        await _until_held(http, url, count)
+    started = time.perf_counter()
+    await asyncio.to_thread(stop, gateway)
+    figures["stop_with_waiting_s"] = round(time.perf_counter() - started, 2)
+    fleet.disconnect()
+    workers = os.cpu_count() or 1
+    if workers > 1:  # as deployed: a worker per core, each holding its share of the TVs
+        gateway, url = await bench.start_gateway(workers)
+        await _connect(fleet, url)
+        figures["every_screen_all_cores"] = {
+            "workers": workers,
+            **await _every_screen(bench.settings, fleet, gateway.pid, url),
+        }
+        fleet.disconnect()
+        stop(gateway)
     figures["statuses"] = {str(status): n for status, n in sorted(fleet.statuses.items())}
     figures["connections_lost"] = fleet.lost
-    for tv in fleet.tvs:
-        if tv.transport is not None:
-            tv.transport.close()
     return figures
+
+
+async def _connect(fleet: Fleet, url: str) -> tuple[float, int]:
+    """Every TV connected and waiting: the seconds it took, and how many the gateway holds."""
+    host, port = url.removeprefix("http://").split(":")
+    loop = asyncio.get_running_loop()
+    started = time.perf_counter()
+    for first in range(0, len(fleet.keys), 100):  # a few at a time: the listen backlog is 128
+        connections = [
+            loop.create_connection(partial(TV, key, f"{host}:{port}", fleet), host, int(port))
+            for key in fleet.keys[first : first + 100]
+        ]
+        fleet.tvs += [protocol for _, protocol in await asyncio.gather(*connections)]
+    async with aiohttp.ClientSession() as http:
+        held = await _until_held(http, url, len(fleet.keys))
+    return round(time.perf_counter() - started, 1), held
 
 
 async def _until_held(http: aiohttp.ClientSession, url: str, count: int) -> int:
@@ -255,18 +282,28 @@ async def _one_screen(settings: Settings, fleet: Fleet, *, samples: int) -> dict
     return percentiles(latencies)
 
 
-async def _every_screen(settings: Settings, fleet: Fleet) -> dict[str, Any]:
+async def _every_screen(settings: Settings, fleet: Fleet, gateway: int, url: str) -> dict[str, Any]:
     """Every screen's config changed at once (a tenant-wide change): from just before the first put
-    to each TV's answer."""
+    to each TV's answer; and the gateway's CPU meanwhile."""
+    async with aiohttp.ClientSession() as http:  # all waiting (some were told 429 before)
+        held = await _until_held(http, url, len(fleet.tvs))
     loop = asyncio.get_running_loop()
     for tv in fleet.tvs:
         tv.answered = loop.create_future()
+    cpu, shed = cpu_seconds(gateway), fleet.statuses.get(429, 0)
     started = await fleet.put(settings, range(len(fleet.tvs)))
     put_s = time.perf_counter() - started
     answered = [tv.answered for tv in fleet.tvs if tv.answered is not None]
     done, pending = await asyncio.wait(answered, timeout=30)
     latencies = [(future.result() - started) * 1000 for future in done]
-    return {"puts_s": round(put_s, 3), "unanswered": len(pending), **percentiles(latencies)}
+    return {
+        "held": held,
+        "puts_s": round(put_s, 3),
+        "unanswered": len(pending),
+        "gateway_cpu_s": round(cpu_seconds(gateway) - cpu, 2),
+        "told_429": fleet.statuses.get(429, 0) - shed,
+        **percentiles(latencies),
+    }
 
 
 def _poll_figures(load: Any) -> dict[str, Any]:
@@ -300,7 +337,8 @@ def table_rows(figures: dict[str, Any]) -> list[tuple[str, str, str]]:
             "8. gateway memory per waiting TV",
             f"{w['bytes_per_waiting_tv']} B",
             f"{w['held']} of {w['waiting_tvs']} held by one process; RSS {w['rss_before_mb']} ->"
-            f" {w['rss_after_mb']} MiB; connected in {w['connect_s']} s",
+            f" {w['rss_after_mb']} MiB; connected in {w['connect_s']} s; SIGTERM to exit"
+            f" {w['stop_with_waiting_s']} s",
         ),
         (
             "8. one screen's change -> its TV answered, p50 / p99",
@@ -311,7 +349,20 @@ def table_rows(figures: dict[str, Any]) -> list[tuple[str, str, str]]:
             "8. every screen changed -> all answered, p50 / p99",
             f"{every['p50_ms']:.0f} / {every['p99_ms']:.0f} ms",
             f"n={every['count']}, unanswered {every['unanswered']}, max {every['max_ms']:.0f} ms;"
-            f" puts took {every['puts_s']} s",
+            f" gateway CPU {every['gateway_cpu_s']} s, told 429 {every['told_429']}",
+        ),
+        *(
+            [
+                (
+                    f"8. same, {every['workers']} workers, p50 / p99",
+                    f"{every['p50_ms']:.0f} / {every['p99_ms']:.0f} ms",
+                    f"n={every['count']}, unanswered {every['unanswered']}, max {every['max_ms']:.0f} ms;"
+                    f" gateway CPU {every['gateway_cpu_s']} s, told 429 {every['told_429']}",
+                )
+                for every in [w["every_screen_all_cores"]]
+            ]
+            if "every_screen_all_cores" in w
+            else []
         ),
         (
             "8. 304 polls/s without / with the waiting TVs",

@@ -210,6 +210,7 @@ async def waiting_figures(bench: Gateways, keys_file: Path, *, count: int, secon
     # A rollout's SIGTERM with every TV waiting: each is answered at once, the drain does not wait.
     async with aiohttp.ClientSession() as http:
         await _until_held(http, url, count)
+    figures["connections_lost"] = fleet.lost  # before the stop, which closes every connection
     started = time.perf_counter()
     await asyncio.to_thread(stop, gateway)
     figures["stop_with_waiting_s"] = round(time.perf_counter() - started, 2)
@@ -225,7 +226,6 @@ async def waiting_figures(bench: Gateways, keys_file: Path, *, count: int, secon
         fleet.disconnect()
         stop(gateway)
     figures["statuses"] = {str(status): n for status, n in sorted(fleet.statuses.items())}
-    figures["connections_lost"] = fleet.lost
     return figures
 
 

@@ -5,6 +5,7 @@ Every throughput figure is a ratio against a bare aiohttp handler measured in th
 the same load generator (wrk) and settings: absolute numbers drift on a shared machine.
 
     python -m bench [--devices 2000] [--seconds 5] [--rounds 3] [--keys 100000,1000000] [--out FILE]
+                    [--waiting 10000] [--only 1,2,3,4,5,6,7,8]
 """
 
 from __future__ import annotations
@@ -34,6 +35,8 @@ import msgspec
 
 from bench.fleet import Admin, Device, bounded, new_codes, pair_devices, registration_latencies
 from bench.load import Load, cpu_seconds, own_cpu, require_wrk, rss_bytes, wrk
+from bench.waits import table_rows as waiting_rows
+from bench.waits import waiting_figures
 from devstack.infra import free_port
 from devstack.services import ROOT, Processes, stop, wait_ready
 from shared import bus
@@ -153,6 +156,11 @@ class Bench:
                 print("4. revoke -> rejected ...", flush=True)
                 self.figures["revoke"] = await self.revoke_latency(http, admin, gateway_url, revoked)
             stop(gateway)
+            if 8 in only:
+                print(f"8. {args.waiting} waiting TVs ...", flush=True)
+                self.figures["waits"] = await waiting_figures(
+                    self, keys_file, count=args.waiting, seconds=args.seconds
+                )
             if 2 in only:
                 workers = os.cpu_count() or 1
                 print(f"2. polls, {workers} workers ...", flush=True)
@@ -530,6 +538,8 @@ def print_table(figures: dict[str, Any]) -> None:
                         f" ready in {value['start_to_ready_s']} s",
                     )
                 )
+    if figures.get("waits"):
+        rows += waiting_rows(figures["waits"])
     for title, value, notes in rows:
         print(f"{title:<52} {value:>14}  {notes}")
 
@@ -543,7 +553,8 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=7, help="wrk runs per side; the median counts")
     parser.add_argument("--keys", default="100000,1000000", help="bucket sizes for the memory figure")
     parser.add_argument("--heartbeats", type=int, default=50_000, help="heartbeats for figure 7")
-    parser.add_argument("--only", default="1,2,3,4,5,6,7", help="which figures to measure, e.g. 1,5")
+    parser.add_argument("--waiting", type=int, default=10_000, help="TVs waiting at once for figure 8")
+    parser.add_argument("--only", default="1,2,3,4,5,6,7,8", help="which figures to measure, e.g. 1,5")
     parser.add_argument(
         "--profile", type=Path, help="write py-spy samples of the gateway and provisioning here"
     )

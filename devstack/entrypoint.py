@@ -116,9 +116,18 @@ def create_app(upstreams: dict[str, str], limits: BodyLimits) -> web.Application
 HANDLER_CANCELLATION = True
 
 
+# How long an upstream may stay silent, as the Ingress's proxy-read-timeout (tests/test_deploy.py
+# compares them): longer than any wait a TV's poll may ask (DEVICE_WAIT_MAX_SECONDS) and than a
+# heartbeat stream's keep-alive. No limit on the whole request: the stream lasts as long as its client.
+READ_TIMEOUT_SECONDS = 3600
+UPSTREAM_TIMEOUT = aiohttp.ClientTimeout(total=None, sock_connect=30, sock_read=READ_TIMEOUT_SECONDS)
+
+
 async def client_ctx(app: web.Application) -> AsyncIterator[None]:
     connector = aiohttp.TCPConnector(limit=0)
-    async with aiohttp.ClientSession(connector=connector, auto_decompress=False) as session:
+    async with aiohttp.ClientSession(
+        connector=connector, auto_decompress=False, timeout=UPSTREAM_TIMEOUT
+    ) as session:
         app[CLIENT] = session
         yield
 

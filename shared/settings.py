@@ -210,6 +210,26 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             description="per gateway worker: a device's file downloads at once; one more gets 429",
         ),
     ] = 2
+    # Every proxy and load balancer between the TVs and the gateway must keep an idle request open
+    # longer than this (docs/tv-app.md names the usual defaults).
+    device_wait_max_seconds: Annotated[
+        int,
+        Meta(
+            ge=1,
+            le=300,
+            description="the longest a TV's poll with `Prefer: wait=N` is held before its 304; a larger N"
+            " is cut to this",
+        ),
+    ] = 60
+    gateway_max_waiting: Annotated[
+        int,
+        Meta(
+            ge=0,
+            le=1_000_000,
+            description="per gateway worker: polls held at once; past it a poll is answered at once,"
+            " without Preference-Applied; 0: none is held",
+        ),
+    ] = 20_000
     offline_after_intervals: Annotated[
         float,
         Meta(

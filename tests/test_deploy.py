@@ -11,6 +11,7 @@ import re
 import shutil
 import subprocess
 import sys
+import typing
 import uuid
 from functools import cache
 from importlib.metadata import version
@@ -18,9 +19,11 @@ from pathlib import Path
 from typing import Any
 
 import kubernetes_validate
+import msgspec
 import pytest
 import yaml
 
+from devstack import entrypoint
 from devstack.__main__ import deployed_nats_config
 from devstack.infra import nats_server_binary
 from devstack.services import ROOT
@@ -245,6 +248,23 @@ def test_the_setup_job_runs_setup_and_the_gateway_scales_by_cpu_with_a_worker_pe
     for name, deployment in objects("prod", "Deployment").items():
         if name != "device-gateway":
             assert deployment["spec"]["replicas"] >= 3, name
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_the_ingress_and_the_entry_point_let_the_longest_waiting_poll_through(overlay):
+    """A poll held DEVICE_WAIT_MAX_SECONDS (at most its bound) sends nothing meanwhile: every proxy
+    on the way must wait longer for the answer than that, or it cuts the TV off first."""
+    (ingress,) = objects(overlay, "Ingress").values()
+    read_timeout = int(ingress["metadata"]["annotations"]["nginx.ingress.kubernetes.io/proxy-read-timeout"])
+    (longest_wait,) = [
+        meta.le
+        for meta in typing.get_args(
+            typing.get_type_hints(Settings, include_extras=True)["device_wait_max_seconds"]
+        )
+        if isinstance(meta, msgspec.Meta) and meta.le is not None
+    ]
+    assert read_timeout == entrypoint.READ_TIMEOUT_SECONDS > longest_wait + 10
+    assert entrypoint.UPSTREAM_TIMEOUT.total is None
 
 
 def ingress_routes(overlay: str) -> list[tuple[str, str]]:

@@ -7,6 +7,9 @@ Two signals, both cheap to read on every request:
   heartbeats and events are refused rather than piling up in memory.
 - file downloads a device has in progress: past ``max_downloads_per_device`` its next one is
   refused, so one TV (or one stolen key) cannot hold the worker's connections to the store.
+A poll that asks to wait for a change it has not got (If-None-Match holds, ``Prefer: wait``) is
+not shed: held, it costs memory and no CPU until its content changes; and the waiting polls are
+not in any of the figures above (an idle connection does not make the loop lag).
 The TVs back off for ``Retry-After`` plus their own jitter (the device contract), which is what
 takes the load away; answering 429 keeps latency bounded for the requests that are admitted.
 """

@@ -14,7 +14,7 @@ from services.device_gateway.commands_projection import COMMANDS, OpenCommands, 
 from services.device_gateway.devices import PROJECTIONS
 from services.device_gateway.projections import Projections
 from services.device_gateway.routes import OPERATIONS
-from services.device_gateway.waits import WAITS, Waits
+from services.device_gateway.waits import WAITING, WAITS, Waits
 from shared import bus
 from shared.app import base_app
 from shared.app_keys import READINESS
@@ -34,8 +34,8 @@ CACHED = prometheus_client.Gauge(
 
 def create_app(settings: Settings) -> web.Application:
     app = base_app("device-gateway", settings)
-    app[PROJECTIONS] = Projections()
-    app[WAITS] = Waits()
+    app[WAITS] = Waits(limit=settings.gateway_max_waiting, max_seconds=settings.device_wait_max_seconds)
+    app[PROJECTIONS] = Projections(app[WAITS])
     app[COMMANDS] = OpenCommands(app[WAITS])
     app[ADMISSION] = Admission(
         max_lag_ms=settings.gateway_max_lag_ms,
@@ -47,8 +47,15 @@ def create_app(settings: Settings) -> web.Application:
     app.cleanup_ctx.append(bus.jetstream_ctx)
     app.cleanup_ctx.append(projections_ctx)
     app.cleanup_ctx.append(commands_ctx)
+    # A stop answers the held polls (304) at once, so they do not hold up the drain; the TVs ask
+    # again, of another replica. shared/serve.py sends this after the port has closed.
+    app.on_shutdown.append(stop_waiting)
     add_operations(app, "Signage device gateway", OPERATIONS)
     return app
+
+
+async def stop_waiting(app: web.Application) -> None:
+    app[WAITS].wake_all()
 
 
 async def projections_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -78,10 +85,11 @@ async def projections_ctx(app: web.Application) -> AsyncIterator[None]:
 
 
 async def count_cached(app: web.Application) -> None:
-    """Every 5 s, not per entry: a million-key load should not pay a metric update per key (and
-    multiprocess metrics cannot read a callback at scrape time)."""
-    projections = app[PROJECTIONS]
+    """Every 5 s, not per entry or request: a million-key load should not pay a metric update per
+    key, nor a poll one per wait (and multiprocess metrics cannot read a callback at scrape time)."""
+    projections, waits = app[PROJECTIONS], app[WAITS]
     while True:
         CACHED.labels("keys").set(len(projections.keys))
         CACHED.labels("screens").set(len(projections.screens))
+        WAITING.set(waits.count)
         await asyncio.sleep(5)

@@ -11,7 +11,6 @@ stays open, and the TV may be handed it again: it de-duplicates by id.
 from __future__ import annotations
 
 import asyncio
-import re
 import uuid
 from typing import Annotated, Any, Literal
 
@@ -27,7 +26,7 @@ from services.device_gateway.devices import authenticate
 from services.device_gateway.models import Accepted
 from services.device_gateway.projections import DeviceKey
 from services.device_gateway.screenshots import store_screenshot
-from services.device_gateway.waits import WAITS
+from services.device_gateway.waits import DEVICE, hold
 from shared.app_keys import SETTINGS
 from shared.bus import JS
 from shared.clock import utcnow
@@ -46,9 +45,6 @@ from shared.projections import OpenCommand, screenshot_object
 
 log = structlog.get_logger()
 
-# The longest a TV's request is held (a longer Prefer: wait=N waits this long), as the waiting
-# playlist and config polls cap theirs; load balancers in front need an idle timeout above it.
-MAX_WAIT_SECONDS = 60
 # A result's free-form data, encoded: enough for a diagnostic report, not a log file.
 MAX_RESULT_DATA_BYTES = 16 * 1024
 # How long the report that a command was handed out may take; past it, the TV gets its commands
@@ -59,7 +55,6 @@ IMAGE_MAGIC = {"image/png": b"\x89PNG\r\n\x1a\n", "image/jpeg": b"\xff\xd8\xff"}
 
 _encoder = msgspec.json.Encoder()
 _ACCEPTED = Accepted()
-_WAIT = re.compile(r'\s*wait\s*=\s*"?(\d{1,9})"?\s*', re.IGNORECASE)
 
 
 class CommandList(msgspec.Struct, frozen=True):
@@ -75,52 +70,33 @@ class ResultBody(msgspec.Struct, kw_only=True):
 _result_body = msgspec.json.Decoder(ResultBody)
 
 
-def prefer_wait(request: web.Request) -> int:
-    """The seconds the TV asks to wait (RFC 7240 ``Prefer: wait=N``), capped; 0 without one. A
-    preference not understood is ignored, as the RFC asks."""
-    for header in request.headers.getall("Prefer", ()):
-        for preference in header.split(","):
-            match = _WAIT.fullmatch(preference.split(";", 1)[0])
-            if match:
-                return min(int(match[1]), MAX_WAIT_SECONDS)
-    return 0
-
-
-async def get_commands(request: web.Request) -> web.Response:
+async def get_commands(request: web.Request) -> web.StreamResponse:
     """The screen's open commands not past their expiry, oldest first; with ``Prefer: wait=N`` and
     none open, held until one opens (200 with it) or N seconds pass (200, no items)."""
-    request.app[ADMISSION].admit()
     device = authenticate(request)
     commands = request.app[COMMANDS]
-    items = commands.due(device.screen_id, device.tenant_id, utcnow())
-    headers = {"Cache-Control": "no-store"}
-    wait = prefer_wait(request)
-    if wait:
-        headers["Preference-Applied"] = f"wait={wait}"
-        if not items:
-            device, items = await _wait_for_commands(request, device, wait)
-    if request.method == "GET":  # a HEAD hands nothing out
-        await _report_delivered(request, device, items)
-    return json_response(CommandList(items=items), headers=headers)
+    handed: list[OpenCommand] = []  # what the answer lists: reported delivered once it is made
 
+    def answer(items: list[OpenCommand]) -> web.Response:
+        handed[:] = items
+        return json_response(CommandList(items=items), headers={"Cache-Control": "no-store"})
 
-async def _wait_for_commands(
-    request: web.Request, device: DeviceKey, wait: int
-) -> tuple[DeviceKey, list[OpenCommand]]:
-    """Until a command of the screen opens, the device's key changes (a revoke: 401 at once), the
-    worker stops, or ``wait`` seconds pass."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + wait
-    keys = (commands_key(device.screen_id), ("device", device.device_id))
-    commands = request.app[COMMANDS]
-    items: list[OpenCommand] = []
-    while (left := deadline - loop.time()) > 0:
-        woken = await request.app[WAITS].changed(keys, left)
-        device = authenticate(request)
+    def again() -> web.Response | None:
+        nonlocal device
+        device = authenticate(request)  # a revoke while waiting: 401 at once
         items = commands.due(device.screen_id, device.tenant_id, utcnow())
-        if items or not woken:
-            break
-    return device, items
+        return answer(items) if items else None
+
+    items = commands.due(device.screen_id, device.tenant_id, utcnow())
+    if items:
+        request.app[ADMISSION].admit()
+        response: web.StreamResponse = answer(items)
+    else:
+        keys = (commands_key(device.screen_id), (DEVICE, device.device))
+        response = await hold(request, keys, lambda: answer([]), again)
+    if request.method == "GET":  # a HEAD hands nothing out
+        await _report_delivered(request, device, handed)
+    return response
 
 
 async def _report_delivered(request: web.Request, device: DeviceKey, items: list[OpenCommand]) -> None:

@@ -2,7 +2,7 @@
 
 Registry rewrites a screen's entry whenever one of its commands opens or closes; every worker
 follows the bucket, so a TV's ``GET /v1/device/commands`` is answered from memory, and applying an
-entry wakes the TV's waiting request (``("commands", screen_id)`` in :class:`Waits`). Only screens
+entry wakes the TV's waiting request (its :func:`commands_key` in :class:`Waits`). Only screens
 with open commands take memory: an entry without items is dropped.
 
 It also remembers which commands this worker has reported ``delivered``, so a TV that polls
@@ -22,6 +22,7 @@ import msgspec
 import structlog
 from aiohttp import web
 
+from services.device_gateway.waits import COMMANDS as WAITED_COMMANDS
 from services.device_gateway.waits import Waits
 from shared.bus import NC
 from shared.kv_watch import watch_bucket
@@ -33,9 +34,9 @@ log = structlog.get_logger()
 _screen_commands = msgspec.json.Decoder(ScreenCommands)
 
 
-def commands_key(screen_id: uuid.UUID) -> tuple[str, uuid.UUID]:
+def commands_key(screen_id: uuid.UUID) -> tuple[str, bytes]:
     """What a TV waiting for its screen's commands waits on in :class:`Waits`."""
-    return ("commands", screen_id)
+    return (WAITED_COMMANDS, screen_id.bytes)
 
 
 class OpenCommands:

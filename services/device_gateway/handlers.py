@@ -1,6 +1,13 @@
-"""The device runtime API: TVs poll playlist and config and report heartbeats and events."""
+"""The device runtime API: TVs poll playlist and config and report heartbeats and events.
+
+A poll whose If-None-Match still holds may ask to wait (``Prefer: wait=N``): it is held until the
+content changes or N seconds pass (:mod:`services.device_gateway.waits`).
+"""
 
 from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from functools import partial
 
 import msgspec
 import nats.errors
@@ -11,6 +18,7 @@ from services.device_gateway.admission import ADMISSION
 from services.device_gateway.devices import PROJECTIONS, authenticate, etag_matches
 from services.device_gateway.models import Accepted, EventsBody, HeartbeatBody
 from services.device_gateway.projections import DeviceKey, ScreenView
+from services.device_gateway.waits import CONTENT, DEVICE, hold
 from shared.bus import JS
 from shared.clock import utcnow
 from shared.errors import Unavailable
@@ -25,14 +33,6 @@ _encoder = msgspec.json.Encoder()
 _ACCEPTED = Accepted()
 
 
-def _conditional(request: web.Request, body: bytes, etag: str) -> web.Response:
-    headers = {"ETag": etag, "Cache-Control": "private, no-cache"}
-    if_none_match = request.headers.get("If-None-Match")
-    if if_none_match and etag_matches(if_none_match, etag):
-        return web.Response(status=304, headers=headers)
-    return web.Response(body=body, headers=headers, content_type="application/json")
-
-
 def _screen(request: web.Request, device: DeviceKey) -> ScreenView:
     view = request.app[PROJECTIONS].screens.get(device.screen)
     if view is None:  # the screen's content entry has not reached this replica yet
@@ -40,16 +40,70 @@ def _screen(request: web.Request, device: DeviceKey) -> ScreenView:
     return view
 
 
-async def get_config(request: web.Request) -> web.Response:
-    request.app[ADMISSION].admit()
-    view = _screen(request, authenticate(request))
-    return _conditional(request, view.config_body, view.config_etag)
+def _full(body: bytes, etag: str) -> web.Response:
+    headers = {"ETag": etag, "Cache-Control": "private, no-cache"}
+    return web.Response(body=body, headers=headers, content_type="application/json")
 
 
-async def get_playlist(request: web.Request) -> web.Response:
+def _not_modified(etag: str) -> web.Response:
+    return web.Response(status=304, headers={"ETag": etag, "Cache-Control": "private, no-cache"})
+
+
+# What a poll reads of a screen's view: its body and ETag.
+Part = Callable[[ScreenView], tuple[bytes, str]]
+
+
+def _playlist(view: ScreenView) -> tuple[bytes, str]:
+    return view.playlist_body, view.playlist_etag
+
+
+def _config(view: ScreenView) -> tuple[bytes, str]:
+    return view.config_body, view.config_etag
+
+
+async def get_config(request: web.Request) -> web.StreamResponse:
+    device = authenticate(request)
+    view = _screen(request, device)
+    if_none_match = request.headers.get("If-None-Match")
+    if if_none_match and etag_matches(if_none_match, view.config_etag):
+        if "Prefer" in request.headers:  # admitted even while lagging: see _held
+            return await _held(request, device, view.config_etag, _config)
+        request.app[ADMISSION].admit()
+        return _not_modified(view.config_etag)
     request.app[ADMISSION].admit()
-    view = _screen(request, authenticate(request))
-    return _conditional(request, view.playlist_body, view.playlist_etag)
+    return _full(view.config_body, view.config_etag)
+
+
+async def get_playlist(request: web.Request) -> web.StreamResponse:
+    device = authenticate(request)
+    view = _screen(request, device)
+    if_none_match = request.headers.get("If-None-Match")
+    if if_none_match and etag_matches(if_none_match, view.playlist_etag):
+        if "Prefer" in request.headers:
+            return await _held(request, device, view.playlist_etag, _playlist)
+        request.app[ADMISSION].admit()
+        return _not_modified(view.playlist_etag)
+    request.app[ADMISSION].admit()
+    return _full(view.playlist_body, view.playlist_etag)
+
+
+def _held(request: web.Request, device: DeviceKey, etag: str, part: Part) -> Awaitable[web.StreamResponse]:
+    """The 304 held (``Prefer: wait=N``) until the content changes (200) or N seconds pass; a
+    plain function returning the awaitable: one frame fewer held per waiting TV.
+
+    Not shed while the worker lags: a held poll costs no CPU until its content changes, less than
+    refusing it (a 429 and its log line), and a tenant-wide change would otherwise turn the whole
+    fleet's next wait into 429s, each coming back as a plain poll later (GATEWAY_MAX_WAITING
+    bounds what is held)."""
+    keys = ((CONTENT, device.screen), (DEVICE, device.device))
+    return hold(request, keys, partial(_not_modified, etag), partial(_again, request, etag, part))
+
+
+def _again(request: web.Request, etag: str, part: Part) -> web.Response | None:
+    """A woken poll: the new content, or None while its ETag still holds."""
+    current = authenticate(request)  # revoked meanwhile: 401 device_revoked, at once
+    body, new_etag = part(_screen(request, current))
+    return None if new_etag == etag else _full(body, new_etag)
 
 
 async def post_heartbeat(request: web.Request) -> web.Response:

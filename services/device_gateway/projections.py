@@ -3,6 +3,10 @@
 Every worker watches both buckets and answers polls from these dicts alone: no database and no
 network on the poll path. Bodies and ETags are encoded once, when content changes, not per poll.
 
+Applying a change wakes the polls held on it (:mod:`services.device_gateway.waits`): a screen's
+new content answers its TV's waiting poll, a device's revoked or deleted key answers its waiting
+polls 401.
+
 A replica holds every key of the fleet, so a key's entry is one packed ``bytes`` (device, screen
 and tenant ids, status: 49 bytes) under its 32-byte digest: about 200 bytes per key with the dict's
 share, where a Struct of three UUID objects took over 650 (``make bench`` measures it).
@@ -18,6 +22,7 @@ import msgspec
 import structlog
 from nats.aio.client import Client as NATS
 
+from services.device_gateway.waits import CONTENT, DEVICE, Waits
 from shared.kv_watch import watch_bucket
 from shared.projections import (
     DEVICE_KEYS_BUCKET,
@@ -55,6 +60,11 @@ class DeviceKey:
     @property
     def revoked(self) -> bool:
         return self._packed[48:] != _ACTIVE
+
+    @property
+    def device(self) -> bytes:
+        """The device id's 16 bytes: what its waiting polls are woken by."""
+        return self._packed[:16]
 
     @property
     def screen(self) -> bytes:
@@ -106,7 +116,9 @@ def screen_view(content: ScreenContent) -> ScreenView:
 
 
 class Projections:
-    def __init__(self) -> None:
+    def __init__(self, waits: Waits | None = None) -> None:
+        # Without the app's Waits (a projection alone, in a test) nobody waits to be woken.
+        self.waits = waits if waits is not None else Waits(limit=0, max_seconds=0)
         self.keys: dict[bytes, bytes] = {}  # device_key_digest(key) -> pack_key_entry(...)
         self.screens: dict[bytes, ScreenView] = {}  # screen id's bytes -> its view
         self.ready = False  # both buckets loaded
@@ -122,9 +134,14 @@ class Projections:
     def apply_key(self, key: str, value: bytes | None) -> None:
         digest = device_key_digest_of(key)
         if value is None:
-            self.keys.pop(digest, None)
+            old = self.keys.pop(digest, None)
         else:
-            self.keys[digest] = pack_key_entry(_key_entry.decode(value))
+            old = self.keys.get(digest)
+            self.keys[digest] = packed = pack_key_entry(_key_entry.decode(value))
+            if old == packed:
+                return
+        if old is not None:  # revoked, deleted or rebound: the device's waiting polls look again
+            self.waits.wake((DEVICE, old[:16]))
 
     def apply_content(self, key: str, value: bytes | None) -> None:
         screen = uuid.UUID(key).bytes
@@ -132,6 +149,7 @@ class Projections:
             self.screens.pop(screen, None)
         else:
             self.screens[screen] = screen_view(_content.decode(value))
+        self.waits.wake((CONTENT, screen))
 
     async def watch(self, nc: NATS, bucket: str) -> None:
         """Follow ``bucket`` forever: first its current values (then ready), then every change."""

@@ -11,17 +11,27 @@ _PREFER_WAIT = Param(
     "Prefer", {"type": "string"}, "wait=N (RFC 7240): hold the answer up to N s until one is open", "header"
 )
 _IF_NONE_MATCH = (Param("If-None-Match", {"type": "string"}, "the ETag of the copy the TV holds", "header"),)
+_WAITING = (
+    *_IF_NONE_MATCH,
+    Param(
+        "Prefer",
+        {"type": "string"},
+        "wait=N (RFC 7240): while If-None-Match holds, answer when the content changes or after N"
+        " seconds (capped; Preference-Applied says the N applied)",
+        "header",
+    ),
+)
 
 OPERATIONS = [
     Operation(
         "GET",
         "/v1/device/config",
         h.get_config,
-        "The screen's config (ETag; 304 when unchanged)",
+        "The screen's config (ETag; 304 when unchanged; Prefer: wait=N to wait for a change)",
         "device",
         responses={200: ScreenConfig, 304: None},
         errors=(401, 429, 503),
-        params=_IF_NONE_MATCH,
+        params=_WAITING,
         quiet=True,
         tag="Device runtime",
     ),
@@ -29,11 +39,11 @@ OPERATIONS = [
         "GET",
         "/v1/device/playlist",
         h.get_playlist,
-        "The screen's playlist (ETag; 304 when unchanged)",
+        "The screen's playlist (ETag; 304 when unchanged; Prefer: wait=N to wait for a change)",
         "device",
         responses={200: PlaylistBody, 304: None},
         errors=(401, 429, 503),
-        params=_IF_NONE_MATCH,
+        params=_WAITING,
         quiet=True,
         tag="Device runtime",
     ),

@@ -35,7 +35,8 @@ simulate: install
 	$(BIN)/python -m bench.simulate $(SIMULATE_ARGS)
 
 # The long soak, on a stack of its own: 2,000 TVs for 10 minutes; SOAK_ARGS="--tvs 5000 --seconds 1800";
-# SOAK_ARGS="--cluster" on three clustered NATS nodes (R3), "--faults 60" breaks a part every minute.
+# SOAK_ARGS="--cluster" on three clustered NATS nodes (R3), "--faults 60" breaks a part every minute;
+# TVs hold waiting requests (--wait 25; 0: plain polls) and carry out 200 commands (--commands).
 soak: install
 	$(BIN)/python -m bench.soak $(SOAK_ARGS)
 

@@ -27,6 +27,7 @@ import asyncio
 import collections
 import os
 import random
+import resource
 import sys
 import time
 from collections.abc import Awaitable, Callable
@@ -174,9 +175,20 @@ class Fleet:
 
     async def live(self, tv: TV, until: float) -> None:
         await asyncio.sleep(random.uniform(0, self.args.poll_every))  # TVs do not start in step
+        # With --wait, the playlist and the commands each have a request held at all times, as
+        # docs/tv-app.md asks; the rounds poll the config and send heartbeats.
+        waiting = (
+            [self.keep_waiting(tv, what, until) for what in ("playlist", "commands")]
+            if self.args.wait
+            else []
+        )
+        rounds = ("config",) if self.args.wait else ("config", "playlist")
+        await asyncio.gather(self.rounds(tv, until, rounds), *waiting)
+
+    async def rounds(self, tv: TV, until: float, polled: tuple[str, ...]) -> None:
         while time.monotonic() < until:
             pause = self.args.poll_every * random.uniform(0.8, 1.2)
-            for what in ("config", "playlist"):
+            for what in polled:
                 status, retry_after = await self.poll(tv, what)
                 if status == 401:
                     await self.repair(tv)
@@ -184,18 +196,40 @@ class Fleet:
                 if status in BACK_OFF:
                     pause = max(pause, retry_after * random.uniform(1, 1.5))
             else:
-                for step in (self.heartbeat, self.carry_out):
+                for step in (self.heartbeat,) if self.args.wait else (self.heartbeat, self.carry_out):
                     status, retry_after = await step(tv)
                     if status in BACK_OFF:
                         pause = max(pause, retry_after * random.uniform(1, 1.5))
                         break
             await asyncio.sleep(pause)
 
-    async def poll(self, tv: TV, what: str) -> tuple[int, float]:
+    async def keep_waiting(self, tv: TV, what: str, until: float) -> None:
+        """One request for ``what`` (the playlist, the commands) held at all times, answered by a
+        change or the end of its wait; a moment's pause after a change, longer after an error."""
+        while (left := until - time.monotonic()) > 1:
+            wait = min(self.args.wait, int(left))
+            if what == "commands":
+                status, retry_after = await self.carry_out(tv, wait)
+            else:
+                status, retry_after = await self.poll(tv, what, wait)
+            if status == 401:  # the rounds pair the TV again
+                pause = self.args.poll_every
+            elif status in BACK_OFF or status >= 500:
+                pause = retry_after * random.uniform(1, 1.5)
+            else:
+                pause = random.uniform(0, 1)
+            await asyncio.sleep(min(pause, max(0.0, until - time.monotonic())))
+
+    async def poll(self, tv: TV, what: str, wait: int = 0) -> tuple[int, float]:
         headers = {"Authorization": f"Bearer {tv.key}"}
         if what in tv.etags:
             headers["If-None-Match"] = tv.etags[what]
-        async with self.http.get(f"{self.url}/v1/device/{what}", headers=headers) as response:
+        if wait:
+            headers["Prefer"] = f"wait={wait}"
+        timeout = aiohttp.ClientTimeout(total=wait + 30)
+        async with self.http.get(
+            f"{self.url}/v1/device/{what}", headers=headers, timeout=timeout
+        ) as response:
             await response.read()
             self.report.answer(what, response.status)
             if response.status == 200:
@@ -217,11 +251,16 @@ class Fleet:
                 self.report.errors[f"heartbeat {response.status}"] += 1
             return response.status, float(response.headers.get("Retry-After", 1))
 
-    async def carry_out(self, tv: TV) -> tuple[int, float]:
-        """Ask for the screen's open commands and carry out those not done yet; a 401 waits for the
-        next round's polls, which pair again."""
+    async def carry_out(self, tv: TV, wait: int = 0) -> tuple[int, float]:
+        """Ask for the screen's open commands (held up to ``wait`` seconds until one opens) and
+        carry out those not done yet; a 401 waits for the next round's polls, which pair again."""
         headers = {"Authorization": f"Bearer {tv.key}"}
-        async with self.http.get(f"{self.url}/v1/device/commands", headers=headers) as response:
+        if wait:
+            headers["Prefer"] = f"wait={wait}"
+        timeout = aiohttp.ClientTimeout(total=wait + 30)
+        async with self.http.get(
+            f"{self.url}/v1/device/commands", headers=headers, timeout=timeout
+        ) as response:
             self.report.answer("commands", response.status)
             if response.status != 200:
                 await response.read()
@@ -392,7 +431,10 @@ async def simulate(
 ) -> Report:
     """Pair the fleet, let it live for ``args.seconds`` (while ``during(until, report)`` runs, if
     given: ``make soak --faults``), then count what was stored."""
-    connector = aiohttp.TCPConnector(limit=args.connections)
+    # Held requests each keep a connection: two per TV with --wait, besides the pool for the rest.
+    connector = aiohttp.TCPConnector(limit=args.connections + (2 * args.tvs if args.wait else 0))
+    if args.wait:
+        _open_files_for(4 * args.tvs + args.connections + 1000)
     async with aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=30)) as http:
         urls = dict.fromkeys(("registry", "provisioning"), args.url)
         admin = Admin(http, urls)
@@ -497,6 +539,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--commands", type=int, default=0, help="remote commands the admin sends during the run"
     )
+    parser.add_argument(
+        "--wait",
+        type=int,
+        default=0,
+        help="seconds a TV's playlist and commands requests are held for a change (Prefer: wait);"
+        " 0: plain polls",
+    )
     parser.add_argument("--connections", type=int, default=200)
     parser.add_argument("--sample-every", type=float, default=5, help="seconds between looks at /metrics")
     parser.add_argument("--max-memory-growth", type=float, default=1.2, help="end / warmed-up memory")
@@ -531,3 +580,16 @@ def main() -> None:
 
 if __name__ == "__main__":
     main()
+
+
+def _open_files_for(wanted: int) -> None:
+    """Raise this process's open-files limit toward ``wanted`` (each held request is a socket);
+    a clear error when the hard limit is lower."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft >= wanted:
+        return
+    if hard != resource.RLIM_INFINITY and hard < wanted:
+        raise SystemExit(
+            f"--wait with these TVs needs {wanted} open files; the hard limit is {hard} (ulimit -Hn)"
+        )
+    resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))

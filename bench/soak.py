@@ -121,7 +121,7 @@ def main() -> None:
     parser.add_argument(
         "--cluster", action="store_true", help="three clustered NATS nodes, streams and buckets at R3"
     )
-    parser.set_defaults(tvs=2000, seconds=600, commands=200)
+    parser.set_defaults(tvs=2000, seconds=600, commands=200, wait=25)
     args = parser.parse_args()
     shutil.rmtree(DATA, ignore_errors=True)
     DATA.mkdir(parents=True)

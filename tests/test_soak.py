@@ -27,6 +27,9 @@ async def test_a_short_soak_of_a_simulated_fleet(stack):
             "1",
             "--commands",
             "6",
+            # The playlist and the commands held as a TV app holds them (docs/tv-app.md).
+            "--wait",
+            "3",
         ]
     )
     args.url = stack.base_url

@@ -189,7 +189,7 @@ def _operations(document: dict[str, Any], scheme: str) -> list[tuple[str, str]]:
     for path, methods in document["paths"].items():
         for method, operation in methods.items():
             if any(scheme in option for option in operation.get("security", [])):
-                concrete = path.replace("{id}", str(uuid.uuid4()))
+                concrete = path.replace("{id}", str(uuid.uuid4())).replace("{commandId}", str(uuid.uuid4()))
                 for name in ("userCode", "clientId", "serial", "name", "code"):
                     concrete = concrete.replace("{" + name + "}", "BCDFGHJK")
                 found.append((method.upper(), concrete))

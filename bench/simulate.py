@@ -257,14 +257,18 @@ class Fleet:
         headers = {"Authorization": f"Bearer {tv.key}"}
         if wait:
             headers["Prefer"] = f"wait={wait}"
+            if "commands" in tv.etags:  # held while the open set is the one the TV has
+                headers["If-None-Match"] = tv.etags["commands"]
         timeout = aiohttp.ClientTimeout(total=wait + 30)
         async with self.http.get(
             f"{self.url}/v1/device/commands", headers=headers, timeout=timeout
         ) as response:
             self.report.answer("commands", response.status)
-            if response.status != 200:
+            if response.status == 200:
+                tv.etags["commands"] = response.headers["ETag"]
+            else:
                 await response.read()
-                if response.status != 401 and not _designed(response):
+                if response.status not in (304, 401) and not _designed(response):
                     self.report.errors[f"commands {response.status}"] += 1
                 return response.status, float(response.headers.get("Retry-After", 1))
             items = (await response.json())["items"]
@@ -274,7 +278,7 @@ class Fleet:
                 continue
             if item["type"] == "screenshot":
                 status, retry_after = await self.report_command(tv, item["id"], "screenshot")
-                if status != 204:
+                if status not in (204, 409):  # 409: stored already (the result was what failed)
                     return status, retry_after
             status, retry_after = await self.report_command(tv, item["id"], "result")
             if status == 202:
@@ -295,7 +299,7 @@ class Fleet:
         async with request as response:
             await response.read()
             self.report.answer(what, response.status)
-            if response.status not in (202, 204, 401, 404) and not _designed(response):
+            if response.status not in (202, 204, 401, 404, 409) and not _designed(response):
                 self.report.errors[f"{what} {response.status}"] += 1
             return response.status, float(response.headers.get("Retry-After", 1))
 

@@ -65,7 +65,7 @@ BUCKETS = (DEVICE_KEYS_BUCKET, SCREEN_CONTENT_BUCKET, REVOKED_CLIENTS_BUCKET, DE
 # (None: the server's limits), past which its oldest messages go.
 OBJECT_STORES: dict[str, tuple[float | None, int | None]] = {
     DEVICE_FILES_BUCKET: (None, None),
-    # A TV may upload again (the last one counts): the versions it replaced age out with the rest.
+    # A week of screenshots, 20 GiB at most (each command takes one, of MAX_SCREENSHOT_BYTES).
     SCREENSHOTS_BUCKET: (7 * DAY, 20 * 2**30),
 }
 # A revocation matters only while a token issued before it could live; past that (and a margin for
@@ -143,10 +143,16 @@ async def ensure_topology(js: JetStreamContext, replicas: int, *, token_ttl_seco
         try:
             await js.object_store(store)
         except nats.js.errors.BucketNotFoundError:
-            store_config = api.ObjectStoreConfig(
-                replicas=replicas, storage=api.StorageType.FILE, ttl=ttl, max_bytes=max_bytes
-            )
+            store_config = api.ObjectStoreConfig(replicas=replicas, storage=api.StorageType.FILE, ttl=ttl)
             await js.create_object_store(store, store_config)
+        if max_bytes is not None:
+            # nats-py makes object stores refuse what comes past their size (discard new): full,
+            # every tenant's upload would fail. The oldest go instead; set on stores made earlier too.
+            stream = (await js.stream_info(f"OBJ_{store}")).config
+            if stream.max_bytes != max_bytes or stream.discard != api.DiscardPolicy.OLD:
+                await js.update_stream(
+                    dataclasses.replace(stream, max_bytes=max_bytes, discard=api.DiscardPolicy.OLD)
+                )
 
 
 async def wait_for_topology(js: JetStreamContext) -> None:

@@ -209,6 +209,40 @@ async def test_a_waiting_tv_is_answered_when_a_command_opens(stack, tv, bus_admi
     assert time.monotonic() - started < 10
 
 
+async def test_a_tv_that_has_the_list_waits_until_the_open_set_changes(stack, tv, bus_admin):
+    """With the list's ETag in If-None-Match a TV is held while commands stay open (it has them),
+    answered 200 when one opens or closes, 304 when the wait ends: no loop while one is open."""
+    waits = stack.runners["device-gateway"].app[WAITS]
+    reload = command()
+    await open_commands(bus_admin, tv, reload)
+    await listed(stack, tv, reload)
+    status, body, response = await commands_of(stack, tv)
+    etag = response.headers["ETag"]
+    started = time.monotonic()
+    status, _, response = await commands_of(stack, tv, **{"If-None-Match": etag, "Prefer": "wait=1"})
+    assert (status, response.headers["ETag"], response.headers["Preference-Applied"]) == (304, etag, "wait=1")
+    assert time.monotonic() - started >= 0.9
+    waiting = asyncio.create_task(commands_of(stack, tv, **{"If-None-Match": etag, "Prefer": "wait=30"}))
+
+    async def is_waiting() -> bool:
+        return waits.count == 1
+
+    await stack.eventually(is_waiting)
+    identify = command("identify", args={"seconds": 5})
+    await open_commands(bus_admin, tv, reload, identify)
+    status, body, response = await asyncio.wait_for(waiting, timeout=5)
+    assert status == 200 and [item["id"] for item in body["items"]] == [str(reload.id), str(identify.id)]
+    assert response.headers["ETag"] != etag
+    # Both closed: the TV that had them hears so at once (an empty list, not a 304).
+    await open_commands(bus_admin, tv)
+
+    async def emptied() -> bool:
+        answer = await commands_of(stack, tv, **{"If-None-Match": response.headers["ETag"]})
+        return answer[:2] == (200, {"items": []})
+
+    await stack.eventually(emptied)
+
+
 async def test_a_wait_ends_empty_after_its_seconds_and_is_capped(stack, tv, bus_admin):
     started = time.monotonic()
     status, body, response = await commands_of(stack, tv, Prefer="respond-async, wait=1")
@@ -336,10 +370,11 @@ async def test_a_screenshot_reaches_the_store(stack, tv, bus_admin):
     store = await bus_admin.jetstream().object_store(SCREENSHOTS_BUCKET)
     stored = await store.get(screenshot_object(tv.tenant_id, shot.id))
     assert stored.data == PNG and stored.info.description == "image/png"
-    # Taken again (as JPEG this time): the second replaces the first.
-    assert (await put_screenshot(stack, tv, shot.id, JPEG, "image/jpeg"))[0] == 204
+    # Once: a TV that sends it again (as JPEG this time) is told it is stored already, and the
+    # first stays (nothing a TV repeats fills the store).
+    assert_error(await put_screenshot(stack, tv, shot.id, JPEG, "image/jpeg"), 409, "conflict")
     stored = await store.get(screenshot_object(tv.tenant_id, shot.id))
-    assert stored.data == JPEG and stored.info.description == "image/jpeg"
+    assert stored.data == PNG and stored.info.description == "image/png"
     # Then the TV reports its result.
     assert (await post_result(stack, tv, shot.id, {"status": "succeeded"}))[0] == 202
     # Only a screenshot command takes an image.

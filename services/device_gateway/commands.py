@@ -11,6 +11,7 @@ stays open, and the TV may be handed it again: it de-duplicates by id.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import uuid
 from typing import Annotated, Any, Literal
 
@@ -22,7 +23,7 @@ from msgspec import Meta
 
 from services.device_gateway.admission import ADMISSION
 from services.device_gateway.commands_projection import COMMANDS, commands_key
-from services.device_gateway.devices import authenticate
+from services.device_gateway.devices import authenticate, etag_matches
 from services.device_gateway.models import Accepted
 from services.device_gateway.projections import DeviceKey
 from services.device_gateway.screenshots import store_screenshot
@@ -70,30 +71,53 @@ class ResultBody(msgspec.Struct, kw_only=True):
 _result_body = msgspec.json.Decoder(ResultBody)
 
 
+def list_etag(items: list[OpenCommand]) -> str:
+    """A strong validator of a command list: its commands' ids, in order (a command's fields never
+    change; the set does, as commands open and close)."""
+    return '"' + hashlib.blake2b(b"".join(item.id.bytes for item in items), digest_size=12).hexdigest() + '"'
+
+
 async def get_commands(request: web.Request) -> web.StreamResponse:
-    """The screen's open commands not past their expiry, oldest first; with ``Prefer: wait=N`` and
-    none open, held until one opens (200 with it) or N seconds pass (200, no items)."""
+    """The screen's open commands not past their expiry, oldest first, with an ETag.
+
+    With ``Prefer: wait=N`` a request that would learn nothing new is held: one whose
+    ``If-None-Match`` still matches (held until the open set changes: 200; or 304 after N s), and
+    one without it while none is open (held until one opens: 200; or 200 with no items after N s).
+    """
     device = authenticate(request)
     commands = request.app[COMMANDS]
-    handed: list[OpenCommand] = []  # what the answer lists: reported delivered once it is made
+    if_none_match = request.headers.get("If-None-Match")
+    handed: list[OpenCommand] = []  # what a 200 lists: reported delivered once it is made
+
+    def current() -> list[OpenCommand]:
+        return commands.due(device.screen_id, device.tenant_id, utcnow())
+
+    def known(items: list[OpenCommand]) -> bool:
+        """Whether the TV has this list already: nothing to answer yet."""
+        if if_none_match is not None:
+            return etag_matches(if_none_match, list_etag(items))
+        return not items
 
     def answer(items: list[OpenCommand]) -> web.Response:
+        headers = {"ETag": list_etag(items), "Cache-Control": "no-store"}
+        if if_none_match is not None and etag_matches(if_none_match, headers["ETag"]):
+            return web.Response(status=304, headers=headers)
         handed[:] = items
-        return json_response(CommandList(items=items), headers={"Cache-Control": "no-store"})
+        return json_response(CommandList(items=items), headers=headers)
 
     def again() -> web.Response | None:
         nonlocal device
         device = authenticate(request)  # a revoke while waiting: 401 at once
-        items = commands.due(device.screen_id, device.tenant_id, utcnow())
-        return answer(items) if items else None
+        items = current()
+        return None if known(items) else answer(items)
 
-    items = commands.due(device.screen_id, device.tenant_id, utcnow())
-    if items:
+    items = current()
+    if not known(items):
         request.app[ADMISSION].admit()
         response: web.StreamResponse = answer(items)
     else:
         keys = (commands_key(device.screen_id), (DEVICE, device.device))
-        response = await hold(request, keys, lambda: answer([]), again)
+        response = await hold(request, keys, lambda: answer(current()), again)
     if request.method == "GET":  # a HEAD hands nothing out
         await _report_delivered(request, device, handed)
     return response
@@ -138,13 +162,25 @@ async def post_result(request: web.Request) -> web.Response:
 
 
 async def put_screenshot(request: web.Request) -> web.Response:
-    """204 once the object store holds the image (a second upload replaces the first): only for an
-    open ``screenshot`` command of the device's screen."""
-    request.app[ADMISSION].admit_report()
+    """204 once the object store holds the image: only for an open ``screenshot`` command of the
+    device's screen, once (a repeat is 409: nothing a TV sends again and again fills the store),
+    and one upload of a device at a time, as its downloads (each holds its body in memory)."""
+    admission = request.app[ADMISSION]
+    admission.admit_report()
     device = authenticate(request)
     command = _open_command(request, device, _command_id(request))
     if command.type != "screenshot":
         raise Conflict(f"this is a {command.type} command; only a screenshot command takes an image")
+    uploaded = request.app[COMMANDS].uploaded
+    if command.id in uploaded:
+        raise Conflict("this command's screenshot is stored already; post its result")
+    with admission.download(device.device_id):
+        await _store_screenshot(request, device, command)
+    uploaded.add(command.id)
+    return web.Response(status=204)
+
+
+async def _store_screenshot(request: web.Request, device: DeviceKey, command: OpenCommand) -> None:
     magic = IMAGE_MAGIC.get(request.content_type)
     if magic is None:
         raise UnsupportedMediaType("send the screenshot as image/png or image/jpeg")
@@ -164,7 +200,6 @@ async def put_screenshot(request: web.Request) -> web.Response:
         log.warning("screenshot_not_stored", command_id=str(command.id), error=repr(exc))
         raise Unavailable("could not store the screenshot; retry with backoff", retry_after=5) from None
     log.info("screenshot_stored", command_id=str(command.id), size=len(data))
-    return web.Response(status=204)
 
 
 def _command_id(request: web.Request) -> uuid.UUID:

@@ -43,6 +43,7 @@ class OpenCommands:
     def __init__(self, waits: Waits) -> None:
         self.screens: dict[uuid.UUID, ScreenCommands] = {}  # screen id -> its open commands
         self.reported: set[uuid.UUID] = set()  # commands this worker has reported delivered
+        self.uploaded: set[uuid.UUID] = set()  # commands whose screenshot this worker stored
         self.loaded = asyncio.Event()
         self._waits = waits
 
@@ -69,7 +70,9 @@ class OpenCommands:
             self.screens[screen_id] = entry
         if before is not None:
             still_open = {item.id for item in entry.items} if entry is not None else set()
-            self.reported.difference_update(item.id for item in before.items if item.id not in still_open)
+            closed = [item.id for item in before.items if item.id not in still_open]
+            self.reported.difference_update(closed)
+            self.uploaded.difference_update(closed)
         self._waits.wake(commands_key(screen_id))
 
     def mark_loaded(self) -> None:

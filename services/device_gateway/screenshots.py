@@ -3,8 +3,8 @@
 nats-py's ``ObjectStore.put`` first reads the object's metadata (a get: the gateway's user may not
 make one, see ``shared.bus_access``) to purge the chunks of the version it replaces. Here the
 chunks go on a subject of their own and the metadata replaces the last one with a rollup, as put
-does; a replaced version's chunks stay until the store's limits take them (``shared.bus``
-OBJECT_STORES: days, and a size). Registry reads the object with the object store's own reads.
+does (the gateway stores one screenshot per command). Registry reads the object with the object
+store's own reads.
 """
 
 from __future__ import annotations

@@ -430,6 +430,19 @@ async def sampling(
         await asyncio.sleep(min(args.sample_every, max(0.0, until - time.monotonic())))
 
 
+def _open_files_for(wanted: int) -> None:
+    """Raise this process's open-files limit toward ``wanted`` (each held request is a socket);
+    a clear error when the hard limit is lower."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft >= wanted:
+        return
+    if hard != resource.RLIM_INFINITY and hard < wanted:
+        raise SystemExit(
+            f"--wait with these TVs needs {wanted} open files; the hard limit is {hard} (ulimit -Hn)"
+        )
+    resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
+
+
 async def simulate(
     args: argparse.Namespace, during: Callable[[float, Report], Awaitable[None]] | None = None
 ) -> Report:
@@ -584,16 +597,3 @@ def main() -> None:
 
 if __name__ == "__main__":
     main()
-
-
-def _open_files_for(wanted: int) -> None:
-    """Raise this process's open-files limit toward ``wanted`` (each held request is a socket);
-    a clear error when the hard limit is lower."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft >= wanted:
-        return
-    if hard != resource.RLIM_INFINITY and hard < wanted:
-        raise SystemExit(
-            f"--wait with these TVs needs {wanted} open files; the hard limit is {hard} (ulimit -Hn)"
-        )
-    resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))

@@ -9,6 +9,7 @@ import os
 import time
 from typing import Any
 
+from services.device_gateway.waits import WAITS
 from tests.stack import SERVICES, Stack
 
 PNG = b"\x89PNG\r\n\x1a\n" + os.urandom(4096)
@@ -47,7 +48,12 @@ async def test_a_screenshot_command_from_the_admin_to_the_tv_and_back(stack: Sta
     waiting = asyncio.create_task(
         tv_call(stack, key, "GET", "/v1/device/commands", headers={"Prefer": "wait=30"})
     )
-    await asyncio.sleep(0.5)
+    waits = stack.runners["device-gateway"].app[WAITS]
+
+    async def held() -> bool:
+        return waits.count == 1
+
+    await stack.eventually(held, timeout=15)
     sent_at = time.monotonic()
     status, sent, _ = await stack.call(
         "POST", f"/v1/screens/{screen['id']}/commands", token=token, json={"type": "screenshot"}

@@ -256,9 +256,11 @@ async def test_an_open_command_past_its_time_to_live_expires(stack: Stack) -> No
     token = (await stack.tenant())["token"]
     screen = await stack.screen(token)
     sid = screen["id"]
-    short = await send(stack, token, sid, {"type": "identify", "args": {"seconds": 5}, "ttlSeconds": 1})
+    short = await send(stack, token, sid, {"type": "identify", "args": {"seconds": 5}, "ttlSeconds": 3})
     lasting = await send(stack, token, sid, {"type": "reload"})
     await report(stack, screen, short["id"], "delivered")  # delivered, and then nothing: it expires too
+    # Delivered before its time is up (or the sweep could expire it first); then left to expire.
+    await stack.eventually(lambda: _with_status(stack, token, sid, short["id"], "delivered"))
     expired = await stack.eventually(
         lambda: _with_status(stack, token, sid, short["id"], "expired"), timeout=10
     )

@@ -62,16 +62,21 @@ async def device_with_etag(
     return {**tenant, **registered}, key, first.headers["ETag"]
 
 
-async def held(task: asyncio.Task[Answer], seconds: float = 0.5) -> None:
-    """Fail unless ``task`` (a waiting poll) is still unanswered after ``seconds``."""
-    await asyncio.sleep(seconds)
-    assert not task.done(), task.result()
+async def held(stack: Stack, count: int = 1) -> None:
+    """Wait until the gateway holds ``count`` polls: a later answer then comes from the wait, not
+    from a poll that had not reached the gateway yet (a loaded machine can take its time)."""
+    waits = stack.runners["device-gateway"].app[WAITS]
+
+    async def holding() -> bool:
+        return waits.count == count
+
+    await stack.eventually(holding, timeout=15)
 
 
 async def test_a_waiting_playlist_poll_gets_the_new_playlist_as_soon_as_an_admin_changes_it(stack):
     device, key, etag = await device_with_etag(stack)
     waiting = asyncio.create_task(poll(stack, key, **{"If-None-Match": etag, "Prefer": "wait=30"}))
-    await held(waiting)
+    await held(stack)
     status, _, _ = await stack.call(
         "PUT", f"/v1/screens/{device['screenId']}/playlist", token=device["token"], json=NEW_PLAYLIST
     )
@@ -91,11 +96,20 @@ async def test_a_waiting_config_poll_gets_the_new_config_and_ignores_playlist_ch
     waiting = asyncio.create_task(
         poll(stack, key, "/v1/device/config", **{"If-None-Match": etag, "Prefer": "wait=30"})
     )
+    await held(stack)
     # A playlist change wakes the screen's waits; the config poll looks, sees its ETag, waits on.
     await stack.call(
         "PUT", f"/v1/screens/{device['screenId']}/playlist", token=device["token"], json=PLAYLIST
     )
-    await held(waiting, 1.5)
+
+    async def playlist_applied() -> bool:
+        answer = await poll(stack, key)
+        return [item["url"] for item in answer.body["items"]] == [PLAYLIST["items"][0]["url"]]
+
+    # Once the gateway serves the new playlist it has woken the config poll, which runs before
+    # this plain poll's answer does: held still, it is waiting on.
+    await stack.eventually(playlist_applied, timeout=15)
+    assert stack.runners["device-gateway"].app[WAITS].count == 1 and not waiting.done()
     await stack.call(
         "PATCH", f"/v1/screens/{device['screenId']}/config", token=device["token"], json=CONFIG_PATCH
     )
@@ -146,7 +160,7 @@ async def test_a_revoke_answers_the_devices_waiting_polls_401_at_once(stack, how
             poll(stack, key, "/v1/device/config", **{"If-None-Match": config_etag, "Prefer": "wait=30"})
         ),
     ]
-    await held(waiting[0])
+    await held(stack, 2)
     if how == "revoke":
         status, body, _ = await stack.call(
             "POST", f"/v1/devices/{device['deviceId']}/revoke", token=device["token"], json={"reason": "test"}
@@ -186,7 +200,8 @@ async def test_a_lagging_worker_sheds_plain_polls_and_still_holds_waiting_ones(s
 
 @pytest.fixture
 def limited(settings: Settings) -> Settings:
-    return msgspec.structs.replace(settings, device_wait_max_seconds=1, gateway_max_waiting=1)
+    # 3 s: long enough for the second poll to come while the first is held, on a loaded machine.
+    return msgspec.structs.replace(settings, device_wait_max_seconds=3, gateway_max_waiting=1)
 
 
 async def test_the_wait_is_cut_to_the_setting_and_past_the_cap_a_poll_is_not_held(limited, sockets):
@@ -194,13 +209,13 @@ async def test_the_wait_is_cut_to_the_setting_and_past_the_cap_a_poll_is_not_hel
         _, key, etag = await device_with_etag(stack)
         conditional = {"If-None-Match": etag, "Prefer": "wait=3600"}
         first = asyncio.create_task(poll(stack, key, **conditional))
-        await held(first, 0.3)
+        await held(stack)
         # The worker holds one already (GATEWAY_MAX_WAITING=1): the next is answered at once.
         second = await poll(stack, key, **conditional)
         assert second.status == 304 and "Preference-Applied" not in second.headers, second
         answer = await first
-        assert answer.status == 304 and answer.headers["Preference-Applied"] == "wait=1", answer
-        assert 0.9 <= answer.seconds < 1 + AT_ONCE, answer
+        assert answer.status == 304 and answer.headers["Preference-Applied"] == "wait=3", answer
+        assert 2.9 <= answer.seconds < 3 + AT_ONCE, answer
 
 
 @pytest.mark.timeout(120)
@@ -221,7 +236,13 @@ async def test_sigterm_answers_the_waiting_polls_304_at_once_and_the_gateway_sto
                     return response.status, CIMultiDict(response.headers)
 
             waiting = [asyncio.create_task(waiting_poll()) for _ in range(5)]
-            await asyncio.sleep(1)
+
+            async def all_held() -> bool:
+                async with http.get(url + "/metrics") as response:
+                    return "\ngateway_waiting_requests 5.0\n" in await response.text()
+
+            # The gauge is set every 5 s: the SIGTERM must find the polls held, not on their way.
+            await stack.eventually(all_held, timeout=30, interval=0.5)
             assert not any(task.done() for task in waiting)
             gateway.send_signal(signal.SIGTERM)
             stopped_at = time.monotonic()
@@ -282,15 +303,18 @@ async def test_waits_are_woken_by_key_and_leave_nothing_behind() -> None:
     waits = Waits(limit=10, max_seconds=60)
     one = asyncio.create_task(waits.changed([("content", b"a"), ("device", b"d")], 30))
     two = asyncio.create_task(waits.changed([("content", b"a")], 30))
-    three = asyncio.create_task(waits.changed([("content", b"b")], 0.05))
-    await asyncio.sleep(0.01)
+    three = asyncio.create_task(waits.changed([("content", b"b")], 0.5))
+    # One turn of the loop: the tasks, scheduled before this one, each run up to their wait (no
+    # wall-clock time involved, so a loaded machine changes nothing).
+    await asyncio.sleep(0)
     assert waits.count == 3
     waits.wake(("content", b"a"))
     assert await one is True and await two is True
     assert await three is False  # its time passed
     assert waits.count == 0 and not waits._waiting
     four = asyncio.create_task(waits.changed([("device", b"d")], 30))
-    await asyncio.sleep(0.01)
+    await asyncio.sleep(0)
+    assert waits.count == 1
     waits.wake_all()
     assert await four is False and waits.count == 0 and not waits._waiting
 

@@ -88,7 +88,14 @@ async def commands_ctx(app: web.Application) -> AsyncIterator[None]:
     other projections: a TV is never told it has no commands by a replica that has not read them)."""
     commands = app[COMMANDS]
     watcher = asyncio.create_task(
-        watch_bucket(app[NC], DEVICE_COMMANDS_BUCKET, commands.apply, commands.mark_loaded),
+        watch_bucket(
+            app[NC],
+            DEVICE_COMMANDS_BUCKET,
+            commands.apply,
+            commands.mark_loaded,
+            # A bucket created anew: the screens it no longer has lose their commands here too.
+            held=lambda: [str(screen) for screen in commands.screens],
+        ),
         name=f"watch-{DEVICE_COMMANDS_BUCKET}",
     )
     loaded = asyncio.create_task(commands.loaded.wait())

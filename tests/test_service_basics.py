@@ -64,23 +64,33 @@ async def test_the_entry_point_serves_the_whole_api_document(stack):
 
 
 async def test_a_database_away_leaves_the_replica_ready_and_shows_in_the_verbose_document(stack):
-    registry = stack.runners["registry"].app
-    from shared.db import POOL
+    """The test's database refuses connections and its sessions end: what the registry sees of a
+    database that went away (its probe has a connection of its own, so both must go)."""
+    base, _, name = stack.settings.database_url.rpartition("/")
+    admin = await asyncpg.connect(f"{base}/postgres")
+    try:
+        await admin.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS false')
+        await admin.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+            " WHERE datname = $1 AND pid <> pg_backend_pid()",
+            name,
+        )
 
-    await registry[POOL].close()  # as good as a database that went away, for this pool
+        async def noticed() -> bool:
+            async with (
+                aiohttp.ClientSession(stack.url("registry")) as http,
+                http.get("/readyz?verbose") as response,
+            ):
+                body = await response.json()
+            assert response.status == 200 and body["status"] == "ready", body
+            return body["dependencies"]["postgres"]["up"] is False
 
-    async def noticed() -> bool:
-        async with (
-            aiohttp.ClientSession(stack.url("registry")) as http,
-            http.get("/readyz?verbose") as response,
-        ):
-            body = await response.json()
-        assert response.status == 200 and body["status"] == "ready", body
-        return body["dependencies"]["postgres"]["up"] is False
-
-    await stack.eventually(noticed)
-    async with aiohttp.ClientSession(stack.url("registry")) as http, http.get("/readyz") as response:
-        assert (response.status, await response.json()) == (200, {"status": "ready", "checks": {}})
+        await stack.eventually(noticed, timeout=15)
+        async with aiohttp.ClientSession(stack.url("registry")) as http, http.get("/readyz") as response:
+            assert (response.status, await response.json()) == (200, {"status": "ready", "checks": {}})
+    finally:
+        await admin.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true')
+        await admin.close()
 
 
 async def test_the_request_id_is_echoed_and_generated(stack):

@@ -10,6 +10,7 @@ import structlog
 from aiohttp import web
 
 from services.device_gateway.admission import ADMISSION, Admission
+from services.device_gateway.commands import send_delivery_reports
 from services.device_gateway.commands_projection import COMMANDS, OpenCommands, commands_ctx
 from services.device_gateway.devices import PROJECTIONS
 from services.device_gateway.projections import Projections
@@ -47,6 +48,7 @@ def create_app(settings: Settings) -> web.Application:
     app.cleanup_ctx.append(bus.jetstream_ctx)
     app.cleanup_ctx.append(projections_ctx)
     app.cleanup_ctx.append(commands_ctx)
+    app.cleanup_ctx.append(background("command-deliveries", send_delivery_reports))
     # A stop answers the held polls (304) at once, so they do not hold up the drain; the TVs ask
     # again, of another replica. shared/serve.py sends this after the port has closed.
     app.on_shutdown.append(stop_waiting)

@@ -119,29 +119,33 @@ async def get_commands(request: web.Request) -> web.StreamResponse:
         keys = (commands_key(device.screen_id), (DEVICE, device.device))
         response = await hold(request, keys, lambda: answer(current()), again)
     if request.method == "GET":  # a HEAD hands nothing out
-        await _report_delivered(request, device, handed)
+        _report_delivered(request.app, device, handed)
     return response
 
 
-async def _report_delivered(request: web.Request, device: DeviceKey, items: list[OpenCommand]) -> None:
-    """Report ``delivered`` for the commands this worker has not reported yet. The TV gets its
-    commands whatever the bus says: a report that fails is tried again at the next poll."""
-    reported = request.app[COMMANDS].reported
-    fresh = [item for item in items if item.id not in reported]
-    if not fresh:
-        return
-    reported.update(item.id for item in fresh)  # a concurrent poll of the same TV reports nothing
-    results = await asyncio.gather(
-        *(
-            _publish(request, device, item.id, "delivered", timeout=DELIVERED_TIMEOUT_SECONDS)
-            for item in fresh
-        ),
-        return_exceptions=True,
-    )
-    for item, result in zip(fresh, results, strict=True):
-        if isinstance(result, BaseException):
-            reported.discard(item.id)
-            log.warning("command_delivery_unreported", command_id=str(item.id), error=repr(result))
+def _report_delivered(app: web.Application, device: DeviceKey, items: list[OpenCommand]) -> None:
+    """Queue ``delivered`` for the commands this worker has not reported yet: sent by
+    :func:`send_delivery_reports`, off the answer's path (a poll waits on no network). A report
+    that does not fit or fails is made again at a later poll: the command stays listed."""
+    commands = app[COMMANDS]
+    for item in items:
+        if item.id in commands.reported:
+            continue
+        try:
+            commands.deliveries.put_nowait((device, item.id))
+        except asyncio.QueueFull:
+            return
+        commands.reported.add(item.id)  # a concurrent poll of the same TV queues nothing
+
+
+async def send_delivery_reports(app: web.Application) -> None:
+    commands = app[COMMANDS]
+    while True:
+        device, command_id = await commands.deliveries.get()
+        try:
+            await _publish(app, device, command_id, "delivered", timeout=DELIVERED_TIMEOUT_SECONDS)
+        except Unavailable:
+            commands.reported.discard(command_id)
 
 
 async def post_result(request: web.Request) -> web.Response:
@@ -157,7 +161,7 @@ async def post_result(request: web.Request) -> web.Response:
             details=[ErrorDetail("data", "length")],
         )
     _open_command(request, device, command_id)
-    await _publish(request, device, command_id, body.status, message=body.message, data=body.data)
+    await _publish(request.app, device, command_id, body.status, message=body.message, data=body.data)
     return json_response(_ACCEPTED, status=202)
 
 
@@ -217,7 +221,7 @@ def _open_command(request: web.Request, device: DeviceKey, command_id: uuid.UUID
 
 
 async def _publish(
-    request: web.Request,
+    app: web.Application,
     device: DeviceKey,
     command_id: uuid.UUID,
     status: Literal["delivered", "succeeded", "failed"],
@@ -238,10 +242,10 @@ async def _publish(
         message=message,
         data=data,
     )
-    admission = request.app[ADMISSION]
+    admission = app[ADMISSION]
     admission.pending += 1
     try:
-        await request.app[JS].publish(
+        await app[JS].publish(
             device_commands_subject(device.tenant_id, device.screen_id),
             _encoder.encode(report),
             timeout=timeout,

@@ -22,6 +22,7 @@ import msgspec
 import structlog
 from aiohttp import web
 
+from services.device_gateway.projections import DeviceKey
 from services.device_gateway.waits import COMMANDS as WAITED_COMMANDS
 from services.device_gateway.waits import Waits
 from shared.bus import NC
@@ -44,6 +45,8 @@ class OpenCommands:
         self.screens: dict[uuid.UUID, ScreenCommands] = {}  # screen id -> its open commands
         self.reported: set[uuid.UUID] = set()  # commands this worker has reported delivered
         self.uploaded: set[uuid.UUID] = set()  # commands whose screenshot this worker stored
+        # Delivered reports waiting for the bus (services/device_gateway/commands.py), bounded.
+        self.deliveries: asyncio.Queue[tuple[DeviceKey, uuid.UUID]] = asyncio.Queue(maxsize=10_000)
         self.loaded = asyncio.Event()
         self._waits = waits
 

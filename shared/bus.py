@@ -34,7 +34,7 @@ from shared.projections import (
     SCREENSHOTS_BUCKET,
     kv_stream,
 )
-from shared.pull import pull_batches
+from shared.pull import durable_config, pull_batches
 from shared.settings import Settings
 from shared.tasks import background, finished
 
@@ -235,15 +235,9 @@ async def consume_events(
     must therefore be idempotent. Undecodable messages are terminated (never redelivered);
     failures are nak'ed with a delay and retried.
     """
-    config = api.ConsumerConfig(
-        durable_name=durable,
-        filter_subjects=subjects,
-        ack_policy=api.AckPolicy.EXPLICIT,
-        deliver_policy=api.DeliverPolicy.ALL,
-        ack_wait=30,
-        max_ack_pending=10_000,
-    )
-    async with contextlib.aclosing(pull_batches(js, stream, config, batch)) as batches:
+    async with contextlib.aclosing(
+        pull_batches(js, stream, durable_config(durable, subjects), batch)
+    ) as batches:
         async for messages in batches:
             await finished(_apply_all(messages, handle))
 

@@ -64,6 +64,23 @@ _ENDED = {api.StatusCode.NO_MESSAGES.value, api.StatusCode.REQUEST_TIMEOUT.value
 _HEARTBEAT = api.StatusCode.CONTROL_MESSAGE.value
 
 
+def durable_config(
+    durable: str, subjects: str | list[str], *, max_ack_pending: int = 10_000
+) -> api.ConsumerConfig:
+    """A durable consumer every replica of a service pulls from, from the stream's start, each
+    message acked once its work committed (redelivered after 30 s otherwise). ``subjects``: one
+    filter, or several (kept apart: a deployed consumer's filter must not change form)."""
+    return api.ConsumerConfig(
+        durable_name=durable,
+        filter_subject=subjects if isinstance(subjects, str) else None,
+        filter_subjects=subjects if isinstance(subjects, list) else None,
+        ack_policy=api.AckPolicy.EXPLICIT,
+        deliver_policy=api.DeliverPolicy.ALL,
+        ack_wait=30,
+        max_ack_pending=max_ack_pending,
+    )
+
+
 async def pull_batches(
     js: JetStreamContext, stream: str, config: api.ConsumerConfig, batch: int
 ) -> AsyncGenerator[list[Msg], None]:

@@ -11,12 +11,11 @@ import prometheus_client
 import structlog
 from aiohttp import web
 from nats.aio.msg import Msg
-from nats.js import api
 
 from services.heartbeat import queries
 from shared import outbox
 from shared.app_keys import SETTINGS
-from shared.bus import JS, EventHandler, consumer_ctx, pull_batches
+from shared.bus import JS, EventHandler, consumer_ctx
 from shared.db import POOL
 from shared.events import (
     AnyEvent,
@@ -26,6 +25,7 @@ from shared.events import (
     heartbeat_decoder,
     subject_of_type,
 )
+from shared.pull import durable_config, pull_batches
 from shared.tasks import finished
 
 log = structlog.get_logger()
@@ -45,13 +45,7 @@ _OVERDUE_BATCH = 1000
 
 async def record_presence(app: web.Application) -> None:
     """One durable pull consumer shared by every replica: each batch goes to one of them."""
-    config = api.ConsumerConfig(
-        durable_name=DURABLE,
-        filter_subject="heartbeat.*.*",
-        ack_policy=api.AckPolicy.EXPLICIT,
-        ack_wait=30,
-        max_ack_pending=20_000,
-    )
+    config = durable_config(DURABLE, "heartbeat.*.*", max_ack_pending=20_000)
     async with contextlib.aclosing(pull_batches(app[JS], "HEARTBEATS", config, BATCH)) as batches:
         async for messages in batches:
             await finished(_record(app, messages))

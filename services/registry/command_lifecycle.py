@@ -18,12 +18,11 @@ import msgspec
 import structlog
 from aiohttp import web
 from nats.aio.msg import Msg
-from nats.js import api
 
 from services.registry import queries
 from services.registry.models import OPEN_STATUSES, Command
 from shared import outbox
-from shared.bus import JS, pull_batches
+from shared.bus import JS
 from shared.db import POOL, Connection
 from shared.errors import NotFound
 from shared.events import (
@@ -38,6 +37,7 @@ from shared.events import (
 )
 from shared.logging import new_log_context
 from shared.projections import DEVICE_COMMANDS_BUCKET, ScreenCommands
+from shared.pull import durable_config, pull_batches
 from shared.tasks import background, finished
 
 log = structlog.get_logger()
@@ -159,14 +159,7 @@ def _kept_data(report: CommandReported) -> dict | None:
 async def apply_reports(app: web.Application) -> None:
     """One durable consumer of the TVs' reports shared by every replica; a report is acked after
     its transaction committed, so a crash redelivers it (applying it twice changes nothing)."""
-    config = api.ConsumerConfig(
-        durable_name=REPORTS_DURABLE,
-        filter_subject=REPORTS_SUBJECT,
-        ack_policy=api.AckPolicy.EXPLICIT,
-        deliver_policy=api.DeliverPolicy.ALL,
-        ack_wait=30,
-        max_ack_pending=10_000,
-    )
+    config = durable_config(REPORTS_DURABLE, REPORTS_SUBJECT)
     async with contextlib.aclosing(pull_batches(app[JS], "DEVICE_EVENTS", config, _REPORTS_BATCH)) as batches:
         async for messages in batches:
             await finished(_apply_all(app, messages))

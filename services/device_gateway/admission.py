@@ -22,11 +22,13 @@ import random
 import uuid
 from collections.abc import Iterator
 
+import nats.errors
 import prometheus_client
 import structlog
 from aiohttp import web
 
-from shared.errors import RateLimited
+from shared.bus import JS
+from shared.errors import RateLimited, Unavailable
 
 log = structlog.get_logger()
 
@@ -98,3 +100,25 @@ def _too_busy() -> RateLimited:
 
 
 ADMISSION = web.AppKey("ADMISSION", Admission)
+
+
+async def publish_report(
+    app: web.Application,
+    subject: str,
+    payload: bytes,
+    *,
+    headers: dict[str, str] | None = None,
+    timeout: float = 2,
+) -> None:
+    """Store a TV's report in JetStream, counted in the reports waiting for their ack (which
+    :meth:`Admission.admit_report` bounds). Concurrent requests share one connection, so their
+    acks are pipelined: many publishes in flight, each request waiting only for its own ack."""
+    admission = app[ADMISSION]
+    admission.pending += 1
+    try:
+        await app[JS].publish(subject, payload, timeout=timeout, headers=headers)
+    except (nats.errors.Error, TimeoutError) as exc:
+        log.warning("publish_failed", subject=subject, error=str(exc))
+        raise Unavailable("could not store the report; retry with backoff", retry_after=5) from None
+    finally:
+        admission.pending -= 1

@@ -21,7 +21,7 @@ import structlog
 from aiohttp import web
 from msgspec import Meta
 
-from services.device_gateway.admission import ADMISSION
+from services.device_gateway.admission import ADMISSION, publish_report
 from services.device_gateway.commands_projection import COMMANDS, commands_key
 from services.device_gateway.devices import authenticate, etag_matches
 from services.device_gateway.models import Accepted
@@ -242,17 +242,10 @@ async def _publish(
         message=message,
         data=data,
     )
-    admission = app[ADMISSION]
-    admission.pending += 1
-    try:
-        await app[JS].publish(
-            device_commands_subject(device.tenant_id, device.screen_id),
-            _encoder.encode(report),
-            timeout=timeout,
-            headers={"Nats-Msg-Id": f"{command_id}:{status}"},
-        )
-    except (nats.errors.Error, TimeoutError) as exc:
-        log.warning("command_report_failed", command_id=str(command_id), status=status, error=str(exc))
-        raise Unavailable("could not store the report; retry with backoff", retry_after=5) from None
-    finally:
-        admission.pending -= 1
+    await publish_report(
+        app,
+        device_commands_subject(device.tenant_id, device.screen_id),
+        _encoder.encode(report),
+        headers={"Nats-Msg-Id": f"{command_id}:{status}"},
+        timeout=timeout,
+    )

@@ -10,16 +10,14 @@ from collections.abc import Awaitable, Callable
 from functools import partial
 
 import msgspec
-import nats.errors
 import structlog
 from aiohttp import web
 
-from services.device_gateway.admission import ADMISSION
+from services.device_gateway.admission import ADMISSION, publish_report
 from services.device_gateway.devices import PROJECTIONS, authenticate, etag_matches
 from services.device_gateway.models import Accepted, EventsBody, HeartbeatBody
 from services.device_gateway.projections import DeviceKey, ScreenView
 from services.device_gateway.waits import CONTENT, DEVICE, hold
-from shared.bus import JS
 from shared.clock import utcnow
 from shared.errors import Unavailable
 from shared.events import DeviceEventsReported, Heartbeat, device_events_subject, heartbeat_subject
@@ -122,7 +120,9 @@ async def post_heartbeat(request: web.Request) -> web.Response:
         temperature_c=body.temperature_c,
         playing=body.playing,
     )
-    await _publish(request, heartbeat_subject(device.tenant_id, device.screen_id), _encoder.encode(heartbeat))
+    await publish_report(
+        request.app, heartbeat_subject(device.tenant_id, device.screen_id), _encoder.encode(heartbeat)
+    )
     return json_response(_ACCEPTED, status=202)
 
 
@@ -137,21 +137,7 @@ async def post_events(request: web.Request) -> web.Response:
         received_at=utcnow(),
         events=body.events,
     )
-    await _publish(
-        request, device_events_subject(device.tenant_id, device.screen_id), _encoder.encode(report)
+    await publish_report(
+        request.app, device_events_subject(device.tenant_id, device.screen_id), _encoder.encode(report)
     )
     return json_response(_ACCEPTED, status=202)
-
-
-async def _publish(request: web.Request, subject: str, payload: bytes) -> None:
-    """Concurrent requests share one connection, so their acks are pipelined: many publishes in
-    flight, each request waiting only for its own ack."""
-    admission = request.app[ADMISSION]
-    admission.pending += 1
-    try:
-        await request.app[JS].publish(subject, payload, timeout=2)
-    except (nats.errors.Error, TimeoutError) as exc:
-        log.warning("publish_failed", subject=subject, error=str(exc))
-        raise Unavailable("could not store the report; retry with backoff", retry_after=5) from None
-    finally:
-        admission.pending -= 1

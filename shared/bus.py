@@ -201,20 +201,29 @@ async def jetstream_ctx(app: web.Application) -> AsyncIterator[None]:
 
 
 EventHandler = Callable[[AnyEvent], Awaitable[None]]
+# What a consumer applies: a domain event (``event_decoder``), or another message of the bus with
+# a decoder of its own (a TV's command report).
+MessageHandler = Callable[[Any], Awaitable[None]]
 
 
 def consumer_ctx(
     durable: str,
     subjects: list[str],
-    make_handler: Callable[[web.Application], EventHandler],
+    make_handler: Callable[[web.Application], MessageHandler],
     *,
     stream: str = "EVENTS",
+    decoder: msgspec.json.Decoder[Any] = event_decoder,
 ) -> Callable[[web.Application], AsyncIterator[None]]:
     """Run a durable event consumer for the app's lifetime (see :func:`consume_events`)."""
 
     async def run(app: web.Application) -> None:
         await consume_events(
-            app[JS], durable=durable, subjects=subjects, handle=make_handler(app), stream=stream
+            app[JS],
+            durable=durable,
+            subjects=subjects,
+            handle=make_handler(app),
+            stream=stream,
+            decoder=decoder,
         )
 
     return background(durable, run)
@@ -225,11 +234,13 @@ async def consume_events(
     *,
     durable: str,
     subjects: list[str],
-    handle: EventHandler,
+    handle: MessageHandler,
     batch: int = 100,
     stream: str = "EVENTS",
+    decoder: msgspec.json.Decoder[Any] = event_decoder,
 ) -> None:
-    """Apply events from ``stream`` with one durable consumer shared by every replica of a service.
+    """Apply the messages of ``stream`` (decoded by ``decoder``: domain events unless told) with
+    one durable consumer shared by every replica of a service.
 
     A message is acked only after ``handle`` has committed, so a crash redelivers it; ``handle``
     must therefore be idempotent. Undecodable messages are terminated (never redelivered);
@@ -239,22 +250,22 @@ async def consume_events(
         pull_batches(js, stream, durable_config(durable, subjects), batch)
     ) as batches:
         async for messages in batches:
-            await finished(_apply_all(messages, handle))
+            await finished(_apply_all(messages, handle, decoder))
 
 
-async def _apply_all(messages: list[Msg], handle: EventHandler) -> None:
+async def _apply_all(messages: list[Msg], handle: MessageHandler, decoder: msgspec.json.Decoder[Any]) -> None:
     for message in messages:
-        await _apply(message, handle)
+        await _apply(message, handle, decoder)
 
 
-async def _apply(message: Msg, handle: EventHandler) -> None:
+async def _apply(message: Msg, handle: MessageHandler, decoder: msgspec.json.Decoder[Any]) -> None:
     new_log_context(
         subject=message.subject,
         request_id=(message.headers or {}).get("X-Request-ID"),
         event_id=(message.headers or {}).get("Nats-Msg-Id"),
     )
     try:
-        event = event_decoder.decode(message.data)
+        event = decoder.decode(message.data)
     except msgspec.DecodeError as exc:  # ValidationError is a DecodeError
         log.error("event_undecodable", error=str(exc))
         await message.term()

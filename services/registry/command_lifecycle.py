@@ -10,19 +10,18 @@ expiry sweep (both here) all step a command through ``record_step`` and ``publis
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import uuid
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import msgspec
 import structlog
 from aiohttp import web
-from nats.aio.msg import Msg
 
 from services.registry import queries
 from services.registry.models import OPEN_STATUSES, Command
 from shared import outbox
-from shared.bus import JS
+from shared.bus import consumer_ctx
 from shared.db import POOL, Connection
 from shared.errors import NotFound
 from shared.events import (
@@ -35,10 +34,8 @@ from shared.events import (
     CommandReported,
     CommandSucceeded,
 )
-from shared.logging import new_log_context
 from shared.projections import DEVICE_COMMANDS_BUCKET, ScreenCommands
-from shared.pull import durable_config, pull_batches
-from shared.tasks import background, finished
+from shared.tasks import background
 
 log = structlog.get_logger()
 
@@ -49,7 +46,6 @@ MAX_MESSAGE_CHARS = 1000
 MAX_DATA_BYTES = 16 * 1024
 REPORTS_DURABLE = "registry-command-reports"
 REPORTS_SUBJECT = "device_commands.*.*"
-_REPORTS_BATCH = 100
 # How often each replica looks for open commands past their expiry (an indexed look, mostly empty).
 EXPIRY_CHECK_SECONDS = 1.0
 _EXPIRY_BATCH = 100
@@ -156,42 +152,23 @@ def _kept_data(report: CommandReported) -> dict | None:
     return report.data
 
 
-async def apply_reports(app: web.Application) -> None:
-    """One durable consumer of the TVs' reports shared by every replica; a report is acked after
-    its transaction committed, so a crash redelivers it (applying it twice changes nothing)."""
-    config = durable_config(REPORTS_DURABLE, REPORTS_SUBJECT)
-    async with contextlib.aclosing(pull_batches(app[JS], "DEVICE_EVENTS", config, _REPORTS_BATCH)) as batches:
-        async for messages in batches:
-            await finished(_apply_all(app, messages))
+def reports_handler(app: web.Application) -> Callable[[CommandReported], Awaitable[None]]:
+    """Apply a TV's report in one transaction (applying it twice changes nothing)."""
 
-
-async def _apply_all(app: web.Application, messages: list[Msg]) -> None:
-    for message in messages:
-        await _apply(app, message)
-
-
-async def _apply(app: web.Application, message: Msg) -> None:
-    new_log_context(subject=message.subject, event_id=(message.headers or {}).get("Nats-Msg-Id"))
-    try:
-        report = _report_decoder.decode(message.data)
-    except msgspec.DecodeError as exc:  # ValidationError is a DecodeError
-        log.error("command_report_undecodable", error=str(exc))
-        await message.term()
-        return
-    try:
+    async def handle(report: CommandReported) -> None:
         async with app[POOL].acquire() as conn, conn.transaction():
             applied = await apply_report(conn, report)
-    except Exception:
-        log.exception("command_report_failed")
-        await message.nak(delay=1)
-        return
-    await message.ack()
-    log.info(
-        "command_report_applied", command_id=str(report.command_id), status=report.status, applied=applied
-    )
+        log.info(
+            "command_report_applied", command_id=str(report.command_id), status=report.status, applied=applied
+        )
+
+    return handle
 
 
-reports_ctx = background(REPORTS_DURABLE, apply_reports)
+# One durable consumer of the TVs' reports shared by every replica.
+reports_ctx = consumer_ctx(
+    REPORTS_DURABLE, [REPORTS_SUBJECT], reports_handler, stream="DEVICE_EVENTS", decoder=_report_decoder
+)
 
 
 # ---- expiry ------------------------------------------------------------------------------------

@@ -376,6 +376,30 @@ async def test_the_admin_reads_the_screenshot_the_tv_stored(stack: Stack, kind: 
     assert status == 404, body
 
 
+async def test_a_screenshot_whose_chunks_are_gone_is_not_found_not_an_error(stack: Stack) -> None:
+    """A full store drops its oldest messages: a screenshot's chunks may go before its metadata."""
+    token = (await stack.tenant())["token"]
+    screen = await stack.screen(token)
+    command = await send(stack, token, screen["id"], {"type": "screenshot"})
+    await _put_screenshot(stack, screen["tenantId"], command["id"], b"\x89PNG\r\n\x1a\n" + bytes(1000))
+    nc = await bus.connect(stack.settings, SETUP_USER)
+    try:
+        store = await nc.jetstream().object_store(SCREENSHOTS_BUCKET)
+        info = await store.get_info(
+            screenshot_object(uuid.UUID(screen["tenantId"]), uuid.UUID(command["id"]))
+        )
+        await nc.jetstream().purge_stream(
+            f"OBJ_{SCREENSHOTS_BUCKET}", subject=f"$O.{SCREENSHOTS_BUCKET}.C.{info.nuid}"
+        )
+        # A chunk of other bytes where the first was: what is read back no longer matches its digest.
+        await nc.jetstream().publish(f"$O.{SCREENSHOTS_BUCKET}.C.{info.nuid}", b"\xff" * 1008)
+    finally:
+        await nc.close()
+    path = f"/v1/screens/{screen['id']}/commands/{command['id']}/screenshot"
+    status, body, _ = await stack.call("GET", path, token=token)
+    assert (status, body["message"]) == (404, "no screenshot for this command"), body
+
+
 async def test_a_command_and_its_reports_survive_a_restart_of_registry(stack: Stack) -> None:
     token = (await stack.tenant())["token"]
     screen = await stack.screen(token)

@@ -144,6 +144,9 @@ async def get_screenshot(request: web.Request) -> web.Response:
         nats.js.errors.ObjectNotFoundError,
         nats.js.errors.ObjectDeletedError,
         nats.js.errors.NotFoundError,
+        # Its chunks gone while its metadata stays (a full store drops its oldest messages).
+        nats.js.errors.DigestMismatchError,
+        nats.js.errors.BadObjectMetaError,
     ):
         raise NotFound("no screenshot for this command") from None
     described = found.info.description

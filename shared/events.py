@@ -125,6 +125,59 @@ class CommandCancelled(CommandEvent, frozen=True, tag="registry.command.cancelle
     pass
 
 
+class AlertEvent(Event, frozen=True):
+    """An alert about a venue's screens (registry): presence as an operator wants to hear of it,
+    after the screen's alert delay and only within its venue's opening hours."""
+
+    venue_id: uuid.UUID
+
+
+class ScreenOfflineAlert(AlertEvent, frozen=True, tag="registry.alert.screen_offline"):
+    """A paired screen has been offline for its alert delay, within its venue's opening hours."""
+
+    screen_id: uuid.UUID
+    screen_name: str
+    # When the heartbeat service last heard of it (it went offline after that).
+    last_seen_at: datetime | None
+    offline_alert_after_minutes: int
+
+
+class ScreenOnlineAlert(AlertEvent, frozen=True, tag="registry.alert.screen_online"):
+    """A screen alerted as offline (on its own or in a venue incident) is back."""
+
+    screen_id: uuid.UUID
+    screen_name: str
+    last_seen_at: datetime | None
+    # The venue incident it was folded into, if it was.
+    incident_id: uuid.UUID | None = None
+
+
+class VenueOfflineAlert(AlertEvent, frozen=True, tag="registry.alert.venue_offline"):
+    """Most of a venue's paired screens went offline within a short window: one incident rather
+    than an alert per screen. The screens' own offline alerts are folded into it."""
+
+    incident_id: uuid.UUID
+    venue_name: str
+    screen_ids: list[uuid.UUID]
+    # Paired screens of the venue when the incident opened.
+    screens_total: int
+
+
+class VenueOnlineAlert(AlertEvent, frozen=True, tag="registry.alert.venue_online"):
+    """Every screen of a venue incident is back (or unpaired): the incident is closed."""
+
+    incident_id: uuid.UUID
+    venue_name: str
+
+
+class WebhookDisabled(Event, frozen=True, tag="registry.webhook.disabled"):
+    """A webhook endpoint was turned off by the system: its receiver answered 410 Gone, or it has
+    failed every delivery for days."""
+
+    webhook_id: uuid.UUID
+    reason: Literal["gone", "failing"]
+
+
 AnyEvent = (
     ScreenCreated
     | ScreenConfigChanged
@@ -138,6 +191,11 @@ AnyEvent = (
     | CommandFailed
     | CommandExpired
     | CommandCancelled
+    | ScreenOfflineAlert
+    | ScreenOnlineAlert
+    | VenueOfflineAlert
+    | VenueOnlineAlert
+    | WebhookDisabled
 )
 
 event_decoder = msgspec.json.Decoder(AnyEvent)

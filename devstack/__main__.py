@@ -67,6 +67,9 @@ def environment_of_the_stack(environ: dict[str, str], local: LocalSettings) -> d
         host="127.0.0.1",
         # The entry point forwards the caller's address in X-Forwarded-For; believe it from loopback.
         trusted_proxies="127.0.0.1/32,::1/128",
+        # A developer's webhook receiver runs on this machine, over plain http.
+        webhook_allow_private_addresses=True,
+        webhook_allow_http=True,
         operator_token=_persisted_secret(data, "operator_token", lambda: "op_" + secrets.token_urlsafe(24)),
         token_signing_key=_persisted_secret(data, "token_signing_key", generate_signing_key),
     )

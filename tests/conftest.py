@@ -128,6 +128,9 @@ def settings(database: str, nats_server: NatsServer, sockets: dict[str, socket.s
         public_url=f"http://127.0.0.1:{ports['entrypoint_port']}",
         log_format="console",
         log_level="warning",
+        # The tests' webhook receivers listen on loopback, over plain http.
+        webhook_allow_private_addresses=True,
+        webhook_allow_http=True,
         **ports,
     )
 

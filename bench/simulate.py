@@ -8,14 +8,16 @@ simulated admin revokes a few TVs as it goes, and with ``--commands N`` sends N 
 random screens). At the end it waits for the heartbeat service to store what was accepted and for
 registry to record every command succeeded, and prints what happened: answers by status, errors
 (anything but 2xx, 304, designed 429s and the 401s of revoked keys), heartbeats accepted vs
-stored, commands sent vs delivered and succeeded, and — sampled from the services' /metrics
+stored, commands sent vs delivered and succeeded, webhooks caused vs received (a local receiver
+subscribes to the tenant's webhooks and verifies each signature; ``--no-webhooks`` skips it), and —
+sampled from the services' /metrics
 during the run — their memory, the outbox lag and the consumers' backlog.
 
     make run                                   # in one terminal
     make simulate SIMULATE_ARGS="--tvs 2000 --seconds 120"
 
-Exit status 1 when a bar is missed (an error, a lost heartbeat, a command not carried out, memory
-grown more than
+Exit status 1 when a bar is missed (an error, a lost heartbeat, a command not carried out, a
+webhook never delivered or badly signed, memory grown more than
 ``--max-memory-growth``, outbox lag or consumer backlog over their ``--max-…``): usable as a
 capacity check. ``make soak`` runs it on a stack of its own.
 """
@@ -38,6 +40,7 @@ import aiohttp
 from prometheus_client.parser import text_string_to_metric_families
 
 from bench.fleet import Admin, bounded
+from bench.webhook_witness import Deliveries, Witness
 from devstack.settings import LocalSettings
 from shared.environment import from_env
 from shared.settings import DEFAULT_PORTS
@@ -83,6 +86,9 @@ class Report:
     commands_skipped: str = ""  # why the admin sent none, when it could not
     commands_carried_out: int = 0  # results the gateway accepted
     command_outcomes: dict[str, str] = field(default_factory=dict)  # command id -> its end status
+    # Events the run caused, by webhook type: the ids they name (device or command ids).
+    caused: dict[str, set[str]] = field(default_factory=lambda: collections.defaultdict(set))
+    webhooks: Deliveries = field(default_factory=Deliveries)
 
     @property
     def commands_missed(self) -> list[str]:
@@ -91,6 +97,13 @@ class Report:
 
     def answer(self, what: str, status: int) -> None:
         self.answers[f"{what} {status}"] += 1
+
+    @property
+    def webhooks_missed(self) -> dict[str, int]:
+        if self.webhooks.skipped:
+            return {}
+        succeeded = {c for c, outcome in self.command_outcomes.items() if outcome.startswith("succeeded")}
+        return self.webhooks.missing({**self.caused, "command.succeeded": succeeded})
 
     @property
     def lost(self) -> int:
@@ -132,6 +145,7 @@ class Fleet:
     async def pair(self, index: int) -> TV:
         screen_id, code = await self.admin.screen_with_code(f"Sim {index}")
         registered = await self.admin.register(code)
+        self.report.caused["device.bound"].add(registered["deviceId"])
         return TV(screen_id, registered["apiKey"], registered["deviceId"])
 
     async def repair(self, tv: TV) -> None:
@@ -153,6 +167,7 @@ class Fleet:
                 raise RuntimeError(f"provisioning code: {response.status} {code}")
             registered = await self.admin.register(code["code"])
             tv.key, tv.device_id, tv.etags = registered["apiKey"], registered["deviceId"], {}
+            self.report.caused["device.bound"].add(tv.device_id)
 
         if await self.patiently("pair again", pair_again):
             self.report.repairs += 1
@@ -364,6 +379,7 @@ class Fleet:
             await response.read()
             if response.status not in (200, 409):  # 409: an earlier try went through
                 raise RuntimeError(f"revoke answered {response.status}")
+        self.report.caused["device.revoked"].add(device_id)
 
     async def unbind(self, screen_id: str) -> None:
         """Revoke whatever device is active on the screen."""
@@ -457,6 +473,10 @@ async def simulate(
         admin = Admin(http, urls)
         await admin.sign_up(args.operator_token)
         fleet = Fleet(http, args.url, admin, args)
+        witness = Witness(http, args.url, admin.headers)
+        fleet.report.webhooks = witness.deliveries
+        if args.webhooks:
+            await witness.start()
         print(f"pairing {args.tvs} TVs ...", flush=True)
         fleet.tvs = await bounded(20, [partial(fleet.pair, i) for i in range(args.tvs)])
         until = time.monotonic() + args.seconds
@@ -488,6 +508,14 @@ async def simulate(
             if not fleet.report.commands_missed or time.monotonic() > deadline:
                 break
             await asyncio.sleep(1)
+        if witness.verifier is not None:
+            print("waiting for the webhooks to be delivered ...", flush=True)
+            deadline = time.monotonic() + PATIENCE_SECONDS
+            while fleet.report.webhooks_missed:
+                if time.monotonic() > deadline:
+                    break
+                await asyncio.sleep(1)
+        await witness.stop()
         return fleet.report
 
 
@@ -513,6 +541,14 @@ def print_report(report: Report, args: argparse.Namespace) -> bool:
             f"  commands sent {len(report.commands_sent)}, results accepted {report.commands_carried_out},"
             f" at the end: {dict(outcomes)}"
         )
+    hooks = report.webhooks
+    if hooks.skipped:
+        print(f"  webhooks: none received ({hooks.skipped})")
+    elif hooks.by_type:
+        print(
+            f"  webhooks received {dict(hooks.by_type)}, repeated {hooks.repeated},"
+            f" bad signatures {hooks.bad_signatures}, missed {report.webhooks_missed or 'none'}"
+        )
     growth = report.memory_growth()
     for name, ratio in growth.items():
         series = [sample.memory[name] for sample in report.samples if name in sample.memory]
@@ -533,6 +569,10 @@ def print_report(report: Report, args: argparse.Namespace) -> bool:
         failures.append(f"{report.lost} heartbeats lost")
     if report.commands_missed:
         failures.append(f"{len(report.commands_missed)} commands not delivered and succeeded")
+    if report.webhooks_missed:
+        failures.append(f"webhooks never delivered: {report.webhooks_missed}")
+    if hooks.bad_signatures:
+        failures.append(f"{hooks.bad_signatures} webhooks with a bad signature")
     if args.commands and not report.commands_skipped and len(report.commands_sent) < args.commands:
         failures.append(f"{args.commands - len(report.commands_sent)} commands could not be sent")
     if any(ratio > args.max_memory_growth for ratio in growth.values()):
@@ -562,6 +602,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=0,
         help="seconds a TV's playlist and commands requests are held for a change (Prefer: wait);"
         " 0: plain polls",
+    )
+    parser.add_argument(
+        "--webhooks",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="a local receiver subscribes to the tenant's webhooks, and every event the run caused"
+        " must reach it",
     )
     parser.add_argument("--connections", type=int, default=200)
     parser.add_argument("--sample-every", type=float, default=5, help="seconds between looks at /metrics")

@@ -4,7 +4,8 @@ Starts PostgreSQL and nats-server under ``.data/soak/`` (or uses ``DATABASE_URL`
 the four services and the entry point as processes on free ports, then lets a simulated fleet
 live against them and judges the run: no errors but designed ones (429s, the 401s of revoked
 keys), every accepted heartbeat stored, every remote command the admin sent (``--commands``, 200
-by default) delivered to its TV and carried out, memory flat, the outbox and the consumers keeping
+by default) delivered to its TV and carried out, every webhook the run caused delivered to a
+local receiver with a valid signature, memory flat, the outbox and the consumers keeping
 up. A registry without remote commands (POST /v1/screens/{id}/commands answers 404) skips the
 commands' part, and the report says so.
 
@@ -19,7 +20,8 @@ PostgreSQL stopped and started again (the last and the first only when the soak 
 With ``--cluster`` NATS is three clustered nodes (streams and buckets at three replicas, the services
 given the seed list), and the NATS fault SIGKILLs one node at a time, in turn.
 The bars stay the same: TVs may be told to come back later (429/503 with Retry-After), the
-admin's steps may need tries again (counted), but no heartbeat may be lost, and no command.
+admin's steps may need tries again (counted), but no heartbeat may be lost, no command, and no
+webhook.
 
 Exit status 1 when a bar is missed. Services' logs: ``.data/soak/*.log``; the figures and every
 sample: ``.data/soak/results.json``. ``tests/test_soak.py`` is its short variant in ``make test``.
@@ -133,6 +135,9 @@ def main() -> None:
             operator_token=args.operator_token,
             token_signing_key=generate_signing_key(),
             trusted_proxies="127.0.0.1/32",
+            # The simulator's webhook receiver listens on loopback, over plain http.
+            webhook_allow_private_addresses=True,
+            webhook_allow_http=True,
             log_format="json",
             **{port_field(name): free_port() for name in DEFAULT_PORTS},
         ),

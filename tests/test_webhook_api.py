@@ -160,6 +160,7 @@ async def test_the_secret_is_a_standard_webhooks_key_and_rotates(stack: Stack, t
         )
     finally:
         await conn.close()
+    assert row is not None
     assert (row["secret"], row["previous_secret"]) == (rotated["secret"], secret)
     grace = stack.settings.webhook_secret_grace_hours * 3600
     assert grace - 60 < row["grace"].total_seconds() <= grace

@@ -14,7 +14,7 @@ ROUTES: list[tuple[str, str]] = [
     (r"^/(v1/)?devices(/|$)", "provisioning"),
     (r"^/v1/serials$", "provisioning"),
     (r"^/v1/(tenants|venues|screens)(/|$)", "registry"),
-    (r"^/v1/(clients|content|audit)(/|$)", "registry"),
+    (r"^/v1/(clients|content|audit|webhooks)(/|$)", "registry"),
     (r"^/oauth/device_authorization$", "provisioning"),
     (r"^/oauth(/|$)", "registry"),
     (r"^/\.well-known/oauth-authorization-server$", "registry"),

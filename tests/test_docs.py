@@ -67,6 +67,14 @@ EXPECTED: dict[str, list[str]] = {
         r"http_requests_total\{",
         r"scrape_configs:",
     ],
+    "webhooks.md": [
+        r'"secret":"whsec_',  # shown at registration
+        r'"eventType":"webhook\.ping","state":"pending"',  # a ping queued
+        r'"payload":\{"type":"webhook\.ping"',  # the body as sent
+        r'"error":"conflict","message":"the delivery is pending already',
+        r"(?m)^204$",  # an endpoint deleted
+        r'"error":"not_found"',  # and its log with it
+    ],
 }
 
 

@@ -36,9 +36,9 @@ def admin_operations(document: dict[str, Any]) -> list[tuple[str, str, str]]:
             for option in operation.get("security", []):
                 if "accessToken" in option:
                     (scope,) = option["accessToken"]
-                    concrete = path.replace("{id}", str(uuid.uuid4())).replace(
-                        "{commandId}", str(uuid.uuid4())
-                    )
+                    concrete = path
+                    for name in ("id", "commandId", "deliveryId"):
+                        concrete = concrete.replace("{" + name + "}", str(uuid.uuid4()))
                     for name in ("userCode", "clientId", "serial", "name", "code"):
                         concrete = concrete.replace("{" + name + "}", "BCDFGHJK")
                     found.append((method.upper(), concrete, scope))

@@ -265,6 +265,12 @@ AdminAction = Literal[
     "command.failed",
     "command.expired",
     "command.cancelled",
+    "webhook.created",
+    "webhook.changed",
+    "webhook.deleted",
+    "webhook.secret_rotated",
+    "webhook.pinged",
+    "webhook.delivery_retried",
 ]
 
 

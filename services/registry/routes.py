@@ -11,6 +11,7 @@ from services.registry import (
     screens,
     tenants,
     venues,
+    webhook_routes,
 )
 from services.registry.models import (
     COMMAND_STATUSES,
@@ -393,4 +394,5 @@ OPERATIONS = [
         errors=(401, 404),
         tag="Operator, tenants and access tokens",
     ),
+    *webhook_routes.OPERATIONS,
 ]

@@ -13,6 +13,7 @@ from services.registry.queries import (
     screens,
     tenants,
     venues,
+    webhooks,
 )
 
 __all__ = [
@@ -25,4 +26,5 @@ __all__ = [
     "screens",
     "tenants",
     "venues",
+    "webhooks",
 ]

@@ -59,14 +59,66 @@ class TokenResponse(msgspec.Struct, kw_only=True):
     scope: str
 
 
+# ---- venues and their screens --------------------------------------------------------------------
+
+Day = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
+ClockTime = Annotated[
+    str,
+    Meta(pattern=r"^([01][0-9]|2[0-3]):[0-5][0-9](?!\n)$", description="a 24-hour time HH:MM, like 08:00"),
+]
+# An alert delay: minutes a paired screen is offline before it is alerted (48 h at most).
+AlertDelay = Annotated[int, Meta(ge=0, le=2880)]
+Timezone = Annotated[str, Meta(max_length=64)]
+_TIMEZONE_MUST = "must be an IANA time zone, like Europe/Berlin"
+
+
+class OpeningPeriod(Body):
+    """Open from ``open`` to ``close`` (wall-clock times in the venue's time zone) on each of
+    ``days``; a close at or before the open is on the next day (past midnight)."""
+
+    days: Annotated[list[Day], Meta(min_length=1, max_length=7)]
+    open: ClockTime
+    close: ClockTime
+
+    def __post_init__(self) -> None:
+        if len(set(self.days)) != len(self.days):
+            raise FieldInvalid("days", "must name each day once")
+
+
+OpeningHours = Annotated[
+    list[OpeningPeriod],
+    Meta(
+        min_length=1,
+        max_length=50,
+        description="when the venue is open, in its time zone (UTC without one); null: always open",
+    ),
+]
+
+
 class NewVenue(Body):
     name: Name
-    timezone: Annotated[str, Meta(max_length=64)] | None = None
+    timezone: Timezone | None = None
     address: Annotated[str, Meta(max_length=500)] | None = None
+    opening_hours: OpeningHours | None = None
+    offline_alert_after_minutes: AlertDelay | None = None
 
     def __post_init__(self) -> None:
         if self.timezone is not None and self.timezone not in _TIMEZONES:
-            raise FieldInvalid("timezone", "must be an IANA time zone, like Europe/Berlin")
+            raise FieldInvalid("timezone", _TIMEZONE_MUST)
+
+
+class VenuePatch(Body):
+    """The fields to change; ``null`` clears one that may be empty."""
+
+    name: Name | UnsetType = UNSET
+    timezone: Timezone | None | UnsetType = UNSET
+    address: Annotated[str, Meta(max_length=500)] | None | UnsetType = UNSET
+    opening_hours: OpeningHours | None | UnsetType = UNSET
+    offline_alert_after_minutes: AlertDelay | None | UnsetType = UNSET
+
+    def __post_init__(self) -> None:
+        if isinstance(self.timezone, str) and self.timezone not in _TIMEZONES:
+            raise FieldInvalid("timezone", _TIMEZONE_MUST)
 
 
 class Venue(Body):
@@ -75,6 +127,8 @@ class Venue(Body):
     name: str
     timezone: str | None
     address: str | None
+    opening_hours: list[OpeningPeriod] | None
+    offline_alert_after_minutes: int | None
     created_at: datetime
     updated_at: datetime
 
@@ -98,6 +152,14 @@ class NewScreen(Body):
         ]
         | None
     ) = None
+    offline_alert_after_minutes: AlertDelay | None = None
+
+
+class ScreenPatch(Body):
+    """The fields to change; ``null`` clears the alert delay (the venue's applies again)."""
+
+    name: Name | UnsetType = UNSET
+    offline_alert_after_minutes: AlertDelay | None | UnsetType = UNSET
 
 
 ScreenState = Literal["provisioning", "active"]
@@ -115,6 +177,7 @@ class Screen(Body):
     device_id: uuid.UUID | None
     presence: Presence
     last_seen_at: datetime | None
+    offline_alert_after_minutes: int | None
     created_at: datetime
     updated_at: datetime
 
@@ -251,7 +314,9 @@ class DeviceFileList(Body):
 AdminAction = Literal[
     "tenant.created",
     "venue.created",
+    "venue.changed",
     "screen.created",
+    "screen.changed",
     "playlist.replaced",
     "config.changed",
     "client.registered",

@@ -10,6 +10,7 @@ from typing import Annotated, Any, Literal
 import msgspec
 from msgspec import UNSET, Meta, UnsetType
 
+from services.registry.opening_hours import OpeningHours, OpeningPeriod
 from shared.events import ScreenConfig
 from shared.projections import PlaylistItem
 from shared.validation import FieldInvalid
@@ -59,40 +60,16 @@ class TokenResponse(msgspec.Struct, kw_only=True):
     scope: str
 
 
-# ---- venues and their screens --------------------------------------------------------------------
-
-Day = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
-ClockTime = Annotated[
-    str,
-    Meta(pattern=r"^([01][0-9]|2[0-3]):[0-5][0-9](?!\n)$", description="a 24-hour time HH:MM, like 08:00"),
-]
-# An alert delay: minutes a paired screen is offline before it is alerted (48 h at most).
-AlertDelay = Annotated[int, Meta(ge=0, le=2880)]
+AlertDelay = Annotated[int, Meta(ge=0, le=2880, description="minutes offline before an alert (48 h at most)")]
 Timezone = Annotated[str, Meta(max_length=64)]
 _TIMEZONE_MUST = "must be an IANA time zone, like Europe/Berlin"
 
 
-class OpeningPeriod(Body):
-    """Open from ``open`` to ``close`` (wall-clock times in the venue's time zone) on each of
-    ``days``; a close at or before the open is on the next day (past midnight)."""
+class Patch(Body):
+    """A PATCH body: the fields sent are changed, the others left as they are."""
 
-    days: Annotated[list[Day], Meta(min_length=1, max_length=7)]
-    open: ClockTime
-    close: ClockTime
-
-    def __post_init__(self) -> None:
-        if len(set(self.days)) != len(self.days):
-            raise FieldInvalid("days", "must name each day once")
-
-
-OpeningHours = Annotated[
-    list[OpeningPeriod],
-    Meta(
-        min_length=1,
-        max_length=50,
-        description="when the venue is open, in its time zone (UTC without one); null: always open",
-    ),
-]
+    def changes(self) -> dict[str, Any]:
+        return {name: value for name in self.__struct_fields__ if (value := getattr(self, name)) is not UNSET}
 
 
 class NewVenue(Body):
@@ -107,14 +84,14 @@ class NewVenue(Body):
             raise FieldInvalid("timezone", _TIMEZONE_MUST)
 
 
-class VenuePatch(Body):
+class VenuePatch(Patch):
     """The fields to change; ``null`` clears one that may be empty."""
 
     name: Name | UnsetType = UNSET
-    timezone: Timezone | None | UnsetType = UNSET
-    address: Annotated[str, Meta(max_length=500)] | None | UnsetType = UNSET
-    opening_hours: OpeningHours | None | UnsetType = UNSET
-    offline_alert_after_minutes: AlertDelay | None | UnsetType = UNSET
+    timezone: Timezone | UnsetType | None = UNSET
+    address: Annotated[str, Meta(max_length=500)] | UnsetType | None = UNSET
+    opening_hours: OpeningHours | UnsetType | None = UNSET
+    offline_alert_after_minutes: AlertDelay | UnsetType | None = UNSET
 
     def __post_init__(self) -> None:
         if isinstance(self.timezone, str) and self.timezone not in _TIMEZONES:
@@ -155,11 +132,10 @@ class NewScreen(Body):
     offline_alert_after_minutes: AlertDelay | None = None
 
 
-class ScreenPatch(Body):
-    """The fields to change; ``null`` clears the alert delay (the venue's applies again)."""
-
+class ScreenPatch(Patch):
     name: Name | UnsetType = UNSET
-    offline_alert_after_minutes: AlertDelay | None | UnsetType = UNSET
+    # null clears the screen's own delay: the venue's applies again
+    offline_alert_after_minutes: AlertDelay | UnsetType | None = UNSET
 
 
 ScreenState = Literal["provisioning", "active"]

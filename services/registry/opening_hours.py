@@ -7,11 +7,45 @@ from __future__ import annotations
 import functools
 from collections.abc import Iterator, Sequence
 from datetime import UTC, date, datetime, time, timedelta, tzinfo
+from typing import Annotated, Literal, get_args
 from zoneinfo import ZoneInfo
 
-from services.registry.models import OpeningPeriod
+import msgspec
+from msgspec import Meta
 
-_DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+from shared.validation import FieldInvalid
+
+Day = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
+ClockTime = Annotated[
+    str,
+    Meta(pattern=r"^([01][0-9]|2[0-3]):[0-5][0-9](?!\n)$", description="a 24-hour time HH:MM, like 08:00"),
+]
+
+
+class OpeningPeriod(msgspec.Struct, kw_only=True):
+    """Open from ``open`` to ``close`` (wall-clock times in the venue's time zone) on each of
+    ``days``; a close at or before the open is on the next day (past midnight)."""
+
+    days: Annotated[list[Day], Meta(min_length=1, max_length=7)]
+    open: ClockTime
+    close: ClockTime
+
+    def __post_init__(self) -> None:
+        if len(set(self.days)) != len(self.days):
+            raise FieldInvalid("days", "must name each day once")
+
+
+OpeningHours = Annotated[
+    list[OpeningPeriod],
+    Meta(
+        min_length=1,
+        max_length=50,
+        description="when the venue is open, in its time zone (UTC without one); null: always open",
+    ),
+]
+
+
+_DAYS: tuple[Day, ...] = get_args(Day)  # Monday first, as date.weekday() counts
 
 
 @functools.cache

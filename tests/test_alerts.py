@@ -525,7 +525,11 @@ async def test_another_tenants_venues_and_screens_cannot_be_patched(stack):
         result = await stack.call("PATCH", path, token=other["token"], json={"name": "Mine now"})
         assert_error(result, 404, "not_found")
         status, unchanged, _ = await stack.call("GET", path, token=tenant["token"])
-        assert unchanged["name"] == thing["name"] and unchanged["updatedAt"] == thing["updatedAt"]
+        assert (
+            status == 200
+            and unchanged["name"] == thing["name"]
+            and unchanged["updatedAt"] == thing["updatedAt"]
+        )
         result = await stack.call("PATCH", path, json={"name": "Anyone's"})
         assert_error(result, 401, "unauthorized")
     for path in (f"/v1/venues/{new_id()}", f"/v1/screens/{new_id()}", "/v1/screens/not-a-uuid"):

@@ -66,11 +66,11 @@ async def get_screen(request: web.Request) -> web.Response:
 async def update_screen(request: web.Request) -> web.Response:
     principal = principal_of(request)
     screen_id = uuid_param(request)
-    patch = await read_json(request, _screen_patch)
+    changes = (await read_json(request, _screen_patch)).changes()
     async with request.app[POOL].acquire() as conn, conn.transaction():
         screen = await queries.screens.get_screen(conn, principal.tenant_id, screen_id, lock=True)
-        screen = await queries.screens.update_screen(conn, msgspec.structs.replace(screen, **patch.changes()))
-        if "offline_alert_after_minutes" in patch.changes():
+        screen = await queries.screens.update_screen(conn, msgspec.structs.replace(screen, **changes))
+        if "offline_alert_after_minutes" in changes:
             # An alert pending meanwhile waits for the new delay (the venue's row is locked after
             # the screen's, as everywhere).
             await queries.alerts.lock_venue(conn, screen.venue_id)

@@ -44,10 +44,11 @@ async def insert_venue(conn: Connection, tenant_id: uuid.UUID, venue: NewVenue) 
 async def get_venue(
     conn: Connection, tenant_id: uuid.UUID, venue_id: uuid.UUID, *, lock: bool = False
 ) -> Venue:
-    """The venue; with ``lock``, its row stays locked until the transaction ends."""
+    """The venue; with ``lock``, its row stays locked until the transaction ends (``FOR NO KEY
+    UPDATE``: new screens may still name the venue meanwhile)."""
     row = await conn.fetchrow(
         f"SELECT {_VENUE_COLUMNS} FROM venues WHERE id = $1 AND tenant_id = $2"
-        + (" FOR UPDATE" if lock else ""),
+        + (" FOR NO KEY UPDATE" if lock else ""),
         venue_id,
         tenant_id,
     )

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from aiohttp import web
 
+from services.registry.alerts import alerts_ctx
 from services.registry.command_lifecycle import expiry_ctx, reports_ctx
 from services.registry.commands import screenshots_ctx
 from services.registry.consumers import binding_ctx, presence_ctx
@@ -34,6 +35,7 @@ def create_app(settings: Settings) -> web.Application:
     app.cleanup_ctx.append(outbox.relay_ctx(SCHEMA))
     app.cleanup_ctx.append(binding_ctx)
     app.cleanup_ctx.append(presence_ctx)
+    app.cleanup_ctx.append(alerts_ctx)
     app.cleanup_ctx.append(reports_ctx)
     app.cleanup_ctx.append(expiry_ctx)
     app.cleanup_ctx.append(http_client_ctx)

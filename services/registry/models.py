@@ -10,6 +10,7 @@ from typing import Annotated, Any, Literal
 import msgspec
 from msgspec import UNSET, Meta, UnsetType
 
+from services.registry.opening_hours import OpeningHours, OpeningPeriod
 from shared.events import ScreenConfig
 from shared.projections import PlaylistItem
 from shared.validation import FieldInvalid
@@ -59,14 +60,42 @@ class TokenResponse(msgspec.Struct, kw_only=True):
     scope: str
 
 
+AlertDelay = Annotated[int, Meta(ge=0, le=2880, description="minutes offline before an alert (48 h at most)")]
+Timezone = Annotated[str, Meta(max_length=64)]
+_TIMEZONE_MUST = "must be an IANA time zone, like Europe/Berlin"
+
+
+class Patch(Body):
+    """A PATCH body: the fields sent are changed, the others left as they are."""
+
+    def changes(self) -> dict[str, Any]:
+        return {name: value for name in self.__struct_fields__ if (value := getattr(self, name)) is not UNSET}
+
+
 class NewVenue(Body):
     name: Name
-    timezone: Annotated[str, Meta(max_length=64)] | None = None
+    timezone: Timezone | None = None
     address: Annotated[str, Meta(max_length=500)] | None = None
+    opening_hours: OpeningHours | None = None
+    offline_alert_after_minutes: AlertDelay | None = None
 
     def __post_init__(self) -> None:
         if self.timezone is not None and self.timezone not in _TIMEZONES:
-            raise FieldInvalid("timezone", "must be an IANA time zone, like Europe/Berlin")
+            raise FieldInvalid("timezone", _TIMEZONE_MUST)
+
+
+class VenuePatch(Patch):
+    """The fields to change; ``null`` clears one that may be empty."""
+
+    name: Name | UnsetType = UNSET
+    timezone: Timezone | UnsetType | None = UNSET
+    address: Annotated[str, Meta(max_length=500)] | UnsetType | None = UNSET
+    opening_hours: OpeningHours | UnsetType | None = UNSET
+    offline_alert_after_minutes: AlertDelay | UnsetType | None = UNSET
+
+    def __post_init__(self) -> None:
+        if isinstance(self.timezone, str) and self.timezone not in _TIMEZONES:
+            raise FieldInvalid("timezone", _TIMEZONE_MUST)
 
 
 class Venue(Body):
@@ -75,6 +104,8 @@ class Venue(Body):
     name: str
     timezone: str | None
     address: str | None
+    opening_hours: list[OpeningPeriod] | None
+    offline_alert_after_minutes: int | None
     created_at: datetime
     updated_at: datetime
 
@@ -98,6 +129,13 @@ class NewScreen(Body):
         ]
         | None
     ) = None
+    offline_alert_after_minutes: AlertDelay | None = None
+
+
+class ScreenPatch(Patch):
+    name: Name | UnsetType = UNSET
+    # null clears the screen's own delay: the venue's applies again
+    offline_alert_after_minutes: AlertDelay | UnsetType | None = UNSET
 
 
 ScreenState = Literal["provisioning", "active"]
@@ -115,6 +153,7 @@ class Screen(Body):
     device_id: uuid.UUID | None
     presence: Presence
     last_seen_at: datetime | None
+    offline_alert_after_minutes: int | None
     created_at: datetime
     updated_at: datetime
 
@@ -251,7 +290,9 @@ class DeviceFileList(Body):
 AdminAction = Literal[
     "tenant.created",
     "venue.created",
+    "venue.changed",
     "screen.created",
+    "screen.changed",
     "playlist.replaced",
     "config.changed",
     "client.registered",

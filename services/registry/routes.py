@@ -37,11 +37,13 @@ from services.registry.models import (
     Playlist,
     Screen,
     ScreenPage,
+    ScreenPatch,
     TenantCreated,
     TenantPage,
     TokenResponse,
     Venue,
     VenuePage,
+    VenuePatch,
 )
 from shared.events import ScreenConfig
 from shared.openapi import Operation, Param
@@ -131,6 +133,18 @@ OPERATIONS = [
         scope="screens:read",
     ),
     Operation(
+        "PATCH",
+        "/v1/venues/{id}",
+        venues.update_venue,
+        "Change a venue: name, timezone, address, openingHours, offlineAlertAfterMinutes (null clears)",
+        "admin",
+        VenuePatch,
+        responses={200: Venue},
+        errors=(*_ADMIN_ERRORS, 413, 415),
+        tag="Venues and screens",
+        scope="screens:write",
+    ),
+    Operation(
         "POST",
         "/v1/screens",
         screens.create_screen,
@@ -168,6 +182,18 @@ OPERATIONS = [
         errors=(401, 404),
         tag="Venues and screens",
         scope="screens:read",
+    ),
+    Operation(
+        "PATCH",
+        "/v1/screens/{id}",
+        screens.update_screen,
+        "Change a screen: name, offlineAlertAfterMinutes (null: the venue's)",
+        "admin",
+        ScreenPatch,
+        responses={200: Screen},
+        errors=(*_ADMIN_ERRORS, 413, 415),
+        tag="Venues and screens",
+        scope="screens:write",
     ),
     Operation(
         "GET",

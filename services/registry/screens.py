@@ -1,5 +1,6 @@
-"""Screens: an admin creates one in a venue (state provisioning, until a device binds to it) and
-lists or reads them; binding state and presence arrive as events (``consumers``)."""
+"""Screens: an admin creates one in a venue (state provisioning, until a device binds to it), lists,
+reads and renames them or sets their offline alert delay; binding state and presence arrive as
+events (``consumers``)."""
 
 from __future__ import annotations
 
@@ -8,17 +9,19 @@ import structlog
 from aiohttp import web
 
 from services.registry import audit, lookup, queries, screen_content
-from services.registry.models import NewScreen, ScreenPage
+from services.registry.models import NewScreen, ScreenPage, ScreenPatch
 from shared import outbox
+from shared.app_keys import SETTINGS
 from shared.auth import principal_of, tenant_of
 from shared.db import POOL
 from shared.events import ScreenCreated
-from shared.http import json_response, read_json
+from shared.http import json_response, read_json, uuid_param
 from shared.pagination import choice_query, next_cursor, page_params, uuid_query
 
 log = structlog.get_logger()
 
 _new_screen = msgspec.json.Decoder(NewScreen)
+_screen_patch = msgspec.json.Decoder(ScreenPatch)
 
 
 async def create_screen(request: web.Request) -> web.Response:
@@ -58,3 +61,21 @@ async def list_screens(request: web.Request) -> web.Response:
 
 async def get_screen(request: web.Request) -> web.Response:
     return await lookup.by_path_id(request, queries.screens.get_screen)
+
+
+async def update_screen(request: web.Request) -> web.Response:
+    principal = principal_of(request)
+    screen_id = uuid_param(request)
+    changes = (await read_json(request, _screen_patch)).changes()
+    async with request.app[POOL].acquire() as conn, conn.transaction():
+        screen = await queries.screens.get_screen(conn, principal.tenant_id, screen_id, lock=True)
+        screen = await queries.screens.update_screen(conn, msgspec.structs.replace(screen, **changes))
+        if "offline_alert_after_minutes" in changes:
+            # An alert pending meanwhile waits for the new delay (the venue's row is locked after
+            # the screen's, as everywhere).
+            await queries.alerts.lock_venue(conn, screen.venue_id)
+            await queries.alerts.reschedule_pending(
+                conn, screen.venue_id, request.app[SETTINGS].offline_alert_after_minutes, screen.id
+            )
+        await audit.record(request, conn, principal.tenant_id, principal.actor, "screen.changed", screen.id)
+    return json_response(screen)

@@ -4,6 +4,7 @@ owns the transaction) and return Structs or plain values, never database records
 what they all make of PostgreSQL's answers."""
 
 from services.registry.queries import (
+    alerts,
     audit,
     clients,
     commands,
@@ -17,6 +18,7 @@ from services.registry.queries import (
 )
 
 __all__ = [
+    "alerts",
     "audit",
     "clients",
     "commands",

@@ -12,29 +12,49 @@ from shared.events import DeviceBound, DeviceRevoked, PresenceChanged
 from shared.pagination import Cursor
 
 _SCREEN_COLUMNS = """id, tenant_id, venue_id, name, orientation, resolution, state, device_id,
-    presence, last_seen_at, created_at, updated_at"""
+    presence, last_seen_at, offline_alert_after_minutes, created_at, updated_at"""
 
 
 async def insert_screen(conn: Connection, tenant_id: uuid.UUID, screen: NewScreen) -> Screen:
     row = await conn.fetchrow(
-        "INSERT INTO screens (id, tenant_id, venue_id, name, orientation, resolution)"
-        f" VALUES ($1, $2, $3, $4, $5, $6) RETURNING {_SCREEN_COLUMNS}",
+        "INSERT INTO screens (id, tenant_id, venue_id, name, orientation, resolution,"
+        f" offline_alert_after_minutes) VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING {_SCREEN_COLUMNS}",
         uuid.uuid4(),
         tenant_id,
         screen.venue_id,
         screen.name,
         screen.orientation,
         screen.resolution,
+        screen.offline_alert_after_minutes,
     )
     assert row is not None  # an INSERT … RETURNING: always its row
     return Screen(**row)
 
 
-async def get_screen(conn: Connection, tenant_id: uuid.UUID, screen_id: uuid.UUID) -> Screen:
+async def get_screen(
+    conn: Connection, tenant_id: uuid.UUID, screen_id: uuid.UUID, *, lock: bool = False
+) -> Screen:
+    """The screen; with ``lock``, its row stays locked until the transaction ends."""
     row = await conn.fetchrow(
-        f"SELECT {_SCREEN_COLUMNS} FROM screens WHERE id = $1 AND tenant_id = $2", screen_id, tenant_id
+        f"SELECT {_SCREEN_COLUMNS} FROM screens WHERE id = $1 AND tenant_id = $2"
+        + (" FOR UPDATE" if lock else ""),
+        screen_id,
+        tenant_id,
     )
     return Screen(**rows.found(row, "no such screen"))
+
+
+async def update_screen(conn: Connection, screen: Screen) -> Screen:
+    """Store the changeable fields of ``screen`` (locked by the caller)."""
+    row = await conn.fetchrow(
+        "UPDATE screens SET name = $2, offline_alert_after_minutes = $3, updated_at = now()"
+        f" WHERE id = $1 RETURNING {_SCREEN_COLUMNS}",
+        screen.id,
+        screen.name,
+        screen.offline_alert_after_minutes,
+    )
+    assert row is not None  # locked since it was read
+    return Screen(**row)
 
 
 async def list_screens(

@@ -45,6 +45,11 @@ class Param:
     where: Literal["query", "header"] = "query"
 
 
+# A list's page: its size and where the previous page ended (shared/pagination.py).
+LIMIT = Param("limit", {"type": "integer", "minimum": 1, "maximum": 200, "default": 50})
+PAGE = (LIMIT, Param("cursor", {"type": "string"}, "nextCursor of the previous page"))
+
+
 @dataclass(frozen=True)
 class Operation:
     method: str

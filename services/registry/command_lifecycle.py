@@ -19,7 +19,7 @@ import structlog
 from aiohttp import web
 
 from services.registry import queries
-from services.registry.models import OPEN_STATUSES, Command
+from services.registry.command_models import OPEN_STATUSES, Command
 from shared import outbox
 from shared.bus import consumer_ctx
 from shared.db import POOL, Connection

@@ -15,7 +15,7 @@ from nats.js.object_store import ObjectStore
 
 from services.registry import queries
 from services.registry.command_lifecycle import publish_open, record_step
-from services.registry.models import (
+from services.registry.command_models import (
     COMMAND_ARGS,
     COMMAND_STATUSES,
     OPEN_STATUSES,

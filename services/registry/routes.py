@@ -3,7 +3,7 @@
 from services.registry import (
     audit,
     clients,
-    commands,
+    command_routes,
     files,
     oauth,
     playlists,
@@ -14,7 +14,6 @@ from services.registry import (
     webhook_routes,
 )
 from services.registry.models import (
-    COMMAND_STATUSES,
     AdminAuditPage,
     ApiClient,
     AuthorizationServerMetadata,
@@ -22,13 +21,10 @@ from services.registry.models import (
     ClientList,
     ClientMetadata,
     ClientRegistered,
-    Command,
-    CommandPage,
     ConfigPatch,
     DeviceFile,
     DeviceFileList,
     InitialAccessToken,
-    NewCommand,
     NewInitialAccessToken,
     NewPlaylist,
     NewScreen,
@@ -46,10 +42,8 @@ from services.registry.models import (
     VenuePatch,
 )
 from shared.events import ScreenConfig
-from shared.openapi import Operation, Param
+from shared.openapi import LIMIT, PAGE, Operation, Param
 
-_LIMIT = Param("limit", {"type": "integer", "minimum": 1, "maximum": 200, "default": 50})
-_PAGE = (_LIMIT, Param("cursor", {"type": "string"}, "nextCursor of the previous page"))
 _TOKEN_FORM = {
     "type": "object",
     "required": ["grant_type"],
@@ -117,7 +111,7 @@ OPERATIONS = [
         "admin",
         responses={200: VenuePage},
         errors=(400, 401),
-        params=_PAGE,
+        params=PAGE,
         tag="Venues and screens",
         scope="screens:read",
     ),
@@ -167,7 +161,7 @@ OPERATIONS = [
         params=(
             Param("venueId", {"type": "string", "format": "uuid"}),
             Param("state", {"enum": ["provisioning", "active"]}),
-            *_PAGE,
+            *PAGE,
         ),
         tag="Venues and screens",
         scope="screens:read",
@@ -241,64 +235,7 @@ OPERATIONS = [
         tag="Venues and screens",
         scope="screens:write",
     ),
-    Operation(
-        "POST",
-        "/v1/screens/{id}/commands",
-        commands.create_command,
-        "Send the screen's TV a command; 409 when the screen has 20 open commands already",
-        "admin",
-        NewCommand,
-        responses={202: Command},
-        errors=(*_ADMIN_ERRORS, 409, 413, 415),
-        tag="Remote commands",
-        scope="devices:write",
-    ),
-    Operation(
-        "GET",
-        "/v1/screens/{id}/commands",
-        commands.list_commands,
-        "The screen's commands, oldest first",
-        "admin",
-        responses={200: CommandPage},
-        errors=_ADMIN_ERRORS,
-        params=(Param("status", {"enum": list(COMMAND_STATUSES)}), *_PAGE),
-        tag="Remote commands",
-        scope="devices:read",
-    ),
-    Operation(
-        "GET",
-        "/v1/screens/{id}/commands/{commandId}",
-        commands.get_command,
-        "Get a command",
-        "admin",
-        responses={200: Command},
-        errors=(401, 404),
-        tag="Remote commands",
-        scope="devices:read",
-    ),
-    Operation(
-        "POST",
-        "/v1/screens/{id}/commands/{commandId}/cancel",
-        commands.cancel_command,
-        "Cancel a pending or delivered command (409 for one closed already)",
-        "admin",
-        responses={200: Command},
-        errors=(401, 404, 409),
-        tag="Remote commands",
-        scope="devices:write",
-    ),
-    Operation(
-        "GET",
-        "/v1/screens/{id}/commands/{commandId}/screenshot",
-        commands.get_screenshot,
-        "The screenshot the TV took on the command (image/png or image/jpeg)",
-        "admin",
-        responses={200: None},
-        errors=(401, 404, 503),
-        tag="Remote commands",
-        scope="devices:read",
-        needs=("nats",),
-    ),
+    *command_routes.OPERATIONS,
     # API clients (dynamic client registration, RFC 7591)
     Operation(
         "POST",
@@ -394,7 +331,7 @@ OPERATIONS = [
         "admin",
         responses={200: AdminAuditPage},
         errors=(400, 401),
-        params=(_LIMIT, Param("before", {"type": "integer"}, "nextBefore of the previous page")),
+        params=(LIMIT, Param("before", {"type": "integer"}, "nextBefore of the previous page")),
         tag="Audit",
         scope="audit:read",
     ),
@@ -407,7 +344,7 @@ OPERATIONS = [
         "operator",
         responses={200: TenantPage},
         errors=(400, 401),
-        params=_PAGE,
+        params=PAGE,
         tag="Operator, tenants and access tokens",
     ),
     Operation(

@@ -14,12 +14,8 @@ from services.registry.webhook_models import (
     WebhookSecretRotated,
     WebhookWithSecret,
 )
-from shared.openapi import Operation, Param
+from shared.openapi import PAGE, Operation, Param
 
-_PAGE = (
-    Param("limit", {"type": "integer", "minimum": 1, "maximum": 200, "default": 50}),
-    Param("cursor", {"type": "string"}, "nextCursor of the previous page"),
-)
 _TAG = "Webhooks"
 _SCOPE = "clients:write"
 
@@ -45,7 +41,7 @@ OPERATIONS = [
         "admin",
         responses={200: WebhookPage},
         errors=(400, 401),
-        params=_PAGE,
+        params=PAGE,
         tag=_TAG,
         scope=_SCOPE,
     ),
@@ -114,7 +110,7 @@ OPERATIONS = [
         "admin",
         responses={200: WebhookDeliveryPage},
         errors=(400, 401, 404),
-        params=(Param("state", {"enum": list(DELIVERY_STATES)}), *_PAGE),
+        params=(Param("state", {"enum": list(DELIVERY_STATES)}), *PAGE),
         tag=_TAG,
         scope=_SCOPE,
     ),

@@ -14,7 +14,7 @@ from typing import Any
 
 import asyncpg
 
-from services.registry.models import OPEN_STATUSES, Command, CommandStatus
+from services.registry.command_models import OPEN_STATUSES, Command, CommandStatus
 from services.registry.queries import rows
 from shared.db import Connection
 from shared.pagination import Cursor

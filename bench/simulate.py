@@ -47,7 +47,6 @@ from shared.settings import DEFAULT_PORTS
 
 # Answers that tell a TV to come back later (Retry-After): designed, not errors.
 BACK_OFF = (429, 503)
-PATIENCE_SECONDS = 120
 # What the simulated admin sends, in turn (the types that need no arguments, and a screenshot).
 COMMAND_TYPES = ("reload", "screenshot", "clear_cache")
 # The smallest PNG there is: a 1x1 pixel, what a simulated TV uploads for a screenshot command.
@@ -175,8 +174,8 @@ class Fleet:
     async def patiently(self, what: str, step: Callable[[], Awaitable[None]]) -> bool:
         """An admin's step, tried again while a part of the stack is down (a console retries; with
         ``make soak --faults`` parts go down on purpose). Retries are counted, not errors; a step
-        that cannot be done within PATIENCE_SECONDS is an error. True when the step was done."""
-        deadline = time.monotonic() + PATIENCE_SECONDS
+        that cannot be done within ``--patience`` seconds is an error. True when the step was done."""
+        deadline = time.monotonic() + self.args.patience
         while True:
             try:
                 await step()
@@ -490,7 +489,7 @@ async def simulate(
         )
         print("waiting for the heartbeats to be stored ...", flush=True)
         accepted = fleet.report.heartbeats_accepted
-        deadline = time.monotonic() + PATIENCE_SECONDS
+        deadline = time.monotonic() + args.patience
         while True:
             counts = await bounded(20, [partial(fleet.stored_heartbeats, s) for s in accepted])
             stored = dict(zip(accepted, counts, strict=True))
@@ -501,7 +500,7 @@ async def simulate(
         if fleet.report.commands_sent:
             print("waiting for the commands to be recorded succeeded ...", flush=True)
         sent = list(fleet.report.commands_sent)
-        deadline = time.monotonic() + PATIENCE_SECONDS
+        deadline = time.monotonic() + args.patience
         while sent:
             outcomes = await bounded(20, [partial(fleet.command_outcome, c) for c in sent])
             fleet.report.command_outcomes = dict(zip(sent, outcomes, strict=True))
@@ -510,7 +509,7 @@ async def simulate(
             await asyncio.sleep(1)
         if witness.verifier is not None:
             print("waiting for the webhooks to be delivered ...", flush=True)
-            deadline = time.monotonic() + PATIENCE_SECONDS
+            deadline = time.monotonic() + args.patience
             while fleet.report.webhooks_missed:
                 if time.monotonic() > deadline:
                     break
@@ -609,6 +608,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=True,
         help="a local receiver subscribes to the tenant's webhooks, and every event the run caused"
         " must reach it",
+    )
+    parser.add_argument(
+        "--patience",
+        type=float,
+        default=120,
+        help="seconds an admin step, or the wait at the end for what the run caused to be recorded, may take",
     )
     parser.add_argument("--connections", type=int, default=200)
     parser.add_argument("--sample-every", type=float, default=5, help="seconds between looks at /metrics")

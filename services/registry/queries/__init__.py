@@ -13,6 +13,7 @@ from services.registry.queries import (
     screens,
     tenants,
     venues,
+    webhook_deliveries,
 )
 
 __all__ = [
@@ -25,4 +26,5 @@ __all__ = [
     "screens",
     "tenants",
     "venues",
+    "webhook_deliveries",
 ]

@@ -201,7 +201,7 @@ class Dispatcher:
                 return
             if status == 410:
                 turned_off = await webhook_deliveries.turn_off_endpoint(conn, delivery.endpoint_id, "gone")
-                await webhook_deliveries.record_failure(
+                state = await webhook_deliveries.record_failure(
                     conn,
                     delivery,
                     status_code=status,
@@ -209,7 +209,8 @@ class Dispatcher:
                     retry_in_seconds=None,
                     retry_for_seconds=retry_for,
                 )
-                DELIVERIES.labels("gone").inc()
+                if state is not None:
+                    DELIVERIES.labels("gone").inc()
                 if turned_off:
                     await self._turned_off(conn, delivery, "gone")
                 return

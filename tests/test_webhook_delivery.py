@@ -369,6 +369,11 @@ async def test_a_device_bound_and_revoked_reach_the_endpoint_signed_and_nobody_e
             assert request.headers["webhook-signature"].startswith("v1,")
             assert " " not in request.headers["webhook-signature"]  # one secret, one signature
         assert len(receiver.distinct_ids()) == 2
+
+        async def settled() -> bool:
+            return {d["state"] for d in await deliveries(stack.settings, endpoint)} == {"delivered"}
+
+        await stack.eventually(settled, timeout=2)
         log = await deliveries(stack.settings, endpoint)
         assert [(d["event_type"], d["state"], d["attempts"], d["last_status_code"]) for d in log] == [
             ("device.bound", "delivered", 1, 200),
@@ -438,7 +443,11 @@ async def test_a_slow_endpoint_does_not_delay_a_fast_one(settings, sockets):
         await stack.eventually(fast_has_all, timeout=4)
         assert asyncio.get_running_loop().time() - started < 4  # the slow one answers its first after 5 s
         assert fast.distinct_ids() == {str(event.event_id) for event in events}
-        assert {d["state"] for d in await deliveries(stack.settings, fast_endpoint)} == {"delivered"}
+
+        async def fast_settled() -> bool:  # a request's answer is recorded just after it
+            return {d["state"] for d in await deliveries(stack.settings, fast_endpoint)} == {"delivered"}
+
+        await stack.eventually(fast_settled, timeout=2)
         # The slow one holds its own share of requests, no more.
         assert slow.most_in_flight == 2
         assert len(slow.requests) == 2

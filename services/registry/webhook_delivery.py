@@ -103,9 +103,14 @@ class Dispatcher:
         self._wake = asyncio.Event()
         self._in_flight: dict[uuid.UUID, int] = {}
         self._attempts: set[asyncio.Task[None]] = set()
+        # Successes are recorded together, a transaction (one commit) for all that came meanwhile:
+        # one each would hold a pooled connection per answer and wait on a commit each.
+        self._delivered: list[tuple[DueDelivery, int]] = []
+        self._delivered_came = asyncio.Event()
 
     async def run(self) -> None:
         listener = asyncio.create_task(self._listen(), name="registry-webhook-listener")
+        recorder = asyncio.create_task(self._record_successes(), name="registry-webhook-successes")
         try:
             while True:
                 self._wake.clear()
@@ -119,6 +124,7 @@ class Dispatcher:
                         await self._wake.wait()
         finally:
             await stop(listener)
+            await stop(recorder)
 
     async def _dispatch_due(self) -> float:
         """Claim what is due and may be sent now and start its attempts; returns how long to wait
@@ -148,7 +154,11 @@ class Dispatcher:
     async def _attempt(self, delivery: DueDelivery) -> None:
         try:
             status, error = await self._send(delivery)
-            await self._settle(delivery, status, error)
+            if status is not None and 200 <= status < 300:
+                self._delivered.append((delivery, status))
+                self._delivered_came.set()
+            else:
+                await self._settle_failure(delivery, status, error)
         except _DATABASE_ERRORS as exc:
             # Sent or not, the lease lapses and the delivery is claimed again: at least once.
             log.warning("webhook_settle_failed", delivery_id=str(delivery.id), error=str(exc))
@@ -189,16 +199,29 @@ class Dispatcher:
         except aiohttp.ClientError as exc:
             return None, f"{type(exc).__name__}: {exc}"[:ERROR_CHARS]
 
-    async def _settle(self, delivery: DueDelivery, status: int | None, error: str | None) -> None:
-        """Record the attempt. Locks the endpoint's row before its deliveries', in every path, so
-        that settling and turning an endpoint off never wait on each other in a circle."""
+    async def _record_successes(self) -> None:
+        while True:
+            await self._delivered_came.wait()
+            await self._flush_successes()
+
+    async def _flush_successes(self) -> None:
+        self._delivered_came.clear()
+        delivered, self._delivered = self._delivered, []
+        if not delivered:
+            return
+        try:
+            async with self._pool.acquire() as conn, conn.transaction():
+                DELIVERIES.labels("delivered").inc(await webhook_deliveries.record_delivered(conn, delivered))
+        except _DATABASE_ERRORS as exc:
+            # Their leases lapse and they are sent again: at least once.
+            log.warning("webhook_settle_failed", deliveries=len(delivered), error=str(exc))
+
+    async def _settle_failure(self, delivery: DueDelivery, status: int | None, error: str | None) -> None:
+        """Record a failed attempt. Locks the endpoint's row before its deliveries', in every path,
+        so that settling and turning an endpoint off never wait on each other in a circle."""
         settings = self._settings
         retry_for = settings.webhook_retry_for_hours * 3600
         async with self._pool.acquire() as conn, conn.transaction():
-            if status is not None and 200 <= status < 300:
-                if await webhook_deliveries.record_delivered(conn, delivery, status):
-                    DELIVERIES.labels("delivered").inc()
-                return
             if status == 410:
                 turned_off = await webhook_deliveries.turn_off_endpoint(conn, delivery.endpoint_id, "gone")
                 state = await webhook_deliveries.record_failure(
@@ -273,6 +296,7 @@ class Dispatcher:
             await asyncio.wait(set(self._attempts), timeout=seconds)
         for task in set(self._attempts):
             await stop(task)
+        await self._flush_successes()
 
 
 async def dispatcher_ctx(app: web.Application) -> AsyncIterator[None]:

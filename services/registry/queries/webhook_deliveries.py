@@ -71,25 +71,29 @@ async def claim_due(
     (``per_endpoint`` less its ``in_flight``) allows and ``limit`` in all.
 
     Endpoint by endpoint (LATERAL ... LIMIT), so one endpoint's backlog never fills the batch:
-    the endpoints with the oldest due work come first, each with no more than it may take."""
+    the endpoints with the oldest due work come first, each with no more than it may take. A
+    look costs an index probe per enabled endpoint, whatever the backlog (a receiver down for a
+    day leaves a long one)."""
     rows = await conn.fetch(
         """
         WITH busy AS (
             SELECT endpoint_id, in_flight FROM unnest($1::uuid[], $2::int[]) AS b (endpoint_id, in_flight)
-        ), due AS (
-            SELECT endpoint_id, min(next_attempt_at) AS since FROM webhook_deliveries
-            WHERE state = 'pending' AND next_attempt_at <= now() GROUP BY endpoint_id
         ), ready AS (
             SELECT e.id, $3 - coalesce(b.in_flight, 0) AS free
-            FROM due JOIN webhook_endpoints e ON e.id = due.endpoint_id
+            FROM webhook_endpoints e
             LEFT JOIN busy b ON b.endpoint_id = e.id
+            CROSS JOIN LATERAL (
+                SELECT next_attempt_at FROM webhook_deliveries
+                WHERE endpoint_id = e.id AND state = 'pending' AND next_attempt_at <= now()
+                ORDER BY next_attempt_at LIMIT 1
+            ) first_due
             WHERE e.enabled AND $3 - coalesce(b.in_flight, 0) > 0
-            ORDER BY due.since LIMIT $4
+            ORDER BY first_due.next_attempt_at LIMIT $4
         ), claimed AS (
             SELECT d.id FROM ready CROSS JOIN LATERAL (
                 SELECT id FROM webhook_deliveries
                 WHERE endpoint_id = ready.id AND state = 'pending' AND next_attempt_at <= now()
-                ORDER BY next_attempt_at, id LIMIT ready.free
+                ORDER BY next_attempt_at LIMIT ready.free
                 FOR UPDATE SKIP LOCKED
             ) d
             LIMIT $4
@@ -119,22 +123,26 @@ async def seconds_to_next_due(conn: Connection) -> float | None:
     )
 
 
-async def record_delivered(conn: Connection, delivery: DueDelivery, status_code: int) -> bool:
-    """The receiver took it: the endpoint's failing streak ends (its row first: the lock order of
-    every settling) and the delivery is done. False when it was settled already (an attempt whose
-    lease had lapsed and was sent again)."""
+async def record_delivered(conn: Connection, delivered: list[tuple[DueDelivery, int]]) -> int:
+    """Receivers took these (each with its status code): their endpoints' failing streaks end
+    (their rows locked first, in id order: the lock order of every settling) and the deliveries
+    are done. Returns how many were still pending (one whose lease had lapsed may have been sent
+    again and settled already)."""
+    endpoint_ids = sorted({delivery.endpoint_id for delivery, _ in delivered})
     await conn.execute(
-        "UPDATE webhook_endpoints SET last_success_at = now(), failing_since = NULL WHERE id = $1",
-        delivery.endpoint_id,
+        "UPDATE webhook_endpoints SET last_success_at = now(), failing_since = NULL WHERE id IN ("
+        " SELECT id FROM webhook_endpoints WHERE id = ANY($1::uuid[]) ORDER BY id FOR NO KEY UPDATE)",
+        endpoint_ids,
     )
-    done = await conn.fetchval(
-        "UPDATE webhook_deliveries SET state = 'delivered', attempts = attempts + 1,"
-        " last_status_code = $2, last_error = NULL, last_attempt_at = now(), delivered_at = now(),"
-        " next_attempt_at = NULL WHERE id = $1 AND state = 'pending' RETURNING true",
-        delivery.id,
-        status_code,
+    status = await conn.execute(
+        "UPDATE webhook_deliveries d SET state = 'delivered', attempts = attempts + 1,"
+        " last_status_code = o.status, last_error = NULL, last_attempt_at = now(),"
+        " delivered_at = now(), next_attempt_at = NULL"
+        " FROM unnest($1::uuid[], $2::int[]) AS o (id, status) WHERE d.id = o.id AND d.state = 'pending'",
+        [delivery.id for delivery, _ in delivered],
+        [status for _, status in delivered],
     )
-    return bool(done)
+    return int(status.rsplit(" ", 1)[1])
 
 
 async def record_failure(

@@ -85,6 +85,21 @@ OLDEST_UNDELIVERED = prometheus_client.Gauge(
 )
 
 
+@contextlib.asynccontextmanager
+async def pooled(pool: asyncpg.Pool) -> AsyncIterator[Connection]:
+    """A pooled connection that goes back to the pool only in a known state: one whose query met
+    the database going away may still wait for the end of an answer that never comes, and the pool
+    would hand it to a request next ("another operation is in progress"). This work runs every
+    second, so it meets every outage: after any failure the connection is closed instead (the
+    pool opens another)."""
+    async with pool.acquire() as conn:
+        try:
+            yield conn
+        except Exception:
+            conn.terminate()
+            raise
+
+
 def retry_delay(
     attempts: int, *, first: float, cap: float, uniform: Callable[[], float] = random.random
 ) -> float:
@@ -131,7 +146,7 @@ class Dispatcher:
         for the next retry due (at most MAX_WAIT_SECONDS)."""
         settings = self._settings
         free = MAX_IN_FLIGHT - sum(self._in_flight.values())
-        async with self._pool.acquire() as conn:
+        async with pooled(self._pool) as conn:
             claimed: list[DueDelivery] = []
             if free > 0:
                 claimed = await webhook_deliveries.claim_due(
@@ -210,7 +225,7 @@ class Dispatcher:
         if not delivered:
             return
         try:
-            async with self._pool.acquire() as conn, conn.transaction():
+            async with pooled(self._pool) as conn, conn.transaction():
                 DELIVERIES.labels("delivered").inc(await webhook_deliveries.record_delivered(conn, delivered))
         except _DATABASE_ERRORS as exc:
             # Their leases lapse and they are sent again: at least once.
@@ -221,7 +236,7 @@ class Dispatcher:
         so that settling and turning an endpoint off never wait on each other in a circle."""
         settings = self._settings
         retry_for = settings.webhook_retry_for_hours * 3600
-        async with self._pool.acquire() as conn, conn.transaction():
+        async with pooled(self._pool) as conn, conn.transaction():
             if status == 410:
                 turned_off = await webhook_deliveries.turn_off_endpoint(conn, delivery.endpoint_id, "gone")
                 state = await webhook_deliveries.record_failure(
@@ -329,7 +344,7 @@ async def upkeep(app: web.Application) -> None:
     pruned_at = -PRUNE_SECONDS
     while True:
         try:
-            async with app[POOL].acquire() as conn:
+            async with pooled(app[POOL]) as conn:
                 backlog = await webhook_deliveries.backlog(conn)
                 RETRY_BACKLOG.set(backlog.retrying)
                 OLDEST_UNDELIVERED.set(backlog.oldest_age_seconds)

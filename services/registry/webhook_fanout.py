@@ -16,6 +16,7 @@ from aiohttp import web
 from nats.aio.msg import Msg
 
 from services.registry.queries import webhook_deliveries
+from services.registry.webhook_delivery import pooled
 from services.registry.webhook_events import SOURCE_SUBJECTS, webhook_body, webhook_type
 from shared.bus import JS
 from shared.db import POOL
@@ -50,7 +51,7 @@ async def _queue_batch(app: web.Application, messages: list[Msg]) -> None:
         applicable.append((message, event, webhook_type(event)))
     queued = 0
     try:
-        async with app[POOL].acquire() as conn, conn.transaction():
+        async with pooled(app[POOL]) as conn, conn.transaction():
             for _, event, event_type in applicable:
                 if event_type is not None:
                     payload = webhook_body(event, event_type)

@@ -105,6 +105,7 @@ ACCESS: dict[str, Access] = {
             ("EVENTS", "registry-binding"),
             ("HEARTBEATS", "registry-presence"),
             ("DEVICE_EVENTS", "registry-command-reports"),
+            ("EVENTS", "registry-webhooks"),
         ),
         # The object store's own reads (an object's metadata, its chunks).
         gets=(_FILES_STREAM, _SCREENSHOTS_STREAM),

@@ -1,5 +1,6 @@
 """Registry: tenants, API clients and access tokens, venues, screens, playlists, screen config,
-files for devices, remote commands, the admin audit trail, webhook endpoints."""
+files for devices, remote commands, the admin audit trail, offline alerts, webhooks (their
+endpoints and the delivery of every event to them)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,8 @@ from services.registry.command_lifecycle import expiry_ctx, reports_ctx
 from services.registry.commands import screenshots_ctx
 from services.registry.consumers import binding_ctx, presence_ctx
 from services.registry.routes import OPERATIONS
+from services.registry.webhook_delivery import dispatcher_ctx, upkeep_ctx
+from services.registry.webhook_fanout import fanout_ctx
 from services.registry.webhooks import resolver_ctx
 from shared import bus, db, outbox
 from shared.app import base_app, http_client_ctx
@@ -40,5 +43,8 @@ def create_app(settings: Settings) -> web.Application:
     app.cleanup_ctx.append(expiry_ctx)
     app.cleanup_ctx.append(http_client_ctx)
     app.cleanup_ctx.append(resolver_ctx)
+    app.cleanup_ctx.append(fanout_ctx)
+    app.cleanup_ctx.append(dispatcher_ctx)
+    app.cleanup_ctx.append(upkeep_ctx)
     add_operations(app, "Signage registry", OPERATIONS)
     return app

@@ -14,6 +14,7 @@ from services.registry.queries import (
     screens,
     tenants,
     venues,
+    webhook_deliveries,
     webhooks,
 )
 
@@ -28,5 +29,6 @@ __all__ = [
     "screens",
     "tenants",
     "venues",
+    "webhook_deliveries",
     "webhooks",
 ]

@@ -323,9 +323,12 @@ class Fleet:
         count = self.args.commands
         if count == 0:
             return
-        gap = (until - time.monotonic()) * 0.6 / count
+        # Each at its own time, not a gap after the last: slow answers must not push the last
+        # commands past the TVs' life.
+        start = time.monotonic()
+        gap = (until - start) * 0.6 / count
         for index in range(count):
-            await asyncio.sleep(gap)
+            await asyncio.sleep(max(0.0, start + (index + 1) * gap - time.monotonic()))
             kind = COMMAND_TYPES[index % len(COMMAND_TYPES)]
             await self.patiently("send command", partial(self.send_command, kind))
             if self.report.commands_skipped:

@@ -1,7 +1,8 @@
 """The fleet simulator for a short while against the test stack — the short variant of ``make soak``
 (docs/reliability.md), judged by the same bars: every answer a designed one, every accepted
-heartbeat stored once, every remote command sent delivered and carried out, memory flat, the outbox
-and the consumers keeping up; revoked TVs pair again by themselves."""
+heartbeat stored once, every remote command sent delivered and carried out, every webhook caused
+delivered with a valid signature, memory flat, the outbox and the consumers keeping up; revoked TVs
+pair again by themselves."""
 
 from __future__ import annotations
 
@@ -51,8 +52,16 @@ async def test_a_short_soak_of_a_simulated_fleet(stack):
     if report.commands_skipped:  # a registry without remote commands: the gateway's side is untried
         assert "404" in report.commands_skipped, report.commands_skipped
     else:
-        assert len(report.commands_sent) == 6 and report.commands_carried_out >= 6, report.command_outcomes
+        assert len(report.commands_sent) == 6 and report.commands_carried_out >= 6, sorted(
+            report.command_outcomes.values()
+        )
         assert set(report.command_outcomes.values()) == {"succeeded, delivered"}, report.command_outcomes
+    # Every webhook the run caused reached the simulator's receiver, each signature verified.
+    hooks = report.webhooks
+    assert not hooks.skipped, hooks.skipped
+    assert hooks.by_type["device.bound"] >= 60 and hooks.by_type["device.revoked"] >= 3, hooks.by_type
+    assert hooks.by_type["command.succeeded"] == 6, hooks.by_type
+    assert not report.webhooks_missed and not hooks.bad_signatures, (report.webhooks_missed, hooks)
     # The services share this test's process, so each reports the same memory; one figure is enough.
     assert len(report.samples) >= 5 and report.samples[-1].memory
     assert print_report(report, args)  # memory, outbox lag and consumer backlog within the bars

@@ -1,8 +1,8 @@
 """The webhook management API, an admin's side, through the entry point: register (the secret shown
 once, in Standard Webhooks' form), list, read, change, delete, rotate, ping, the delivery log and
 its retry; every bad input in the one error shape; scopes and tenants. Whether a delivery is sent
-is the delivery side's test: here a delivery's later states are written into its row as the
-dispatcher would."""
+is the delivery side's test (one ping here arrives, signed): elsewhere a delivery's later states are
+written into its row as the dispatcher would, to an URL where nothing listens."""
 
 from __future__ import annotations
 
@@ -23,6 +23,7 @@ from tests.bad_input import OVERSIZED, assert_error, post_raw
 from tests.bad_input import token as token
 from tests.stack import Stack, new_id
 from tests.test_scopes import scoped_token
+from tests.webhooks import Receiver
 
 URL = "http://127.0.0.1:9/hooks"
 FIELDS = {"id", "url", "events", "description", "enabled", "disabledReason", "createdAt", "updatedAt"}
@@ -171,32 +172,55 @@ async def test_the_secret_is_a_standard_webhooks_key_and_rotates(stack: Stack, t
     assert secret not in str(trail) and rotated["secret"] not in str(trail)
 
 
-async def test_a_ping_is_a_due_delivery_and_wakes_the_dispatcher(stack: Stack, token: str) -> None:
-    webhook = await register(stack, token)
-    listener = await database(stack)
-    woken: asyncio.Queue[str] = asyncio.Queue()
-    await listener.add_listener(DISPATCH_CHANNEL, lambda *args: woken.put_nowait(args[2]))
+async def test_a_ping_is_a_due_delivery_that_wakes_the_dispatcher_and_arrives_signed(
+    stack: Stack, token: str
+) -> None:
+    receiver = await Receiver().start()
     try:
-        delivery = await ping(stack, token, webhook["id"])
-        await asyncio.wait_for(woken.get(), timeout=5)
-    finally:
-        await listener.close()
-    assert set(delivery) == DELIVERY_FIELDS
-    assert (delivery["eventType"], delivery["state"], delivery["attempts"]) == ("webhook.ping", "pending", 0)
-    assert delivery["nextAttemptAt"] is not None and delivery["deliveredAt"] is None
+        webhook = await register(stack, token, url=receiver.url)
+        listener = await database(stack)
+        woken: asyncio.Queue[str] = asyncio.Queue()
+        await listener.add_listener(DISPATCH_CHANNEL, lambda *args: woken.put_nowait(args[2]))
+        try:
+            delivery = await ping(stack, token, webhook["id"])
+            await asyncio.wait_for(woken.get(), timeout=5)
+        finally:
+            await listener.close()
+        assert set(delivery) == DELIVERY_FIELDS
+        assert (delivery["eventType"], delivery["state"], delivery["attempts"]) == (
+            "webhook.ping",
+            "pending",
+            0,
+        )
+        assert delivery["nextAttemptAt"] is not None and delivery["deliveredAt"] is None
 
-    path = f"/v1/webhooks/{webhook['id']}/deliveries"
-    status, page, _ = await stack.call("GET", path, token=token)
-    assert status == 200 and page == {"items": [delivery], "nextCursor": None}
-    status, detail, _ = await stack.call("GET", f"{path}/{delivery['id']}", token=token)
-    assert status == 200
-    assert detail == {**delivery, "payload": detail["payload"]}
-    payload = detail["payload"]
-    assert payload["type"] == "webhook.ping" and payload["data"] == {"webhookId": webhook["id"]}
-    assert payload["timestamp"].startswith(delivery["createdAt"][:10])
-    # Another ping is another delivery, with an id of its own.
-    second = await ping(stack, token, webhook["id"])
-    assert second["eventId"] != delivery["eventId"]
+        path = f"/v1/webhooks/{webhook['id']}/deliveries"
+
+        async def delivered() -> Any:
+            status, page, _ = await stack.call("GET", path, token=token)
+            assert status == 200, page
+            return page["items"][0]["state"] == "delivered" and page
+
+        page = await stack.eventually(delivered, timeout=10)
+        [sent] = receiver.requests
+        body = sent.verified(webhook["secret"])
+        assert body == {
+            "type": "webhook.ping",
+            "timestamp": body["timestamp"],
+            "data": {"webhookId": webhook["id"]},
+        }
+        assert sent.id == delivery["eventId"]
+        [logged] = page["items"]
+        assert (logged["id"], logged["attempts"], logged["lastStatusCode"]) == (delivery["id"], 1, 200)
+        status, detail, _ = await stack.call("GET", f"{path}/{delivery['id']}", token=token)
+        assert status == 200
+        assert detail == {**logged, "payload": body}
+        assert body["timestamp"].startswith(delivery["createdAt"][:10])
+        # Another ping is another delivery, with an id of its own.
+        second = await ping(stack, token, webhook["id"])
+        assert second["eventId"] != delivery["eventId"]
+    finally:
+        await receiver.stop()
 
 
 async def test_a_settled_delivery_is_retried_once_pending(stack: Stack, token: str) -> None:

@@ -433,3 +433,24 @@ async def test_heartbeats_acked_by_the_gateway_survive_a_killed_heartbeat_servic
     finally:
         process.kill()
         process.wait()
+
+
+async def test_a_round_trip_given_up_leaves_the_bus_connection_working(settings):
+    """A readiness probe cut off after its timeout (a loop lagging, a loaded machine) cancels a
+    flush whose PONG is on its way. That PONG, read later, must not end the connection's reading:
+    the connection would look connected while every request and publish timed out."""
+    nc = await bus.connect(settings, SETUP_USER)
+    try:
+        flushes = []
+        for _ in range(3):
+            flushes.append(asyncio.ensure_future(nc.flush()))
+            await asyncio.sleep(0)  # its PING is sent, its PONG not read yet
+            flushes[-1].cancel()
+        await asyncio.gather(*flushes, return_exceptions=True)
+        assert all(flush.cancelled() for flush in flushes)
+        await asyncio.sleep(0.2)  # the PONGs come back
+        info = await nc.jetstream(timeout=2).account_info()
+        assert info.streams == 0  # an answer read: the connection still reads
+        await nc.flush(timeout=2)
+    finally:
+        await nc.close()

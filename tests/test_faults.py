@@ -376,7 +376,7 @@ async def test_registry_killed_in_the_middle_of_changes_loses_no_event(stack, tm
 async def test_heartbeats_acked_by_the_gateway_survive_a_killed_heartbeat_service(stack, tmp_path):
     """202 means in JetStream; the heartbeat service acks a batch only after storing it. Killed in
     the middle, its unacked messages come back (after the consumer's ack wait) to the restarted
-    service: every heartbeat ends up stored, none twice."""
+    service: every heartbeat accepted ends up stored, none twice."""
     tenant = await stack.tenant()
     screen, registered = await stack.paired_device(tenant["token"])
     await stack.stop_service("heartbeat")
@@ -412,14 +412,17 @@ async def test_heartbeats_acked_by_the_gateway_survive_a_killed_heartbeat_servic
             ) from None
         # Frozen, the service has a fetch open: JetStream hands it messages it will never ack.
         process.send_signal(signal.SIGSTOP)
-        statuses = await asyncio.gather(*(beat(uptime) for uptime in range(1, 400)))
-        assert set(statuses) == {202}, collections.Counter(statuses)
+        statuses = collections.Counter(await asyncio.gather(*(beat(uptime) for uptime in range(1, 400))))
+        # The 399 requests come from the event loop the in-process gateway runs on: lagging past
+        # its limit, it sheds some (429; a TV sends again later). Never accepted, they are not owed.
+        assert set(statuses) <= {202, 429}, statuses
+        acked = 1 + statuses[202]  # with the first, which told us the gateway knew the key
         await asyncio.sleep(0.5)
         process.kill()
         process.wait()
         conn = await asyncpg.connect(stack.settings.database_url)
         try:
-            assert await conn.fetchval("SELECT count(*) FROM heartbeat.heartbeats") < 400
+            assert await conn.fetchval("SELECT count(*) FROM heartbeat.heartbeats") < acked
         finally:
             await conn.close()
         process = spawn("heartbeat", stack.settings, log)
@@ -441,10 +444,10 @@ async def test_heartbeats_acked_by_the_gateway_survive_a_killed_heartbeat_servic
                     return count
 
         async def all_stored() -> bool:
-            return await stored() >= 400
+            return await stored() >= acked
 
         await stack.eventually(all_stored, timeout=90, interval=1)
-        assert await stored() == 400  # none twice
+        assert await stored() == acked  # none twice
     finally:
         process.kill()
         process.wait()

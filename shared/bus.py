@@ -78,6 +78,27 @@ def bucket_ttl(bucket: str, token_ttl_seconds: int) -> float | None:
     return token_ttl_seconds + REVOCATION_MARGIN_SECONDS if bucket == REVOKED_CLIENTS_BUCKET else None
 
 
+class _Client(NATS):
+    """nats-py's client, except that an answer to a round trip given up is harmless.
+
+    ``flush()`` sends a PING and waits for its PONG; one given up (its timeout passed, or its caller
+    was cancelled: a readiness probe cut off after its 2 s) leaves its cancelled future first in the
+    queue of PONGs awaited. nats-py sets the late PONG's result on it regardless, and the
+    InvalidStateError ends the connection's read loop for good: the connection still looks
+    connected, nothing more is read, every request and publish times out, and ``flush()`` even
+    reports success (with no read loop it only writes). nats-py notices only when its own pings go
+    unanswered, minutes later. A lagging loop (a gateway loading its keys, a loaded machine) is
+    all it takes; a late PONG still proves the connection alive."""
+
+    async def _process_pong(self) -> None:
+        if self._pongs:
+            future = self._pongs.pop(0)
+            if not future.done():
+                future.set_result(True)
+            self._pongs_received += 1
+            self._pings_outstanding = 0
+
+
 async def connect(settings: Settings, name: str, *, retry_for: float = 30) -> NATS:
     """Connect as the ``NATS_USER`` setting (or ``name``: a service is its own user) to the first
     server of the seed list that answers (the client learns the rest of the cluster from it), retrying for
@@ -101,19 +122,22 @@ async def connect(settings: Settings, name: str, *, retry_for: float = 30) -> NA
         credentials["tls"] = ssl.create_default_context(cafile=settings.nats_tls_ca_file)
     deadline = asyncio.get_running_loop().time() + retry_for
     while True:
+        nc = _Client()
         try:
-            return await nats.connect(
+            await nc.connect(
                 servers=list(settings.nats_url),
                 name=name,
                 connect_timeout=2,
                 drain_timeout=5,
                 max_reconnect_attempts=-1,
-                reconnect_time_wait=0.5,
+                # nats-py sleeps this many seconds (a float is fine) though its hint says int.
+                reconnect_time_wait=0.5,  # type: ignore[arg-type]
                 disconnected_cb=disconnected,
                 reconnected_cb=reconnected,
                 error_cb=error,
                 **credentials,
             )
+            return nc
         except (TimeoutError, OSError, nats.errors.NoServersError):
             if asyncio.get_running_loop().time() > deadline:
                 raise

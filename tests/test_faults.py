@@ -376,7 +376,7 @@ async def test_registry_killed_in_the_middle_of_changes_loses_no_event(stack, tm
 async def test_heartbeats_acked_by_the_gateway_survive_a_killed_heartbeat_service(stack, tmp_path):
     """202 means in JetStream; the heartbeat service acks a batch only after storing it. Killed in
     the middle, its unacked messages come back (after the consumer's ack wait) to the restarted
-    service: every heartbeat ends up stored, none twice."""
+    service: every heartbeat accepted ends up stored, none twice."""
     tenant = await stack.tenant()
     screen, registered = await stack.paired_device(tenant["token"])
     await stack.stop_service("heartbeat")
@@ -391,20 +391,38 @@ async def test_heartbeats_acked_by_the_gateway_survive_a_killed_heartbeat_servic
                 0
             ]
 
-        async def gateway_knows_the_key() -> bool:
-            return await beat(0) == 202
+        answers: collections.Counter[int] = collections.Counter()
+        last_refusal: Any = None
 
-        await stack.eventually(gateway_knows_the_key)
+        async def gateway_knows_the_key() -> bool:
+            nonlocal last_refusal
+            status, body, _ = await stack.call(
+                "POST", "/v1/device/heartbeat", token=registered["apiKey"], json={"uptimeSeconds": 0}
+            )
+            answers[status] += 1
+            if status != 202:
+                last_refusal = body
+            return status == 202
+
+        try:
+            await stack.eventually(gateway_knows_the_key)
+        except AssertionError as error:  # which refusal: 401 unknown key, 503 the bus, 429 shed
+            raise AssertionError(
+                f"{error}: answers {dict(answers)}, the last refused {last_refusal}"
+            ) from None
         # Frozen, the service has a fetch open: JetStream hands it messages it will never ack.
         process.send_signal(signal.SIGSTOP)
-        statuses = await asyncio.gather(*(beat(uptime) for uptime in range(1, 400)))
-        assert set(statuses) == {202}, collections.Counter(statuses)
+        statuses = collections.Counter(await asyncio.gather(*(beat(uptime) for uptime in range(1, 400))))
+        # The 399 requests come from the event loop the in-process gateway runs on: lagging past
+        # its limit, it sheds some (429; a TV sends again later). Never accepted, they are not owed.
+        assert set(statuses) <= {202, 429}, statuses
+        acked = 1 + statuses[202]  # with the first, which told us the gateway knew the key
         await asyncio.sleep(0.5)
         process.kill()
         process.wait()
         conn = await asyncpg.connect(stack.settings.database_url)
         try:
-            assert await conn.fetchval("SELECT count(*) FROM heartbeat.heartbeats") < 400
+            assert await conn.fetchval("SELECT count(*) FROM heartbeat.heartbeats") < acked
         finally:
             await conn.close()
         process = spawn("heartbeat", stack.settings, log)
@@ -426,10 +444,31 @@ async def test_heartbeats_acked_by_the_gateway_survive_a_killed_heartbeat_servic
                     return count
 
         async def all_stored() -> bool:
-            return await stored() >= 400
+            return await stored() >= acked
 
         await stack.eventually(all_stored, timeout=90, interval=1)
-        assert await stored() == 400  # none twice
+        assert await stored() == acked  # none twice
     finally:
         process.kill()
         process.wait()
+
+
+async def test_a_round_trip_given_up_leaves_the_bus_connection_working(settings):
+    """A readiness probe cut off after its timeout (a loop lagging, a loaded machine) cancels a
+    flush whose PONG is on its way. That PONG, read later, must not end the connection's reading:
+    the connection would look connected while every request and publish timed out."""
+    nc = await bus.connect(settings, SETUP_USER)
+    try:
+        flushes = []
+        for _ in range(3):
+            flushes.append(asyncio.ensure_future(nc.flush()))
+            await asyncio.sleep(0)  # its PING is sent, its PONG not read yet
+            flushes[-1].cancel()
+        await asyncio.gather(*flushes, return_exceptions=True)
+        assert all(flush.cancelled() for flush in flushes)
+        await asyncio.sleep(0.2)  # the PONGs come back
+        info = await nc.jetstream(timeout=2).account_info()
+        assert info.streams == 0  # an answer read: the connection still reads
+        await nc.flush(timeout=2)
+    finally:
+        await nc.close()

@@ -43,11 +43,13 @@ def create_app(settings: Settings) -> web.Application:
         max_pending=settings.gateway_max_pending_reports,
         max_downloads_per_device=settings.gateway_max_downloads_per_device,
     )
-    app.cleanup_ctx.append(background("measure-lag", lambda app: app[ADMISSION].measure_lag()))
     app.cleanup_ctx.append(background("count-cached", count_cached))
     app.cleanup_ctx.append(bus.jetstream_ctx)
     app.cleanup_ctx.append(projections_ctx)
     app.cleanup_ctx.append(commands_ctx)
+    # Measured from when the projections are in: loading a large bucket holds the loop (that is
+    # no overload, nobody is served yet), and a lag measured then would shed the first TVs served.
+    app.cleanup_ctx.append(background("measure-lag", lambda app: app[ADMISSION].measure_lag()))
     app.cleanup_ctx.append(background("command-deliveries", send_delivery_reports))
     # A stop answers the held polls (304) at once, so they do not hold up the drain; the TVs ask
     # again, of another replica. shared/serve.py sends this after the port has closed.

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 import time
 import uuid
 from typing import Any
@@ -189,9 +190,11 @@ def _operations(document: dict[str, Any], scheme: str) -> list[tuple[str, str]]:
     for path, methods in document["paths"].items():
         for method, operation in methods.items():
             if any(scheme in option for option in operation.get("security", [])):
-                concrete = path.replace("{id}", str(uuid.uuid4())).replace("{commandId}", str(uuid.uuid4()))
+                concrete = path
                 for name in ("userCode", "clientId", "serial", "name", "code"):
                     concrete = concrete.replace("{" + name + "}", "BCDFGHJK")
+                # Every other path parameter is an id ({id}, {commandId}, {deliveryId}, ...).
+                concrete = re.sub(r"\{[^}]+\}", lambda _: str(uuid.uuid4()), concrete)
                 found.append((method.upper(), concrete))
     return found
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -63,6 +64,21 @@ async def _keep_session(conn: Connection) -> None:
     pooled connections never change session state (LISTEN and advisory locks use their own
     connections), and the round trip cost every request one. asyncpg still rolls back an open
     transaction before calling this."""
+
+
+@contextlib.asynccontextmanager
+async def pooled(pool: asyncpg.Pool) -> AsyncIterator[Connection]:
+    """A pooled connection that goes back to the pool only in a known state: one whose query met
+    the database going away may still wait for the end of an answer that never comes, and the pool
+    would hand it to a request next ("another operation is in progress"). For background work that
+    runs every second and so meets every outage: after any failure the connection is closed
+    instead (the pool opens another)."""
+    async with pool.acquire() as conn:
+        try:
+            yield conn
+        except Exception:
+            conn.terminate()
+            raise
 
 
 class DatabaseProbe:

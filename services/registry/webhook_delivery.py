@@ -38,7 +38,7 @@ from services.registry.webhook_addresses import (
 from services.registry.webhook_signing import signature_header
 from shared import outbox
 from shared.app_keys import SETTINGS
-from shared.db import POOL, Connection
+from shared.db import POOL, Connection, pooled
 from shared.events import WebhookDisabled
 from shared.settings import Settings
 from shared.tasks import background, stop
@@ -83,21 +83,6 @@ OLDEST_UNDELIVERED = prometheus_client.Gauge(
     "Age of the oldest pending webhook delivery (0 when none)",
     multiprocess_mode="max",
 )
-
-
-@contextlib.asynccontextmanager
-async def pooled(pool: asyncpg.Pool) -> AsyncIterator[Connection]:
-    """A pooled connection that goes back to the pool only in a known state: one whose query met
-    the database going away may still wait for the end of an answer that never comes, and the pool
-    would hand it to a request next ("another operation is in progress"). This work runs every
-    second, so it meets every outage: after any failure the connection is closed instead (the
-    pool opens another)."""
-    async with pool.acquire() as conn:
-        try:
-            yield conn
-        except Exception:
-            conn.terminate()
-            raise
 
 
 def retry_delay(

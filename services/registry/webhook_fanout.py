@@ -16,10 +16,9 @@ from aiohttp import web
 from nats.aio.msg import Msg
 
 from services.registry.queries import webhook_deliveries
-from services.registry.webhook_delivery import pooled
 from services.registry.webhook_events import SOURCE_SUBJECTS, webhook_body, webhook_type
 from shared.bus import JS
-from shared.db import POOL
+from shared.db import POOL, pooled
 from shared.events import Event, event_decoder
 from shared.logging import new_log_context
 from shared.pull import durable_config, pull_batches

@@ -64,6 +64,10 @@ class DeviceBound(Event, frozen=True, tag="provisioning.device.bound"):
     bound_at: datetime
 
 
+# A DeviceRevoked's reason when the TV signed itself out (logout) rather than being revoked.
+DEVICE_LOGOUT_REASON = "device_logout"
+
+
 class DeviceRevoked(Event, frozen=True, tag="provisioning.device.revoked"):
     device_id: uuid.UUID
     screen_id: uuid.UUID

@@ -13,6 +13,7 @@ from shared.app_keys import SETTINGS
 from shared.auth import bearer_token, principal_of, tenant_of
 from shared.db import POOL
 from shared.errors import Conflict, DeviceRevoked, Unauthorized
+from shared.events import DEVICE_LOGOUT_REASON
 from shared.http import client_address, json_response, read_json, uuid_param
 from shared.pagination import (
     before_query,
@@ -28,8 +29,6 @@ from shared.projections import device_key_digest
 log = structlog.get_logger()
 
 _revocation = msgspec.json.Decoder(Revocation)
-# The revoke reason of a device that signed itself out (API: POST /v1/device/logout).
-LOGOUT_REASON = "device_logout"
 
 
 async def list_devices(request: web.Request) -> web.Response:
@@ -96,7 +95,7 @@ async def logout_device(request: web.Request) -> web.Response:
         revoked_at = await binding.unbind(
             conn,
             device,
-            reason=LOGOUT_REASON,
+            reason=DEVICE_LOGOUT_REASON,
             method="logout",
             actor=binding.device_actor(device.id),
             client_address=address,
@@ -108,7 +107,7 @@ async def logout_device(request: web.Request) -> web.Response:
             status="suspended",
             screen_id=device.screen_id,
             revoked_at=revoked_at,
-            reason=LOGOUT_REASON,
+            reason=DEVICE_LOGOUT_REASON,
         )
     )
 

@@ -8,6 +8,7 @@ from typing import Any
 import msgspec
 
 from shared.events import (
+    DEVICE_LOGOUT_REASON,
     ActivationRepeated,
     CommandExpired,
     CommandFailed,
@@ -37,10 +38,6 @@ WEBHOOK_EVENT_TYPES: tuple[str, ...] = (
     "command.expired",
     "webhook.disabled",
 )
-
-# Provisioning's revoke reason for a TV that signed itself out (its devices module says so too; a
-# service does not import another, so the word is repeated here).
-DEVICE_LOGOUT_REASON = "device_logout"
 
 # Bus event → webhook type. A revoke is ``device.revoked`` unless the TV signed itself out.
 _TYPES: dict[type[Event], str] = {

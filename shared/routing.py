@@ -1,5 +1,5 @@
 """Which service answers which public path: the one table behind the local entry point (and,
-compared by a test, the Kubernetes Ingress). First match wins."""
+compared by tests, the Kubernetes HTTPRoute and the ingress-nginx Ingress). First match wins."""
 
 from __future__ import annotations
 
@@ -18,6 +18,9 @@ ROUTES: list[tuple[str, str]] = [
     (r"^/oauth/device_authorization$", "provisioning"),
     (r"^/oauth(/|$)", "registry"),
     (r"^/\.well-known/oauth-authorization-server$", "registry"),
+    # The whole API document and the page that shows it (with its own files under /docs/).
+    (r"^/openapi\.json$", "registry"),
+    (r"^/docs(/|$)", "registry"),
 ]
 
 # Provisioning's own path for the device-code grant that registry's /oauth/token passes on; no

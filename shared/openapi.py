@@ -3,6 +3,7 @@ document are both built from that list, so the document cannot drift from what i
 
 from __future__ import annotations
 
+import inspect
 import re
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
@@ -37,6 +38,31 @@ _ERROR_TEXT = {
 }
 
 
+# Every path parameter the services use, typed once: a new one must be added here (document()
+# refuses an untyped one). Ids are UUIDs (a malformed one is a 404, shared/http.uuid_param); the
+# others name things by text.
+_UUID = {"type": "string", "format": "uuid"}
+PATH_PARAMS: dict[str, dict[str, Any]] = {
+    "id": {**_UUID, "description": "the resource's id"},
+    "commandId": {**_UUID, "description": "the command's id"},
+    "deliveryId": {**_UUID, "description": "the delivery's id"},
+    "clientId": {"type": "string", "description": "the API client's client_id"},
+    "code": {"type": "string", "description": "the pairing code (8 characters A-Z, 0-9)"},
+    "userCode": {"type": "string", "description": "the user code the TV shows (RFC 8628)"},
+    "serial": {"type": "string", "description": "the device's serial number"},
+    "name": {"type": "string", "description": "the file's name"},
+}
+
+# The whole API is served from the root of one host (the entry point, the cluster's Gateway); each
+# service answers its own part at the root of its port.
+SERVERS = [{"url": "/", "description": "the host that serves this document"}]
+LICENSE = {"name": "Apache License 2.0", "identifier": "Apache-2.0"}  # the repository's LICENSE
+
+# A body that is not JSON, by its media types (its schema: bytes).
+Media = str | tuple[str, ...]
+_BINARY = {"type": "string", "format": "binary"}
+
+
 @dataclass(frozen=True)
 class Param:
     name: str
@@ -58,8 +84,9 @@ class Operation:
     summary: str
     auth: Auth
     body: Any = None  # a Struct type, or a JSON schema dict for non-JSON bodies
-    body_content_type: str = "application/json"
-    responses: dict[int, Any] = field(default_factory=dict)  # status -> Struct type, or None
+    body_content_type: Media = "application/json"
+    # status -> a Struct type (JSON), the media type(s) of a body that is not JSON, or None (no body)
+    responses: dict[int, Any] = field(default_factory=dict)
     errors: tuple[int, ...] = ()
     params: tuple[Param, ...] = ()
     # Hot paths (the TVs' polls and reports): successes are counted in the metrics, not logged.
@@ -70,6 +97,8 @@ class Operation:
     scope: str = ""
     # The dependencies it cannot answer without: while one is known to be away, 503 at once.
     needs: tuple[Literal["nats"], ...] = ()
+    # What a caller should know beyond the summary; the handler's docstring when not given.
+    description: str = ""
 
     def __post_init__(self) -> None:
         if (self.auth == "admin") != (self.scope in SCOPES):
@@ -91,7 +120,8 @@ def document(title: str, operations: Iterable[Operation], *, version: str = "1.0
         paths.setdefault(op.path, {})[op.method.lower()] = _operation(op)
     return {
         "openapi": "3.1.0",
-        "info": {"title": title, "version": version},
+        "info": {"title": title, "version": version, "license": LICENSE},
+        "servers": SERVERS,
         "paths": paths,
         "components": {
             "schemas": components,
@@ -115,11 +145,36 @@ def _ref(type_: Any) -> dict[str, Any]:
     return {"$ref": f"#/components/schemas/{type_.__name__}"}
 
 
+def _content(type_: Any) -> dict[str, Any]:
+    """A body's ``content``: a Struct's schema as JSON, or the media types of bytes."""
+    if isinstance(type_, str | tuple):
+        return {media: {"schema": _BINARY} for media in ((type_,) if isinstance(type_, str) else type_)}
+    return {"application/json": {"schema": _ref(type_)}}
+
+
+def _path_param(op: Operation, name: str) -> dict[str, Any]:
+    if name not in PATH_PARAMS:
+        raise ValueError(f"{op.method} {op.path}: the path parameter {name} has no type in PATH_PARAMS")
+    schema = dict(PATH_PARAMS[name])
+    return {
+        "name": name,
+        "in": "path",
+        "required": True,
+        "description": schema.pop("description"),
+        "schema": schema,
+    }
+
+
+def description_of(op: Operation) -> str:
+    """The operation's description, or its handler's docstring as one paragraph per blank line."""
+    if op.description:
+        return op.description
+    text = inspect.getdoc(op.handler) or ""
+    return "\n\n".join(" ".join(paragraph.split()) for paragraph in text.split("\n\n") if paragraph.strip())
+
+
 def _operation(op: Operation) -> dict[str, Any]:
-    parameters = [
-        {"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
-        for name in re.findall(r"{(\w+)}", op.path)
-    ] + [
+    parameters = [_path_param(op, name) for name in re.findall(r"{(\w+)}", op.path)] + [
         {"name": p.name, "in": p.where, "required": False, "schema": p.schema, "description": p.description}
         for p in op.params
     ]
@@ -127,7 +182,7 @@ def _operation(op: Operation) -> dict[str, Any]:
     for status, type_ in op.responses.items():
         response: dict[str, Any] = {"description": "OK" if status < 300 else "see body"}
         if type_ is not None:
-            response["content"] = {"application/json": {"schema": _ref(type_)}}
+            response["content"] = _content(type_)
         responses[str(status)] = response
     # Every admin operation may answer 403: a token without the operation's scope.
     for status in sorted({*op.errors, 403} if op.auth == "admin" else op.errors):
@@ -141,6 +196,7 @@ def _operation(op: Operation) -> dict[str, Any]:
     result: dict[str, Any] = {
         "operationId": f"{service}.{op.handler.__name__}",
         "summary": op.summary,
+        "description": description_of(op),
         "security": [{"accessToken": [op.scope]}] if op.auth == "admin" else _SECURITY[op.auth],
         "responses": responses,
     }
@@ -149,16 +205,17 @@ def _operation(op: Operation) -> dict[str, Any]:
     if parameters:
         result["parameters"] = parameters
     if op.body is not None:
-        result["requestBody"] = {
-            "required": True,
-            "content": {op.body_content_type: {"schema": _ref(op.body)}},
-        }
+        media = (op.body_content_type,) if isinstance(op.body_content_type, str) else op.body_content_type
+        result["requestBody"] = {"required": True, "content": {m: {"schema": _ref(op.body)} for m in media}}
     return result
 
 
-def add_operations(app: web.Application, title: str, operations: list[Operation]) -> None:
-    """Serve ``operations`` and their OpenAPI document at ``GET /openapi.json``; the app's last routes."""
-    body = msgspec.json.encode(document(title, operations))
+def add_operations(
+    app: web.Application, title: str, operations: list[Operation], *, served_document: bytes | None = None
+) -> None:
+    """Serve ``operations`` and, at ``GET /openapi.json``, their OpenAPI document (or
+    ``served_document``, one that includes them: the whole API's); the app's last routes."""
+    body = served_document or msgspec.json.encode(document(title, operations))
 
     async def openapi_document(request: web.Request) -> web.Response:
         return web.Response(body=body, content_type="application/json")

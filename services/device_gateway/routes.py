@@ -34,6 +34,11 @@ OPERATIONS = [
         params=_WAITING,
         quiet=True,
         tag="Device runtime",
+        description=(
+            "With `If-None-Match` still matching and `Prefer: wait=N`, the answer is held until the "
+            "config changes (200 at once) or N seconds pass (304); `Preference-Applied` says the N "
+            "applied."
+        ),
     ),
     Operation(
         "GET",
@@ -46,6 +51,11 @@ OPERATIONS = [
         params=_WAITING,
         quiet=True,
         tag="Device runtime",
+        description=(
+            "With `If-None-Match` still matching and `Prefer: wait=N`, the answer is held until the "
+            "playlist changes (200 at once) or N seconds pass (304); `Preference-Applied` says the N "
+            "applied."
+        ),
     ),
     Operation(
         "POST",
@@ -70,6 +80,7 @@ OPERATIONS = [
         errors=(400, 401, 413, 415, 429, 503),
         quiet=True,
         tag="Device runtime",
+        description="202 once JetStream has stored them; at most 500 a call.",
     ),
     Operation(
         "GET",
@@ -77,7 +88,7 @@ OPERATIONS = [
         files.get_file,
         "A file for this device by name (ETag; If-None-Match → 304; Range: one byte range → 206)",
         "device",
-        responses={200: None, 206: None, 304: None, 416: None},
+        responses={200: "*/*", 206: "*/*", 304: None, 416: None},  # as the file was stored
         errors=(401, 404, 429, 503),
         params=(
             *_IF_NONE_MATCH,
@@ -86,6 +97,10 @@ OPERATIONS = [
         ),
         tag="Files for devices",
         needs=("nats",),
+        description=(
+            "The file's bytes with the media type it was stored with and `X-Content-Type-Options: "
+            "nosniff`; 404 for a file not meant for this device's screen."
+        ),
     ),
     Operation(
         "GET",
@@ -118,7 +133,7 @@ OPERATIONS = [
         "Upload the image an open screenshot command asked for (image/png or image/jpeg)",
         "device",
         {"type": "string", "format": "binary"},
-        "image/png",
+        ("image/png", "image/jpeg"),
         responses={204: None},
         errors=(400, 401, 404, 409, 413, 415, 429, 503),
         tag="Device runtime",

@@ -21,6 +21,7 @@ OPERATIONS = [
         errors=(401,),
         tag="Fleet monitoring",
         scope="fleet:read",
+        description="Counts of the tenant's screens by presence, from their heartbeats.",
     ),
     Operation(
         "GET",
@@ -32,6 +33,9 @@ OPERATIONS = [
         errors=(401, 404),
         tag="Fleet monitoring",
         scope="fleet:read",
+        description=(
+            "online, offline or unknown; when the screen was last seen and what its last heartbeat said."
+        ),
     ),
     Operation(
         "GET",
@@ -53,11 +57,15 @@ OPERATIONS = [
         " (event: presence); the id is the event's place in the stream: reconnect with"
         " Last-Event-ID to resume",
         "admin",
-        responses={200: None},
+        responses={200: "text/event-stream"},
         errors=(400, 401, 429, 503),
         params=(Param("Last-Event-ID", {"type": "string"}, "resume after this event", "header"),),
         tag="Fleet monitoring",
         scope="fleet:read",
         needs=("nats",),
+        description=(
+            "A tenant holds a limited number of streams at once (SSE_STREAMS_PER_TENANT); one more is 429"
+            " with Retry-After."
+        ),
     ),
 ]

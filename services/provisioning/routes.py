@@ -82,6 +82,7 @@ OPERATIONS = [
         errors=(400, 401, 404),
         tag="Screen-first pairing",
         scope="devices:read",
+        description="pending, bound, expired, superseded or revoked; once bound, the device that used it.",
     ),
     Operation(
         "POST",
@@ -110,6 +111,10 @@ OPERATIONS = [
         ),
         tag="Devices",
         scope="devices:read",
+        description=(
+            "The tenant's devices, oldest first, optionally of one screen or status, a page at a time; "
+            "never their keys."
+        ),
     ),
     # Serial numbers registered ahead; before /v1/devices/{id}, which would match them
     Operation(
@@ -153,6 +158,10 @@ OPERATIONS = [
         ),
         tag="Serial numbers",
         scope="devices:read",
+        description=(
+            "Every serial the operator assigned to the tenant, mapped to a screen or not, with its "
+            "activation window."
+        ),
     ),
     Operation(
         "POST",
@@ -165,6 +174,10 @@ OPERATIONS = [
         errors=(400, 401, 404, 409, 413, 415),
         tag="Serial numbers",
         scope="devices:write",
+        description=(
+            "The device carrying the serial may activate within `windowMinutes`; 409 for a serial not "
+            "mapped to a screen yet or activated already."
+        ),
     ),
     Operation(
         "POST",
@@ -204,6 +217,9 @@ OPERATIONS = [
         errors=(401, 404),
         tag="Devices",
         scope="devices:read",
+        description=(
+            "The device, its screen, status and what it reported at binding; another tenant's is 404."
+        ),
     ),
     Operation(
         "POST",
@@ -249,6 +265,10 @@ OPERATIONS = [
         responses={200: Registered},
         errors=(400, 401, 413, 415, 429),
         tag="Factory-reset recovery",
+        description=(
+            "A fresh device key and a new recovery secret; the device's earlier keys stop working. 401 "
+            "for an unknown pair or a revoked device."
+        ),
     ),
     # On-demand provisioning tokens
     Operation(
@@ -262,6 +282,10 @@ OPERATIONS = [
         errors=(400, 401, 404, 409, 413, 415),
         tag="Provisioning tokens",
         scope="devices:write",
+        description=(
+            "For a screen in provisioning; 60-3600 s to live (600 by default); a device trades it at "
+            "`POST /devices/provision`."
+        ),
     ),
     Operation(
         "POST",
@@ -309,6 +333,10 @@ OPERATIONS = [
         errors=(400, 401, 404, 409, 410, 413, 415, 429),
         tag="Device-first pairing",
         scope="devices:write",
+        description=(
+            "The screen must be in provisioning; the TV's next poll of `POST /oauth/token` gets its "
+            "device key."
+        ),
     ),
     Operation(
         "POST",
@@ -320,6 +348,7 @@ OPERATIONS = [
         errors=(400, 401, 404, 409, 410, 429),
         tag="Device-first pairing",
         scope="devices:write",
+        description="The TV's next poll of `POST /oauth/token` gets `access_denied`.",
     ),
     # Pre-provisioned devices and claim mode
     Operation(

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import msgspec
 from aiohttp import web
 
 from services.registry.alerts import alerts_ctx
@@ -17,14 +18,20 @@ from services.registry.webhook_delivery import dispatcher_ctx, upkeep_ctx
 from services.registry.webhook_fanout import fanout_ctx
 from services.registry.webhooks import resolver_ctx
 from shared import bus, db, outbox
+from shared.api_docs import docs_routes
 from shared.app import base_app, http_client_ctx
 from shared.auth import ISSUER, VERIFIER, TokenIssuer, TokenVerifier
+from shared.http import add_routes
 from shared.openapi import add_operations
 from shared.revocations import revocations_ctx
 from shared.settings import Settings
 
 SCHEMA = "registry"
 MIGRATIONS = (db.OUTBOX_MIGRATIONS, Path(__file__).parent / "migrations")
+# The whole API's OpenAPI document, generated from every service's operations (services/
+# api_document.py): in a cluster /openapi.json and /docs are routed here. Read from the file, as
+# importing the other services' routes would register their metrics in this process.
+API_DOCUMENT = Path(__file__).with_name("api_document.json")
 
 
 def create_app(settings: Settings) -> web.Application:
@@ -46,5 +53,7 @@ def create_app(settings: Settings) -> web.Application:
     app.cleanup_ctx.append(fanout_ctx)
     app.cleanup_ctx.append(dispatcher_ctx)
     app.cleanup_ctx.append(upkeep_ctx)
-    add_operations(app, "Signage registry", OPERATIONS)
+    add_routes(app, [("GET", path, handler, False) for path, handler in docs_routes()])
+    whole_api = msgspec.json.encode(msgspec.json.decode(API_DOCUMENT.read_bytes()))
+    add_operations(app, "Signage registry", OPERATIONS, served_document=whole_api)
     return app

@@ -19,6 +19,11 @@ OPERATIONS = [
         errors=(*_ADMIN_ERRORS, 409, 413, 415),
         tag="Remote commands",
         scope="devices:write",
+        description=(
+            "`type` is one of reload, reboot, screenshot, clear_cache, identify (`args.seconds`), "
+            "display_power (`args.on`); `ttlSeconds` 1 s to 7 days, 1 hour by default. The TV gets it on "
+            "its next commands poll."
+        ),
     ),
     Operation(
         "GET",
@@ -31,6 +36,10 @@ OPERATIONS = [
         params=(Param("status", {"enum": list(COMMAND_STATUSES)}), *PAGE),
         tag="Remote commands",
         scope="devices:read",
+        description=(
+            "Every command sent to the screen, optionally of one status (pending, delivered, succeeded, "
+            "failed, expired, cancelled), a page at a time."
+        ),
     ),
     Operation(
         "GET",
@@ -42,6 +51,7 @@ OPERATIONS = [
         errors=(401, 404),
         tag="Remote commands",
         scope="devices:read",
+        description="Its status and, once the TV reported, its message and data.",
     ),
     Operation(
         "POST",
@@ -53,6 +63,7 @@ OPERATIONS = [
         errors=(401, 404, 409),
         tag="Remote commands",
         scope="devices:write",
+        description="An open command (pending or delivered) becomes `cancelled`; the TV no longer sees it.",
     ),
     Operation(
         "GET",
@@ -60,7 +71,7 @@ OPERATIONS = [
         commands.get_screenshot,
         "The screenshot the TV took on the command (image/png or image/jpeg)",
         "admin",
-        responses={200: None},
+        responses={200: ("image/png", "image/jpeg")},
         errors=(401, 404, 503),
         tag="Remote commands",
         scope="devices:read",

@@ -68,6 +68,10 @@ OPERATIONS = [
         responses={201: TenantCreated},
         errors=(400, 401, 413, 415),
         tag="Operator, tenants and access tokens",
+        description=(
+            "The operator creates a tenant; the answer carries its first API client (scope `admin`), "
+            "whose secret is shown only here."
+        ),
     ),
     Operation(
         "GET",
@@ -102,6 +106,10 @@ OPERATIONS = [
         errors=(400, 401, 413, 415),
         tag="Venues and screens",
         scope="screens:write",
+        description=(
+            "`timezone` is an IANA name; `openingHours` null (always open) or periods in the venue's time"
+            " zone; `offlineAlertAfterMinutes` 0-2880, null for the deployment's setting."
+        ),
     ),
     Operation(
         "GET",
@@ -114,6 +122,10 @@ OPERATIONS = [
         params=PAGE,
         tag="Venues and screens",
         scope="screens:read",
+        description=(
+            "The tenant's venues, oldest first, a page at a time: pass the answer's `nextCursor` as "
+            "`cursor` for the next."
+        ),
     ),
     Operation(
         "GET",
@@ -125,6 +137,7 @@ OPERATIONS = [
         errors=(401, 404),
         tag="Venues and screens",
         scope="screens:read",
+        description="One of the tenant's venues; another tenant's is 404.",
     ),
     Operation(
         "PATCH",
@@ -137,6 +150,10 @@ OPERATIONS = [
         errors=(*_ADMIN_ERRORS, 413, 415),
         tag="Venues and screens",
         scope="screens:write",
+        description=(
+            "Only the fields sent change; null clears one (not `name`). Recorded in the admin audit trail"
+            " as `venue.changed`."
+        ),
     ),
     Operation(
         "POST",
@@ -149,6 +166,10 @@ OPERATIONS = [
         errors=(400, 401, 404, 413, 415),
         tag="Venues and screens",
         scope="screens:write",
+        description=(
+            "The screen starts in state `provisioning`, without a device, presence `unknown`, until a TV "
+            "pairs with it."
+        ),
     ),
     Operation(
         "GET",
@@ -165,6 +186,9 @@ OPERATIONS = [
         ),
         tag="Venues and screens",
         scope="screens:read",
+        description=(
+            "The tenant's screens, oldest first, optionally of one venue or in one state, a page at a time."
+        ),
     ),
     Operation(
         "GET",
@@ -176,6 +200,10 @@ OPERATIONS = [
         errors=(401, 404),
         tag="Venues and screens",
         scope="screens:read",
+        description=(
+            "Its `state` (provisioning, active) and `presence` (unknown, online, offline) follow the bus "
+            "a moment after the change."
+        ),
     ),
     Operation(
         "PATCH",
@@ -188,6 +216,10 @@ OPERATIONS = [
         errors=(*_ADMIN_ERRORS, 413, 415),
         tag="Venues and screens",
         scope="screens:write",
+        description=(
+            "Only the fields sent change; `offlineAlertAfterMinutes: null` falls back to the venue's "
+            "delay. Recorded in the admin audit trail as `screen.changed`."
+        ),
     ),
     Operation(
         "GET",
@@ -199,6 +231,7 @@ OPERATIONS = [
         errors=(401, 404),
         tag="Venues and screens",
         scope="screens:read",
+        description="The playlist the screen's TV plays, with its version.",
     ),
     Operation(
         "PUT",
@@ -211,6 +244,10 @@ OPERATIONS = [
         errors=(*_ADMIN_ERRORS, 413, 415),
         tag="Venues and screens",
         scope="screens:write",
+        description=(
+            "The items replace the whole playlist (at most 1000) and its version grows; the TV's waiting "
+            "poll gets it at once."
+        ),
     ),
     Operation(
         "GET",
@@ -222,6 +259,7 @@ OPERATIONS = [
         errors=(401, 404),
         tag="Venues and screens",
         scope="screens:read",
+        description="Sync and heartbeat intervals and the cache policy the screen's TV runs with.",
     ),
     Operation(
         "PATCH",
@@ -234,6 +272,10 @@ OPERATIONS = [
         errors=(*_ADMIN_ERRORS, 413, 415),
         tag="Venues and screens",
         scope="screens:write",
+        description=(
+            "Only the fields sent change; the answer is the whole config, which the TV's waiting poll "
+            "gets at once."
+        ),
     ),
     *command_routes.OPERATIONS,
     # API clients (dynamic client registration, RFC 7591)
@@ -248,6 +290,10 @@ OPERATIONS = [
         errors=(400, 401, 413, 415),
         tag="API clients",
         scope="clients:write",
+        description=(
+            "Good for one registration at `POST /oauth/register` (60 s to 7 days, 1 hour by default); the"
+            " client it registers may have at most this token's scopes."
+        ),
     ),
     Operation(
         "POST",
@@ -270,6 +316,10 @@ OPERATIONS = [
         errors=(401,),
         tag="API clients",
         scope="clients:write",
+        description=(
+            "Every API client of the tenant with its scopes, who registered it and whether it is revoked;"
+            " never a secret."
+        ),
     ),
     Operation(
         "POST",
@@ -281,6 +331,10 @@ OPERATIONS = [
         errors=(401, 404, 409),
         tag="API clients",
         scope="clients:write",
+        description=(
+            "Every service refuses the access tokens it holds within seconds, and the initial access "
+            "tokens it issued that nobody used die with it. A client cannot revoke itself (409)."
+        ),
     ),
     # Files devices download by name (firmware, media)
     Operation(
@@ -310,6 +364,9 @@ OPERATIONS = [
         tag="Files for devices",
         scope="screens:read",
         needs=("nats",),
+        description=(
+            "Every file of the tenant with its size, ETag, content type and the screens it is limited to."
+        ),
     ),
     Operation(
         "DELETE",
@@ -322,6 +379,7 @@ OPERATIONS = [
         tag="Files for devices",
         scope="screens:write",
         needs=("nats",),
+        description="The file is gone for every device at once.",
     ),
     Operation(
         "GET",
@@ -334,6 +392,10 @@ OPERATIONS = [
         params=(LIMIT, Param("before", {"type": "integer"}, "nextBefore of the previous page")),
         tag="Audit",
         scope="audit:read",
+        description=(
+            "Every admin change of the tenant (venues, screens, playlists, config, clients, files, "
+            "commands, webhooks), newest first; pass `nextBefore` as `before` for the next page."
+        ),
     ),
     # The operator's own tools
     Operation(
@@ -346,6 +408,7 @@ OPERATIONS = [
         errors=(400, 401),
         params=PAGE,
         tag="Operator, tenants and access tokens",
+        description="Every tenant, oldest first, a page at a time.",
     ),
     Operation(
         "POST",

@@ -32,6 +32,11 @@ OPERATIONS = [
         errors=(400, 401, 409, 413, 415),
         tag=_TAG,
         scope=_SCOPE,
+        description=(
+            "The endpoint receives the event types it names, signed the Standard Webhooks way; `secret` "
+            "is shown here and at a rotation only. `url` must be https (unless the deployment allows "
+            "otherwise)."
+        ),
     ),
     Operation(
         "GET",
@@ -44,6 +49,7 @@ OPERATIONS = [
         params=PAGE,
         tag=_TAG,
         scope=_SCOPE,
+        description="The tenant's endpoints, oldest first, a page at a time; never their secrets.",
     ),
     Operation(
         "GET",
@@ -55,6 +61,7 @@ OPERATIONS = [
         errors=(401, 404),
         tag=_TAG,
         scope=_SCOPE,
+        description="The endpoint, whether it is enabled and why not; never its secret.",
     ),
     Operation(
         "PATCH",
@@ -67,6 +74,10 @@ OPERATIONS = [
         errors=(400, 401, 404, 413, 415),
         tag=_TAG,
         scope=_SCOPE,
+        description=(
+            "Only the fields sent change; `description: null` clears it; `enabled: true` clears "
+            "`disabledReason`."
+        ),
     ),
     Operation(
         "DELETE",
@@ -78,6 +89,7 @@ OPERATIONS = [
         errors=(401, 404),
         tag=_TAG,
         scope=_SCOPE,
+        description="Its delivery log goes with it; nothing more is sent to it.",
     ),
     Operation(
         "POST",
@@ -90,6 +102,10 @@ OPERATIONS = [
         errors=(401, 404),
         tag=_TAG,
         scope=_SCOPE,
+        description=(
+            "Until `previousSecretExpiresAt` the old secret signs every delivery too, so the receiver can"
+            " switch without missing one."
+        ),
     ),
     Operation(
         "POST",
@@ -113,6 +129,10 @@ OPERATIONS = [
         params=(Param("state", {"enum": list(DELIVERY_STATES)}), *PAGE),
         tag=_TAG,
         scope=_SCOPE,
+        description=(
+            "The endpoint's deliveries, newest first, optionally of one state (pending, delivered, "
+            "failed), with their attempts and last answer."
+        ),
     ),
     Operation(
         "GET",
@@ -124,6 +144,7 @@ OPERATIONS = [
         errors=(401, 404),
         tag=_TAG,
         scope=_SCOPE,
+        description="The delivery, its attempts so far and `payload`, the body as sent.",
     ),
     Operation(
         "POST",

@@ -1,13 +1,9 @@
-"""``make run``: the whole stack on one machine, from nothing but Python.
+"""``make run``: the whole stack on one machine, from nothing but Python (``signage-dev``, the same
+as ``python -m devstack``; USAGE below lists its other commands).
 
 Starts PostgreSQL and nats-server under ``DATA_DIR`` (``.data/``) when ``DATABASE_URL``/``NATS_URL``
 are unset, applies migrations, starts the four services and the entry point (``ENTRYPOINT_PORT``,
 8080) as ``make soak`` does, prints what to try. Ctrl-C or SIGTERM stops everything it started.
-
-``python -m devstack settings`` prints every setting, the services' and the local stack's, as the
-Markdown table of the docs. ``python -m devstack nats-config`` prints the users and rights of a
-deployed nats-server (``deploy/nats/compose.conf``), each password read from the server's
-environment; with ``--helm``, the same for ``config.merge`` of the chart's values.
 """
 
 from __future__ import annotations
@@ -29,9 +25,24 @@ from devstack.services import NotReady, Processes, Stack
 from devstack.settings import LocalSettings
 from shared.auth import generate_signing_key
 from shared.bus_access import USERS, password_variable, server_authorization, server_config
+from shared.command_line import asks_for_help, print_usage, print_version, unknown, usage_error
 from shared.environment import SettingsError, check_env, env_name, environment, from_env, markdown_table
 from shared.logging import configure
 from shared.settings import Settings
+
+USAGE = """\
+usage: signage-dev [COMMAND]   (or: python -m devstack [COMMAND]; make run)
+
+  (none)        the whole stack on this machine: PostgreSQL and nats-server when DATABASE_URL and
+                NATS_URL are unset, the four services and the entry point; Ctrl-C stops it
+  settings      print every setting, the services' and the local stack's, as the docs' Markdown table
+  nats-config [--helm]
+                print the users and rights of a deployed nats-server (deploy/nats/compose.conf),
+                each password read from the server's environment; with --helm, the same for
+                config.merge of the NATS chart's values
+  help          this text (also --help, -h)
+  --version     the installed version
+"""
 
 
 def _persisted_secret(data: Path, name: str, make: Callable[[], str]) -> str:
@@ -89,18 +100,31 @@ def helm_nats_authorization() -> str:
     return "".join("    " + line for line in text.splitlines(keepends=True))
 
 
-def main(argv: list[str], environ: dict[str, str]) -> None:
-    if argv == ["settings"]:
-        print(markdown_table(Settings, LocalSettings), end="")
+def main(argv: list[str] | None = None, environ: dict[str, str] | None = None) -> None:
+    """``argv`` without the program's name; the console script passes nothing: the process's own
+    arguments and environment."""
+    args = sys.argv[1:] if argv is None else argv
+    if asks_for_help(args):
+        print_usage(USAGE)
         return
-    if argv == ["nats-config"]:
-        print(deployed_nats_config(), end="")
-        return
-    if argv == ["nats-config", "--helm"]:
-        print(helm_nats_authorization(), end="")
-        return
-    if argv:
-        raise SystemExit(__doc__)
+    match args:
+        case []:
+            run_the_stack(dict(os.environ) if environ is None else environ)
+        case ["settings"]:
+            print(markdown_table(Settings, LocalSettings), end="")
+        case ["nats-config"]:
+            print(deployed_nats_config(), end="")
+        case ["nats-config", "--helm"]:
+            print(helm_nats_authorization(), end="")
+        case ["--version"]:
+            print_version()
+        case ["settings", word, *_] | ["nats-config", "--helm", word, *_] | ["nats-config", word, *_]:
+            raise usage_error(unknown(word, command=False), USAGE)
+        case [word, *_]:
+            raise usage_error(unknown(word), USAGE)
+
+
+def run_the_stack(environ: dict[str, str]) -> None:
     started = time.monotonic()
     signal.signal(signal.SIGINT, _interrupt)
     signal.signal(signal.SIGTERM, _interrupt)
@@ -195,4 +219,4 @@ def _print_welcome(stack: Stack, seconds: float) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:], dict(os.environ))
+    main()

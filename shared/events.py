@@ -15,6 +15,21 @@ import msgspec
 
 from shared.clock import utcnow
 
+# Past 2**53 a float's whole numbers are no longer exact anyway, and msgspec cannot encode an int
+# past 2**64: such values stay floats.
+_EXACT_INTEGERS = 2**53
+
+
+def whole_numbers_as_ints(struct: msgspec.Struct, *fields: str) -> None:
+    """Each of ``fields`` that holds a whole number made an int, for ``__post_init__``: a field typed
+    float (a fraction is accepted) answers ``10``, as the contract shows, not ``10.0``, which a TV
+    app's typed decoder expecting an integer refuses. Whatever the value came from: a request, a
+    ``double precision`` column, the bus."""
+    for name in fields:
+        value = getattr(struct, name)
+        if isinstance(value, float) and value.is_integer() and abs(value) <= _EXACT_INTEGERS:
+            msgspec.structs.force_setattr(struct, name, int(value))
+
 
 class CachePolicy(msgspec.Struct, frozen=True, kw_only=True):
     max_size_gb: Annotated[float, msgspec.Meta(gt=0, le=100_000)] = msgspec.field(
@@ -23,6 +38,9 @@ class CachePolicy(msgspec.Struct, frozen=True, kw_only=True):
     retention_days: Annotated[int, msgspec.Meta(ge=1, le=3650)] = msgspec.field(
         default=7, name="retentionDays"
     )
+
+    def __post_init__(self) -> None:
+        whole_numbers_as_ints(self, "max_size_gb")
 
 
 class ScreenConfig(msgspec.Struct, frozen=True, kw_only=True, rename="camel"):
@@ -233,6 +251,9 @@ class Heartbeat(msgspec.Struct, frozen=True, kw_only=True, rename="camel"):
     free_storage_mb: float | None = msgspec.field(default=None, name="freeStorageMB")
     temperature_c: float | None = msgspec.field(default=None, name="temperatureC")
     playing: str | None = None
+
+    def __post_init__(self) -> None:
+        whole_numbers_as_ints(self, "free_storage_mb", "temperature_c")
 
 
 heartbeat_decoder = msgspec.json.Decoder(Heartbeat)

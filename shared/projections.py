@@ -15,7 +15,7 @@ from typing import Annotated, Any, Literal
 
 import msgspec
 
-from shared.events import ScreenConfig
+from shared.events import ScreenConfig, whole_numbers_as_ints
 
 DEVICE_KEYS_BUCKET = "device-keys"
 SCREEN_CONTENT_BUCKET = "screen-content"
@@ -62,6 +62,9 @@ class PlaylistItem(msgspec.Struct, frozen=True, kw_only=True, rename="camel"):
         ),
     ]
     duration_seconds: Annotated[float, msgspec.Meta(gt=0, le=86400)]
+
+    def __post_init__(self) -> None:
+        whole_numbers_as_ints(self, "duration_seconds")
 
 
 class ScreenContent(msgspec.Struct, frozen=True, kw_only=True, rename="camel"):

@@ -14,9 +14,31 @@ RECOVERY_SECRET = re.compile(r"^drs_[A-Za-z0-9_-]{43}$")
 DEFAULT_CONFIG = {
     "syncIntervalMinutes": 5,
     "heartbeatIntervalMinutes": 1,
-    "cachePolicy": {"maxSizeGB": 10.0, "retentionDays": 7},
+    "cachePolicy": {"maxSizeGB": 10, "retentionDays": 7},
 }
 AUDIT_FIELDS = {"id", "at", "deviceId", "screenId", "action", "method", "actor", "clientAddress", "reason"}
+
+
+def json_shape(value: Any) -> Any:
+    """``value`` (as ``json.loads`` read it) with each leaf replaced by its JSON type, numbers told
+    apart as a typed decoder tells them: ``10`` is an integer, ``10.0`` a fraction. Python's
+    ``10 == 10.0`` would hide the difference a TV app's decoder sees."""
+    match value:
+        case dict():
+            return {key: json_shape(item) for key, item in value.items()}
+        case list():
+            return [json_shape(item) for item in value]
+        case bool():
+            return "boolean"
+        case int():
+            return "integer"
+        case float():
+            return "fraction"
+        case str():
+            return "string"
+        case None:
+            return "null"
+    raise TypeError(f"not JSON: {value!r}")
 
 
 def parse_time(value: str) -> datetime:

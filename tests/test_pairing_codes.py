@@ -14,7 +14,7 @@ import pytest
 from services.provisioning.queries.codes import CODE_ALPHABET
 from shared import bus
 from shared.bus_access import SETUP_USER
-from tests.binding import DEFAULT_CONFIG, parse_time
+from tests.binding import DEFAULT_CONFIG, json_shape, parse_time
 
 UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 
@@ -123,9 +123,10 @@ async def test_screen_first_binding_end_to_end(stack):
     expected_config = {
         **DEFAULT_CONFIG,
         "heartbeatIntervalMinutes": 2,
-        "cachePolicy": {"maxSizeGB": 10.0, "retentionDays": 3},
+        "cachePolicy": {"maxSizeGB": 10, "retentionDays": 3},
     }
     assert patched == expected_config
+    assert json_shape(patched) == json_shape(expected_config)
 
     async def new_config():
         status, body, _ = await stack.call(
@@ -133,7 +134,9 @@ async def test_screen_first_binding_end_to_end(stack):
         )
         return body if status == 200 else None
 
-    assert await stack.eventually(new_config) == expected_config
+    polled = await stack.eventually(new_config)
+    assert polled == expected_config
+    assert json_shape(polled) == json_shape(expected_config)
 
     status, body, _ = await stack.call(
         "POST", "/v1/device/heartbeat", token=key, json={"uptimeSeconds": 60, "appVersion": "1.0.0"}

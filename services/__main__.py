@@ -24,7 +24,7 @@ SERVICES = {
     "device-gateway": "services.device_gateway.app",
     "heartbeat": "services.heartbeat.app",
 }
-OTHER_COMMANDS = ("setup", "signing-key", "settings")
+OTHER_COMMANDS = ("setup", "signing-key", "settings", "openapi")
 
 
 USAGE = """\
@@ -35,6 +35,7 @@ usage: signage COMMAND   (or: python -m services COMMAND)
   setup         apply every schema's migrations, create NATS's streams and buckets; idempotent
   signing-key   print a new access-token signing key and its public key, as settings
   settings      print every setting (variable, type, default, accepted values) as a Markdown table
+  openapi       print the whole API's OpenAPI document (JSON), as /openapi.json serves it
   help          this text (also --help, -h)
   --version     the installed version
 
@@ -64,6 +65,10 @@ def main(argv: list[str] | None = None) -> None:
             print(f"TOKEN_SIGNING_KEY={key}\nTOKEN_VERIFY_KEYS={public_key_of(key)}")
         case ["settings"]:
             print(markdown_table(Settings), end="")
+        case ["openapi"]:
+            from services import api_document  # noqa: PLC0415 - imports every service's routes
+
+            sys.stdout.buffer.write(api_document.rendered())
         case ["--version"]:
             print_version()
         case []:

@@ -40,7 +40,7 @@ def operations(document: dict[str, Any]) -> list[tuple[str, str, dict[str, Any]]
 def test_registry_serves_the_generated_copy_of_the_whole_document() -> None:
     assert API_DOCUMENT.read_bytes() == api_document.rendered(), (
         "services/registry/api_document.json is stale; regenerate it with "
-        'python -c "from services import api_document; api_document.write()"'
+        "python -m services openapi > services/registry/api_document.json"
     )
 
 

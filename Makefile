@@ -29,12 +29,12 @@ $(VENV)/.installed: pyproject.toml requirements/dev.txt requirements/build.txt
 # requirements/runtime.txt is the image's, dev.txt adds the dev extra at the same versions, build.txt
 # is what builds the project (setuptools); every file of each version is hashed, for Python 3.11+ on
 # any platform. Locked versions stay unless LOCK_ARGS="--upgrade" (or "--upgrade-package NAME"); a
-# new dependency gets its newest.
+# new dependency gets its newest. Needs the package index (docs/supply-chain.md).
 lock: install
 	$(LOCK) pyproject.toml $(LOCK_ARGS) -o requirements/runtime.txt
 	$(LOCK) pyproject.toml --extra dev -c requirements/runtime.txt $(LOCK_ARGS) -o requirements/dev.txt
-	$(BIN)/python -c 'import tomllib; print(*tomllib.load(open("pyproject.toml", "rb"))["build-system"]["requires"], sep="\n")' \
-	  | $(LOCK) - $(LOCK_ARGS) -o requirements/build.txt
+	$(BIN)/python -c 'import tomllib; print(*tomllib.load(open("pyproject.toml", "rb")) \
+	  ["build-system"]["requires"], sep="\n")' | $(LOCK) - $(LOCK_ARGS) -o requirements/build.txt
 
 # The whole stack on this machine, PostgreSQL and NATS included, behind one entry point.
 run: install

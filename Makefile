@@ -2,8 +2,11 @@
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
+LOCK   := $(BIN)/uv pip compile --quiet --no-config --universal --python-version 3.11 --generate-hashes \
+	--override requirements/overrides.txt \
+	--custom-compile-command "make lock"
 
-.PHONY: help install run test lint bench simulate soak wrk test-tools clean
+.PHONY: help install lock run test lint bench simulate soak wrk test-tools clean
 
 # This list; a bare `make` prints it (each target's description is the first line above it).
 help:
@@ -13,12 +16,26 @@ help:
 # The virtualenv with every dependency at its locked version (make run and make test do it).
 install: $(VENV)/.installed
 
-# Exact versions of everything (requirements.lock) so every machine runs what CI ran.
-$(VENV)/.installed: pyproject.toml requirements.lock
+# Exact files of everything (requirements/*.txt: versions and hashes) so every machine runs what CI
+# ran; pip refuses a file whose hash is not in the lock. The locks are complete, so nothing is
+# resolved again (--no-deps: what requirements/overrides.txt leaves out stays out). Then the project
+# itself, editable, built by the locked setuptools, with nothing more.
+$(VENV)/.installed: pyproject.toml requirements/dev.txt requirements/build.txt
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -c requirements.lock -e '.[dev]'
+	$(BIN)/python -m pip install --quiet --no-deps --require-hashes -r requirements/dev.txt -r requirements/build.txt
+	$(BIN)/python -m pip install --quiet --no-deps --no-build-isolation -e .
 	touch $@
+
+# The hashed locks again from pyproject.toml after a change there: LOCK_ARGS="--upgrade" moves them.
+# requirements/runtime.txt is the image's, dev.txt adds the dev extra at the same versions, build.txt
+# is what builds the project (setuptools); every file of each version is hashed, for Python 3.11+ on
+# any platform. Locked versions stay unless LOCK_ARGS="--upgrade" (or "--upgrade-package NAME"); a
+# new dependency gets its newest. Needs the package index (docs/supply-chain.md).
+lock: install
+	$(LOCK) pyproject.toml $(LOCK_ARGS) -o requirements/runtime.txt
+	$(LOCK) pyproject.toml --extra dev -c requirements/runtime.txt $(LOCK_ARGS) -o requirements/dev.txt
+	$(BIN)/python -c 'import tomllib; print(*tomllib.load(open("pyproject.toml", "rb")) \
+	  ["build-system"]["requires"], sep="\n")' | $(LOCK) - $(LOCK_ARGS) -o requirements/build.txt
 
 # The whole stack on this machine, PostgreSQL and NATS included, behind one entry point.
 run: install

@@ -15,6 +15,7 @@ import subprocess
 import sys
 import typing
 import uuid
+import zipfile
 from functools import cache
 from importlib.metadata import version
 from pathlib import Path
@@ -688,20 +689,101 @@ def test_the_dockerfile_passes_hadolint():
     assert result.returncode == 0 and not result.stdout.strip(), result.stdout + result.stderr
 
 
+def dockerfile() -> list[str]:
+    """The Dockerfile's instructions, continuation lines joined, comments dropped."""
+    text = (ROOT / "Dockerfile").read_text()
+    text = "\n".join(line for line in text.splitlines() if not line.lstrip().startswith("#"))
+    return [line.strip() for line in re.sub(r"\\\n\s*", " ", text).splitlines() if line.strip()]
+
+
 def test_the_image_is_multi_stage_slim_non_root_and_runs_the_command_line():
-    lines = [line.strip() for line in (ROOT / "Dockerfile").read_text().splitlines()]
-    bases = [line.split()[1] for line in lines if line.startswith("FROM ")]
-    assert len(bases) >= 2 and all(
-        "slim" in base and ":" in base and not base.endswith(":latest") for base in bases
-    )
+    lines = dockerfile()
+    stages: list[str] = []
+    for line in (line for line in lines if line.startswith("FROM ")):
+        image, *alias = line.split()[1:]
+        # A stage starts from an earlier one or from the slim base pinned by its digest: the tag
+        # says what it is, the digest makes every build start from the same bytes.
+        assert image in stages or re.fullmatch(r"python:3\.\d+-slim-\w+@sha256:[0-9a-f]{64}", image), line
+        stages += alias[1:] if alias else []
+    assert len(stages) >= 2
     assert any(line.startswith("COPY --from=build /opt/venv") for line in lines)
     (user,) = [line for line in lines if line.startswith("USER ")]
     assert user.split()[1].split(":")[0] not in {"0", "root"}
     assert 'ENTRYPOINT ["python", "-m", "services"]' in lines
-    # Dependencies installed from the lock, so the image runs what CI tested.
-    assert any("--constraint requirements.lock" in line for line in lines)
+    # Dependencies installed from the hashed runtime lock, so the image runs the files CI tested.
+    runs = " ".join(line for line in lines if line.startswith("RUN "))
+    assert "install --no-deps --require-hashes --requirement requirements/runtime.txt" in runs
+    assert "requirements/dev.txt" not in " ".join(lines)
+
+
+def test_the_image_holds_only_what_runs_in_production():
+    lines = dockerfile()
+    # What the build context gives the image (a stage's own files come with --from).
+    context = [line.split()[1:-1] for line in lines if line.startswith("COPY ") and "--from=" not in line]
+    sources = [part.rstrip("/") for parts in context for part in parts]
+    assert not {"devstack", "bench", "tests", "."} & set(sources), sources
     ignored = (ROOT / ".dockerignore").read_text().splitlines()
-    assert ignored[0:2] == ["# The build context is the source and the lock; nothing local.", "*"]
+    assert ignored[1] == "*"
+    let_through = {line[1:].rstrip("/") for line in ignored if line.startswith("!")}
+    assert let_through == {
+        "pyproject.toml",
+        "LICENSE",
+        "requirements/runtime.txt",
+        "requirements/build.txt",
+        "shared",
+        "services",
+    }
+    assert set(sources) <= let_through
+
+
+def test_the_images_labels_are_the_oci_annotations_filled_at_build():
+    lines = dockerfile()
+    final = lines[max(i for i, line in enumerate(lines) if line.startswith("FROM ")) :]
+    labels = dict(re.findall(r'(org\.opencontainers\.image\.[\w.]+)="([^"]*)"', " ".join(final)))
+    assert labels["org.opencontainers.image.title"] == "signage-backend"
+    assert labels["org.opencontainers.image.licenses"] == "Apache-2.0"
+    assert labels["org.opencontainers.image.description"]
+    arguments = {line.split()[1] for line in final if line.startswith("ARG ")}
+    for label, argument in [
+        ("version", "VERSION"),
+        ("revision", "REVISION"),
+        ("created", "CREATED"),
+        ("source", "SOURCE"),
+    ]:
+        assert labels[f"org.opencontainers.image.{label}"] == "${" + argument + "}"
+        assert argument in arguments
+    # The build command deploy/README.md gives for the registry passes every one of them.
+    readme = re.sub(r"\\\n\s*", " ", (DEPLOY / "README.md").read_text())
+    (command,) = re.findall(r"^docker build -t registry\..*$", readme, re.M)
+    assert {f"--build-arg {argument}=" for argument in arguments} <= {
+        match + "=" for match in re.findall(r"--build-arg \w+", command)
+    }, command
+
+
+def test_the_wheel_holds_the_services_and_their_common_code_only(tmp_path: Path):
+    """What `pip install .` (the image) installs: services/ and shared/, not the local stack, the
+    benchmarks or the tests, though they lie beside them in the checkout."""
+    source = tmp_path / "source"
+    shutil.copytree(
+        ROOT,
+        source,
+        ignore=shutil.ignore_patterns(
+            ".git", ".venv", ".data", "bench-results", "__pycache__", ".*_cache", ".hypothesis"
+        ),
+    )
+    assert {"devstack", "bench", "tests"} <= {path.name for path in source.iterdir()}
+    dist = tmp_path / "dist"
+    build = ["wheel", "--no-deps", "--no-build-isolation", "--no-index", "--quiet", "--wheel-dir", str(dist)]
+    result = subprocess.run(
+        [sys.executable, "-m", "pip", *build, str(source)], capture_output=True, text=True, check=False
+    )
+    assert result.returncode == 0, result.stderr
+    (wheel,) = dist.glob("*.whl")
+    with zipfile.ZipFile(wheel) as archive:
+        names = archive.namelist()
+    (metadata,) = {name.split("/")[0] for name in names} - {"services", "shared"}
+    assert metadata.endswith(".dist-info"), names
+    assert {"services/__main__.py", "shared/settings.py"} <= set(names)
 
 
 def compose() -> dict[str, Any]:

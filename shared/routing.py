@@ -18,7 +18,11 @@ ROUTES: list[tuple[str, str]] = [
     (r"^/oauth/device_authorization$", "provisioning"),
     (r"^/oauth(/|$)", "registry"),
     (r"^/\.well-known/oauth-authorization-server$", "registry"),
+    (r"^/\.well-known/jwks\.json$", "registry"),
 ]
+
+# The JWK Set of the keys access tokens verify with: the metadata's jwks_uri.
+JWKS_PATH = "/.well-known/jwks.json"
 
 # Provisioning's own path for the device-code grant that registry's /oauth/token passes on; no
 # public route leads to it.

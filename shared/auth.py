@@ -3,6 +3,7 @@
 Access tokens are JWTs signed with Ed25519 by registry (the only holder of the private key); every
 other service needs only the public keys, so no request costs a call to registry. Each token names
 its key (``kid``), so a new key can sign while tokens of the previous one stay valid until expiry.
+The same public keys are published as a JWK Set (registry's ``jwks_uri``) for third parties.
 """
 
 from __future__ import annotations
@@ -103,6 +104,36 @@ def _kid(public_key: str) -> str:
     return hashlib.sha256(_b64decode(public_key)).hexdigest()[:16]
 
 
+class Jwk(msgspec.Struct, frozen=True):
+    """An Ed25519 public key as a JWK (RFC 7517, RFC 8037's key type OKP), under the ``kid`` our
+    access tokens name it by."""
+
+    kty: str
+    crv: str
+    x: str
+    kid: str
+    use: str
+    alg: str
+
+
+class JwkSet(msgspec.Struct, frozen=True):
+    """RFC 7517 §5: what a third party needs to verify our access tokens, and nothing more."""
+
+    keys: list[Jwk]
+
+
+def jwk_of(public_key: str) -> Jwk:
+    raw = _b64decode(public_key)  # x is unpadded base64url, however the setting was written
+    return Jwk(kty="OKP", crv="Ed25519", x=_b64encode(raw), kid=_kid(public_key), use="sig", alg="EdDSA")
+
+
+def verify_keys(settings: Settings) -> list[str]:
+    """The public keys whose tokens are accepted: the signing key's own first (if this service
+    holds it), then the previous ones of TOKEN_VERIFY_KEYS."""
+    own = [public_key_of(settings.token_signing_key)] if settings.token_signing_key else []
+    return list(dict.fromkeys([*own, *settings.token_verify_keys]))
+
+
 class TokenIssuer:
     def __init__(self, settings: Settings) -> None:
         if not settings.token_signing_key:
@@ -128,12 +159,12 @@ class TokenIssuer:
 
 class TokenVerifier:
     def __init__(self, settings: Settings) -> None:
-        public_keys = set(settings.token_verify_keys)
-        if settings.token_signing_key:
-            public_keys.add(public_key_of(settings.token_signing_key))
+        public_keys = verify_keys(settings)
         self._keys: dict[str, Ed25519PublicKey] = {
             _kid(key): Ed25519PublicKey.from_public_bytes(_b64decode(key)) for key in public_keys
         }
+        # Published as they are accepted (registry's jwks_uri): a third party trusts what we trust.
+        self.key_set = JwkSet(keys=[jwk_of(key) for key in public_keys])
         self._issuer = settings.token_issuer
 
     def verify(self, token: str) -> Principal:

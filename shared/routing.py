@@ -18,10 +18,14 @@ ROUTES: list[tuple[str, str]] = [
     (r"^/oauth/device_authorization$", "provisioning"),
     (r"^/oauth(/|$)", "registry"),
     (r"^/\.well-known/oauth-authorization-server$", "registry"),
+    (r"^/\.well-known/jwks\.json$", "registry"),
     # The whole API document and the page that shows it (with its own files under /docs/).
     (r"^/openapi\.json$", "registry"),
     (r"^/docs(/|$)", "registry"),
 ]
+
+# The JWK Set of the keys access tokens verify with: the metadata's jwks_uri.
+JWKS_PATH = "/.well-known/jwks.json"
 
 # Provisioning's own path for the device-code grant that registry's /oauth/token passes on; no
 # public route leads to it.

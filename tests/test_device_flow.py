@@ -1,5 +1,6 @@
 """Device-first pairing (RFC 8628) through the public API, driven on the TV's side by a stock
-OAuth client library (oauthlib's DeviceClient builds the token requests and reads the answers)."""
+OAuth client library (oauthlib's DeviceClient builds the token requests and reads the answers).
+The TV sends what §3.1 asks for, its client id, and nothing else unless a test says so."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from oauthlib.oauth2.rfc6749.errors import OAuth2Error
 
 from tests.stack import Stack
 
+# Our extension parameters: what a TV may say it is (each part optional).
 DEVICE_FORM = {
     "manufacturer": "LG",
     "model": "webOS-43",
@@ -40,7 +42,7 @@ async def metadata(stack: Stack) -> dict[str, Any]:
 
 async def start(stack: Stack, client_id: str = "signage-player", **fields: str) -> tuple[int, Any]:
     endpoint = (await metadata(stack))["device_authorization_endpoint"]
-    async with stack.http.post(endpoint, data={"client_id": client_id, **DEVICE_FORM, **fields}) as response:
+    async with stack.http.post(endpoint, data={"client_id": client_id, **fields}) as response:
         return response.status, await response.json()
 
 
@@ -68,6 +70,7 @@ async def test_the_metadata_names_the_endpoints_and_grants(stack):
     assert body["device_authorization_endpoint"] == f"{base}/oauth/device_authorization"
     assert "urn:ietf:params:oauth:grant-type:device_code" in body["grant_types_supported"]
     assert "client_credentials" in body["grant_types_supported"]
+    assert body["jwks_uri"] == f"{base}/.well-known/jwks.json"
 
 
 async def test_a_tv_pairs_itself_once_an_admin_approves(quick):
@@ -91,12 +94,12 @@ async def test_a_tv_pairs_itself_once_an_admin_approves(quick):
 
     assert (await poll(stack, started["device_code"]))["error"] == "authorization_pending"
 
-    # The admin sees what they approve: the model and address the TV reported, where it asked from.
+    # The admin sees what they approve: where the TV asked from; it said nothing of itself.
     path = f"/v1/devices/device-authorizations/{user_code.lower()}"
     status, shown, _ = await stack.call("GET", path, token=tenant["token"])
     assert status == 200, shown
-    assert shown["status"] == "pending" and shown["deviceInfo"]["model"] == "webOS-43"
-    assert shown["deviceInfo"]["ipAddress"] == "10.1.2.3" and shown["requestedFrom"] == "127.0.0.1"
+    assert shown["status"] == "pending" and shown["requestedFrom"] == "127.0.0.1", shown
+    assert set(shown["deviceInfo"].values()) == {None}, shown
 
     status, approved, _ = await stack.call(
         "POST",
@@ -112,6 +115,8 @@ async def test_a_tv_pairs_itself_once_an_admin_approves(quick):
     assert token["token_type"] == "Bearer" and token["access_token"].startswith("dak_"), token
     assert (token["screenId"], token["tenantId"]) == (screen["id"], tenant["id"])
     assert token["config"]["heartbeatIntervalMinutes"] == 1
+    status, device, _ = await stack.call("GET", f"/v1/devices/{token['deviceId']}", token=tenant["token"])
+    assert status == 200 and set(device["deviceInfo"].values()) == {None}, device
 
     async def polls_its_playlist() -> bool:
         status, _, _ = await stack.call("GET", "/v1/device/playlist", token=token["access_token"])
@@ -128,6 +133,39 @@ async def test_a_tv_pairs_itself_once_an_admin_approves(quick):
     assert [(e["action"], e["method"], e["actor"], e["clientAddress"]) for e in trail["items"]] == [
         ("bound", "device_authorization", f"client:{tenant['client']['clientId']}", "127.0.0.1")
     ]
+
+
+async def test_what_the_tv_says_it_is_is_shown_and_kept(quick):
+    """Our extension parameters, when a TV sends them: the admin sees them beside the address, and
+    the device keeps them; a part left out stays null."""
+    stack = quick
+    tenant = await stack.tenant()
+    screen = await stack.screen(tenant["token"])
+    status, started = await start(stack, **DEVICE_FORM)
+    assert status == 200, started
+    path = f"/v1/devices/device-authorizations/{started['user_code']}"
+    status, shown, _ = await stack.call("GET", path, token=tenant["token"])
+    assert status == 200, shown
+    assert shown["deviceInfo"]["model"] == "webOS-43" and shown["deviceInfo"]["ipAddress"] == "10.1.2.3"
+    assert shown["deviceInfo"]["hardwareId"] is None and shown["requestedFrom"] == "127.0.0.1"
+    # A TV that says only a little: that little, checked as the rest would be.
+    _, partial = await start(stack, model="webOS-43")
+    status, shown, _ = await stack.call(
+        "GET", f"/v1/devices/device-authorizations/{partial['user_code']}", token=tenant["token"]
+    )
+    assert {k: v for k, v in shown["deviceInfo"].items() if v is not None} == {"model": "webOS-43"}, shown
+    status, body, _ = await stack.call(
+        "POST", path + "/approve", token=tenant["token"], json={"screenId": screen["id"]}
+    )
+    assert status == 200, body
+    token = await poll(stack, started["device_code"])
+    status, device, _ = await stack.call("GET", f"/v1/devices/{token['deviceId']}", token=tenant["token"])
+    assert status == 200, device
+    assert device["deviceInfo"] == {
+        **DEVICE_FORM,
+        "locationHint": None,
+        "hardwareId": None,
+    }, device
 
 
 async def test_a_denied_request_is_access_denied(quick):
@@ -188,12 +226,20 @@ async def test_bad_requests_get_the_rfc_errors(quick):
     assert status == 401 and body["error"] == "invalid_client", body
     status, body = await start(stack, client_id="")
     assert status == 400 and body["error"] == "invalid_request", body
-    status, body = await start(stack, macAddress="not-a-mac")
-    assert (
-        status == 400 and body["error"] == "invalid_request" and "macAddress" in body["error_description"]
-    ), body
+    # What a TV says of itself is optional, and checked when said: the OAuth error shape.
+    for bad in ({"macAddress": "not-a-mac"}, {**DEVICE_FORM, "macAddress": "not-a-mac"}):
+        status, body = await start(stack, **bad)
+        assert (
+            status == 400 and body["error"] == "invalid_request" and "macAddress" in body["error_description"]
+        ), body
     status, body = await start(stack, model="web\x00OS")
     assert status == 400 and body["error"] == "invalid_request", body
+    for name, value in (("model", "x" * 101), ("manufacturer", ""), ("ipAddress", "tv.local")):
+        status, body = await start(stack, **{name: value})
+        assert status == 400 and body["error"] == "invalid_request" and name in body["error_description"], (
+            name,
+            body,
+        )
     assert (await poll(stack, "ddc_" + "x" * 43))["error"] == "invalid_grant"
     _, started = await start(stack)
     assert (await poll(stack, started["device_code"], DeviceClient("another-client")))[

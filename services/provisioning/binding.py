@@ -14,7 +14,7 @@ from datetime import datetime
 from typing import Literal
 
 from services.provisioning import queries
-from services.provisioning.models import Device, DeviceInfo, Registered
+from services.provisioning.models import Device, DeviceInfo, Registered, ReportedDeviceInfo
 from services.provisioning.queries.screens import ScreenCopy
 from shared import outbox
 from shared.auth import new_secret, secret_hash
@@ -26,7 +26,7 @@ from shared.projections import DEVICE_KEYS_BUCKET, DeviceKeyEntry, device_key_di
 async def bind(
     conn: Connection,
     screen: ScreenCopy,
-    device_info: DeviceInfo,
+    device_info: ReportedDeviceInfo,
     *,
     method: str,
     actor: str | None,

@@ -1,9 +1,10 @@
 """Device-first pairing (RFC 8628's device authorization grant).
 
-The TV starts it: ``POST /oauth/device_authorization`` with the TV app's public client id and what
-it is (the deviceInfo fields as form parameters), and shows the user code and a QR code of
-``verification_uri_complete``. A tenant admin looks the code up (seeing the model and address the
-TV reported), then approves it for a screen or denies it. Meanwhile the TV polls the token
+The TV starts it: ``POST /oauth/device_authorization`` with the TV app's public client id (all
+RFC 8628 §3.1 asks for) and, if it likes, what it is (the deviceInfo fields as form parameters,
+each optional), and shows the user code and a QR code of ``verification_uri_complete``. A tenant
+admin looks the code up (seeing the address the request came from, and whatever the TV said it
+is: its own claim), then approves it for a screen or denies it. Meanwhile the TV polls the token
 endpoint (registry's ``/oauth/token`` passes the device-code grant on to ``poll`` here); the first
 poll after the approval binds the device, as a pairing code would, and answers with its ``dak_``
 key as the access token. The key is made at that moment, so it is never stored but as a hash.
@@ -22,9 +23,9 @@ from services.provisioning import attempts, binding, queries
 from services.provisioning.models import (
     Approval,
     DeviceAuthorizationStarted,
-    DeviceInfo,
     DeviceTokenResponse,
     Registered,
+    ReportedDeviceInfo,
 )
 from services.provisioning.screens import known_screen, lock_free_screen
 from shared.app_keys import SETTINGS
@@ -77,11 +78,12 @@ async def start(request: web.Request) -> web.Response:
         raise OAuthError(400, "invalid_request", "client_id is required")
     if client_id != settings.device_client_id:
         raise OAuthError(401, "invalid_client", "unknown client")
+    # Our extension parameters, each optional: what the TV says it is. Said, they are checked.
     fields = {name: value for name, value in form.items() if name not in ("client_id", "scope")}
     try:
-        device_info = msgspec.convert(fields, DeviceInfo)
+        device_info = msgspec.convert(fields, ReportedDeviceInfo)
     except msgspec.ValidationError:
-        problem = invalid_body(DeviceInfo, fields).message
+        problem = invalid_body(ReportedDeviceInfo, fields).message
         raise OAuthError(400, "invalid_request", f"the TV's description: {problem}") from None
     device_code = new_secret("ddc_")
     address = client_address(request, settings.trusted_proxies)
@@ -185,7 +187,7 @@ async def poll(request: web.Request) -> web.Response:
 
 
 async def show(request: web.Request) -> web.Response:
-    """What the TV reported and from where: what the admin is about to approve."""
+    """Where the TV asked from, and what it said it is: what the admin is about to approve."""
     principal = principal_of(request)
     user_code = _user_code(request)
     # A lookup is a guess as much as an approval is (a hit shows another tenant's waiting TV).

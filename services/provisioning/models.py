@@ -60,23 +60,40 @@ class CodeStatus(Body):
     bound_at: datetime | None
 
 
-class DeviceInfo(Body):
-    manufacturer: Text
-    model: Text
-    os_version: Text
-    app_version: Text
-    mac_address: MacAddress
-    ip_address: Annotated[str, Meta(max_length=45)]
+class ReportedDeviceInfo(Body):
+    """What a TV said it is, each part optional: device-first pairing asks only for the client id
+    (RFC 8628 §3.1), so a device paired that way may have said little or nothing. What it did say
+    is held to the limits of ``DeviceInfo``."""
+
+    manufacturer: Text | None = None
+    model: Text | None = None
+    os_version: Text | None = None
+    app_version: Text | None = None
+    mac_address: MacAddress | None = None
+    ip_address: Annotated[str, Meta(max_length=45)] | None = None
     device_name: Label | None = None
     location_hint: Label | None = None
     # Stable across factory resets (serial, board id): what recovery recognises the TV by.
     hardware_id: Text | None = None
 
     def __post_init__(self) -> None:
+        if self.ip_address is None:
+            return
         try:
             ipaddress.ip_address(self.ip_address)
         except ValueError:
             raise FieldInvalid("ip_address", "must be an IPv4 or IPv6 address") from None
+
+
+class DeviceInfo(ReportedDeviceInfo):
+    """The description a TV must give where it pairs with a code, a token, a serial or a claim."""
+
+    manufacturer: Text
+    model: Text
+    os_version: Text
+    app_version: Text
+    mac_address: MacAddress
+    ip_address: Annotated[str, Meta(max_length=45)]
 
 
 class Registration(Body):
@@ -133,7 +150,8 @@ class Device(Body):
     tenant_id: uuid.UUID
     screen_id: uuid.UUID
     status: DeviceStatus
-    device_info: DeviceInfo
+    # A device paired device-first may have described itself in part, or not at all.
+    device_info: ReportedDeviceInfo
     registered_at: datetime
     revoked_at: datetime | None
     revoke_reason: str | None
@@ -214,11 +232,13 @@ DeviceAuthorizationStatus = Literal["pending", "approved", "denied", "delivered"
 
 
 class DeviceAuthorization(Body):
-    """What an admin sees before approving: what the TV reported, and from where it asked."""
+    """What an admin sees before approving: where the TV asked from (the address this service saw,
+    behind the trusted proxies), and whatever it said it is (any part may be null: RFC 8628 asks a
+    TV for nothing but the client id, and what it says is its own claim anyway)."""
 
     user_code: str
     status: DeviceAuthorizationStatus
-    device_info: DeviceInfo
+    device_info: ReportedDeviceInfo
     requested_from: str | None
     created_at: datetime
     expires_at: datetime

@@ -53,8 +53,9 @@ _DEVICE_INFO_FIELDS = {
 }
 _DEVICE_AUTHORIZATION_FORM = {
     "type": "object",
-    "description": "client_id, and the TV's deviceInfo fields (as in /devices/register) as parameters",
-    "required": ["client_id", "manufacturer", "model", "osVersion", "appVersion", "macAddress", "ipAddress"],
+    "description": "client_id (and scope) as RFC 8628 §3.1 asks; optionally, as extension parameters, "
+    "the TV's deviceInfo fields (as in /devices/register, each optional, checked when sent)",
+    "required": ["client_id"],
     "properties": {"client_id": {"type": "string"}, "scope": {"type": "string"}, **_DEVICE_INFO_FIELDS},
 }
 _USER_CODE = "/v1/devices/device-authorizations/{userCode}"

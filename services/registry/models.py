@@ -218,6 +218,7 @@ class AuthorizationServerMetadata(msgspec.Struct, kw_only=True, omit_defaults=Tr
     scopes_supported: list[str]
     response_types_supported: list[str]
     service_documentation: str
+    jwks_uri: str
     registration_endpoint: str | None = None
 
 

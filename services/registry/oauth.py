@@ -1,5 +1,6 @@
 """The OAuth 2.0 authorization server: the one token endpoint (client credentials, and the
-device-code grant of device-first pairing passed on to provisioning) and its metadata (RFC 8414)."""
+device-code grant of device-first pairing passed on to provisioning), its metadata (RFC 8414) and
+the JWK Set of the keys its access tokens verify with (RFC 7517)."""
 
 from __future__ import annotations
 
@@ -15,11 +16,11 @@ from services.registry import queries
 from services.registry.models import AuthorizationServerMetadata, TokenResponse
 from shared.app import HTTP
 from shared.app_keys import SETTINGS
-from shared.auth import DEVICE_CODE_GRANT, ISSUER, SCOPES, secret_hash, within
+from shared.auth import DEVICE_CODE_GRANT, ISSUER, SCOPES, VERIFIER, secret_hash, within
 from shared.db import POOL
 from shared.errors import OAuthError
 from shared.http import basic_credentials, json_response, read_form
-from shared.routing import DEVICE_TOKEN_PATH
+from shared.routing import DEVICE_TOKEN_PATH, JWKS_PATH
 
 log = structlog.get_logger()
 
@@ -105,5 +106,17 @@ async def authorization_server_metadata(request: web.Request) -> web.Response:
             scopes_supported=list(SCOPES),
             response_types_supported=[],
             service_documentation=f"{base}/openapi.json",
+            jwks_uri=base + JWKS_PATH,
         )
     )
+
+
+# Short: a verifier that caches the set sees a rotation's new key within minutes (and one that
+# meets an unknown kid may fetch again at once).
+JWKS_CACHE_CONTROL = "public, max-age=300"
+
+
+async def json_web_key_set(request: web.Request) -> web.Response:
+    """RFC 7517: the public keys that verify our access tokens, the signing key's and the previous
+    ones still accepted, so a third party verifies a token as our services do."""
+    return json_response(request.app[VERIFIER].key_set, headers={"Cache-Control": JWKS_CACHE_CONTROL})

@@ -41,8 +41,10 @@ from services.registry.models import (
     VenuePage,
     VenuePatch,
 )
+from shared.auth import JwkSet
 from shared.events import ScreenConfig
 from shared.openapi import LIMIT, PAGE, Operation, Param
+from shared.routing import JWKS_PATH
 
 _TOKEN_FORM = {
     "type": "object",
@@ -80,6 +82,15 @@ OPERATIONS = [
         "OAuth authorization server metadata (RFC 8414)",
         "none",
         responses={200: AuthorizationServerMetadata},
+        tag="Operator, tenants and access tokens",
+    ),
+    Operation(
+        "GET",
+        JWKS_PATH,
+        oauth.json_web_key_set,
+        "The public keys that verify access tokens, current and previous (JWK Set, RFC 7517)",
+        "none",
+        responses={200: JwkSet},
         tag="Operator, tenants and access tokens",
     ),
     Operation(

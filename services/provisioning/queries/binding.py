@@ -9,7 +9,7 @@ from datetime import datetime
 import asyncpg
 import msgspec
 
-from services.provisioning.models import Device, DeviceInfo
+from services.provisioning.models import Device, ReportedDeviceInfo
 from services.provisioning.queries.devices import DEVICE_COLUMNS, device_of
 from shared.db import Connection
 from shared.errors import Conflict
@@ -22,7 +22,7 @@ async def bind_device(
     tenant_id: uuid.UUID,
     screen_id: uuid.UUID,
     key_hash: bytes,
-    device_info: DeviceInfo,
+    device_info: ReportedDeviceInfo,
     recovery_secret_hash: bytes | None,
     method: str,
     actor: str,

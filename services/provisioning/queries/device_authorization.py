@@ -9,7 +9,7 @@ from collections.abc import Callable
 import asyncpg
 import msgspec
 
-from services.provisioning.models import DeviceAuthorization, DeviceInfo
+from services.provisioning.models import DeviceAuthorization, ReportedDeviceInfo
 from services.provisioning.queries.screens import ScreenCopy, lock_screen_of
 from shared.db import Connection
 
@@ -28,7 +28,7 @@ class Poll(msgspec.Struct, frozen=True):
     too_soon: bool
     screen_id: uuid.UUID | None
     decided_by: str | None
-    device_info: DeviceInfo
+    device_info: ReportedDeviceInfo
     requested_from: str | None
 
 
@@ -38,7 +38,7 @@ async def insert_authorization(
     device_code_hash: bytes,
     new_user_code: Callable[[], str],
     client_id: str,
-    device_info: DeviceInfo,
+    device_info: ReportedDeviceInfo,
     requested_from: str,
     ttl_seconds: int,
     interval_seconds: int,
@@ -65,7 +65,7 @@ async def insert_authorization(
 
 def _authorization(row: asyncpg.Record) -> DeviceAuthorization:
     values = {name: row[name] for name in DeviceAuthorization.__struct_fields__}
-    values["device_info"] = msgspec.convert(row["device_info"], DeviceInfo)
+    values["device_info"] = msgspec.convert(row["device_info"], ReportedDeviceInfo)
     return DeviceAuthorization(**values)
 
 

@@ -9,7 +9,7 @@ from typing import Any
 import asyncpg
 import msgspec
 
-from services.provisioning.models import Device, DeviceInfo
+from services.provisioning.models import Device, ReportedDeviceInfo
 from shared.db import Connection
 from shared.errors import NotFound
 from shared.pagination import Cursor
@@ -21,7 +21,7 @@ DEVICE_COLUMNS = """id, tenant_id, screen_id, status, device_info, registered_at
 def device_of(row: asyncpg.Record | dict[str, Any]) -> Device:
     """A row of ``DEVICE_COLUMNS`` as a Device (its reported info is stored as JSON)."""
     values = dict(row)
-    values["device_info"] = msgspec.convert(row["device_info"], DeviceInfo)
+    values["device_info"] = msgspec.convert(row["device_info"], ReportedDeviceInfo)
     return Device(**values)
 
 

@@ -20,6 +20,7 @@ from nats.aio.msg import Msg
 from nats.js import JetStreamContext, api
 from nats.js.object_store import ObjectStore
 
+from shared import trace_context
 from shared.app_keys import SERVICE, SETTINGS
 from shared.bus_access import inbox_prefix
 from shared.dependencies import DEPENDENCIES
@@ -283,10 +284,15 @@ async def _apply_all(messages: list[Msg], handle: MessageHandler, decoder: msgsp
 
 
 async def _apply(message: Msg, handle: MessageHandler, decoder: msgspec.json.Decoder[Any]) -> None:
+    headers = message.headers or {}
+    # Applying the event is a span of the trace that caused it (a new trace when none came).
+    span = trace_context.start(headers.get("traceparent"), headers.get("tracestate"))
     new_log_context(
         subject=message.subject,
-        request_id=(message.headers or {}).get("X-Request-ID"),
-        event_id=(message.headers or {}).get("Nats-Msg-Id"),
+        request_id=headers.get("X-Request-ID"),
+        event_id=headers.get("Nats-Msg-Id"),
+        trace_id=span.trace_id,
+        span_id=span.span_id,
     )
     try:
         event = decoder.decode(message.data)

@@ -20,9 +20,9 @@ import structlog
 from aiohttp import web
 from multidict import MultiDict, MultiDictProxy
 
-from shared import dependencies, errors
+from shared import dependencies, errors, trace_context
 from shared.app_keys import IN_FLIGHT, SERVICE, SETTINGS
-from shared.logging import new_log_context
+from shared.logging import log_context_value, new_log_context
 
 log = structlog.get_logger()
 
@@ -95,7 +95,8 @@ def instrumented(
     quiet: bool = False,
     needs: tuple[str, ...] = (),
 ) -> Handler:
-    """``handler`` with what every request gets: a request id on its log lines and its response,
+    """``handler`` with what every request gets: a request id and a span of its trace (W3C Trace
+    Context, see :mod:`shared.trace_context`) on its log lines and its response,
     errors in our JSON shape, a count and a latency in the metrics, and one log line — except for
     ``quiet`` routes (the TVs' polls, probes) whose successes are counted, not logged. A route
     that ``needs`` a dependency answers 503 at once while it is known to be away."""
@@ -110,7 +111,8 @@ def instrumented(
         request_id = request.headers.get("X-Request-ID")
         if not request_id or not _CALLERS_REQUEST_ID.fullmatch(request_id):  # no regex on a poll
             request_id = f"{_REQUEST_ID_PREFIX}{next(_REQUEST_IDS):x}"
-        new_log_context(request_id=request_id)
+        span = trace_context.start_request(request.headers)
+        new_log_context(request_id=request_id, trace_id=span.trace_id, span_id=span.span_id)
         in_flight.enter()
         try:
             response = await handler(request)
@@ -120,6 +122,7 @@ def instrumented(
             in_flight.leave()
         if not response.prepared:  # a stream sent its headers already
             response.headers["X-Request-ID"] = request_id
+            response.headers["traceparent"] = span.traceparent
             if in_flight.stopping:
                 response.force_close()
         elapsed = time.perf_counter() - started
@@ -140,6 +143,16 @@ def instrumented(
         return response
 
     return handle
+
+
+def response_ids() -> dict[str, str]:
+    """The request's id and our span's ``traceparent``, as the headers of a response whose handler
+    sends them itself (a stream, a download: prepared before :func:`instrumented` sees it)."""
+    span = trace_context.current()
+    ids = {"X-Request-ID": log_context_value("request_id") or ""}
+    if span is not None:
+        ids["traceparent"] = span.traceparent
+    return ids
 
 
 def _needing(known: dependencies.Dependencies, needs: tuple[str, ...], handler: Handler) -> Handler:

@@ -19,6 +19,7 @@ import structlog
 from aiohttp import web
 from nats.js import JetStreamContext
 
+from shared import trace_context
 from shared.app_keys import SETTINGS
 from shared.bus import JS
 from shared.db import Connection
@@ -52,13 +53,18 @@ async def put_kv(conn: Connection, bucket: str, key: str, value: msgspec.Struct)
 
 
 async def _add(conn: Connection, message_id: uuid.UUID, subject: str, payload: bytes) -> None:
-    request_id = log_context_value("request_id")
+    # The message is a child of the span that queued it (a request's, an event's), none from a
+    # background task.
+    span = trace_context.current()
     await conn.execute(
-        "INSERT INTO outbox (id, subject, payload, request_id) VALUES ($1, $2, $3, $4)",
+        "INSERT INTO outbox (id, subject, payload, request_id, traceparent, tracestate)"
+        " VALUES ($1, $2, $3, $4, $5, $6)",
         message_id,
         subject,
         payload,
-        request_id,
+        log_context_value("request_id"),
+        span and span.traceparent,
+        span and span.tracestate,
     )
 
 
@@ -154,8 +160,8 @@ class Relay:
     async def _publish_batch(self, conn: Connection) -> bool:
         """Publish the oldest rows; True when more are waiting (a full batch, or a retry due)."""
         rows = await conn.fetch(
-            "SELECT seq, id, subject, payload, request_id, extract(epoch FROM now() - created_at) AS age"
-            " FROM outbox ORDER BY seq LIMIT $1",
+            "SELECT seq, id, subject, payload, request_id, traceparent, tracestate,"
+            " extract(epoch FROM now() - created_at) AS age FROM outbox ORDER BY seq LIMIT $1",
             BATCH,
         )
         OUTBOX_BACKLOG.labels(self._schema).set(len(rows))
@@ -184,6 +190,10 @@ class Relay:
         headers = {"Nats-Msg-Id": str(row["id"])}
         if row["request_id"]:
             headers["X-Request-ID"] = row["request_id"]
+        if row["traceparent"]:
+            headers["traceparent"] = row["traceparent"]
+            if row["tracestate"]:
+                headers["tracestate"] = row["tracestate"]
         await self._js.publish(row["subject"], row["payload"], headers=headers, timeout=5)
 
 

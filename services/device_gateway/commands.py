@@ -28,6 +28,7 @@ from services.device_gateway.models import Accepted
 from services.device_gateway.projections import DeviceKey
 from services.device_gateway.screenshots import store_screenshot
 from services.device_gateway.waits import DEVICE, hold
+from shared import trace_context
 from shared.app_keys import SETTINGS
 from shared.bus import JS
 from shared.clock import utcnow
@@ -246,6 +247,6 @@ async def _publish(
         app,
         device_commands_subject(device.tenant_id, device.screen_id),
         _encoder.encode(report),
-        headers={"Nats-Msg-Id": f"{command_id}:{status}"},
+        headers={"Nats-Msg-Id": f"{command_id}:{status}", **trace_context.headers()},
         timeout=timeout,
     )

@@ -21,7 +21,7 @@ from services.device_gateway.chunks import ChunkMissing, DigestMismatch, FileChu
 from services.device_gateway.devices import authenticate, etag_matches
 from shared.bus import JS
 from shared.errors import NotFound, Unavailable
-from shared.logging import log_context_value
+from shared.http import response_ids
 from shared.projections import device_file_etag, device_file_meta, device_file_object, is_device_file_name
 
 log = structlog.get_logger()
@@ -78,7 +78,7 @@ async def get_file(request: web.Request) -> web.StreamResponse:
                 headers={
                     **headers,
                     "Content-Type": meta.content_type,
-                    "X-Request-ID": log_context_value("request_id") or "",
+                    **response_ids(),
                 },
             )
             response.content_length = length

@@ -18,6 +18,7 @@ from services.device_gateway.devices import PROJECTIONS, authenticate, etag_matc
 from services.device_gateway.models import Accepted, EventsBody, HeartbeatBody
 from services.device_gateway.projections import DeviceKey, ScreenView
 from services.device_gateway.waits import CONTENT, DEVICE, hold
+from shared import trace_context
 from shared.clock import utcnow
 from shared.errors import Unavailable
 from shared.events import DeviceEventsReported, Heartbeat, device_events_subject, heartbeat_subject
@@ -138,6 +139,9 @@ async def post_events(request: web.Request) -> web.Response:
         events=body.events,
     )
     await publish_report(
-        request.app, device_events_subject(device.tenant_id, device.screen_id), _encoder.encode(report)
+        request.app,
+        device_events_subject(device.tenant_id, device.screen_id),
+        _encoder.encode(report),
+        headers=trace_context.headers(),
     )
     return json_response(_ACCEPTED, status=202)

@@ -30,7 +30,7 @@ from shared.auth import principal_of
 from shared.bus import JS
 from shared.errors import BadRequest, ErrorDetail, RateLimited, Unavailable
 from shared.events import PresenceChanged, subject_of_type
-from shared.logging import log_context_value
+from shared.http import response_ids
 from shared.revocations import REVOKED_CLIENTS
 
 log = structlog.get_logger()
@@ -102,7 +102,7 @@ async def stream_heartbeats(request: web.Request) -> web.StreamResponse:
             "Content-Type": "text/event-stream",
             "Cache-Control": "no-cache",
             "X-Accel-Buffering": "no",  # nginx-style proxies: pass each event on at once
-            "X-Request-ID": log_context_value("request_id") or "",
+            **response_ids(),
         }
     )
     try:

@@ -36,7 +36,7 @@ from services.registry.webhook_addresses import (
     literal_address,
 )
 from services.registry.webhook_signing import signature_header
-from shared import outbox
+from shared import outbox, trace_context
 from shared.app_keys import SETTINGS
 from shared.db import POOL, Connection, pooled
 from shared.events import WebhookDisabled
@@ -184,6 +184,9 @@ class Dispatcher:
                 delivery.secrets, delivery.message_id, timestamp, delivery.payload
             ),
         }
+        if delivery.traceparent:
+            # Each attempt a new span, a child of the event's: the receiver's trace joins ours.
+            headers.update(trace_context.child_of(delivery.traceparent, delivery.tracestate).headers())
         try:
             async with self._session.post(
                 delivery.url, data=delivery.payload.encode(), headers=headers, allow_redirects=False

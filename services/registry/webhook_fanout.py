@@ -51,11 +51,18 @@ async def _queue_batch(app: web.Application, messages: list[Msg]) -> None:
     queued = 0
     try:
         async with pooled(app[POOL]) as conn, conn.transaction():
-            for _, event, event_type in applicable:
+            for message, event, event_type in applicable:
                 if event_type is not None:
                     payload = webhook_body(event, event_type)
+                    headers = message.headers or {}
                     queued += await webhook_deliveries.queue_event(
-                        conn, event.tenant_id, str(event.event_id), event_type, payload
+                        conn,
+                        event.tenant_id,
+                        str(event.event_id),
+                        event_type,
+                        payload,
+                        traceparent=headers.get("traceparent"),
+                        tracestate=headers.get("tracestate"),
                     )
     except Exception:
         log.exception("webhook_fanout_failed", events=len(applicable))

@@ -29,6 +29,9 @@ class DueDelivery(msgspec.Struct, frozen=True, kw_only=True):
     url: str
     # The current secret first, then the previous one while its grace period lasts.
     secrets: list[str]
+    # The span the delivery continues (W3C Trace Context), None for one queued outside any trace.
+    traceparent: str | None = None
+    tracestate: str | None = None
 
 
 class Backlog(msgspec.Struct, frozen=True, kw_only=True):
@@ -37,21 +40,31 @@ class Backlog(msgspec.Struct, frozen=True, kw_only=True):
 
 
 async def queue_event(
-    conn: Connection, tenant_id: uuid.UUID, message_id: str, event_type: str, payload: str
+    conn: Connection,
+    tenant_id: uuid.UUID,
+    message_id: str,
+    event_type: str,
+    payload: str,
+    *,
+    traceparent: str | None = None,
+    tracestate: str | None = None,
 ) -> int:
     """A delivery, due now, to each enabled endpoint of the tenant subscribed to ``event_type``;
     none again for an endpoint that has one of ``message_id`` (the bus redelivers). Wakes the
-    dispatchers at commit when there is any. Returns how many were queued."""
+    dispatchers at commit when there is any. Returns how many were queued. ``traceparent`` (and
+    ``tracestate``): the event's, which its deliveries continue."""
     status = await conn.execute(
-        "INSERT INTO webhook_deliveries"
-        " (id, endpoint_id, tenant_id, message_id, event_type, payload, next_attempt_at)"
-        " SELECT gen_random_uuid(), id, tenant_id, $2, $3, $4, now() FROM webhook_endpoints"
+        "INSERT INTO webhook_deliveries (id, endpoint_id, tenant_id, message_id, event_type, payload,"
+        " next_attempt_at, traceparent, tracestate)"
+        " SELECT gen_random_uuid(), id, tenant_id, $2, $3, $4, now(), $5, $6 FROM webhook_endpoints"
         " WHERE tenant_id = $1 AND enabled AND $3 = ANY(events)"
         " ON CONFLICT (endpoint_id, message_id) DO NOTHING",
         tenant_id,
         message_id,
         event_type,
         payload,
+        traceparent,
+        tracestate,
     )
     queued = int(status.rsplit(" ", 1)[1])
     if queued:
@@ -103,7 +116,7 @@ async def claim_due(
         WHERE d.id = claimed.id AND e.id = d.endpoint_id
         RETURNING d.id, d.endpoint_id, d.tenant_id, d.message_id, d.payload, d.attempts, e.url,
             array_remove(ARRAY[e.secret, CASE WHEN e.previous_secret_until > now()
-                THEN e.previous_secret END], NULL) AS secrets
+                THEN e.previous_secret END], NULL) AS secrets, d.traceparent, d.tracestate
         """,
         list(in_flight),
         list(in_flight.values()),

@@ -11,6 +11,7 @@ import msgspec
 
 from services.registry.queries import rows
 from services.registry.webhook_models import Webhook, WebhookDelivery, WebhookDeliveryDetail
+from shared import trace_context
 from shared.db import Connection
 from shared.pagination import Cursor
 
@@ -149,17 +150,21 @@ async def insert_due_delivery(
     event_type: str,
     payload: str,
 ) -> WebhookDelivery:
-    """A pending delivery due now (the caller notifies the dispatcher in the same transaction)."""
+    """A pending delivery due now (the caller notifies the dispatcher in the same transaction),
+    continuing the trace of the request that asked for it."""
+    span = trace_context.current()
     row = await conn.fetchrow(
-        "INSERT INTO webhook_deliveries"
-        " (id, endpoint_id, tenant_id, message_id, event_type, payload, next_attempt_at)"
-        f" VALUES ($1, $2, $3, $4, $5, $6, now()) RETURNING {_DELIVERY_COLUMNS}",
+        "INSERT INTO webhook_deliveries (id, endpoint_id, tenant_id, message_id, event_type, payload,"
+        " next_attempt_at, traceparent, tracestate)"
+        f" VALUES ($1, $2, $3, $4, $5, $6, now(), $7, $8) RETURNING {_DELIVERY_COLUMNS}",
         uuid.uuid4(),
         webhook_id,
         tenant_id,
         message_id,
         event_type,
         payload,
+        span and span.traceparent,
+        span and span.tracestate,
     )
     assert row is not None  # an INSERT … RETURNING: always its row
     return WebhookDelivery(**row)

@@ -4,10 +4,12 @@ calls to the other services."""
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from types import SimpleNamespace
 
 import aiohttp
 from aiohttp import web
 
+from shared import trace_context
 from shared.app_keys import IN_FLIGHT, READINESS, SERVICE, SETTINGS, InFlight
 from shared.dependencies import DEPENDENCIES, Dependencies
 from shared.health import healthz, metrics, readyz
@@ -44,6 +46,19 @@ HTTP = web.AppKey("HTTP", aiohttp.ClientSession)
 
 
 async def http_client_ctx(app: web.Application) -> AsyncIterator[None]:
-    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5)) as session:
+    tracing = aiohttp.TraceConfig()
+    tracing.on_request_start.append(_continue_trace)
+    async with aiohttp.ClientSession(
+        timeout=aiohttp.ClientTimeout(total=5), trace_configs=[tracing]
+    ) as session:
         app[HTTP] = session
         yield
+
+
+async def _continue_trace(
+    session: aiohttp.ClientSession, context: SimpleNamespace, params: aiohttp.TraceRequestStartParams
+) -> None:
+    """A call to another service is part of the request that makes it: it carries the request's
+    span (traceparent), so the other service's log lines join the same trace."""
+    for name, value in trace_context.headers().items():
+        params.headers.setdefault(name, value)

@@ -21,6 +21,7 @@ from shared import bus, trace_context
 from shared.bus_access import SETUP_USER
 from shared.events import subject_of
 from shared.logging import merge_log_context
+from shared.routing import DEVICE_TOKEN_PATH
 from tests.stack import Stack
 from tests.webhooks import Receiver, add_endpoint, command_failures
 
@@ -150,6 +151,25 @@ async def test_a_request_continues_the_callers_trace_into_its_logs_its_answer_it
 
     lines = await stack.eventually(applied)
     assert all(len(e["span_id"]) == 16 and e["span_id"] not in (span_id, PARENT_ID) for e in lines)
+
+
+async def test_a_call_to_another_service_carries_the_requests_trace(stack, logs):
+    # A TV polling for its token: registry's /oauth/token asks provisioning, which answers
+    # authorization_pending; provisioning's log line of that call is in the caller's trace.
+    status, started, _ = await stack.call(
+        "POST", "/oauth/device_authorization", data={"client_id": "signage-player"}
+    )
+    assert status == 200, started
+    grant = "urn:ietf:params:oauth:grant-type:device_code"
+    form = {"grant_type": grant, "device_code": started["device_code"], "client_id": "signage-player"}
+    status, body, response = await stack.call(
+        "POST", "/oauth/token", data=form, headers={"traceparent": SENT}
+    )
+    assert status == 400 and body["error"] == "authorization_pending", body
+    trace_id, registry_span = ours(response.headers["traceparent"])
+    assert trace_id == TRACE_ID
+    (line,) = [e for e in logs if e["event"] == "request" and e.get("path") == DEVICE_TOKEN_PATH]
+    assert line["trace_id"] == TRACE_ID and line["span_id"] not in (registry_span, PARENT_ID)
 
 
 async def test_anything_but_a_valid_traceparent_starts_a_new_trace_and_is_not_echoed(stack, logs):

@@ -1,5 +1,5 @@
-"""``make run``: the whole stack on one machine, from nothing but Python (``signage-dev``, the same
-as ``python -m devstack``; USAGE below lists its other commands).
+"""``make run``: the whole stack on one machine, from nothing but Python (``python -m devstack``;
+USAGE below lists its other commands).
 
 Starts PostgreSQL and nats-server under ``DATA_DIR`` (``.data/``) when ``DATABASE_URL``/``NATS_URL``
 are unset, applies migrations, starts the four services and the entry point (``ENTRYPOINT_PORT``,
@@ -31,7 +31,7 @@ from shared.logging import configure
 from shared.settings import Settings
 
 USAGE = """\
-usage: signage-dev [COMMAND]   (or: python -m devstack [COMMAND]; make run)
+usage: python -m devstack [COMMAND]   (make run)
 
   (none)        the whole stack on this machine: PostgreSQL and nats-server when DATABASE_URL and
                 NATS_URL are unset, the four services and the entry point; Ctrl-C stops it

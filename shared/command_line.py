@@ -1,4 +1,4 @@
-"""What the project's command lines (``signage``, ``signage-dev``) share: help, the version, and
+"""What the project's command lines (``signage``, ``python -m devstack``) share: help, the version, and
 the answer to a word they do not know, as every Unix tool gives them."""
 
 from __future__ import annotations

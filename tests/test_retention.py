@@ -14,9 +14,11 @@ from typing import Any
 
 import asyncpg
 import msgspec
+import nats
 import nats.js.errors
 import pytest
 import pytest_asyncio
+from nats.js.api import DiscardPolicy, StreamConfig
 
 from services.device_gateway.devices import PROJECTIONS
 from services.provisioning import binding
@@ -242,3 +244,32 @@ async def test_expired_codes_and_tokens_answer_410_then_404_once_pruned(stack, p
     assert (status, body["status"]) == (200, "pending"), body
     status, registered = await stack.register(pending)
     assert status == 201, registered
+
+
+async def test_buckets_made_before_message_ttls_are_given_them(nats_server):
+    """A bucket nats-py made before per-message TTLs refuses a purge marker that ages out: the
+    relay would retry it forever. The setup step allows them on such a bucket."""
+    nc = await nats.connect(nats_server.url, user=SETUP_USER, password=nats_server.password)
+    try:
+        js = nc.jetstream()
+        await js.add_stream(
+            StreamConfig(
+                name=STREAM,
+                subjects=[f"$KV.{DEVICE_KEYS_BUCKET}.>"],
+                max_msgs_per_subject=1,
+                allow_rollup_hdrs=True,
+                deny_delete=True,
+                allow_direct=True,
+                discard=DiscardPolicy.NEW,
+            )
+        )
+        assert not (await js.stream_info(STREAM)).config.allow_msg_ttl
+        await bus.ensure_topology(js, 1, token_ttl_seconds=3600)
+        assert (await js.stream_info(STREAM)).config.allow_msg_ttl
+        await js.publish(
+            f"$KV.{DEVICE_KEYS_BUCKET}.gone",
+            b"",
+            headers={"KV-Operation": "PURGE", "Nats-Rollup": "sub", "Nats-TTL": "1"},
+        )
+    finally:
+        await nc.close()

@@ -30,6 +30,7 @@ from shared.settings import Settings
 from tests.binding import assert_error, gateway, pair, until_gateway
 from tests.stack import Stack
 from tests.test_convergence import revoke
+from tests.test_device_flow import poll, start
 from tests.test_provisioning_tokens import new_token, provision
 
 pytestmark = pytest.mark.timeout(120)
@@ -191,7 +192,9 @@ async def test_replicas_forget_each_key_once(stack, provisioning_db, js):
     assert_error(*await gateway(stack, registered["apiKey"]), 401, "device_revoked")
 
 
-async def test_expired_codes_and_tokens_answer_410_then_404_once_pruned(stack, provisioning_db):
+async def test_expired_codes_tokens_and_authorizations_answer_expired_then_unknown_once_pruned(
+    stack, provisioning_db
+):
     tenant = await stack.tenant()
     token = tenant["token"]
     expired_screen, pending_screen, token_screen = (
@@ -203,11 +206,14 @@ async def test_expired_codes_and_tokens_answer_410_then_404_once_pruned(stack, p
     pending = (await stack.code(token, pending_screen["id"]))["code"]
     status, created = await new_token(stack, token, token_screen["id"])
     assert status == 201, created
+    status, started = await start(stack)
+    assert status == 200, started
     async with provisioning_db.acquire() as conn:
         await conn.execute(
             "UPDATE provisioning_codes SET expires_at = now() - interval '1 hour' WHERE code = $1", expired
         )
         await conn.execute("UPDATE provisioning_tokens SET expires_at = now() - interval '1 hour'")
+        await conn.execute("UPDATE device_authorizations SET expires_at = now() - interval '1 hour'")
 
     async def code_status(code: str) -> tuple[int, Any]:
         status, body, _ = await stack.call(
@@ -221,24 +227,33 @@ async def test_expired_codes_and_tokens_answer_410_then_404_once_pruned(stack, p
     status, body = await stack.register(expired)
     assert_error(status, body, 410, "code_expired")
     assert_error(*await provision(stack, created["token"]), 410, "code_expired")
+    assert (await poll(stack, started["device_code"]))["error"] == "expired_token"
+    user_code = f"/v1/devices/device-authorizations/{started['user_code']}"
+    status, body, _ = await stack.call("GET", user_code, token=token)
+    assert (status, body["status"]) == (200, "expired"), body
 
     async with provisioning_db.acquire() as conn:
         await conn.execute(
             "UPDATE provisioning_codes SET expires_at = now() - interval '2 days' WHERE code = $1", expired
         )
         await conn.execute("UPDATE provisioning_tokens SET expires_at = now() - interval '2 days'")
+        await conn.execute("UPDATE device_authorizations SET expires_at = now() - interval '2 days'")
 
     async def pruned() -> bool:
         async with provisioning_db.acquire() as conn:
             codes = await conn.fetchval("SELECT count(*) FROM provisioning_codes WHERE code = $1", expired)
             tokens = await conn.fetchval("SELECT count(*) FROM provisioning_tokens")
-        return codes == 0 and tokens == 0
+            authorizations = await conn.fetchval("SELECT count(*) FROM device_authorizations")
+        return codes == 0 and tokens == 0 and authorizations == 0
 
     await stack.eventually(pruned, timeout=10)
     assert_error(*await code_status(expired), 404, "not_found")
     status, body = await stack.register(expired)
     assert_error(status, body, 404, "not_found")
     assert_error(*await provision(stack, created["token"]), 404, "not_found")
+    assert (await poll(stack, started["device_code"]))["error"] == "invalid_grant"
+    status, body, _ = await stack.call("GET", user_code, token=token)
+    assert_error(status, body, 404, "not_found")
     # The pending code is untouched, and still binds.
     status, body = await code_status(pending)
     assert (status, body["status"]) == (200, "pending"), body

@@ -1,6 +1,7 @@
 """What provisioning forgets, and when: rows that callers can multiply (budgets of windows that
-ended, device authorizations and pairing codes that expired without binding a device). A row that
-bound a device stays: it tells which code or request brought the device in.
+ended, device authorizations, pairing codes and provisioning tokens that expired without binding a
+device), and revoked keys past their retention. A row that bound a device stays: it tells which
+code, token or request brought the device in; so do the device and its audit trail.
 
 Each delete takes a bounded batch, so one round never holds many row locks or one long
 transaction; the caller repeats while a batch comes back full."""
@@ -47,6 +48,32 @@ async def prune_codes(conn: Connection, kept_seconds: int, batch: int) -> int:
             batch,
         )
     )
+
+
+async def prune_tokens(conn: Connection, kept_seconds: int, batch: int) -> int:
+    """Provisioning tokens expired ``kept_seconds`` ago that bound no device."""
+    return _count(
+        await conn.execute(
+            "DELETE FROM provisioning_tokens WHERE token_hash IN ("
+            " SELECT token_hash FROM provisioning_tokens"
+            " WHERE device_id IS NULL AND expires_at < now() - make_interval(secs => $1) LIMIT $2)",
+            kept_seconds,
+            batch,
+        )
+    )
+
+
+async def delete_revoked_keys(conn: Connection, kept_seconds: float, batch: int) -> list[bytes]:
+    """Keys revoked ``kept_seconds`` ago, oldest first; returns their digests. Rows another
+    replica's round holds are skipped, not waited for: each key goes once."""
+    rows = await conn.fetch(
+        "DELETE FROM device_keys WHERE key_hash IN ("
+        " SELECT key_hash FROM device_keys WHERE revoked_at < now() - make_interval(secs => $1)"
+        " ORDER BY revoked_at LIMIT $2 FOR UPDATE SKIP LOCKED) RETURNING key_hash",
+        kept_seconds,
+        batch,
+    )
+    return [row["key_hash"] for row in rows]
 
 
 def _count(status: str) -> int:

@@ -67,7 +67,11 @@ async def scale_figures(
     stream_seconds: float = 20,
     stream_rate: int = 2000,
     history_screens: int = 50,
+    stats_delay: float = 11.0,
 ) -> dict[str, Any]:
+    """The figures at ``count`` screens. ``stats_delay``: how long to wait for the services'
+    database sessions to report their table statistics (a session reports when it goes idle, but
+    at most once a second, else 10 s later), which the rows and commits per heartbeat count."""
     settings = bench.settings
     figures: dict[str, Any] = {"screens": count}
     async with aiohttp.ClientSession() as http:
@@ -92,7 +96,12 @@ async def scale_figures(
             figures["detector"] = await detector_passes(conn, fleet)
             figures["ingestion"] = await ingestion(settings, conn, fleet, min(heartbeats, count))
             figures["steady"] = await steady_writes(
-                settings, conn, fleet, rate=min(stream_rate, max(1, count // 60)), seconds=stream_seconds
+                settings,
+                conn,
+                fleet,
+                rate=min(stream_rate, max(1, count // 60)),
+                seconds=stream_seconds,
+                stats_delay=stats_delay,
             )
             await keep_online(conn, fleet.tenant_id, ONLINE_FOR)
             figures["history"] = await history(settings, conn, fleet, history_screens)
@@ -128,10 +137,6 @@ class Writes(msgspec.Struct, frozen=True):
             "commits": self.commits - before.commits,
             "wal_bytes": self.wal - before.wal,
         }
-
-
-# A backend reports its table statistics when it goes idle, at most every 10 s when busy.
-STATS_DELAY = 11.0
 
 
 async def writes(conn: asyncpg.Connection) -> Writes:
@@ -347,7 +352,13 @@ async def ingestion(
 
 
 async def steady_writes(
-    settings: Settings, conn: asyncpg.Connection, fleet: ScaleFleet, *, rate: int, seconds: float
+    settings: Settings,
+    conn: asyncpg.Connection,
+    fleet: ScaleFleet,
+    *,
+    rate: int,
+    seconds: float,
+    stats_delay: float,
 ) -> dict[str, Any]:
     """Heartbeats at ``rate`` a second for ``seconds``, each of another screen that was online and
     is heard again in time (steady state): database writes, commits and WAL per heartbeat, less
@@ -356,9 +367,9 @@ async def steady_writes(
     try:
         js = nc.jetstream()
         await consumed(js, timeout=300)
-        await asyncio.sleep(STATS_DELAY)
+        await asyncio.sleep(stats_delay)
         quiet = await writes(conn)
-        await asyncio.sleep(STATS_DELAY)
+        await asyncio.sleep(stats_delay)
         before = await writes(conn)
         idle = before.since(quiet)
         screens = sample(fleet.count, int(rate * seconds), seed=3)
@@ -371,17 +382,17 @@ async def steady_writes(
             await asyncio.sleep(tick)
         await consumed(js, timeout=300)
         elapsed = time.monotonic() - started
-        await asyncio.sleep(STATS_DELAY)
+        await asyncio.sleep(stats_delay)
         delta = (await writes(conn)).since(before)
     finally:
         await nc.close()
-    window = elapsed + STATS_DELAY
-    net = {key: delta[key] - idle[key] * window / STATS_DELAY for key in delta}
+    window = elapsed + stats_delay
+    net = {key: delta[key] - idle[key] * window / stats_delay for key in delta}
     return {
         "heartbeats": sent,
         "rate": rate,
         "seconds": round(elapsed, 1),
-        "idle_per_second": {key: round(value / STATS_DELAY, 1) for key, value in idle.items()},
+        "idle_per_second": {key: round(value / stats_delay, 1) for key, value in idle.items()},
         "rows_per_heartbeat": round(net["rows"] / sent, 3),
         "heartbeat_rows_per_heartbeat": round(net["heartbeat_rows"] / sent, 3),
         "commits_per_heartbeat": round(net["commits"] / sent, 3),

@@ -25,6 +25,7 @@ import subprocess
 import time
 import uuid
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any, Protocol
 
 import aiohttp
@@ -32,7 +33,7 @@ import asyncpg
 import msgspec
 
 from bench.fleet import Admin
-from bench.load import rss_bytes
+from bench.load import cpu_seconds, rss_bytes
 from bench.scale_load import ScaleFleet, keep_online, load_rows, put_contents, put_keys, sample
 from devstack.services import stop
 from services.heartbeat import queries as heartbeat_queries
@@ -55,6 +56,7 @@ class Services(Protocol):
 
     settings: Settings
     urls: dict[str, str]
+    services: dict[str, subprocess.Popen[bytes]]  # those run as processes, by name
 
     async def start_gateway(self, workers: int = 1) -> tuple[subprocess.Popen[bytes], str]: ...
 
@@ -94,7 +96,10 @@ async def scale_figures(
             figures["gateway"] = await gateway_memory(bench, fleet)
             figures["api"] = await api_latencies(http, bench.urls, admin.headers, fleet)
             figures["detector"] = await detector_passes(conn, fleet)
-            figures["ingestion"] = await ingestion(settings, conn, fleet, min(heartbeats, count))
+            service = bench.services.get("heartbeat")
+            figures["ingestion"] = await ingestion(
+                settings, conn, fleet, min(heartbeats, count), None if service is None else service.pid
+            )
             figures["steady"] = await steady_writes(
                 settings,
                 conn,
@@ -331,24 +336,44 @@ async def consumed(js: Any, *, timeout: float) -> None:
         await asyncio.sleep(0.05)
 
 
+async def postmaster(conn: asyncpg.Connection) -> int:
+    """The PostgreSQL server's main process: its descendants are every session and worker."""
+    return parent_of(await conn.fetchval("SELECT pg_backend_pid()"))
+
+
+def parent_of(pid: int) -> int:
+    return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+
+
 async def ingestion(
-    settings: Settings, conn: asyncpg.Connection, fleet: ScaleFleet, count: int
+    settings: Settings, conn: asyncpg.Connection, fleet: ScaleFleet, count: int, service: int | None
 ) -> dict[str, Any]:
     """``count`` heartbeats of as many screens, published as fast as NATS takes them: how fast the
-    heartbeat service stores them with the fleet's presence rows in its table."""
+    heartbeat service stores them with the fleet's presence rows in its table, and the CPU it and
+    PostgreSQL spent per heartbeat (the service's only when it runs as a process here)."""
     nc = await bus.connect(settings, SETUP_USER)
+    server = await postmaster(conn)
     try:
         js = nc.jetstream()
         await consumed(js, timeout=120)
         indexes = sample(fleet.count, count, seed=7)
         now = datetime.now(UTC)
+        postgres_before = cpu_seconds(server)
+        service_before = cpu_seconds(service) if service else 0.0
         started = time.monotonic()
         await _publish(nc, fleet, indexes, [now] * len(indexes))
         await consumed(js, timeout=600)
         seconds = time.monotonic() - started
+        postgres = cpu_seconds(server) - postgres_before
+        service_cpu = cpu_seconds(service) - service_before if service else None
     finally:
         await nc.close()
-    return {"heartbeats": count, "per_second": round(count / seconds)}
+    return {
+        "heartbeats": count,
+        "per_second": round(count / seconds),
+        "postgres_cpu_us_per_heartbeat": round(postgres * 1e6 / count),
+        "service_cpu_us_per_heartbeat": None if service_cpu is None else round(service_cpu * 1e6 / count),
+    }
 
 
 async def steady_writes(
@@ -514,7 +539,9 @@ def table_rows(f: dict[str, Any]) -> list[tuple[str, str, str]]:
         (
             f"9f. heartbeats stored per second with {n:,} presence rows",
             f"{i['per_second']}/s",
-            f"{i['heartbeats']} heartbeats of as many screens, straight into HEARTBEATS",
+            f"{i['heartbeats']} heartbeats of as many screens, straight into HEARTBEATS; CPU per heartbeat:"
+            f" service {i['service_cpu_us_per_heartbeat']} us,"
+            f" postgres {i['postgres_cpu_us_per_heartbeat']} us",
         ),
         (
             "9g. database rows written per heartbeat (steady)",

@@ -24,6 +24,7 @@ class Gateways:
     def __init__(self, stack: Stack, processes: Processes, logs: Path) -> None:
         self.settings = stack.settings
         self.urls = {name: stack.url(name) for name in ("registry", "provisioning", "heartbeat")}
+        self.services: dict[str, subprocess.Popen[bytes]] = {}  # in this process
         self.processes = processes
         self.logs = logs
 
@@ -72,6 +73,7 @@ async def test_scale_part_at_a_tiny_fleet(stack: Stack, tmp_path: Path) -> None:
 
     assert figures["ingestion"]["heartbeats"] == SCREENS
     assert figures["ingestion"]["per_second"] > 0
+    assert figures["ingestion"]["postgres_cpu_us_per_heartbeat"] > 0
     steady = figures["steady"]
     assert steady["heartbeats"] == steady["rate"] * 1 == SCREENS // 60
     assert steady["wal_bytes_per_heartbeat"] > 0

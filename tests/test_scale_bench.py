@@ -9,6 +9,7 @@ import socket
 import subprocess
 from pathlib import Path
 
+from bench.capacity import Costs, plan
 from bench.scale import scale_figures
 from devstack.services import Processes, wait_ready
 from shared.environment import environment, to_env
@@ -84,3 +85,33 @@ async def test_scale_part_at_a_tiny_fleet(stack: Stack, tmp_path: Path) -> None:
     assert 100 < history["bytes_per_row"] < 5000
     assert history["pruned_rows"] >= 2 * 1440 + SCREENS
     assert history["retention_gb_at_1m"] > history["retention_gb_at_n"] > 0
+
+
+def test_capacity_plan_multiplies_the_costs_out() -> None:
+    c = Costs(
+        poll_us=100,
+        gateway_heartbeat_us=100,
+        service_heartbeat_us=50,
+        postgres_heartbeat_us=50,
+        registration_ms=4,
+        key_bytes=200,
+        content_bytes=1000,
+        wait_bytes=15_000,
+        gateway_base_mb=50,
+        rows_per_heartbeat=2,
+        wal_per_heartbeat=3000,
+        screen_bytes=4000,
+        history_bytes_per_day=1e6,
+        prune_us_per_row=1.5,
+        nats_entry_bytes=1500,
+        nats_heartbeat_bytes=500,
+        sources={},
+    )
+    million = plan(c, 1_000_000)
+    assert million["heartbeats per second"] == "16,667"  # one a minute
+    assert million["gateway answers (304 after a wait) per second"] == "54,545"  # 3 waits of 55 s
+    # 3M waiting requests, 20,000 a worker (GATEWAY_MAX_WAITING's default): the waits decide.
+    assert million["gateway workers (for the cores, or waits / GATEWAY_MAX_WAITING)"] == "150"
+    assert million["database: history (7 days)"] == "7,000 GB"
+    assert million["PostgreSQL rows written per second"] == "33,333"
+    assert plan(c, 10_000)["gateway workers (for the cores, or waits / GATEWAY_MAX_WAITING)"] == "2"

@@ -1,7 +1,10 @@
 """The capacity plan's table (docs/capacity.md) from a ``make bench`` results file: per-operation
 costs measured on this machine, multiplied out for fleets of 10k to 10M screens at the defaults.
 
-    python -m bench.capacity [.data/bench/results.json] [--screens 10000,100000,1000000,10000000]
+    python -m bench.capacity [RESULTS.json ...] [--screens 10000,100000,1000000,10000000]
+
+Several results files are merged, a later one's parts replacing an earlier one's (the scale part
+at 1M from one run, the gateway's figures from another).
 
 A figure the results file lacks (a part not run) falls back to the one docs/performance.md shows,
 and the table says which came from where.
@@ -170,12 +173,14 @@ def markdown(c: Costs, fleets: list[int]) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.capacity", description=__doc__.split("\n\n")[0])
-    parser.add_argument("results", type=Path, nargs="?", default=ROOT / ".data" / "bench" / "results.json")
+    parser.add_argument("results", type=Path, nargs="*", default=[ROOT / ".data" / "bench" / "results.json"])
     parser.add_argument("--screens", default="10000,100000,1000000,10000000")
     args = parser.parse_args()
-    results = json.loads(args.results.read_text())
+    results: dict[str, Any] = {}
+    for path in args.results:
+        results |= json.loads(path.read_text())
     if "scale" not in results:
-        raise SystemExit(f"{args.results} has no scale part: make bench BENCH_ARGS='--only 9'")
+        raise SystemExit("no scale part in the results: make bench BENCH_ARGS='--only 9'")
     c = costs(results)
     print(json.dumps({k: round(v, 2) for k, v in vars(c).items() if isinstance(v, float | int)}, indent=1))
     print(markdown(c, [int(n) for n in args.screens.split(",")]))

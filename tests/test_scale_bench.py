@@ -74,7 +74,8 @@ async def test_scale_part_at_a_tiny_fleet(stack: Stack, tmp_path: Path) -> None:
 
     assert figures["ingestion"]["heartbeats"] == SCREENS
     assert figures["ingestion"]["per_second"] > 0
-    assert figures["ingestion"]["postgres_cpu_us_per_heartbeat"] > 0
+    # (PostgreSQL's CPU per heartbeat is not checked: 200 heartbeats may take less than one clock
+    # tick of its processes' CPU time, and read 0.)
     steady = figures["steady"]
     assert steady["heartbeats"] == steady["rate"] * 1 == SCREENS // 60
     assert steady["wal_bytes_per_heartbeat"] > 0

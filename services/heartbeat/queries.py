@@ -41,6 +41,9 @@ async def upsert_screen(
 ) -> bool:
     """Apply a screen event (older versions change nothing); a new heartbeat interval moves the
     screen's offline deadline at once."""
+    # Locks in the order every writer of presence takes them (the presence row, then the fleet
+    # counters' lock on the screen, see migration 004), so no two of them wait on each other.
+    await conn.execute("SELECT 1 FROM presence WHERE screen_id = $1 FOR UPDATE", event.screen_id)
     status = await conn.execute(
         "INSERT INTO screens (id, tenant_id, version, heartbeat_interval_minutes) VALUES ($1, $2, $3, $4)"
         " ON CONFLICT (id) DO UPDATE SET version = EXCLUDED.version,"
@@ -98,9 +101,10 @@ async def record_heartbeats(
         )
     }
     write_after = timedelta(seconds=write_seconds)
+    # In the screens' order, as every writer locks presence rows: no two wait on each other.
     rows = [
         h
-        for h in newest.values()
+        for _, h in sorted(newest.items())
         if (row := stored.get(h.screen_id)) is None
         or row["status"] != "online"
         or row["last_seen_at"] <= h.received_at - write_after

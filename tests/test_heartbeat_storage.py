@@ -1,0 +1,269 @@
+"""The heartbeat service's storage at fleet scale: fleet counters kept with the transitions, the
+history's ranges created and dropped whole, and presence written far less than once a heartbeat.
+
+The database-level tests call the service's queries on a migrated database (no bus): time moves
+through the heartbeats' own ``receivedAt`` and an explicit ``now``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import uuid
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import asyncpg
+import msgspec
+import pytest
+import pytest_asyncio
+
+from services.heartbeat import history, queries
+from shared import db
+from shared.events import Heartbeat, ScreenConfig, ScreenConfigChanged, ScreenCreated
+
+INTERVALS = 3.0  # OFFLINE_AFTER_INTERVALS
+
+
+@pytest_asyncio.fixture
+async def pool(database: str) -> AsyncIterator[asyncpg.Pool]:
+    pool = await db.create_pool(database, "heartbeat", min_size=4, max_size=8)
+    yield pool
+    await pool.close()
+
+
+def beat(tenant: uuid.UUID, screen: uuid.UUID, at: datetime, **report: Any) -> Heartbeat:
+    return Heartbeat(tenant_id=tenant, screen_id=screen, device_id=screen, received_at=at, **report)
+
+
+def created(tenant: uuid.UUID, screen: uuid.UUID, version: int = 1, interval: int = 1) -> ScreenCreated:
+    config = ScreenConfig(heartbeat_interval_minutes=interval)
+    return ScreenCreated(tenant_id=tenant, screen_id=screen, venue_id=tenant, version=version, config=config)
+
+
+async def counted(conn: asyncpg.Connection) -> dict[uuid.UUID, tuple[int, int, int]]:
+    rows = await conn.fetch(
+        "SELECT tenant_id, sum(screens) AS screens, sum(online) AS online, sum(offline) AS offline"
+        " FROM fleet_counts GROUP BY tenant_id"
+    )
+    return {r["tenant_id"]: (r["screens"], r["online"], r["offline"]) for r in rows if r["screens"]}
+
+
+async def recounted(conn: asyncpg.Connection) -> dict[uuid.UUID, tuple[int, int, int]]:
+    """The scan fleet status used to be."""
+    rows = await conn.fetch(
+        "SELECT s.tenant_id, count(*) AS screens, count(*) FILTER (WHERE p.status = 'online') AS online,"
+        " count(*) FILTER (WHERE p.status = 'offline') AS offline"
+        " FROM screens s LEFT JOIN presence p ON p.screen_id = s.id GROUP BY s.tenant_id"
+    )
+    return {r["tenant_id"]: (r["screens"], r["online"], r["offline"]) for r in rows}
+
+
+async def in_transaction(pool: asyncpg.Pool, work: Any) -> Any:
+    async with pool.acquire() as conn, conn.transaction():
+        return await work(conn)
+
+
+@pytest.mark.parametrize("seed", [19, 20, 21, 22])
+async def test_fleet_counters_match_a_recount_after_a_random_history(pool, seed):
+    rng = random.Random(seed)
+    tenants = [uuid.uuid4() for _ in range(3)]
+    screens = {uuid.uuid4(): rng.choice(tenants) for _ in range(60)}
+    versions: dict[uuid.UUID, int] = {}
+    delivered: list[Any] = []  # what was applied once, to be applied again (redeliveries)
+    now = datetime.now(UTC)
+
+    async def screen_event(screen: uuid.UUID) -> None:
+        versions[screen] = versions.get(screen, 0) + 1
+        event: ScreenCreated | ScreenConfigChanged = (
+            created(screens[screen], screen, versions[screen])
+            if versions[screen] == 1
+            else ScreenConfigChanged(
+                tenant_id=screens[screen],
+                screen_id=screen,
+                version=versions[screen],
+                config=ScreenConfig(heartbeat_interval_minutes=rng.choice([1, 5])),
+            )
+        )
+        delivered.append(event)
+        await in_transaction(pool, lambda c: queries.upsert_screen(c, event, INTERVALS, 60))
+
+    quiet = list(screens)[:5]  # created, never heard from: unknown
+    clock = iter(range(1, 1_000_000))
+
+    async def heartbeats() -> None:
+        # Most fresh (newer than any before), some late enough to be past their deadline, some of
+        # screens not known yet.
+        batch = [
+            beat(screens[s], s, now + timedelta(seconds=next(clock)))
+            if rng.random() < 0.8
+            else beat(screens[s], s, now - timedelta(minutes=30, seconds=rng.random()))
+            for s in rng.sample(list(screens)[5:], 12)
+        ]
+        delivered.append(batch)
+        await in_transaction(
+            pool, lambda c: queries.record_heartbeats(c, batch, INTERVALS, rng.choice([0, 60]))
+        )
+
+    async def detectors() -> None:
+        # Time passes for some screens (as tests move it: their stored times go back an hour),
+        # then both detectors look: the stored deadline's and the watch's.
+        aged = rng.sample(list(screens), 10)
+        await in_transaction(
+            pool,
+            lambda c: c.execute(
+                "UPDATE presence SET last_seen_at = last_seen_at - interval '1 hour',"
+                " offline_after = offline_after - interval '1 hour' WHERE screen_id IN"
+                " (SELECT screen_id FROM presence WHERE screen_id = ANY($1::uuid[]) ORDER BY 1 FOR UPDATE)",
+                aged,
+            ),
+        )
+        await in_transaction(pool, lambda c: queries.mark_overdue_offline(c, 4))
+        seen = [now - timedelta(minutes=rng.choice([1, 10, 100])) for _ in aged]
+        await in_transaction(pool, lambda c: queries.mark_stopped_offline(c, aged, seen, INTERVALS))
+
+    async def redeliver() -> None:
+        if not delivered:
+            return
+        again = rng.choice(delivered)
+        if isinstance(again, list):
+            await in_transaction(pool, lambda c: queries.record_heartbeats(c, again, INTERVALS, 0))
+        else:
+            await in_transaction(pool, lambda c: queries.upsert_screen(c, again, INTERVALS, 60))
+
+    steps = [screen_event, heartbeats, detectors, redeliver]
+    for _ in range(40):
+        # Several transactions at once, as replicas run them: a screen's creation races its first
+        # heartbeat on another connection.
+        work = []
+        for _ in range(4):
+            step = rng.choice(steps)
+            work.append(step(rng.choice(list(screens))) if step is screen_event else step())
+        fresh = rng.choice(list(screens))
+        if fresh not in versions:
+            work.append(screen_event(fresh))
+        if fresh not in versions and fresh not in quiet:
+            one = [beat(screens[fresh], fresh, now + timedelta(seconds=next(clock)))]
+            work.append(
+                in_transaction(pool, lambda c, one=one: queries.record_heartbeats(c, one, INTERVALS, 0))
+            )
+        await asyncio.gather(*work)
+
+    async with pool.acquire() as conn:
+        expected = await recounted(conn)
+        assert await counted(conn) == expected
+        # The random walk reached every kind of state.
+        assert sum(v[0] for v in expected.values()) > 30
+        assert all(sum(v[i] for v in expected.values()) > 0 for i in (1, 2)), expected
+        assert sum(v[0] - v[1] - v[2] for v in expected.values()) > 0, expected
+        for tenant in tenants:
+            status = await queries.fleet_status(conn, tenant)
+            screens_, online, offline = expected.get(tenant, (0, 0, 0))
+            assert (status.screens, status.online, status.offline) == (screens_, online, offline)
+            assert status.unknown == screens_ - online - offline
+
+
+async def test_a_screen_and_its_first_heartbeat_at_once_are_counted_once(pool):
+    tenant = uuid.uuid4()
+    now = datetime.now(UTC)
+    for _ in range(30):
+        screen = uuid.uuid4()
+        hb = [beat(tenant, screen, now)]
+        await asyncio.gather(
+            in_transaction(
+                pool, lambda c, s=screen: queries.upsert_screen(c, created(tenant, s), INTERVALS, 0)
+            ),
+            in_transaction(pool, lambda c, hb=hb: queries.record_heartbeats(c, hb, INTERVALS, 0)),
+        )
+    async with pool.acquire() as conn:
+        assert await counted(conn) == await recounted(conn) == {tenant: (30, 30, 0)}
+
+
+async def test_an_online_screen_is_written_once_per_presence_write_seconds(pool):
+    """Sixty heartbeats a minute apart: the first (a transition) and one per 20 minutes after."""
+    tenant, screen = uuid.uuid4(), uuid.uuid4()
+    start = datetime.now(UTC)
+    await in_transaction(pool, lambda c: queries.upsert_screen(c, created(tenant, screen), INTERVALS, 1200))
+    written = []
+    for minute in range(61):
+        hb = [beat(tenant, screen, start + timedelta(minutes=minute), uptime_seconds=minute)]
+        transitions, rows = await in_transaction(
+            pool, lambda c, hb=hb: queries.record_heartbeats(c, hb, INTERVALS, 1200)
+        )
+        assert len(transitions) == (1 if minute == 0 else 0)
+        written += [h.uptime_seconds for h in rows]
+    assert written == [0, 20, 40, 60]
+    async with pool.acquire() as conn:
+        row = await conn.fetchrow(
+            "SELECT last_seen_at, offline_after FROM presence WHERE screen_id = $1", screen
+        )
+    # The stored deadline is the backstop: three intervals and the write period past the last write.
+    assert row["last_seen_at"] == start + timedelta(minutes=60)
+    assert row["offline_after"] == start + timedelta(minutes=63, seconds=1200)
+
+
+async def test_history_ranges_are_created_ahead_and_dropped_whole(pool):
+    known: set[datetime] = set()
+    tenant, screen = uuid.uuid4(), uuid.uuid4()
+    now = datetime(2026, 11, 26, 21, 30, tzinfo=UTC)
+    # Pretend ``now`` for the ranges; rows go in at real times relative to it.
+    times = [now - timedelta(hours=h) for h in (30, 20, 7, 1)] + [now]
+    await history.ensure_partitions(pool, known, times + history.ahead(now))
+    async with pool.acquire() as conn:
+        names = [
+            r["name"] for r in await conn.fetch("SELECT name FROM heartbeat_partitions ORDER BY starts_at")
+        ]
+        assert names == [
+            "heartbeats_p20261125_12",
+            "heartbeats_p20261126_00",
+            "heartbeats_p20261126_12",
+            "heartbeats_p20261126_18",
+            "heartbeats_p20261127_00",
+            "heartbeats_p20261127_06",
+        ]
+        batch = [beat(tenant, screen, at, uptime_seconds=i) for i, at in enumerate(times)]
+        await history.store_heartbeats(conn, batch, retention_hours=24 * 365)
+        await history.store_heartbeats(conn, batch, retention_hours=24 * 365)  # a redelivery
+        assert await conn.fetchval("SELECT count(*) FROM heartbeats") == 5
+
+        dropped = await history.drop_expired(conn, known, retention_hours=24, now=now)
+        # [12:00, 18:00) of the 25th ended before the cutoff (21:30 on the 25th); the range
+        # holding the cutoff stays until it has passed whole. The empty table from before
+        # partitioning goes too.
+        assert dropped == ["heartbeats_p20261125_12", "heartbeats_before_partitions"]
+        assert await conn.fetchval("SELECT count(*) FROM heartbeats") == 4
+        assert await conn.fetchval("SELECT to_regclass('heartbeats_p20261125_12')") is None
+        assert await history.drop_expired(conn, known, retention_hours=24, now=now) == []
+    assert datetime(2026, 11, 25, 12, tzinfo=UTC) not in known
+
+
+async def test_the_history_reads_the_table_from_before_partitioning_until_it_expires(pool):
+    tenant, screen = uuid.uuid4(), uuid.uuid4()
+    now = datetime.now(UTC)
+    known: set[datetime] = set()
+    await history.ensure_partitions(pool, known, [now])
+    async with pool.acquire() as conn:
+        old = beat(tenant, screen, now - timedelta(hours=2), uptime_seconds=1, app_version="1.0")
+        await conn.execute(
+            "INSERT INTO heartbeats_before_partitions (screen_id, received_at, tenant_id, report)"
+            " VALUES ($1, $2, $3, $4)",
+            screen,
+            old.received_at,
+            tenant,
+            msgspec.to_builtins(old),
+        )
+        new = beat(tenant, screen, now, uptime_seconds=2, temperature_c=41.5)
+        await history.store_heartbeats(conn, [new], retention_hours=72)
+        page = await history.heartbeat_history(conn, tenant, screen, since=None, limit=10, retention_hours=72)
+        assert page == [old, new]
+        assert await history.heartbeat_history(
+            conn, tenant, screen, since=old.received_at, limit=10, retention_hours=72
+        ) == [new]
+        # Kept while its newest row is within the retention; dropped whole after.
+        assert await history.drop_expired(conn, known, retention_hours=72, now=now) == []
+        assert await history.drop_expired(conn, known, retention_hours=1, now=now) == [
+            "heartbeats_before_partitions"
+        ]
+        page = await history.heartbeat_history(conn, tenant, screen, since=None, limit=10, retention_hours=72)
+        assert page == [new]

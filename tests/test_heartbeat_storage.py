@@ -20,8 +20,12 @@ import pytest
 import pytest_asyncio
 
 from services.heartbeat import history, queries
-from shared import db
-from shared.events import Heartbeat, ScreenConfig, ScreenConfigChanged, ScreenCreated
+from shared import bus, db
+from shared.bus_access import SETUP_USER
+from shared.events import Heartbeat, ScreenConfig, ScreenConfigChanged, ScreenCreated, heartbeat_subject
+from tests.stack import Stack
+
+HEARTBEAT = "/v1/device/heartbeat"
 
 INTERVALS = 3.0  # OFFLINE_AFTER_INTERVALS
 
@@ -267,3 +271,125 @@ async def test_the_history_reads_the_table_from_before_partitioning_until_it_exp
         ]
         page = await history.heartbeat_history(conn, tenant, screen, since=None, limit=10, retention_hours=72)
         assert page == [new]
+
+
+# ---- the running service -----------------------------------------------------------------------
+
+
+async def database_writes(conn: asyncpg.Connection) -> int:
+    """Rows the heartbeat service inserted, updated or deleted so far. A backend reports its
+    counts when idle, at the latest 10 s after its last transaction (PostgreSQL's
+    PGSTAT_IDLE_INTERVAL), so this waits that out first."""
+    await asyncio.sleep(11)
+    return await conn.fetchval(
+        "SELECT coalesce(sum(n_tup_ins + n_tup_upd + n_tup_del), 0)::bigint FROM pg_stat_user_tables"
+        " WHERE schemaname = 'heartbeat'"
+    )
+
+
+async def test_steady_state_costs_at_most_a_tenth_of_a_write_per_heartbeat(settings, sockets):
+    """Forty rounds of heartbeats a minute apart (their receivedAt says so) after the first."""
+    coalescing = msgspec.structs.replace(settings, presence_write_seconds=1200)
+    tenant, screens = uuid.uuid4(), [uuid.uuid4() for _ in range(25)]
+    start = datetime.now(UTC)
+    async with Stack(coalescing, sockets) as stack:
+        conn = await asyncpg.connect(stack.settings.database_url)
+        nc = await bus.connect(stack.settings, SETUP_USER)
+        js = nc.jetstream()
+        try:
+            await conn.execute(
+                "INSERT INTO heartbeat.screens (id, tenant_id, version) SELECT unnest($1::uuid[]), $2, 1",
+                screens,
+                tenant,
+            )
+
+            async def round_of(minute: int) -> None:
+                for screen in screens:
+                    heartbeat = beat(tenant, screen, start + timedelta(minutes=minute), uptime_seconds=minute)
+                    await js.publish(heartbeat_subject(tenant, screen), msgspec.json.encode(heartbeat))
+
+            async def all_read() -> bool:
+                info = await js.consumer_info("HEARTBEATS", "heartbeat-presence")
+                unsent = await conn.fetchval("SELECT count(*) FROM heartbeat.outbox")
+                return info.num_pending == 0 and info.num_ack_pending == 0 and unsent == 0
+
+            await round_of(0)
+            online = "SELECT count(*) FROM heartbeat.presence WHERE status = 'online'"
+            await stack.eventually(lambda: conn.fetchval(online), timeout=10)
+            await stack.eventually(all_read, timeout=10)
+            before = await database_writes(conn)
+            for minute in range(1, 41):
+                await round_of(minute)
+            await stack.eventually(all_read, timeout=20)
+            writes = await database_writes(conn) - before
+
+            # A write a screen at minutes 20 and 40: the presence row and the history's row.
+            per_table = await conn.fetch(
+                "SELECT relname, n_tup_ins, n_tup_upd, n_tup_del FROM pg_stat_user_tables"
+                " WHERE schemaname = 'heartbeat' AND n_tup_ins + n_tup_upd + n_tup_del > 0"
+            )
+            assert writes / (40 * len(screens)) <= 0.1, (writes, [tuple(r) for r in per_table])
+            assert writes == 2 * 2 * len(screens), writes
+            uptimes = await conn.fetch(
+                "SELECT (report->>'uptimeSeconds')::int AS uptime, count(*) FROM heartbeat.heartbeats"
+                " GROUP BY 1 ORDER BY 1"
+            )
+            assert [(r["uptime"], r["count"]) for r in uptimes] == [(0, 25), (20, 25), (40, 25)]
+            assert await conn.fetchval(online) == len(screens)
+            status = await fleet_status_of(conn, tenant)
+            assert status == {"screens": 25, "online": 25, "offline": 0, "unknown": 0}
+        finally:
+            await nc.close()
+            await conn.close()
+
+
+async def fleet_status_of(conn: asyncpg.Connection, tenant: uuid.UUID) -> dict[str, int]:
+    row = await conn.fetchrow(
+        "SELECT sum(screens)::int AS screens, sum(online)::int AS online, sum(offline)::int AS offline"
+        " FROM heartbeat.fleet_counts WHERE tenant_id = $1",
+        tenant,
+    )
+    return {**row, "unknown": row["screens"] - row["online"] - row["offline"]}
+
+
+async def test_a_screen_that_stops_goes_offline_within_its_deadline_though_rarely_written(settings, sockets):
+    """Deadline 1.2 s (a 1-minute interval times 0.02), checked every 0.2 s; presence written every
+    10 minutes at most: the watch tells when the screen stopped, to the heartbeat."""
+    quick = msgspec.structs.replace(
+        settings, offline_after_intervals=0.02, presence_check_seconds=0.2, presence_write_seconds=600
+    )
+    async with Stack(quick, sockets) as stack:
+        tenant = await stack.tenant()
+        screen, registered = await stack.paired_device(tenant["token"])
+        path = f"/v1/screens/{screen['id']}/presence"
+
+        async def sent() -> bool:
+            status, _, _ = await stack.call("POST", HEARTBEAT, token=registered["apiKey"], json={})
+            return status == 202
+
+        await stack.eventually(sent)
+        first = await stack.eventually(lambda: online_presence(stack, tenant["token"], path))
+        # Three deadlines' worth of heartbeats: online all along, the row never written again.
+        for _ in range(12):
+            assert await sent()
+            await asyncio.sleep(0.3)
+            status, body, _ = await stack.call("GET", path, token=tenant["token"])
+            assert status == 200 and body["presence"] == "online", body
+            assert body["lastSeenAt"] == first["lastSeenAt"]
+        last_sent = datetime.now(UTC)
+
+        async def offline() -> dict[str, Any] | None:
+            status, body, _ = await stack.call("GET", path, token=tenant["token"])
+            return body if status == 200 and body["presence"] == "offline" else None
+
+        gone = await stack.eventually(offline, timeout=10, interval=0.05)
+        took = (datetime.now(UTC) - last_sent).total_seconds()
+        assert took < 1.2 + 0.2 + 1.0, took  # deadline, a check period, and the watch's margins
+        # Announced as last seen at the last heartbeat, not at the last write.
+        last_seen = datetime.fromisoformat(gone["lastSeenAt"])
+        assert abs((last_seen - last_sent).total_seconds()) < 0.5, (last_seen, last_sent)
+
+
+async def online_presence(stack: Stack, token: str, path: str) -> dict[str, Any] | None:
+    status, body, _ = await stack.call("GET", path, token=token)
+    return body if status == 200 and body["presence"] == "online" else None

@@ -349,7 +349,9 @@ async def fleet_status_of(conn: asyncpg.Connection, tenant: uuid.UUID) -> dict[s
         " FROM heartbeat.fleet_counts WHERE tenant_id = $1",
         tenant,
     )
-    return {**row, "unknown": row["screens"] - row["online"] - row["offline"]}
+    assert row is not None
+    screens, online, offline = row["screens"], row["online"], row["offline"]
+    return {"screens": screens, "online": online, "offline": offline, "unknown": screens - online - offline}
 
 
 async def test_a_screen_that_stops_goes_offline_within_its_deadline_though_rarely_written(settings, sockets):

@@ -54,11 +54,14 @@ _CHECK_BATCH = 1000
 
 
 class Watch:
-    """Each screen's newest heartbeat time (epoch seconds) and its deadline window (seconds)."""
+    """Each screen's newest heartbeat time (epoch seconds) and its deadline window (seconds), and
+    the second at which to look at each screen next: a sweep costs the screens due, not the
+    fleet (a heartbeat only moves a time; a screen is looked at about once per window)."""
 
     def __init__(self, offline_after_intervals: float) -> None:
         self.intervals = offline_after_intervals
         self.heard: dict[str, list[float]] = {}
+        self.due: dict[int, list[str]] = {}
         self.read_up_to = 0.0  # the stream time of the newest heartbeat read
 
     def window(self, interval_minutes: int) -> float:
@@ -68,13 +71,37 @@ class Watch:
         entry = self.heard.get(screen_id)
         if entry is None:
             # Until the database says otherwise, the shortest interval there is (a minute).
-            self.heard[screen_id] = [at, self.window(1)]
+            self.add(screen_id, at, self.window(1))
         elif at > entry[0]:
             entry[0] = at
         self.read_up_to = max(self.read_up_to, at)
 
+    def add(self, screen_id: str, at: float, window: float) -> None:
+        self.heard[screen_id] = [at, window]
+        self._look_at(screen_id, at + window)
+
+    def _look_at(self, screen_id: str, when: float) -> None:
+        self.due.setdefault(int(when) + 1, []).append(screen_id)
+
     def overdue(self, now: float) -> list[tuple[str, float]]:
-        return [(screen, seen) for screen, (seen, window) in self.heard.items() if seen + window <= now]
+        """The screens past their deadline at ``now``, with their last heartbeat's time; each is
+        looked at again a second later unless :meth:`forget` is called meanwhile."""
+        found = []
+        for second in sorted(second for second in self.due if second <= now):
+            for screen in self.due.pop(second):
+                entry = self.heard.get(screen)
+                if entry is None:
+                    continue
+                deadline = entry[0] + entry[1]
+                if deadline <= now:
+                    found.append((screen, entry[0]))
+                    self._look_at(screen, now)
+                else:
+                    self._look_at(screen, deadline)
+        return found
+
+    def forget(self, screen_id: str) -> None:
+        self.heard.pop(screen_id, None)
 
 
 async def watch_presence(app: web.Application) -> None:
@@ -84,7 +111,7 @@ async def watch_presence(app: web.Application) -> None:
     started = time.time()
     async with app[POOL].acquire() as conn:
         for screen in await queries.online_screens(conn):
-            watch.heard[str(screen.screen_id)] = [started, watch.window(screen.interval_minutes)]
+            watch.add(str(screen.screen_id), started, watch.window(screen.interval_minutes))
 
     async def on_message(message: Msg) -> None:
         if message.subject != _PRESENCE_SUBJECT:
@@ -128,7 +155,7 @@ async def _turn_offline(
                 if state.status != "online":
                     # Offline already (or its row not written yet): a heartbeat this old cannot
                     # bring it online, and its next one puts it back here.
-                    del watch.heard[screen]
+                    watch.forget(screen)
                     continue
                 entry[1] = watch.window(state.interval_minutes)
                 if seen + entry[1] <= now:
@@ -139,6 +166,6 @@ async def _turn_offline(
             for transition in transitions:
                 await outbox.add_event(conn, transition.event())
         for transition in transitions:
-            watch.heard.pop(str(transition.screen_id), None)
+            watch.forget(str(transition.screen_id))
             TRANSITIONS.labels("offline").inc()
             log.info("presence_changed", screen_id=str(transition.screen_id), presence="offline")

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import random
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -136,14 +136,16 @@ async def test_fleet_counters_match_a_recount_after_a_random_history(pool, seed)
         else:
             await in_transaction(pool, lambda c: queries.upsert_screen(c, again, INTERVALS, 60))
 
-    steps = [screen_event, heartbeats, detectors, redeliver]
+    steps: list[Callable[[], Awaitable[None]]] = [
+        lambda: screen_event(rng.choice(list(screens))),
+        heartbeats,
+        detectors,
+        redeliver,
+    ]
     for _ in range(40):
         # Several transactions at once, as replicas run them: a screen's creation races its first
         # heartbeat on another connection.
-        work = []
-        for _ in range(4):
-            step = rng.choice(steps)
-            work.append(step(rng.choice(list(screens))) if step is screen_event else step())
+        work = [rng.choice(steps)() for _ in range(4)]
         fresh = rng.choice(list(screens))
         if fresh not in versions:
             work.append(screen_event(fresh))

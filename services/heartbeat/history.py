@@ -89,11 +89,12 @@ async def store_heartbeats(conn: Connection, heartbeats: list[Heartbeat], retent
         " ON CONFLICT DO NOTHING",
         [h.screen_id for h in kept],
         [h.received_at for h in kept],
-        [_report(h) for h in kept],
+        [stored_report(h) for h in kept],
     )
 
 
-def _report(heartbeat: Heartbeat) -> dict[str, object]:
+def stored_report(heartbeat: Heartbeat) -> dict[str, object]:
+    """What a history row keeps of a heartbeat: the report without the ids the row says."""
     report = msgspec.to_builtins(heartbeat)
     for key in _IMPLIED:
         report.pop(key, None)

@@ -20,6 +20,7 @@ import pytest
 import pytest_asyncio
 
 from services.heartbeat import history, queries
+from services.heartbeat.app import MIGRATIONS
 from shared import bus, db
 from shared.bus_access import SETUP_USER
 from shared.events import Heartbeat, ScreenConfig, ScreenConfigChanged, ScreenCreated, heartbeat_subject
@@ -397,3 +398,65 @@ async def test_a_screen_that_stops_goes_offline_within_its_deadline_though_rarel
 async def online_presence(stack: Stack, token: str, path: str) -> dict[str, Any] | None:
     status, body, _ = await stack.call("GET", path, token=token)
     return body if status == 200 and body["presence"] == "online" else None
+
+
+async def test_migrating_a_populated_service_counts_its_fleet_and_keeps_its_history(postgres, tmp_path):
+    """The counters start from the rows there (screens, presence), and the history from before
+    partitioning stays readable through the API's query."""
+    name = "t_" + uuid.uuid4().hex[:16]
+    admin = await asyncpg.connect(postgres)
+    await admin.execute(f"CREATE DATABASE {name}")
+    await admin.close()
+    dsn = postgres.rpartition("/")[0] + "/" + name
+    try:
+        before = tmp_path / "before"
+        before.mkdir()
+        for path in sorted(MIGRATIONS[1].glob("*.sql")):
+            if path.stem < "004":
+                (before / path.name).write_text(path.read_text())
+        await db.migrate(dsn, "heartbeat", MIGRATIONS[0], before)
+        tenant, screens = uuid.uuid4(), [uuid.uuid4() for _ in range(5)]
+        now = datetime.now(UTC)
+        conn = await asyncpg.connect(dsn, server_settings={"search_path": "heartbeat"})
+        try:
+            await conn.execute(
+                "INSERT INTO screens (id, tenant_id, version) SELECT unnest($1::uuid[]), $2, 1",
+                screens,
+                tenant,
+            )
+            for screen, status in zip(screens[:3], ["online", "online", "offline"], strict=True):
+                await conn.execute(
+                    "INSERT INTO presence (screen_id, tenant_id, device_id, last_seen_at, last_heartbeat,"
+                    " status, offline_after) VALUES ($1, $2, $1, $3, '{}', $4, $3)",
+                    screen,
+                    tenant,
+                    now,
+                    status,
+                )
+            old = beat(tenant, screens[0], now - timedelta(minutes=5), uptime_seconds=7)
+            await conn.execute(
+                "INSERT INTO heartbeats (screen_id, received_at, tenant_id, report) VALUES ($1, $2, $3, $4)",
+                old.screen_id,
+                old.received_at,
+                tenant,
+                msgspec.json.encode(old).decode(),
+            )
+        finally:
+            await conn.close()
+
+        await db.migrate(dsn, "heartbeat", *MIGRATIONS)
+        pool = await db.create_pool(dsn, "heartbeat", min_size=1, max_size=2)
+        try:
+            async with pool.acquire() as pooled:
+                fleet = await queries.fleet_status(pooled, tenant)
+                assert (fleet.screens, fleet.online, fleet.offline, fleet.unknown) == (5, 2, 1, 2)
+                page = await history.heartbeat_history(
+                    pooled, tenant, screens[0], since=None, limit=10, retention_hours=72
+                )
+                assert page == [old]
+        finally:
+            await pool.close()
+    finally:
+        admin = await asyncpg.connect(postgres)
+        await admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+        await admin.close()

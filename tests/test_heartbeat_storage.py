@@ -460,3 +460,38 @@ async def test_migrating_a_populated_service_counts_its_fleet_and_keeps_its_hist
         admin = await asyncpg.connect(postgres)
         await admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
         await admin.close()
+
+
+async def test_a_restarted_service_still_finds_a_screen_that_stopped_meanwhile(settings, sockets):
+    """Its watch starts with no memory: it takes the online screens as heard at its start, so one
+    that stopped while no replica ran is found a deadline later, not at the backstop."""
+    quick = msgspec.structs.replace(
+        settings, offline_after_intervals=0.02, presence_check_seconds=0.2, presence_write_seconds=600
+    )
+    async with Stack(quick, sockets) as stack:
+        tenant = await stack.tenant()
+        screen, registered = await stack.paired_device(tenant["token"])
+        path = f"/v1/screens/{screen['id']}/presence"
+
+        async def sent() -> bool:
+            status, _, _ = await stack.call("POST", HEARTBEAT, token=registered["apiKey"], json={})
+            return status == 202
+
+        await stack.stop_service("heartbeat")
+        await stack.eventually(sent)
+        await stack.start_service("heartbeat")
+        await stack.wait_ready("heartbeat")
+        await stack.eventually(lambda: online_presence(stack, tenant["token"], path))
+        await stack.stop_service("heartbeat")  # stopped before its deadline passed...
+        await asyncio.sleep(2)  # ... which passes while no replica runs
+        await stack.start_service("heartbeat")
+        await stack.wait_ready("heartbeat")
+        restarted = datetime.now(UTC)
+
+        async def offline() -> bool:
+            status, body, _ = await stack.call("GET", path, token=tenant["token"])
+            return status == 200 and body["presence"] == "offline"
+
+        await stack.eventually(offline, timeout=10, interval=0.05)
+        took = (datetime.now(UTC) - restarted).total_seconds()
+        assert took < 1.2 + 0.2 + 1.0, took

@@ -25,6 +25,7 @@ forgotten once it is offline with nothing newer heard.
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 import uuid
 from datetime import UTC, datetime
@@ -51,17 +52,19 @@ _PRESENCE_SUBJECT = subject_of_type(PresenceChanged)
 # Heartbeats in flight between the server and the watch when it asked how far behind it is.
 _IN_FLIGHT_SECONDS = 0.5
 _CHECK_BATCH = 1000
+# Screens are looked at in tenths of a second: a screen is found at most that late.
+_TICKS = 10
 
 
 class Watch:
     """Each screen's newest heartbeat time (epoch seconds) and its deadline window (seconds), and
-    the second at which to look at each screen next: a sweep costs the screens due, not the
+    the tick at which to look at each screen next: a sweep costs the screens due, not the
     fleet (a heartbeat only moves a time; a screen is looked at about once per window)."""
 
     def __init__(self, offline_after_intervals: float) -> None:
         self.intervals = offline_after_intervals
         self.heard: dict[str, list[float]] = {}
-        self.due: dict[int, list[str]] = {}
+        self.due: dict[int, list[str]] = {}  # tick -> the screens to look at then
         self.read_up_to = 0.0  # the stream time of the newest heartbeat read
 
     def window(self, interval_minutes: int) -> float:
@@ -81,14 +84,14 @@ class Watch:
         self._look_at(screen_id, at + window)
 
     def _look_at(self, screen_id: str, when: float) -> None:
-        self.due.setdefault(int(when) + 1, []).append(screen_id)
+        self.due.setdefault(math.ceil(when * _TICKS), []).append(screen_id)
 
     def overdue(self, now: float) -> list[tuple[str, float]]:
         """The screens past their deadline at ``now``, with their last heartbeat's time; each is
-        looked at again a second later unless :meth:`forget` is called meanwhile."""
+        looked at again at the next check unless :meth:`forget` is called meanwhile."""
         found = []
-        for second in sorted(second for second in self.due if second <= now):
-            for screen in self.due.pop(second):
+        for tick in sorted(tick for tick in self.due if tick <= now * _TICKS):
+            for screen in self.due.pop(tick):
                 entry = self.heard.get(screen)
                 if entry is None:
                     continue

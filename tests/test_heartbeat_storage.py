@@ -187,6 +187,29 @@ async def test_a_screen_and_its_first_heartbeat_at_once_are_counted_once(pool):
         assert await counted(conn) == await recounted(conn) == {tenant: (30, 30, 0)}
 
 
+async def test_a_fleets_first_heartbeats_racing_its_screens_events_are_counted_once(pool):
+    """A batch of more than 64 screens not known yet locks the screens table rather than each
+    screen, while registry's events arrive one screen at a time (the screens consumer)."""
+    tenant = uuid.uuid4()
+    now = datetime.now(UTC)
+    for _ in range(5):
+        screens = [uuid.uuid4() for _ in range(100)]
+        batch = [beat(tenant, screen, now) for screen in screens]
+        events = [
+            in_transaction(
+                pool, lambda c, s=screen: queries.upsert_screen(c, created(tenant, s), INTERVALS, 0)
+            )
+            for screen in screens
+        ]
+        await asyncio.gather(
+            *events[:50],
+            in_transaction(pool, lambda c, batch=batch: queries.record_heartbeats(c, batch, INTERVALS, 0)),
+            *events[50:],
+        )
+    async with pool.acquire() as conn:
+        assert await counted(conn) == await recounted(conn) == {tenant: (500, 500, 0)}
+
+
 async def test_an_online_screen_is_written_once_per_presence_write_seconds(pool):
     """Sixty heartbeats a minute apart: the first (a transition) and one per 20 minutes after."""
     tenant, screen = uuid.uuid4(), uuid.uuid4()

@@ -18,11 +18,20 @@ CREATE TABLE fleet_counts (
 -- the other's. Both sides serialize on a transaction lock named after the screen: the screen's
 -- side always takes it; the presence side takes it when it does not see the screen, then looks
 -- again with a fresh snapshot. Whichever commits second sees the first and counts the pair.
-CREATE FUNCTION lock_screen_pair(screen_ids uuid[]) RETURNS void
+-- (Two bulk writes, one on each side at once, may deadlock on their table locks; the server
+-- ends one, and a consumer's batch is redelivered.)
+CREATE FUNCTION lock_screen_pair(screen_ids uuid[], other_side regclass) RETURNS void
 LANGUAGE plpgsql SET search_path FROM CURRENT AS $$
 DECLARE
     screen uuid;
 BEGIN
+    IF cardinality(screen_ids) > 64 THEN
+        -- Many screens at once (a bulk load, a fleet's first heartbeats before registry's events):
+        -- a lock each would fill the server's lock table. One lock on the other side's table
+        -- instead: it waits for that side's writers in flight and holds new ones until commit.
+        EXECUTE format('LOCK TABLE %s IN SHARE MODE', other_side);
+        RETURN;
+    END IF;
     -- In one order everywhere, so two transactions never wait on each other in a circle.
     FOR screen IN SELECT DISTINCT ids.id FROM unnest(screen_ids) AS ids(id) ORDER BY 1 LOOP
         PERFORM pg_advisory_xact_lock(7419, hashtext(screen::text));
@@ -32,7 +41,7 @@ END $$;
 CREATE FUNCTION count_new_screens() RETURNS trigger
 LANGUAGE plpgsql SET search_path FROM CURRENT AS $$
 BEGIN
-    PERFORM lock_screen_pair(ARRAY(SELECT id FROM added));
+    PERFORM lock_screen_pair(ARRAY(SELECT id FROM added), 'presence');
     INSERT INTO fleet_counts AS c (tenant_id, shard, screens, online, offline)
     SELECT a.tenant_id, pg_backend_pid() % 16, count(*),
            count(*) FILTER (WHERE p.status = 'online'), count(*) FILTER (WHERE p.status = 'offline')
@@ -53,7 +62,7 @@ BEGIN
     PERFORM lock_screen_pair(ARRAY(
         SELECT ch.id FROM unnest(changed_ids) AS ch(id)
         WHERE NOT EXISTS (SELECT 1 FROM screens s WHERE s.id = ch.id)
-    ));
+    ), 'screens');
     INSERT INTO fleet_counts AS c (tenant_id, shard, screens, online, offline)
     SELECT s.tenant_id, pg_backend_pid() % 16, 0,
            count(*) FILTER (WHERE ch.to_status = 'online') - count(*) FILTER (WHERE ch.from_status = 'online'),

@@ -304,9 +304,21 @@ async def test_the_history_reads_the_table_from_before_partitioning_until_it_exp
 
 async def database_writes(conn: asyncpg.Connection) -> int:
     """Rows the heartbeat service inserted, updated or deleted so far. A backend reports its
-    counts when idle, at the latest 10 s after its last transaction (PostgreSQL's
-    PGSTAT_IDLE_INTERVAL), so this waits that out first."""
-    await asyncio.sleep(11)
+    counts some time after its transaction (when idle, within PostgreSQL's PGSTAT_IDLE_INTERVAL,
+    10 s, longer when busy), so this waits until the history's reported inserts equal the rows
+    there (the presence writes share those transactions, hence their report) and the outbox's
+    reported deletes its inserts (its relay deletes what it published, on its own connection)."""
+    settled = (
+        "SELECT (SELECT coalesce(sum(n_tup_ins), 0) FROM pg_stat_user_tables"
+        "   WHERE schemaname = 'heartbeat' AND relname LIKE 'heartbeats_p%')"
+        "   = (SELECT count(*) FROM heartbeat.heartbeats)"
+        " AND (SELECT n_tup_ins = n_tup_del FROM pg_stat_user_tables"
+        "   WHERE schemaname = 'heartbeat' AND relname = 'outbox')"
+    )
+    deadline = asyncio.get_running_loop().time() + 60
+    while not await conn.fetchval(settled):
+        assert asyncio.get_running_loop().time() < deadline, "the server's counts did not catch up"
+        await asyncio.sleep(0.5)
     return await conn.fetchval(
         "SELECT coalesce(sum(n_tup_ins + n_tup_upd + n_tup_del), 0)::bigint FROM pg_stat_user_tables"
         " WHERE schemaname = 'heartbeat'"

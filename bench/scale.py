@@ -36,6 +36,7 @@ from bench.fleet import Admin
 from bench.load import cpu_seconds, rss_bytes
 from bench.scale_load import ScaleFleet, keep_online, load_rows, put_contents, put_keys, sample
 from devstack.services import stop
+from services.heartbeat import history as heartbeat_history
 from services.heartbeat import queries as heartbeat_queries
 from services.heartbeat.consumers import DURABLE as HEARTBEAT_CONSUMER
 from shared import bus, outbox
@@ -48,7 +49,6 @@ ONLINE_FOR = timedelta(hours=6)
 MINUTES_PER_DAY = 24 * 60
 MILLION = 1_000_000
 DETECTOR_BATCH = 1000  # what the service's detector takes per transaction
-PRUNE_BATCH = 10_000  # what the service's pruning deletes per statement
 
 
 class Services(Protocol):
@@ -179,17 +179,17 @@ async def history_rows(conn: asyncpg.Connection, screen_ids: list[uuid.UUID]) ->
 
 
 async def prune_all(conn: asyncpg.Connection) -> int:
-    """The service's pruning with a retention of nothing: every heartbeat stored so far goes."""
+    """The service's pruning with a retention of nothing: every range that holds a heartbeat stored
+    so far is dropped whole, the current one too (the bench stores nothing after this)."""
     await conn.execute("SET search_path = heartbeat")
-    pruned = 0
-    while (batch := await heartbeat_queries.prune_heartbeats(conn, 0.0, PRUNE_BATCH)) > 0:
-        pruned += batch
+    pruned = await conn.fetchval("SELECT count(*) FROM heartbeats")
+    await heartbeat_history.drop_expired(conn, set(), 0.0, datetime.now(UTC) + heartbeat_history.PARTITION)
     await conn.execute("RESET search_path")
     return pruned
 
 
 async def vacuum_history(conn: asyncpg.Connection) -> None:
-    """What autovacuum does after row-by-row pruning: the dead rows' space and index entries."""
+    """What autovacuum does after pruning (next to nothing since the ranges are dropped whole)."""
     await conn.execute("VACUUM heartbeat.heartbeats")
 
 

@@ -11,6 +11,8 @@ proofs) and ``binding`` (the one place every bind and unbind goes through).
 from __future__ import annotations
 
 import asyncio
+import functools
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import structlog
@@ -79,12 +81,14 @@ async def prune(app: web.Application) -> None:
 async def prune_once(conn: Connection, window_seconds: int, kept_seconds: int) -> int:
     """One round, batch after batch until none comes back full; returns the rows deleted."""
     deleted = 0
-    for step in (
-        lambda: queries.pruning.prune_budgets(conn, window_seconds, PRUNE_BATCH),
-        lambda: queries.pruning.prune_device_authorizations(conn, kept_seconds, PRUNE_BATCH),
-        lambda: queries.pruning.prune_codes(conn, kept_seconds, PRUNE_BATCH),
-        lambda: queries.pruning.prune_tokens(conn, kept_seconds, PRUNE_BATCH),
-    ):
+    steps: list[Callable[[], Awaitable[int]]] = [
+        functools.partial(queries.pruning.prune_budgets, conn, window_seconds, PRUNE_BATCH),
+        *(
+            functools.partial(queries.pruning.prune_expired, conn, table, kept_seconds, PRUNE_BATCH)
+            for table in queries.pruning.EXPIRING
+        ),
+    ]
+    for step in steps:
         while True:
             count = await step()
             deleted += count

@@ -24,38 +24,21 @@ async def prune_budgets(conn: Connection, window_seconds: int, batch: int) -> in
     )
 
 
-async def prune_device_authorizations(conn: Connection, kept_seconds: int, batch: int) -> int:
-    """Requests expired ``kept_seconds`` ago that bound no device."""
+# What expires unused, by table and key: device authorizations, pairing codes, provisioning tokens.
+EXPIRING = {
+    "device_authorizations": "device_code_hash",
+    "provisioning_codes": "code",
+    "provisioning_tokens": "token_hash",
+}
+
+
+async def prune_expired(conn: Connection, table: str, kept_seconds: int, batch: int) -> int:
+    """Rows of an ``EXPIRING`` table expired ``kept_seconds`` ago that bound no device."""
+    key = EXPIRING[table]  # names from this module only, never from input
     return _count(
         await conn.execute(
-            "DELETE FROM device_authorizations WHERE device_code_hash IN ("
-            " SELECT device_code_hash FROM device_authorizations"
-            " WHERE device_id IS NULL AND expires_at < now() - make_interval(secs => $1) LIMIT $2)",
-            kept_seconds,
-            batch,
-        )
-    )
-
-
-async def prune_codes(conn: Connection, kept_seconds: int, batch: int) -> int:
-    """Pairing codes expired ``kept_seconds`` ago that bound no device."""
-    return _count(
-        await conn.execute(
-            "DELETE FROM provisioning_codes WHERE code IN ("
-            " SELECT code FROM provisioning_codes"
-            " WHERE device_id IS NULL AND expires_at < now() - make_interval(secs => $1) LIMIT $2)",
-            kept_seconds,
-            batch,
-        )
-    )
-
-
-async def prune_tokens(conn: Connection, kept_seconds: int, batch: int) -> int:
-    """Provisioning tokens expired ``kept_seconds`` ago that bound no device."""
-    return _count(
-        await conn.execute(
-            "DELETE FROM provisioning_tokens WHERE token_hash IN ("
-            " SELECT token_hash FROM provisioning_tokens"
+            f"DELETE FROM {table} WHERE {key} IN ("
+            f" SELECT {key} FROM {table}"
             " WHERE device_id IS NULL AND expires_at < now() - make_interval(secs => $1) LIMIT $2)",
             kept_seconds,
             batch,

@@ -357,8 +357,10 @@ async def test_steady_state_costs_at_most_a_tenth_of_a_write_per_heartbeat(setti
             await stack.eventually(all_read, timeout=10)
             before = await database_writes(conn)
             for minute in range(1, 41):
+                # Each round read before the next, as a minute apart they would be: a batch holding
+                # a screen's minutes 20 to 22 at once keeps only its newest.
                 await round_of(minute)
-            await stack.eventually(all_read, timeout=20)
+                await stack.eventually(all_read, timeout=20)
             writes = await database_writes(conn) - before
 
             # A write a screen at minutes 20 and 40: the presence row and the history's row.

@@ -103,6 +103,7 @@ def test_capacity_plan_multiplies_the_costs_out() -> None:
         wal_per_heartbeat=3000,
         screen_bytes=4000,
         history_bytes_per_day=1e6,
+        history_rows_per_day=1440,
         prune_us_per_row=1.5,
         nats_entry_bytes=1500,
         nats_heartbeat_bytes=500,

@@ -579,7 +579,7 @@ def table_rows(f: dict[str, Any]) -> list[tuple[str, str, str]]:
         (
             "9i. pruning the history: DROP of whole ranges",
             f"{h['prune_seconds']} s",
-            f"{h['pruned_rows']} rows in {h['prune_us_per_row']} us each, WAL {h['prune_wal_bytes']} B in all;"
+            f"{h['pruned_rows']} rows, {h['prune_us_per_row']} us each; WAL {h['prune_wal_bytes']} B in all;"
             f" VACUUM after: {h['vacuum_seconds']} s (target: no row-by-row pruning)",
         ),
     ]

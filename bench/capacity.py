@@ -58,7 +58,8 @@ class Costs:
     wal_per_heartbeat: float
     screen_bytes: float  # database bytes per screen outside the history
     history_bytes_per_day: float  # database bytes of history per screen and day
-    prune_us_per_row: float  # DELETE and VACUUM, per history row
+    history_rows_per_day: float  # history rows per screen and day
+    prune_us_per_row: float  # dropping the history's ranges and the VACUUM after, per row
     nats_entry_bytes: float  # KV bytes per screen (key + content), per replica
     nats_heartbeat_bytes: float  # HEARTBEATS stream bytes per heartbeat, per replica
     sources: dict[str, str]
@@ -114,6 +115,7 @@ def costs(results: dict[str, Any]) -> Costs:
         wal_per_heartbeat=steady["wal_bytes_per_heartbeat"],
         screen_bytes=sum(scale["database_bytes_per_screen"].values()),
         history_bytes_per_day=history["bytes_per_screen_day"],
+        history_rows_per_day=history["rows_per_screen_day"],
         prune_us_per_row=history["prune_us_per_row"] + history["vacuum_us_per_row"],
         nats_entry_bytes=gateway["nats_bytes_per_key"] + gateway["nats_bytes_per_content"],
         nats_heartbeat_bytes=history["nats_bytes_per_heartbeat"],
@@ -134,7 +136,7 @@ def plan(c: Costs, screens: int) -> dict[str, str]:
     projection_mb = screens * (c.key_bytes + c.content_bytes) / 2**20
     worker_mb = c.gateway_base_mb + projection_mb + min(waiting / workers, MAX_WAITING) * c.wait_bytes / 2**20
     history_gb = screens * c.history_bytes_per_day * RETENTION_DAYS / 1e9
-    rows_per_day = screens * MINUTES_PER_DAY
+    rows_per_day = screens * c.history_rows_per_day
     nats_gb = (
         screens * c.nats_entry_bytes
         + screens * MINUTES_PER_DAY * HEARTBEATS_STREAM_DAYS * c.nats_heartbeat_bytes
@@ -152,7 +154,7 @@ def plan(c: Costs, screens: int) -> dict[str, str]:
         "WAL per second": f"{heartbeats * c.wal_per_heartbeat / 2**20:,.1f} MiB",
         "database: screens, devices, presence": f"{screens * c.screen_bytes / 1e9:,.1f} GB",
         f"database: history ({RETENTION_DAYS:g} days)": f"{history_gb:,.0f} GB",
-        "pruning: core-seconds a day (DELETE + VACUUM, cached)": (
+        "pruning: core-seconds a day (DROP of ranges + VACUUM)": (
             f"{rows_per_day * c.prune_us_per_row / 1e6:,.0f}"
         ),
         f"NATS storage per replica (x {NATS_REPLICAS} replicas)": f"{nats_gb:,.1f} GB",

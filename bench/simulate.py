@@ -13,7 +13,7 @@ subscribes to the tenant's webhooks and verifies each signature; ``--no-webhooks
 sampled from the services' /metrics
 during the run — their memory, the outbox lag and the consumers' backlog.
 
-    make run                                   # in one terminal
+    PRESENCE_WRITE_SECONDS=0 make run          # in one terminal: every heartbeat in the history
     make simulate SIMULATE_ARGS="--tvs 2000 --seconds 120"
 
 Exit status 1 when a bar is missed (an error, a lost heartbeat, a command not carried out, a

@@ -139,6 +139,8 @@ def main() -> None:
             webhook_allow_private_addresses=True,
             webhook_allow_http=True,
             log_format="json",
+            # Every accepted heartbeat kept in the history, so the run can count each one stored once.
+            presence_write_seconds=0,
             **{port_field(name): free_port() for name in DEFAULT_PORTS},
         ),
         "PYTHONUNBUFFERED": "1",

@@ -256,9 +256,18 @@ class Settings(NotificationSettings, frozen=True, kw_only=True):
         float,
         Meta(gt=0, le=3600, description="how often the heartbeat service looks for screens gone offline"),
     ] = 5
+    presence_write_seconds: Annotated[
+        float,
+        Meta(
+            ge=0,
+            le=86_400,
+            description="an online screen's heartbeat is written (presence and history) at most this often;"
+            " transitions at once; 0: every heartbeat",
+        ),
+    ] = 1200
     heartbeat_retention_hours: Annotated[
         float, Meta(gt=0, le=10 * 365 * 24, description="how long the heartbeat history keeps each heartbeat")
-    ] = 7 * 24
+    ] = 72
     sse_keepalive_seconds: Annotated[
         float,
         Meta(

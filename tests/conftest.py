@@ -131,6 +131,8 @@ def settings(database: str, nats_server: NatsServer, sockets: dict[str, socket.s
         # The tests' webhook receivers listen on loopback, over plain http.
         webhook_allow_private_addresses=True,
         webhook_allow_http=True,
+        # Tests count every accepted heartbeat in the history; coalescing has tests of its own.
+        presence_write_seconds=0,
         **ports,
     )
 

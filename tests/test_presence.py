@@ -235,14 +235,21 @@ async def test_the_heartbeat_history_pages_by_time_and_is_pruned(settings, socke
         status, body, _ = await stack.call("GET", path, token=other["token"])
         assert status == 404
 
-        # Age the first two past the retention; the pruner (every minute, and at start) removes them.
+        # Age the first two past the retention, into a range of their own that ends before it: the
+        # page leaves them out at once, the pruner (every minute, and at start) drops their range.
         conn = await asyncpg.connect(stack.settings.database_url)
         try:
             await conn.execute(
-                "UPDATE heartbeat.heartbeats SET received_at = received_at - interval '2 hours'"
+                "SELECT heartbeat.create_heartbeat_partition("
+                " date_bin('6 hours', now() - interval '13 hours', '2000-01-01 00:00+00'))"
+            )
+            await conn.execute(
+                "UPDATE heartbeat.heartbeats SET received_at = received_at - interval '13 hours'"
                 " WHERE screen_id = $1::uuid AND (report->>'uptimeSeconds')::int < 2",
                 screen["id"],
             )
+            status, page, _ = await stack.call("GET", path, token=tenant["token"])
+            assert status == 200 and [h["uptimeSeconds"] for h in page["items"]] == [2, 3, 4]
             await stack.stop_service("heartbeat")
             await stack.start_service("heartbeat")
             await stack.wait_ready("heartbeat")

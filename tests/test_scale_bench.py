@@ -9,7 +9,7 @@ import socket
 import subprocess
 from pathlib import Path
 
-from bench.capacity import Costs, plan
+from bench.capacity import RETENTION_DAYS, Costs, plan
 from bench.scale import scale_figures
 from devstack.services import Processes, wait_ready
 from shared.environment import environment, to_env
@@ -103,6 +103,7 @@ def test_capacity_plan_multiplies_the_costs_out() -> None:
         wal_per_heartbeat=3000,
         screen_bytes=4000,
         history_bytes_per_day=1e6,
+        history_rows_per_day=1440,
         prune_us_per_row=1.5,
         nats_entry_bytes=1500,
         nats_heartbeat_bytes=500,
@@ -113,6 +114,8 @@ def test_capacity_plan_multiplies_the_costs_out() -> None:
     assert million["gateway answers (304 after a wait) per second"] == "54,545"  # 3 waits of 55 s
     # 3M waiting requests, 20,000 a worker (GATEWAY_MAX_WAITING's default): the waits decide.
     assert million["gateway workers (for the cores, or waits / GATEWAY_MAX_WAITING)"] == "150"
-    assert million["database: history (7 days)"] == "7,000 GB"
+    # A megabyte a screen a day, kept for the default retention.
+    history = million[f"database: history ({RETENTION_DAYS:g} days)"]
+    assert history == f"{1_000_000 * RETENTION_DAYS / 1000:,.0f} GB"
     assert million["PostgreSQL rows written per second"] == "33,333"
     assert plan(c, 10_000)["gateway workers (for the cores, or waits / GATEWAY_MAX_WAITING)"] == "2"

@@ -47,7 +47,7 @@ def test_defaults():
     assert (s.device_code_ttl_seconds, s.device_poll_interval_seconds) == (600, 5)
     assert (s.nats_replicas, s.host, s.workers) == (1, "0.0.0.0", 1)
     assert (s.gateway_max_lag_ms, s.gateway_max_pending_reports) == (250, 2000)
-    assert (s.offline_after_intervals, s.presence_check_seconds, s.heartbeat_retention_hours) == (3, 5, 168)
+    assert (s.offline_after_intervals, s.presence_check_seconds, s.heartbeat_retention_hours) == (3, 5, 72)
     assert (s.sse_keepalive_seconds, s.sse_buffer) == (15, 1000)
     assert (
         s.ports

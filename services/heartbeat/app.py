@@ -7,8 +7,10 @@ from pathlib import Path
 from aiohttp import web
 
 from services.heartbeat.consumers import mark_offline, prune_history, record_presence, screens_ctx
+from services.heartbeat.history import KNOWN_PARTITIONS
 from services.heartbeat.routes import OPERATIONS
 from services.heartbeat.stream import STREAM_QUEUES, close_streams
+from services.heartbeat.watch import watch_presence
 from shared import bus, db, outbox
 from shared.app import base_app
 from shared.auth import VERIFIER, TokenVerifier
@@ -31,8 +33,10 @@ def create_app(settings: Settings) -> web.Application:
     app.cleanup_ctx.append(screens_ctx)
     app.cleanup_ctx.append(background("heartbeat-presence", record_presence))
     app.cleanup_ctx.append(background("mark-offline", mark_offline))
+    app.cleanup_ctx.append(background("presence-watch", watch_presence))
     app.cleanup_ctx.append(background("prune-heartbeats", prune_history))
     app[STREAM_QUEUES] = {}
+    app[KNOWN_PARTITIONS] = set()
     app.on_shutdown.append(close_streams)
     add_operations(app, "Signage heartbeat", OPERATIONS)
     return app

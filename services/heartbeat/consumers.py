@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from datetime import UTC, datetime
 
 import msgspec
 import prometheus_client
@@ -12,7 +13,7 @@ import structlog
 from aiohttp import web
 from nats.aio.msg import Msg
 
-from services.heartbeat import queries
+from services.heartbeat import history, queries
 from shared import outbox
 from shared.app_keys import SETTINGS
 from shared.bus import JS, EventHandler, consumer_ctx
@@ -35,6 +36,10 @@ BATCH_SIZE = prometheus_client.Histogram(
 )
 TRANSITIONS = prometheus_client.Counter(
     "presence_transitions_total", "Screens that went online or offline", ["presence"]
+)
+
+WRITTEN = prometheus_client.Counter(
+    "presence_rows_written_total", "Heartbeats written to presence (the others reach only the watch)"
 )
 
 DURABLE = "heartbeat-presence"
@@ -67,12 +72,18 @@ async def _record(app: web.Application, messages: list[Msg]) -> None:
     await asyncio.gather(*(message.ack() for message in ours))
     if not good:
         return
+    settings = app[SETTINGS]
     try:
+        await history.ensure_partitions(
+            app[POOL], app[history.KNOWN_PARTITIONS], (h.received_at for h in heartbeats)
+        )
         async with app[POOL].acquire() as conn, conn.transaction():
-            await queries.store_heartbeats(conn, heartbeats)
-            transitions = await queries.record_heartbeats(
-                conn, heartbeats, app[SETTINGS].offline_after_intervals
+            transitions, written = await queries.record_heartbeats(
+                conn, heartbeats, settings.offline_after_intervals, settings.presence_write_seconds
             )
+            # The history keeps what presence wrote; with no coalescing, every heartbeat.
+            kept = heartbeats if settings.presence_write_seconds == 0 else written
+            await history.store_heartbeats(conn, kept, settings.heartbeat_retention_hours)
             for transition in transitions:
                 await outbox.add_event(conn, transition.event())
     except Exception:
@@ -81,14 +92,16 @@ async def _record(app: web.Application, messages: list[Msg]) -> None:
         return
     await asyncio.gather(*(message.ack() for message in good))
     BATCH_SIZE.observe(len(good))
+    WRITTEN.inc(len(written))
     for transition in transitions:
         TRANSITIONS.labels(transition.presence).inc()
         log.info("presence_changed", screen_id=str(transition.screen_id), presence=transition.presence)
 
 
 async def mark_offline(app: web.Application) -> None:
-    """Every ``presence_check_seconds``: screens past their deadline go offline. Safe on every
-    replica at once (see :func:`queries.mark_overdue_offline`)."""
+    """Every ``presence_check_seconds``: screens past their stored deadline go offline. Safe on
+    every replica at once (see :func:`queries.mark_overdue_offline`). The stored deadline is the
+    backstop (deadline + PRESENCE_WRITE_SECONDS); the watch finds a stopped screen on time."""
     settings = app[SETTINGS]
     while True:
         await asyncio.sleep(settings.presence_check_seconds)
@@ -109,7 +122,10 @@ def screens_handler(app: web.Application) -> EventHandler:
         match event:
             case ScreenCreated() | ScreenConfigChanged():
                 async with app[POOL].acquire() as conn, conn.transaction():
-                    await queries.upsert_screen(conn, event, app[SETTINGS].offline_after_intervals)
+                    settings = app[SETTINGS]
+                    await queries.upsert_screen(
+                        conn, event, settings.offline_after_intervals, settings.presence_write_seconds
+                    )
 
     return handle
 
@@ -121,15 +137,16 @@ screens_ctx = consumer_ctx(
 )
 
 
-_PRUNE_BATCH = 10_000
-
-
 async def prune_history(app: web.Application) -> None:
-    """Every minute: heartbeats past HEARTBEAT_RETENTION_HOURS go, in batches that keep each
-    transaction short. Safe on every replica (a row is deleted once)."""
+    """Every minute: the history's next ranges are created ahead and the ranges past
+    HEARTBEAT_RETENTION_HOURS dropped whole. Safe on every replica (a range goes once)."""
     retention = app[SETTINGS].heartbeat_retention_hours
     while True:
-        async with app[POOL].acquire() as conn:
-            while await queries.prune_heartbeats(conn, retention, _PRUNE_BATCH) == _PRUNE_BATCH:
-                pass
+        now = datetime.now(UTC)
+        await history.ensure_partitions(app[POOL], app[history.KNOWN_PARTITIONS], history.ahead(now))
+        async with app[POOL].acquire() as conn, conn.transaction():
+            await conn.execute("SELECT pg_advisory_xact_lock(hashtext('heartbeat:partitions'))")
+            dropped = await history.drop_expired(conn, app[history.KNOWN_PARTITIONS], retention, now)
+        if dropped:
+            log.info("heartbeat_history_dropped", partitions=dropped)
         await asyncio.sleep(60)

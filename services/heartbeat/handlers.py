@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from services.heartbeat import queries
+from services.heartbeat import history, queries
 from services.heartbeat.models import HeartbeatPage
+from shared.app_keys import SETTINGS
 from shared.auth import tenant_of
 from shared.db import POOL
 from shared.errors import NotFound
@@ -38,6 +39,13 @@ async def get_heartbeats(request: web.Request) -> web.Response:
     async with request.app[POOL].acquire() as conn:
         if not await queries.tenant_has_screen(conn, tenant_id, screen_id):
             raise NotFound("no such screen")
-        items = await queries.heartbeat_history(conn, screen_id, since=since, limit=limit)
+        items = await history.heartbeat_history(
+            conn,
+            tenant_id,
+            screen_id,
+            since=since,
+            limit=limit,
+            retention_hours=request.app[SETTINGS].heartbeat_retention_hours,
+        )
     next_since = items[-1].received_at if len(items) == limit else None
     return json_response(HeartbeatPage(items=items, next_since=next_since))

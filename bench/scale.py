@@ -197,7 +197,7 @@ async def prune_all(conn: asyncpg.Connection, newest: datetime) -> int:
     up to ``newest`` is dropped whole, the current one too (the bench stores nothing after this)."""
     await conn.execute("SET search_path = heartbeat")
     pruned = await conn.fetchval("SELECT count(*) FROM heartbeats")
-    await heartbeat_history.drop_expired(conn, set(), 0.0, newest + heartbeat_history.PARTITION)
+    await heartbeat_history.drop_expired(conn, set(), 0.0, newest + 2 * heartbeat_history.PARTITION)
     await conn.execute("RESET search_path")
     return pruned
 

@@ -266,7 +266,7 @@ class Settings(NotificationSettings, frozen=True, kw_only=True):
         ),
     ] = 1200
     heartbeat_retention_hours: Annotated[
-        float, Meta(gt=0, le=10 * 365 * 24, description="how long the heartbeat history keeps each heartbeat")
+        float, Meta(gt=0, le=10 * 365 * 24, description="how long the heartbeat history keeps what it stores")
     ] = 72
     sse_keepalive_seconds: Annotated[
         float,

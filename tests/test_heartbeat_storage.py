@@ -126,7 +126,7 @@ async def test_fleet_counters_match_a_recount_after_a_random_history(pool, seed)
         )
         await in_transaction(pool, lambda c: queries.mark_overdue_offline(c, 4))
         seen = [now - timedelta(minutes=rng.choice([1, 10, 100])) for _ in aged]
-        await in_transaction(pool, lambda c: queries.mark_stopped_offline(c, aged, seen, INTERVALS))
+        await in_transaction(pool, lambda c: queries.mark_stopped_offline(c, aged, seen, seen, INTERVALS))
 
     async def redeliver() -> None:
         if not delivered:
@@ -266,6 +266,24 @@ async def test_history_ranges_are_created_ahead_and_dropped_whole(pool):
         assert await conn.fetchval("SELECT to_regclass('heartbeats_p20261125_12')") is None
         assert await history.drop_expired(conn, known, retention_hours=24, now=now) == []
     assert datetime(2026, 11, 25, 12, tzinfo=UTC) not in known
+
+
+async def test_pruning_drops_only_the_historys_own_ranges(pool):
+    """Another child of the history (an operator's DEFAULT partition) neither stops pruning nor is
+    dropped by it, and the drop refuses a table that is not the history's."""
+    now = datetime.now(UTC)
+    known: set[datetime] = set()
+    await history.ensure_partitions(pool, known, [now - timedelta(days=3), now])
+    async with pool.acquire() as conn:
+        await conn.execute("CREATE TABLE heartbeats_default PARTITION OF heartbeats DEFAULT")
+        async with conn.transaction():
+            dropped = await history.drop_expired(conn, known, retention_hours=24, now=now)
+        expired = f"heartbeats_p{history.partition_start(now - timedelta(days=3)):%Y%m%d_%H}"
+        assert dropped == [expired, "heartbeats_before_partitions"], dropped
+        assert await conn.fetchval("SELECT to_regclass('heartbeats_default') IS NOT NULL")
+        with pytest.raises(asyncpg.RaiseError, match="not a table of the heartbeat history"):
+            await conn.execute("SELECT drop_heartbeat_table('screens')")
+        assert await conn.fetchval("SELECT to_regclass('screens') IS NOT NULL")
 
 
 async def test_the_history_reads_the_table_from_before_partitioning_until_it_expires(pool):
@@ -532,3 +550,7 @@ async def test_a_restarted_service_still_finds_a_screen_that_stopped_meanwhile(s
         await stack.eventually(offline, timeout=10, interval=0.05)
         took = (datetime.now(UTC) - restarted).total_seconds()
         assert took < 1.2 + 0.2 + 1.0, took
+        # Last seen when it last sent, not when the watch that found it started.
+        _, body, _ = await stack.call("GET", path, token=tenant["token"])
+        last_seen = datetime.fromisoformat(body["lastSeenAt"])
+        assert last_seen == datetime.fromisoformat(body["lastHeartbeat"]["receivedAt"]) < restarted, body

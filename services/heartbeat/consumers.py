@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 from datetime import UTC, datetime
 
+import asyncpg
 import msgspec
 import prometheus_client
 import structlog
@@ -75,7 +76,9 @@ async def _record(app: web.Application, messages: list[Msg]) -> None:
     settings = app[SETTINGS]
     try:
         await history.ensure_partitions(
-            app[POOL], app[history.KNOWN_PARTITIONS], (h.received_at for h in heartbeats)
+            app[POOL],
+            app[history.KNOWN_PARTITIONS],
+            (h.received_at for h in history.retained(heartbeats, settings.heartbeat_retention_hours)),
         )
         async with app[POOL].acquire() as conn, conn.transaction():
             transitions, written = await queries.record_heartbeats(
@@ -88,6 +91,8 @@ async def _record(app: web.Application, messages: list[Msg]) -> None:
                 await outbox.add_event(conn, transition.event())
     except Exception:
         log.exception("presence_write_failed", batch=len(good))
+        # A range another replica dropped (or never made) is looked for again on the retry.
+        app[history.KNOWN_PARTITIONS].clear()
         await asyncio.gather(*(message.nak(delay=1) for message in good))
         return
     await asyncio.gather(*(message.ack() for message in good))
@@ -143,10 +148,14 @@ async def prune_history(app: web.Application) -> None:
     retention = app[SETTINGS].heartbeat_retention_hours
     while True:
         now = datetime.now(UTC)
-        await history.ensure_partitions(app[POOL], app[history.KNOWN_PARTITIONS], history.ahead(now))
-        async with app[POOL].acquire() as conn, conn.transaction():
-            await conn.execute("SELECT pg_advisory_xact_lock(hashtext('heartbeat:partitions'))")
-            dropped = await history.drop_expired(conn, app[history.KNOWN_PARTITIONS], retention, now)
+        try:
+            await history.ensure_partitions(app[POOL], app[history.KNOWN_PARTITIONS], history.ahead(now))
+            async with app[POOL].acquire() as conn, conn.transaction():
+                dropped = await history.drop_expired(conn, app[history.KNOWN_PARTITIONS], retention, now)
+        except asyncpg.LockNotAvailableError:
+            # A long reader held the history: the ranges wait for the next pass, ingestion did not.
+            log.warning("heartbeat_history_lock_busy")
+            dropped = []
         if dropped:
             log.info("heartbeat_history_dropped", partitions=dropped)
         await asyncio.sleep(60)

@@ -23,7 +23,11 @@ _AHEAD = 2
 # The table from before partitioning, read until its newest row is past the retention.
 _BEFORE = "heartbeats_before_partitions"
 # What a row's report leaves out: its columns and the screen's tenant say it.
-_IMPLIED = ("v", "tenantId", "screenId", "receivedAt")
+_IMPLIED = ("tenantId", "screenId", "receivedAt")
+# Creating or dropping a range locks the whole history: behind a long reader, give up and try
+# again (the next batch, the next pass) rather than queue every insert and read behind the lock.
+_DDL_LOCK_TIMEOUT = "2s"
+_CLOCK_MARGIN = timedelta(minutes=10)
 
 
 class Partition(msgspec.Struct, frozen=True):
@@ -38,7 +42,7 @@ def partition_start(at: datetime) -> datetime:
 
 
 # The ranges this app made sure of: a batch asks the database only about a new one.
-KNOWN_PARTITIONS = web.AppKey("KNOWN_PARTITIONS", set[datetime])
+KNOWN_PARTITIONS = web.AppKey("known_partitions", set[datetime])
 
 
 async def ensure_partitions(pool: asyncpg.Pool, known: set[datetime], times: Iterable[datetime]) -> None:
@@ -46,6 +50,7 @@ async def ensure_partitions(pool: asyncpg.Pool, known: set[datetime], times: Ite
     replicas creating one at once wait on a lock, and the second finds it there."""
     for start in sorted({partition_start(at) for at in times} - known):
         async with pool.acquire() as conn, conn.transaction():
+            await conn.execute(f"SET LOCAL lock_timeout = '{_DDL_LOCK_TIMEOUT}'")
             await conn.execute("SELECT pg_advisory_xact_lock(hashtext('heartbeat:partitions'))")
             await conn.execute("SELECT create_heartbeat_partition($1)", start)
         known.add(start)
@@ -61,8 +66,12 @@ async def drop_expired(
     conn: Connection, known: set[datetime], retention_hours: float, now: datetime
 ) -> list[str]:
     """Drop every range whose end is past the retention (and the table from before
-    partitioning once its newest row is); returns the names dropped."""
-    cutoff = now - timedelta(hours=retention_hours)
+    partitioning once its newest row is); returns the names dropped. Call inside a transaction:
+    replicas pruning at once take turns, and the second finds nothing left to drop."""
+    await conn.execute(f"SET LOCAL lock_timeout = '{_DDL_LOCK_TIMEOUT}'")
+    await conn.execute("SELECT pg_advisory_xact_lock(hashtext('heartbeat:partitions'))")
+    # A replica whose clock is behind still stores rows a little past the retention by ours.
+    cutoff = now - timedelta(hours=retention_hours) - _CLOCK_MARGIN
     rows = await conn.fetch("SELECT name, starts_at FROM heartbeat_partitions ORDER BY starts_at")
     expired = [Partition(r["name"], r["starts_at"]) for r in rows if r["starts_at"] + PARTITION <= cutoff]
     if await conn.fetchval("SELECT to_regclass($1) IS NOT NULL", _BEFORE):
@@ -75,12 +84,17 @@ async def drop_expired(
     return [partition.name for partition in expired]
 
 
+def retained(heartbeats: list[Heartbeat], retention_hours: float) -> list[Heartbeat]:
+    """The heartbeats still within the retention: one past it (a very late redelivery) is not
+    stored, nor is its range made again."""
+    cutoff = datetime.now(UTC) - timedelta(hours=retention_hours)
+    return [h for h in heartbeats if h.received_at > cutoff]
+
+
 async def store_heartbeats(conn: Connection, heartbeats: list[Heartbeat], retention_hours: float) -> None:
     """Add heartbeats to the history; one already stored (a redelivery) is skipped, one already
-    past the retention (a very late redelivery) is not stored. Their ranges must exist
-    (:func:`ensure_partitions`)."""
-    cutoff = datetime.now(UTC) - timedelta(hours=retention_hours)
-    kept = [h for h in heartbeats if h.received_at > cutoff]
+    past the retention is not stored. Their ranges must exist (:func:`ensure_partitions`)."""
+    kept = retained(heartbeats, retention_hours)
     if not kept:
         return
     await conn.execute(

@@ -1,8 +1,10 @@
-"""All of the heartbeat service's SQL. Functions take a connection; the caller owns the transaction."""
+"""The heartbeat service's presence and fleet SQL (the history's is in history.py). Functions take a
+connection; the caller owns the transaction."""
 
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Literal
 
@@ -217,23 +219,29 @@ async def online_screens(conn: Connection) -> list[Watched]:
 
 
 async def mark_stopped_offline(
-    conn: Connection, screen_ids: list[uuid.UUID], seen: list[datetime], offline_after_intervals: float
+    conn: Connection,
+    screen_ids: list[uuid.UUID],
+    heard: list[datetime],
+    seen: Sequence[datetime | None],
+    offline_after_intervals: float,
 ) -> list[Transition]:
-    """Screens whose last heartbeat on the bus (``seen``) is past their deadline go offline, last
-    seen then. As in :func:`mark_overdue_offline`, rows another replica holds are skipped and the
-    status is checked again under the lock; a screen whose row holds a newer heartbeat stays."""
+    """Screens last heard on the bus at ``heard`` and past their deadline from then go offline,
+    last seen at ``seen`` (None: a time the watch only assumed, the row's own stays). As in
+    :func:`mark_overdue_offline`, rows another replica holds are skipped and the status is
+    checked again under the lock; a screen whose row holds a newer heartbeat stays."""
     rows = await conn.fetch(
         "UPDATE presence p SET status = 'offline', presence_seq = p.presence_seq + 1,"
         "   last_seen_at = greatest(p.last_seen_at, c.seen)"
-        " FROM unnest($1::uuid[], $2::timestamptz[]) AS c(screen_id, seen)"
+        " FROM unnest($1::uuid[], $2::timestamptz[], $3::timestamptz[]) AS c(screen_id, heard, seen)"
         " LEFT JOIN screens s ON s.id = c.screen_id"
-        " WHERE p.screen_id = c.screen_id AND p.status = 'online' AND p.last_seen_at <= c.seen"
-        "   AND c.seen + make_interval(secs => $3::float8 * 60 * coalesce(s.heartbeat_interval_minutes, 1))"
+        " WHERE p.screen_id = c.screen_id AND p.status = 'online' AND p.last_seen_at <= c.heard"
+        "   AND c.heard + make_interval(secs => $4::float8 * 60 * coalesce(s.heartbeat_interval_minutes, 1))"
         "     <= now()"
         "   AND p.screen_id IN (SELECT screen_id FROM presence WHERE screen_id = ANY($1::uuid[])"
         "     AND status = 'online' ORDER BY screen_id FOR UPDATE SKIP LOCKED)"
         " RETURNING p.screen_id, p.tenant_id, p.last_seen_at, p.presence_seq",
         screen_ids,
+        heard,
         seen,
         offline_after_intervals,
     )

@@ -30,6 +30,7 @@ import time
 import uuid
 from datetime import UTC, datetime
 
+import asyncpg
 import nats.errors
 import prometheus_client
 import structlog
@@ -66,11 +67,15 @@ class Watch:
         self.heard: dict[str, list[float]] = {}
         self.due: dict[int, list[str]] = {}  # tick -> the screens to look at then
         self.read_up_to = 0.0  # the stream time of the newest heartbeat read
+        # Screens taken as heard at the watch's start, not heard since: their time is an
+        # assumption, never a "last seen" to store.
+        self.assumed: set[str] = set()
 
     def window(self, interval_minutes: int) -> float:
         return self.intervals * 60 * interval_minutes
 
     def hear(self, screen_id: str, at: float) -> None:
+        self.assumed.discard(screen_id)
         entry = self.heard.get(screen_id)
         if entry is None:
             # Until the database says otherwise, the shortest interval there is (a minute).
@@ -85,6 +90,12 @@ class Watch:
 
     def _look_at(self, screen_id: str, when: float) -> None:
         self.due.setdefault(math.ceil(when * _TICKS), []).append(screen_id)
+
+    def assume(self, screen_id: str, at: float, window: float) -> None:
+        """A screen online in the database when the watch starts, unless heard already."""
+        if screen_id not in self.heard:
+            self.add(screen_id, at, window)
+            self.assumed.add(screen_id)
 
     def overdue(self, now: float) -> list[tuple[str, float]]:
         """The screens past their deadline at ``now``, with their last heartbeat's time; each is
@@ -105,6 +116,7 @@ class Watch:
 
     def forget(self, screen_id: str) -> None:
         self.heard.pop(screen_id, None)
+        self.assumed.discard(screen_id)
 
 
 async def watch_presence(app: web.Application) -> None:
@@ -112,14 +124,13 @@ async def watch_presence(app: web.Application) -> None:
     settings = app[SETTINGS]
     watch = Watch(settings.offline_after_intervals)
     started = time.time()
-    async with app[POOL].acquire() as conn:
-        for screen in await queries.online_screens(conn):
-            watch.add(str(screen.screen_id), started, watch.window(screen.interval_minutes))
 
     async def on_message(message: Msg) -> None:
         if message.subject != _PRESENCE_SUBJECT:
             watch.hear(message.subject.rpartition(".")[2], message.metadata.timestamp.timestamp())
 
+    # Following first, loading second: a screen brought online by heartbeats published between
+    # the two is heard, where the other order would know of it only from the backstop.
     config = api.ConsumerConfig(
         filter_subject="heartbeat.*.*", deliver_policy=api.DeliverPolicy.NEW, headers_only=True
     )
@@ -127,6 +138,9 @@ async def watch_presence(app: web.Application) -> None:
         "", stream="HEARTBEATS", cb=on_message, ordered_consumer=True, config=config
     )
     try:
+        async with app[POOL].acquire() as conn:
+            for screen in await queries.online_screens(conn):
+                watch.assume(str(screen.screen_id), started, watch.window(screen.interval_minutes))
         while True:
             await asyncio.sleep(settings.presence_check_seconds)
             try:
@@ -135,7 +149,12 @@ async def watch_presence(app: web.Application) -> None:
                 continue  # the bus is away: no heartbeat could reach the watch, judge nothing
             now = time.time() if behind == 0 else watch.read_up_to
             now -= _IN_FLIGHT_SECONDS
-            await _turn_offline(app, watch, watch.overdue(now), now)
+            try:
+                await _turn_offline(app, watch, watch.overdue(now), now)
+            except (asyncpg.PostgresError, OSError, TimeoutError):
+                # What it knows stays: the screens found are looked at again at the next check
+                # (a restart would date every screen to then, and postpone each by a deadline).
+                log.exception("presence_watch_check_failed")
             WATCHED.set(len(watch.heard))
     finally:
         await subscription.unsubscribe()
@@ -163,9 +182,12 @@ async def _turn_offline(
                 entry[1] = watch.window(state.interval_minutes)
                 if seen + entry[1] <= now:
                     stopped.append(state.screen_id)
-            transitions = await queries.mark_stopped_offline(
-                conn, stopped, [datetime.fromtimestamp(batch[str(s)], UTC) for s in stopped], intervals
-            )
+            heard = [datetime.fromtimestamp(batch[str(s)], UTC) for s in stopped]
+            # A screen only assumed heard keeps its row's own last seen.
+            last_seen = [
+                None if str(s) in watch.assumed else at for s, at in zip(stopped, heard, strict=True)
+            ]
+            transitions = await queries.mark_stopped_offline(conn, stopped, heard, last_seen, intervals)
             for transition in transitions:
                 await outbox.add_event(conn, transition.event())
         for transition in transitions:

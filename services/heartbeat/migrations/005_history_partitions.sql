@@ -38,10 +38,15 @@ SELECT c.relname::text AS name,
        -- the name's digits, read as UTC whatever the session's time zone
        to_timestamp(substr(c.relname, 13), 'YYYYMMDD_HH24')::timestamp AT TIME ZONE 'UTC' AS starts_at
 FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
-WHERE i.inhparent = 'heartbeats'::regclass;
+-- only the ranges made above: another child (an operator's DEFAULT partition) must not stop pruning
+WHERE i.inhparent = 'heartbeats'::regclass AND c.relname ~ '^heartbeats_p[0-9]{8}_[0-9]{2}$';
 
+-- Drops a range of the history or the table from before partitioning, and nothing else.
 CREATE FUNCTION drop_heartbeat_table(name text) RETURNS void
 LANGUAGE plpgsql SET search_path FROM CURRENT AS $$
 BEGIN
+    IF name !~ '^heartbeats_p[0-9]{8}_[0-9]{2}$' AND name <> 'heartbeats_before_partitions' THEN
+        RAISE EXCEPTION 'not a table of the heartbeat history: %', name;
+    END IF;
     EXECUTE format('DROP TABLE IF EXISTS %I', name);
 END $$;

@@ -292,6 +292,14 @@ def content_entries(fleet: ScaleFleet) -> Iterator[tuple[str, bytes]]:
         yield str(fleet.screen_ids[n]), encoder.encode(content)
 
 
+_PUT_WINDOW = 1000
+
+
+async def _put_window(js: Any, bucket: str, window: list[tuple[str, bytes]]) -> int:
+    await asyncio.gather(*(js.publish(kv_subject(bucket, name), value, timeout=60) for name, value in window))
+    return len(window)
+
+
 async def put_entries(
     settings: Settings, bucket: str, entries: Iterable[tuple[str, bytes]]
 ) -> dict[str, Any]:
@@ -303,12 +311,14 @@ async def put_entries(
         stream = kv_stream(bucket)
         before = (await js.stream_info(stream)).state
         count = 0
-        for name, value in entries:
-            await nc.publish(kv_subject(bucket, name), value)
-            count += 1
-            if count % 20_000 == 0:
-                await nc.flush(timeout=60)
-        await nc.flush(timeout=60)
+        # Acknowledged puts, a window at a time: unacknowledged ones are dropped by a busy server.
+        window: list[tuple[str, bytes]] = []
+        for entry in entries:
+            window.append(entry)
+            if len(window) == _PUT_WINDOW:
+                count += await _put_window(js, bucket, window)
+                window = []
+        count += await _put_window(js, bucket, window)
         deadline = time.monotonic() + 300
         while True:
             state = (await js.stream_info(stream)).state

@@ -180,7 +180,8 @@ async def age_presence(conn: asyncpg.Connection, screen_ids: list[uuid.UUID], wr
         "UPDATE heartbeat.presence p SET last_seen_at = now() - make_interval(mins =>"
         "   1 + floor(random() * greatest(1, $2::float8 / 60 / s.heartbeat_interval_minutes))::int"
         "   * s.heartbeat_interval_minutes)"
-        " FROM heartbeat.screens s WHERE s.id = p.screen_id AND p.screen_id = ANY($1::uuid[])",
+        " FROM unnest($1::uuid[]) AS u(id) JOIN heartbeat.screens s ON s.id = u.id"
+        " WHERE p.screen_id = u.id",
         screen_ids,
         write_seconds,
     )

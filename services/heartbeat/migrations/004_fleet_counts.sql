@@ -85,8 +85,10 @@ BEGIN
     RETURN NULL;
 END $$;
 
+-- The planner cannot tell how many rows a statement's old and new rows hold, and a nested loop
+-- joining them is quadratic: 20,000 rows updated at once took 56 s that way, 0.4 s hashed.
 CREATE FUNCTION count_presence_transitions() RETURNS trigger
-LANGUAGE plpgsql SET search_path FROM CURRENT AS $$
+LANGUAGE plpgsql SET search_path FROM CURRENT SET enable_nestloop = off AS $$
 DECLARE
     ids uuid[];
     froms text[];

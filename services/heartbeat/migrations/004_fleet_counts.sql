@@ -85,21 +85,25 @@ BEGIN
     RETURN NULL;
 END $$;
 
--- The planner cannot tell how many rows a statement's old and new rows hold, and a nested loop
--- joining them is quadratic: 20,000 rows updated at once took 56 s that way, 0.4 s hashed.
+-- A statement's old and new rows are matched by their order (an UPDATE changes a row once, and
+-- never its screen_id), not joined: the planner cannot tell how many rows they hold, and a
+-- nested loop over them was quadratic (20,000 rows updated at once: 56 s; this way 0.4 s).
 CREATE FUNCTION count_presence_transitions() RETURNS trigger
-LANGUAGE plpgsql SET search_path FROM CURRENT SET enable_nestloop = off AS $$
+LANGUAGE plpgsql SET search_path FROM CURRENT AS $$
 DECLARE
     ids uuid[];
     froms text[];
     tos text[];
 BEGIN
-    SELECT coalesce(array_agg(n.screen_id ORDER BY n.screen_id), '{}'),
-           coalesce(array_agg(o.status ORDER BY n.screen_id), '{}'),
-           coalesce(array_agg(n.status ORDER BY n.screen_id), '{}')
+    SELECT array_agg(screen_id ORDER BY screen_id), array_agg(status ORDER BY screen_id)
+    INTO ids, froms FROM before_rows;
+    SELECT array_agg(status ORDER BY screen_id) INTO tos FROM after_rows;
+    SELECT coalesce(array_agg(c.id ORDER BY c.n), '{}'),
+           coalesce(array_agg(c.from_status ORDER BY c.n), '{}'),
+           coalesce(array_agg(c.to_status ORDER BY c.n), '{}')
     INTO ids, froms, tos
-    FROM before_rows o JOIN after_rows n ON n.screen_id = o.screen_id
-    WHERE o.status <> n.status;
+    FROM unnest(ids, froms, tos) WITH ORDINALITY AS c(id, from_status, to_status, n)
+    WHERE c.from_status <> c.to_status;
     PERFORM apply_presence_changes(ids, froms, tos);
     RETURN NULL;
 END $$;

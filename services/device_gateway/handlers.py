@@ -122,7 +122,10 @@ async def post_heartbeat(request: web.Request) -> web.Response:
         playing=body.playing,
     )
     await publish_report(
-        request.app, heartbeat_subject(device.tenant_id, device.screen_id), _encoder.encode(heartbeat)
+        request.app,
+        heartbeat_subject(device.tenant_id, device.screen_id),
+        _encoder.encode(heartbeat),
+        batched=True,
     )
     return json_response(_ACCEPTED, status=202)
 

@@ -1,0 +1,188 @@
+"""The gateway's two hot paths: polls answered without the router (shared/direct_routes.py), and
+heartbeats stored in JetStream many to an ack (services/device_gateway/batches.py)."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+
+import aiohttp
+import nats.errors
+import pytest
+from aiohttp import web
+from nats.js.api import RawStreamMsg
+
+from services.device_gateway.batches import Batches, BatchFailed, _check
+from shared import bus
+from shared.bus_access import SETUP_USER
+from shared.direct_routes import route_directly
+from shared.settings import Settings
+from tests.stack import make_topology
+
+# ---- direct routes -------------------------------------------------------------------------------
+
+
+async def _serve(app: web.Application) -> tuple[web.AppRunner, str]:
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    return runner, f"http://127.0.0.1:{port}"
+
+
+async def test_exact_paths_skip_the_router_and_see_what_it_would_have_given() -> None:
+    seen: list[tuple[str, object, object, dict[str, str]]] = []
+
+    async def handler(request: web.Request) -> web.Response:
+        seen.append((request.method, request.app, request.match_info.route, dict(request.match_info)))
+        return web.Response(text=request.method)
+
+    app = web.Application()
+    config = app.router.add_get("/v1/device/config", handler)
+    heartbeat = app.router.add_post("/v1/device/heartbeat", handler)
+    app.router.add_get("/v1/device/content/{name}", handler)
+    route_directly(app)
+    resolved: list[str] = []
+    resolve = app.router.resolve
+
+    async def counted(request: web.Request) -> web.UrlMappingMatchInfo:
+        resolved.append(request.raw_path)
+        return await resolve(request)
+
+    app.router.resolve = counted  # type: ignore[method-assign]
+    runner, url = await _serve(app)
+    try:
+        async with aiohttp.ClientSession(url) as http:
+            for method, path in [("GET", "/v1/device/config"), ("POST", "/v1/device/heartbeat")]:
+                async with http.request(method, path) as response:
+                    assert response.status == 200 and await response.text() == method
+            assert resolved == []  # neither went through the router
+            assert seen == [("GET", app, config, {}), ("POST", app, heartbeat, {})]
+            # Everything else still goes through it, answered as it always was.
+            async with http.head("/v1/device/config") as response:
+                assert response.status == 200
+            async with http.get("/v1/device/config?x=1") as response:
+                assert response.status == 200
+            async with http.get("/v1/device/content/a.png") as response:
+                assert response.status == 200
+            assert seen[-1][3] == {"name": "a.png"}
+            async with http.post("/v1/device/config") as response:
+                assert response.status == 405
+            async with http.get("/v1/device/heartbeat") as response:
+                assert response.status == 405
+            async with http.get("/v1/device%2Fconfig") as response:  # one segment: no route
+                assert response.status == 404
+            assert resolved == [
+                "/v1/device/config",
+                "/v1/device/config?x=1",
+                "/v1/device/content/a.png",
+                "/v1/device/config",
+                "/v1/device/heartbeat",
+                "/v1/device%2Fconfig",
+            ]
+    finally:
+        await runner.cleanup()
+
+
+async def test_a_request_expecting_100_continue_goes_through_the_router() -> None:
+    async def handler(request: web.Request) -> web.Response:
+        return web.Response(body=await request.read())
+
+    app = web.Application()
+    app.router.add_post("/v1/device/heartbeat", handler)
+    route_directly(app)
+    runner, url = await _serve(app)
+    try:
+        async with (
+            aiohttp.ClientSession(url) as http,
+            http.post("/v1/device/heartbeat", data=b"{}", expect100=True) as response,
+        ):
+            assert response.status == 200 and await response.read() == b"{}"
+    finally:
+        await runner.cleanup()
+
+
+# ---- heartbeats, many to an ack ------------------------------------------------------------------
+
+
+async def _stored(settings: Settings) -> list[RawStreamMsg]:
+    nc = await bus.connect(settings, SETUP_USER)
+    js = nc.jetstream()
+    count = (await js.stream_info("HEARTBEATS")).state.messages
+    messages = [await js.get_msg("HEARTBEATS", seq) for seq in range(1, count + 1)]
+    await nc.close()
+    return messages
+
+
+def _subject() -> str:
+    return f"heartbeat.{uuid.uuid4()}.{uuid.uuid4()}"
+
+
+async def test_heartbeats_of_one_round_are_stored_with_one_ack(settings: Settings) -> None:
+    await make_topology(settings)
+    nc = await bus.connect(settings, "device-gateway")
+    batches = Batches()
+    batches.nc = nc
+    try:
+        alone = batches.store(_subject(), b"alone")
+        await alone  # a heartbeat alone: an ordinary publish
+        payloads = [b"%d" % index for index in range(7)]
+        await asyncio.gather(*[batches.store(_subject(), payload) for payload in payloads])
+    finally:
+        await nc.close()
+    first, *batch = await _stored(settings)
+    assert first.data == b"alone" and not first.headers
+    assert [message.data for message in batch] == payloads
+    assert len({message.headers["Nats-Batch-Id"] for message in batch if message.headers}) == 1
+    assert [message.headers["Nats-Batch-Sequence"] for message in batch if message.headers] == [
+        str(n) for n in range(1, 8)
+    ]
+    assert batch[-1].headers is not None and batch[-1].headers["Nats-Batch-Commit"] == "1"
+
+
+async def test_batches_beyond_the_bound_in_flight_wait_for_the_next_one(settings: Settings) -> None:
+    await make_topology(settings)
+    nc = await bus.connect(settings, "device-gateway")
+    batches = Batches(max_batch=3, max_in_flight=1)
+    batches.nc = nc
+    try:
+        await asyncio.gather(*[batches.store(_subject(), b"%d" % index) for index in range(10)])
+    finally:
+        await nc.close()
+    stored = await _stored(settings)
+    assert [message.data for message in stored] == [b"%d" % index for index in range(10)]
+    sizes: dict[str, int] = {}
+    for message in stored:
+        headers = message.headers or {}
+        sizes[headers.get("Nats-Batch-Id", "")] = sizes.get(headers.get("Nats-Batch-Id", ""), 0) + 1
+    assert sorted(sizes.values()) == [1, 3, 3, 3]  # the last one alone: an ordinary publish
+
+
+async def test_a_refused_batch_stores_none_and_fails_every_heartbeat_of_it(settings: Settings) -> None:
+    await make_topology(settings)
+    nc = await bus.connect(settings, "device-gateway")
+    # Past the server's 1,000 messages a batch (Batches keeps under it): refused as a whole.
+    batches = Batches(max_batch=1001)
+    batches.nc = nc
+    try:
+        results = await asyncio.gather(
+            *[batches.store(_subject(), b"x") for _ in range(1001)], return_exceptions=True
+        )
+    finally:
+        await nc.close()
+    assert all(isinstance(result, BatchFailed | nats.errors.Error | TimeoutError) for result in results)
+    assert await _stored(settings) == []
+
+
+@pytest.mark.parametrize("reply", [b'{"error": {"code": 400, "description": "no"}}', b"{}", b"not json"])
+def test_anything_but_an_ack_of_the_whole_batch_is_a_failure(reply: bytes) -> None:
+    with pytest.raises(BatchFailed):
+        _check(reply, "b1", 2)
+
+
+def test_an_ack_of_part_of_the_batch_or_of_another_is_a_failure() -> None:
+    for other in [b'"count": 1, "batch": "b1"', b'"count": 2, "batch": "b2"']:
+        with pytest.raises(BatchFailed):
+            _check(b'{"stream": "HEARTBEATS", "seq": 9, ' + other + b"}", "b1", 2)
+    _check(b'{"stream": "HEARTBEATS", "seq": 9, "batch": "b1", "count": 2}', "b1", 2)

@@ -1,5 +1,6 @@
-"""The gateway's two hot paths: polls answered without the router (shared/direct_routes.py), and
-heartbeats stored in JetStream many to an ack (services/device_gateway/batches.py)."""
+"""The gateway's two hot paths: polls answered without the router (shared/direct_routes.py) and
+counted in the metrics by tallies (shared/request_metrics.py), and heartbeats stored in JetStream
+many to an ack (services/device_gateway/batches.py)."""
 
 from __future__ import annotations
 
@@ -8,14 +9,19 @@ import uuid
 
 import aiohttp
 import nats.errors
+import prometheus_client
 import pytest
 from aiohttp import web
 from nats.js.api import RawStreamMsg
 
 from services.device_gateway.batches import Batches, BatchFailed, _check
-from shared import bus
+from shared import bus, request_metrics
+from shared.app_keys import IN_FLIGHT, SERVICE, InFlight
 from shared.bus_access import SETUP_USER
 from shared.direct_routes import route_directly
+from shared.health import metrics
+from shared.http import add_routes
+from shared.request_metrics import RouteTally
 from shared.settings import Settings
 from tests.stack import make_topology
 
@@ -186,3 +192,61 @@ def test_an_ack_of_part_of_the_batch_or_of_another_is_a_failure() -> None:
         with pytest.raises(BatchFailed):
             _check(b'{"stream": "HEARTBEATS", "seq": 9, ' + other + b"}", "b1", 2)
     _check(b'{"stream": "HEARTBEATS", "seq": 9, "batch": "b1", "count": 2}', "b1", 2)
+
+
+# ---- request metrics, tallied ------------------------------------------------------------------
+
+
+def _sample(name: str, **labels: str) -> float:
+    value = prometheus_client.REGISTRY.get_sample_value(name, labels)
+    return value or 0.0
+
+
+async def test_requests_are_in_the_metrics_by_the_scrape_as_they_always_were() -> None:
+    service = f"tally-{uuid.uuid4().hex[:8]}"
+    app = web.Application()
+    app[SERVICE], app[IN_FLIGHT] = service, InFlight()
+
+    async def slow(request: web.Request) -> web.Response:
+        await asyncio.sleep(0.03)  # in the 0.05 bucket
+        return web.Response(status=304)
+
+    async def fast(request: web.Request) -> web.Response:
+        return web.Response(status=int(request.query.get("status", "200")))
+
+    add_routes(app, [("GET", "/slow", slow, True), ("GET", "/fast", fast, True)])
+    add_routes(app, [("GET", "/metrics", metrics, True)])
+    route_directly(app)
+    runner, url = await _serve(app)
+    try:
+        async with aiohttp.ClientSession(url) as http:
+            for path in ["/slow", "/fast", "/fast", "/fast?status=404"]:
+                async with http.get(path) as response:
+                    await response.read()
+            async with http.get("/metrics") as response:  # a scrape brings them up to date
+                scraped = await response.text()
+    finally:
+        await runner.cleanup()
+    requests = "http_requests_total"
+    assert _sample(requests, service=service, method="GET", route="/slow", status="304") == 1
+    assert _sample(requests, service=service, method="GET", route="/fast", status="200") == 2
+    assert _sample(requests, service=service, method="GET", route="/fast", status="404") == 1
+    buckets = "http_request_duration_seconds_bucket"
+    assert _sample(buckets, service=service, route="/slow", le="0.025") == 0
+    assert _sample(buckets, service=service, route="/slow", le="0.05") == 1
+    assert _sample(buckets, service=service, route="/fast", le="+Inf") == 3
+    assert _sample("http_request_duration_seconds_count", service=service, route="/fast") == 3
+    assert 0.03 <= _sample("http_request_duration_seconds_sum", service=service, route="/slow") < 1
+    assert (
+        f'http_requests_total{{method="GET",route="/fast",service="{service}",status="200"}} 2.0' in scraped
+    )
+
+
+async def test_requests_reach_the_metrics_within_a_second_without_a_scrape() -> None:
+    service = f"tally-{uuid.uuid4().hex[:8]}"
+    tally = RouteTally(service, "GET", "/x")
+    tally.record(200, 0.0001)
+    assert _sample("http_requests_total", service=service, method="GET", route="/x", status="200") == 0
+    await asyncio.sleep(request_metrics.FLUSH_SECONDS + 0.2)
+    assert _sample("http_requests_total", service=service, method="GET", route="/x", status="200") == 1
+    assert _sample("http_request_duration_seconds_bucket", service=service, route="/x", le="0.0005") == 1

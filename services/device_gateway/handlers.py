@@ -16,7 +16,7 @@ from aiohttp import web
 from services.device_gateway.admission import ADMISSION, publish_report
 from services.device_gateway.devices import PROJECTIONS, authenticate, etag_matches
 from services.device_gateway.models import Accepted, EventsBody, HeartbeatBody
-from services.device_gateway.projections import DeviceKey, ScreenView
+from services.device_gateway.projections import DeviceKey, Projections, ScreenView
 from services.device_gateway.waits import CONTENT, DEVICE, hold
 from shared import trace_context
 from shared.clock import utcnow
@@ -33,7 +33,11 @@ _ACCEPTED = Accepted()
 
 
 def _screen(request: web.Request, device: DeviceKey) -> ScreenView:
-    view = request.app[PROJECTIONS].screens.get(device.screen)
+    return _screen_of(request.app[PROJECTIONS], device)
+
+
+def _screen_of(projections: Projections, device: DeviceKey) -> ScreenView:
+    view = projections.screens.get(device.screen)
     if view is None:  # the screen's content entry has not reached this replica yet
         raise Unavailable("the screen's content is not available yet; retry shortly", retry_after=2)
     return view
@@ -61,28 +65,33 @@ def _config(view: ScreenView) -> tuple[bytes, str]:
 
 
 async def get_config(request: web.Request) -> web.StreamResponse:
-    device = authenticate(request)
-    view = _screen(request, device)
+    # The app's parts looked up once: a poll is the gateway's hottest path.
+    app = request.app
+    projections = app[PROJECTIONS]
+    device = authenticate(request, projections)
+    view = _screen_of(projections, device)
     if_none_match = request.headers.get("If-None-Match")
     if if_none_match and etag_matches(if_none_match, view.config_etag):
         if "Prefer" in request.headers:  # admitted even while lagging: see _held
             return await _held(request, device, view.config_etag, _config)
-        request.app[ADMISSION].admit()
+        app[ADMISSION].admit()
         return _not_modified(view.config_etag)
-    request.app[ADMISSION].admit()
+    app[ADMISSION].admit()
     return _full(view.config_body, view.config_etag)
 
 
 async def get_playlist(request: web.Request) -> web.StreamResponse:
-    device = authenticate(request)
-    view = _screen(request, device)
+    app = request.app
+    projections = app[PROJECTIONS]
+    device = authenticate(request, projections)
+    view = _screen_of(projections, device)
     if_none_match = request.headers.get("If-None-Match")
     if if_none_match and etag_matches(if_none_match, view.playlist_etag):
         if "Prefer" in request.headers:
             return await _held(request, device, view.playlist_etag, _playlist)
-        request.app[ADMISSION].admit()
+        app[ADMISSION].admit()
         return _not_modified(view.playlist_etag)
-    request.app[ADMISSION].admit()
+    app[ADMISSION].admit()
     return _full(view.playlist_body, view.playlist_etag)
 
 

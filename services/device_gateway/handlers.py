@@ -119,9 +119,10 @@ async def post_heartbeat(request: web.Request) -> web.Response:
     request.app[ADMISSION].admit_report()
     device = authenticate(request)
     body = await read_json(request, _heartbeat_body) if request.body_exists else HeartbeatBody()
+    tenant_id, screen_id = device.tenant_id, device.screen_id  # each a UUID made from the entry
     heartbeat = Heartbeat(
-        tenant_id=device.tenant_id,
-        screen_id=device.screen_id,
+        tenant_id=tenant_id,
+        screen_id=screen_id,
         device_id=device.device_id,
         received_at=utcnow(),
         uptime_seconds=body.uptime_seconds,
@@ -131,10 +132,7 @@ async def post_heartbeat(request: web.Request) -> web.Response:
         playing=body.playing,
     )
     await publish_report(
-        request.app,
-        heartbeat_subject(device.tenant_id, device.screen_id),
-        _encoder.encode(heartbeat),
-        batched=True,
+        request.app, heartbeat_subject(tenant_id, screen_id), _encoder.encode(heartbeat), batched=True
     )
     return json_response(_ACCEPTED, status=202)
 

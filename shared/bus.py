@@ -55,10 +55,7 @@ STREAMS = {
     ),
     # Limited by age: presence is the durable record; the stream is a buffer and a tap for monitoring.
     # heartbeat.presence.changed events travel here too (their subject matches; streams can't overlap).
-    # The gateway stores concurrent heartbeats as atomic batches, one ack each (nats-server 2.12+).
-    "HEARTBEATS": api.StreamConfig(
-        subjects=["heartbeat.*.*"], max_age=DAY, duplicate_window=120, allow_atomic=True
-    ),
+    "HEARTBEATS": api.StreamConfig(subjects=["heartbeat.*.*"], max_age=DAY, duplicate_window=120),
     # TVs' reports: proof of play and errors, and their word on the commands they were given.
     "DEVICE_EVENTS": api.StreamConfig(
         subjects=["device_events.*.*", "device_commands.*.*"], max_age=7 * DAY, duplicate_window=120

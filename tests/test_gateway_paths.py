@@ -1,6 +1,6 @@
 """The gateway's two hot paths: polls answered without the router (shared/direct_routes.py) and
-counted in the metrics by tallies (shared/request_metrics.py), and heartbeats stored in JetStream
-many to an ack (services/device_gateway/batches.py)."""
+counted in the metrics by tallies (shared/request_metrics.py), and reports stored in JetStream
+with their acks awaited on one inbox (services/device_gateway/acks.py)."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ import pytest
 from aiohttp import web
 from nats.js.api import RawStreamMsg
 
-from services.device_gateway.batches import Batches, BatchFailed, _check
+from services.device_gateway.acks import Acks, NotStored
 from shared import bus, request_metrics
 from shared.app_keys import IN_FLIGHT, SERVICE, InFlight
 from shared.bus_access import SETUP_USER
@@ -109,7 +109,7 @@ async def test_a_request_expecting_100_continue_goes_through_the_router() -> Non
         await runner.cleanup()
 
 
-# ---- heartbeats, many to an ack ------------------------------------------------------------------
+# ---- reports, their acks on one inbox ------------------------------------------------------------
 
 
 async def _stored(settings: Settings) -> list[RawStreamMsg]:
@@ -125,73 +125,43 @@ def _subject() -> str:
     return f"heartbeat.{uuid.uuid4()}.{uuid.uuid4()}"
 
 
-async def test_heartbeats_of_one_round_are_stored_with_one_ack(settings: Settings) -> None:
+async def test_reports_in_flight_together_each_return_once_stored(settings: Settings) -> None:
     await make_topology(settings)
     nc = await bus.connect(settings, "device-gateway")
-    batches = Batches()
-    batches.nc = nc
+    acks = Acks()
+    await acks.start(nc)
+    payloads = [b"%d" % index for index in range(20)]
     try:
-        alone = batches.store(_subject(), b"alone")
-        await alone  # a heartbeat alone: an ordinary publish
-        payloads = [b"%d" % index for index in range(7)]
-        await asyncio.gather(*[batches.store(_subject(), payload) for payload in payloads])
-    finally:
-        await nc.close()
-    first, *batch = await _stored(settings)
-    assert first.data == b"alone" and not first.headers
-    assert [message.data for message in batch] == payloads
-    assert len({message.headers["Nats-Batch-Id"] for message in batch if message.headers}) == 1
-    assert [message.headers["Nats-Batch-Sequence"] for message in batch if message.headers] == [
-        str(n) for n in range(1, 8)
-    ]
-    assert batch[-1].headers is not None and batch[-1].headers["Nats-Batch-Commit"] == "1"
-
-
-async def test_batches_beyond_the_bound_in_flight_wait_for_the_next_one(settings: Settings) -> None:
-    await make_topology(settings)
-    nc = await bus.connect(settings, "device-gateway")
-    batches = Batches(max_batch=3, max_in_flight=1)
-    batches.nc = nc
-    try:
-        await asyncio.gather(*[batches.store(_subject(), b"%d" % index) for index in range(10)])
-    finally:
-        await nc.close()
-    stored = await _stored(settings)
-    assert [message.data for message in stored] == [b"%d" % index for index in range(10)]
-    sizes: dict[str, int] = {}
-    for message in stored:
-        headers = message.headers or {}
-        sizes[headers.get("Nats-Batch-Id", "")] = sizes.get(headers.get("Nats-Batch-Id", ""), 0) + 1
-    assert sorted(sizes.values()) == [1, 3, 3, 3]  # the last one alone: an ordinary publish
-
-
-async def test_a_refused_batch_stores_none_and_fails_every_heartbeat_of_it(settings: Settings) -> None:
-    await make_topology(settings)
-    nc = await bus.connect(settings, "device-gateway")
-    # Past the server's 1,000 messages a batch (Batches keeps under it): refused as a whole.
-    batches = Batches(max_batch=1001)
-    batches.nc = nc
-    try:
-        results = await asyncio.gather(
-            *[batches.store(_subject(), b"x") for _ in range(1001)], return_exceptions=True
+        await asyncio.gather(*[acks.store(_subject(), payload) for payload in payloads])
+        await acks.store(
+            _subject(), b"traced", headers={"traceparent": "00-" + "1" * 32 + "-" + "2" * 16 + "-01"}
         )
     finally:
+        await acks.stop()
         await nc.close()
-    assert all(isinstance(result, BatchFailed | nats.errors.Error | TimeoutError) for result in results)
-    assert await _stored(settings) == []
+    stored = await _stored(settings)
+    assert [message.data for message in stored] == [*payloads, b"traced"]
+    assert not any(message.headers for message in stored[:-1])  # the messages as they were sent
+    assert stored[-1].headers == {"traceparent": "00-" + "1" * 32 + "-" + "2" * 16 + "-01"}
 
 
-@pytest.mark.parametrize("reply", [b'{"error": {"code": 400, "description": "no"}}', b"{}", b"not json"])
-def test_anything_but_an_ack_of_the_whole_batch_is_a_failure(reply: bytes) -> None:
-    with pytest.raises(BatchFailed):
-        _check(reply, "b1", 2)
-
-
-def test_an_ack_of_part_of_the_batch_or_of_another_is_a_failure() -> None:
-    for other in [b'"count": 1, "batch": "b1"', b'"count": 2, "batch": "b2"']:
-        with pytest.raises(BatchFailed):
-            _check(b'{"stream": "HEARTBEATS", "seq": 9, ' + other + b"}", "b1", 2)
-    _check(b'{"stream": "HEARTBEATS", "seq": 9, "batch": "b1", "count": 2}', "b1", 2)
+async def test_a_report_the_stream_refuses_or_no_stream_takes_is_not_stored(settings: Settings) -> None:
+    await make_topology(settings)
+    nc = await bus.connect(settings, SETUP_USER)  # may publish where no stream listens
+    acks = Acks()
+    await acks.start(nc)
+    try:
+        with pytest.raises(NotStored, match="stream"):
+            await acks.store(_subject(), b"x", headers={"Nats-Expected-Stream": "ANOTHER"})
+        with pytest.raises(NotStored):
+            await acks.store("nowhere.at.all", b"x")
+        await acks.store(_subject(), b"stored")  # the inbox still answers
+    finally:
+        await acks.stop()
+        await nc.close()
+    assert [message.data for message in await _stored(settings)] == [b"stored"]
+    with pytest.raises(nats.errors.ConnectionClosedError):
+        await acks.store(_subject(), b"after the stop")
 
 
 # ---- request metrics, tallied ------------------------------------------------------------------

@@ -27,8 +27,7 @@ import prometheus_client
 import structlog
 from aiohttp import web
 
-from services.device_gateway.batches import Batches, BatchFailed
-from shared.bus import JS
+from services.device_gateway.acks import Acks, NotStored
 from shared.errors import RateLimited, Unavailable
 
 log = structlog.get_logger()
@@ -101,8 +100,8 @@ def _too_busy() -> RateLimited:
 
 
 ADMISSION = web.AppKey("ADMISSION", Admission)
-# Heartbeats on their way into JetStream, many to an ack (services.device_gateway.batches).
-BATCHES = web.AppKey("BATCHES", Batches)
+# Reports on their way into JetStream, their acks awaited on one inbox (services.device_gateway.acks).
+ACKS = web.AppKey("ACKS", Acks)
 
 
 async def publish_report(
@@ -112,20 +111,15 @@ async def publish_report(
     *,
     headers: dict[str, str] | None = None,
     timeout: float = 2,
-    batched: bool = False,
 ) -> None:
     """Store a TV's report in JetStream, counted in the reports waiting for their ack (which
     :meth:`Admission.admit_report` bounds). Concurrent requests share one connection, so their
-    acks are pipelined: many publishes in flight, each request waiting only for its own ack; a
-    ``batched`` report (a heartbeat) shares its ack with the others of its batch."""
+    acks are pipelined: many publishes in flight, each request waiting only for its own ack."""
     admission = app[ADMISSION]
     admission.pending += 1
     try:
-        if batched:
-            await app[BATCHES].store(subject, payload)
-        else:
-            await app[JS].publish(subject, payload, timeout=timeout, headers=headers)
-    except (nats.errors.Error, TimeoutError, BatchFailed) as exc:
+        await app[ACKS].store(subject, payload, headers=headers, timeout=timeout)
+    except (nats.errors.Error, TimeoutError, NotStored) as exc:
         log.warning("publish_failed", subject=subject, error=str(exc))
         raise Unavailable("could not store the report; retry with backoff", retry_after=5) from None
     finally:

@@ -9,8 +9,8 @@ import prometheus_client
 import structlog
 from aiohttp import web
 
-from services.device_gateway.admission import ADMISSION, BATCHES, Admission
-from services.device_gateway.batches import Batches
+from services.device_gateway.acks import Acks
+from services.device_gateway.admission import ACKS, ADMISSION, Admission
 from services.device_gateway.commands import send_delivery_reports
 from services.device_gateway.commands_projection import COMMANDS, OpenCommands, commands_ctx
 from services.device_gateway.devices import PROJECTIONS
@@ -45,10 +45,10 @@ def create_app(settings: Settings) -> web.Application:
         max_pending=settings.gateway_max_pending_reports,
         max_downloads_per_device=settings.gateway_max_downloads_per_device,
     )
-    app[BATCHES] = Batches()
+    app[ACKS] = Acks()
     app.cleanup_ctx.append(background("count-cached", count_cached))
     app.cleanup_ctx.append(bus.jetstream_ctx)
-    app.cleanup_ctx.append(batches_ctx)
+    app.cleanup_ctx.append(acks_ctx)
     app.cleanup_ctx.append(projections_ctx)
     app.cleanup_ctx.append(commands_ctx)
     # Measured from when the projections are in: loading a large bucket holds the loop (that is
@@ -63,10 +63,10 @@ def create_app(settings: Settings) -> web.Application:
     return app
 
 
-async def batches_ctx(app: web.Application) -> AsyncIterator[None]:
-    app[BATCHES].nc = app[NC]
+async def acks_ctx(app: web.Application) -> AsyncIterator[None]:
+    await app[ACKS].start(app[NC])
     yield
-    app[BATCHES].nc = None
+    await app[ACKS].stop()
 
 
 async def stop_waiting(app: web.Application) -> None:

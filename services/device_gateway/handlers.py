@@ -131,9 +131,7 @@ async def post_heartbeat(request: web.Request) -> web.Response:
         temperature_c=body.temperature_c,
         playing=body.playing,
     )
-    await publish_report(
-        request.app, heartbeat_subject(tenant_id, screen_id), _encoder.encode(heartbeat), batched=True
-    )
+    await publish_report(request.app, heartbeat_subject(tenant_id, screen_id), _encoder.encode(heartbeat))
     return json_response(_ACCEPTED, status=202)
 
 

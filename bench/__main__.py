@@ -5,7 +5,7 @@ Every throughput figure is a ratio against a bare aiohttp handler measured in th
 the same load generator (wrk) and settings: absolute numbers drift on a shared machine.
 
     python -m bench [--devices 2000] [--seconds 5] [--rounds 3] [--keys 100000,1000000] [--out FILE]
-                    [--waiting 10000] [--only 1,2,3,4,5,6,7,8]
+                    [--waiting 10000] [--scale 100000] [--only 1,2,3,4,5,6,7,8,9]
 """
 
 from __future__ import annotations
@@ -35,6 +35,8 @@ import msgspec
 
 from bench.fleet import Admin, Device, bounded, new_codes, pair_devices, registration_latencies
 from bench.load import Load, cpu_seconds, own_cpu, require_wrk, rss_bytes, wrk
+from bench.scale import scale_figures
+from bench.scale import table_rows as scale_rows
 from bench.waits import table_rows as waiting_rows
 from bench.waits import waiting_figures
 from devstack.infra import free_port
@@ -189,6 +191,9 @@ class Bench:
         if 6 in only:
             print("6. memory ...", flush=True)
             self.figures["memory"] = await self.memory()
+        if 9 in only:
+            print(f"9. scale: {args.scale:,} screens ...", flush=True)
+            self.figures["scale"] = await scale_figures(self, args.scale)
         return self.figures
 
     async def keys_file(self, http: aiohttp.ClientSession, gateway_url: str, devices: list[Device]) -> Path:
@@ -567,6 +572,8 @@ def print_table(figures: dict[str, Any]) -> None:
                 )
     if figures.get("waits"):
         rows += waiting_rows(figures["waits"])
+    if figures.get("scale"):
+        rows += scale_rows(figures["scale"])
     for title, value, notes in rows:
         print(f"{title:<52} {value:>14}  {notes}")
 
@@ -587,7 +594,8 @@ def main() -> None:
         help="poll and heartbeat runs for figure 3 (3b: the median)",
     )
     parser.add_argument("--waiting", type=int, default=10_000, help="TVs waiting at once for figure 8")
-    parser.add_argument("--only", default="1,2,3,4,5,6,7,8", help="which figures to measure, e.g. 1,5")
+    parser.add_argument("--scale", type=int, default=100_000, help="screens loaded for figure 9")
+    parser.add_argument("--only", default="1,2,3,4,5,6,7,8,9", help="which figures to measure, e.g. 1,5")
     parser.add_argument(
         "--profile", type=Path, help="write py-spy samples of the gateway and provisioning here"
     )

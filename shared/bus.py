@@ -156,6 +156,11 @@ async def ensure_topology(js: JetStreamContext, replicas: int, *, token_ttl_seco
     for bucket in BUCKETS:
         try:
             await js.key_value(bucket)
+            # The outbox's purge markers age out by a per-message TTL (shared.outbox.purge_kv), which
+            # buckets made by nats-py before 2.11's TTLs refuse: allowed on those (it cannot be undone).
+            stream = (await js.stream_info(kv_stream(bucket))).config
+            if not stream.allow_msg_ttl:
+                await js.update_stream(dataclasses.replace(stream, allow_msg_ttl=True))
         except nats.js.errors.BucketNotFoundError:
             await js.create_key_value(
                 bucket=bucket,

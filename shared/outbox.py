@@ -1,8 +1,9 @@
 """Transactional outbox: handlers write messages in their own transaction; a relay publishes them.
 
 Each service's schema has an ``outbox`` table (see its first migration). A row is either a domain
-event or a KV put (a KV put is a JetStream publish to ``$KV.<bucket>.<key>``), so events and
-projections share one ordered, de-duplicated path to NATS, and nothing is lost while NATS is down.
+event, a KV put (a KV put is a JetStream publish to ``$KV.<bucket>.<key>``) or a KV purge (the
+same subject with a purge marker's headers), so events and projections share one ordered,
+de-duplicated path to NATS, and nothing is lost while NATS is down.
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ import prometheus_client
 import structlog
 from aiohttp import web
 from nats.js import JetStreamContext
+from nats.js.api import Header
+from nats.js.kv import KV_OP, KV_PURGE, MSG_ROLLUP_SUBJECT
 
 from shared import trace_context
 from shared.app_keys import SETTINGS
@@ -34,6 +37,10 @@ _encoder = msgspec.json.Encoder()
 BATCH = 500
 # Notifications are the trigger; this is only the safety net should one ever be missed.
 IDLE_RECHECK_SECONDS = 5.0
+# How long a purge marker stays in its bucket before the server drops it (a per-message TTL): a
+# watcher that resumes after a longer outage misses the purge and keeps the entry until it restarts.
+# Meanwhile the marker is the key's only trace, so the bucket shrinks to its live keys.
+PURGE_MARKER_SECONDS = 24 * 3600
 # At shutdown, how long the active relay may take to publish what is committed.
 FLUSH_SECONDS = 5.0
 
@@ -52,19 +59,29 @@ async def put_kv(conn: Connection, bucket: str, key: str, value: msgspec.Struct)
     await _add(conn, uuid.uuid4(), kv_subject(bucket, key), _encoder.encode(value))
 
 
-async def _add(conn: Connection, message_id: uuid.UUID, subject: str, payload: bytes) -> None:
+async def purge_kv(conn: Connection, bucket: str, key: str) -> None:
+    """Queue the removal of a KV entry with all its values in the caller's transaction (same
+    ordering rule as :func:`add_event`): watchers see it as deleted; its marker ages out after
+    PURGE_MARKER_SECONDS, leaving nothing of the key in the bucket."""
+    await _add(conn, uuid.uuid4(), kv_subject(bucket, key), b"", kv_operation=KV_PURGE)
+
+
+async def _add(
+    conn: Connection, message_id: uuid.UUID, subject: str, payload: bytes, *, kv_operation: str | None = None
+) -> None:
     # The message is a child of the span that queued it (a request's, an event's), none from a
     # background task.
     span = trace_context.current()
     await conn.execute(
-        "INSERT INTO outbox (id, subject, payload, request_id, traceparent, tracestate)"
-        " VALUES ($1, $2, $3, $4, $5, $6)",
+        "INSERT INTO outbox (id, subject, payload, request_id, traceparent, tracestate, kv_operation)"
+        " VALUES ($1, $2, $3, $4, $5, $6, $7)",
         message_id,
         subject,
         payload,
         log_context_value("request_id"),
         span and span.traceparent,
         span and span.tracestate,
+        kv_operation,
     )
 
 
@@ -160,7 +177,7 @@ class Relay:
     async def _publish_batch(self, conn: Connection) -> bool:
         """Publish the oldest rows; True when more are waiting (a full batch, or a retry due)."""
         rows = await conn.fetch(
-            "SELECT seq, id, subject, payload, request_id, traceparent, tracestate,"
+            "SELECT seq, id, subject, payload, request_id, traceparent, tracestate, kv_operation,"
             " extract(epoch FROM now() - created_at) AS age FROM outbox ORDER BY seq LIMIT $1",
             BATCH,
         )
@@ -194,6 +211,13 @@ class Relay:
             headers["traceparent"] = row["traceparent"]
             if row["tracestate"]:
                 headers["tracestate"] = row["tracestate"]
+        if row["kv_operation"] == KV_PURGE:
+            # What nats-py's KeyValue.purge sends: the rollup drops the key's earlier values.
+            headers |= {
+                KV_OP: KV_PURGE,
+                Header.ROLLUP.value: MSG_ROLLUP_SUBJECT,
+                Header.MSG_TTL.value: str(PURGE_MARKER_SECONDS),
+            }
         await self._js.publish(row["subject"], row["payload"], headers=headers, timeout=5)
 
 

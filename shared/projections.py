@@ -31,7 +31,8 @@ SCREENSHOTS_BUCKET = "screenshots"
 
 class DeviceKeyEntry(msgspec.Struct, frozen=True, kw_only=True, rename="camel"):
     """``device-keys``: sha256(key) hex → who the key belongs to. Revoked keys stay, marked, so the
-    gateway can tell a TV "revoked, pair again" (401 ``device_revoked``) rather than "unknown"."""
+    gateway can tell a TV "revoked, pair again" (401 ``device_revoked``) rather than "unknown",
+    until provisioning purges them after REVOKED_KEY_RETENTION_HOURS."""
 
     v: int = 1
     device_id: uuid.UUID

@@ -125,10 +125,21 @@ class Settings(NotificationSettings, frozen=True, kw_only=True):
         Meta(
             ge=0,
             le=366 * _DAY,
-            description="device authorizations and pairing codes that bound no device are deleted this"
-            " long after they expired",
+            description="device authorizations, pairing codes and provisioning tokens that bound no device"
+            " are deleted this long after they expired (till then they answer 410, then 404)",
         ),
     ] = _DAY
+    # What the retention buys: a TV that comes back within it hears "revoked" (401 device_revoked)
+    # rather than "unknown" (401 unauthorized); either shows its pairing screen again.
+    revoked_key_retention_hours: Annotated[
+        float,
+        Meta(
+            ge=0,
+            le=10 * 365 * 24,
+            description="a revoked device key answers 401 `device_revoked` this long, then it is forgotten"
+            " (401 `unauthorized`): its row and its entry in every gateway's memory go",
+        ),
+    ] = 30 * 24
     trusted_proxies: Annotated[
         Networks, Meta(description="networks whose X-Forwarded-For is believed (`make run`: loopback)")
     ] = ()

@@ -11,12 +11,14 @@ proofs) and ``binding`` (the one place every bind and unbind goes through).
 from __future__ import annotations
 
 import asyncio
+import functools
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import structlog
 from aiohttp import web
 
-from services.provisioning import device_authorization, queries
+from services.provisioning import binding, device_authorization, queries
 from services.provisioning.consumers import screens_ctx
 from services.provisioning.routes import OPERATIONS
 from shared import bus, db, outbox
@@ -59,15 +61,19 @@ PRUNE_BATCH = 1000
 
 
 async def prune(app: web.Application) -> None:
-    """Forget budgets of windows past, and expired requests and codes that bound nothing, once a
-    window: the tables stay as small as the live traffic, whatever an attacker stored."""
+    """Forget budgets of windows past, and expired requests, codes and tokens that bound nothing,
+    once a window: the tables stay as small as the live traffic, whatever an attacker stored. And
+    revoked keys past their retention, so the gateways' memory follows the live fleet. Every
+    replica runs it; batches of different replicas never overlap."""
     settings = app[SETTINGS]
     window, kept = settings.register_failure_window_seconds, settings.prune_expired_after_seconds
+    keys_kept = settings.revoked_key_retention_hours * 3600
     while True:
         await asyncio.sleep(window)
         try:
             async with app[POOL].acquire() as conn:
                 await prune_once(conn, window, kept)
+                await forget_revoked_keys(conn, keys_kept)
         except Exception as exc:  # noqa: BLE001 - the next round tries again; pruning is housekeeping
             log.warning("prune_failed", error=str(exc))
 
@@ -75,14 +81,29 @@ async def prune(app: web.Application) -> None:
 async def prune_once(conn: Connection, window_seconds: int, kept_seconds: int) -> int:
     """One round, batch after batch until none comes back full; returns the rows deleted."""
     deleted = 0
-    for step in (
-        lambda: queries.pruning.prune_budgets(conn, window_seconds, PRUNE_BATCH),
-        lambda: queries.pruning.prune_device_authorizations(conn, kept_seconds, PRUNE_BATCH),
-        lambda: queries.pruning.prune_codes(conn, kept_seconds, PRUNE_BATCH),
-    ):
+    steps: list[Callable[[], Awaitable[int]]] = [
+        functools.partial(queries.pruning.prune_budgets, conn, window_seconds, PRUNE_BATCH),
+        *(
+            functools.partial(queries.pruning.prune_expired, conn, table, kept_seconds, PRUNE_BATCH)
+            for table in queries.pruning.EXPIRING
+        ),
+    ]
+    for step in steps:
         while True:
             count = await step()
             deleted += count
             if count < PRUNE_BATCH:
                 break
     return deleted
+
+
+async def forget_revoked_keys(conn: Connection, kept_seconds: float) -> int:
+    """Revoked keys past their retention, a transaction a batch; returns how many went."""
+    forgotten = 0
+    while True:
+        count = await binding.forget_revoked_keys(conn, kept_seconds, PRUNE_BATCH)
+        forgotten += count
+        if count < PRUNE_BATCH:
+            if forgotten:
+                log.info("revoked_keys_forgotten", keys=forgotten)
+            return forgotten

@@ -4,7 +4,8 @@ Codes, provisioning tokens, recovery, serials, claims and device authorizations 
 device proves it may bind; what binding *is* does not change: a device row, a key stored as a
 hash, the key's entry in the gateways' KV bucket, a ``device.bound`` event, an audit row — all in
 the caller's transaction (which has locked the screen), all through the outbox. Unbinding is the
-mirror image (revoke, logout).
+mirror image (revoke, logout); a revoked key's end is its row and its entry forgotten after a
+retention.
 """
 
 from __future__ import annotations
@@ -183,6 +184,18 @@ async def _publish_key(
             device_id=device.id, screen_id=device.screen_id, tenant_id=device.tenant_id, status=status
         ),
     )
+
+
+async def forget_revoked_keys(conn: Connection, kept_seconds: float, batch: int) -> int:
+    """Forget at most ``batch`` keys revoked ``kept_seconds`` ago: their rows, and (queued in the
+    same transaction, so after their "revoked" puts) their entries in every gateway's bucket and
+    memory. A TV presenting one is then unknown: 401 ``unauthorized`` where it was
+    ``device_revoked``. Returns how many went."""
+    async with conn.transaction():
+        digests = await queries.pruning.delete_revoked_keys(conn, kept_seconds, batch)
+        for digest in digests:
+            await outbox.purge_kv(conn, DEVICE_KEYS_BUCKET, device_key_name(digest))
+    return len(digests)
 
 
 def device_actor(device_id: uuid.UUID) -> str:

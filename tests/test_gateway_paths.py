@@ -18,7 +18,7 @@ from services.device_gateway.acks import Acks, NotStored
 from shared import bus, request_metrics
 from shared.app_keys import IN_FLIGHT, SERVICE, InFlight
 from shared.bus_access import SETUP_USER
-from shared.direct_routes import route_directly
+from shared.direct_routes import DirectAnswer, route_directly
 from shared.health import metrics
 from shared.http import add_routes
 from shared.request_metrics import RouteTally
@@ -220,3 +220,97 @@ async def test_requests_reach_the_metrics_within_a_second_without_a_scrape() -> 
     await asyncio.sleep(request_metrics.FLUSH_SECONDS + 0.2)
     assert _sample("http_requests_total", service=service, method="GET", route="/x", status="200") == 1
     assert _sample("http_request_duration_seconds_bucket", service=service, route="/x", le="0.0005") == 1
+
+
+# ---- answers written directly --------------------------------------------------------------------
+
+
+async def _exchange(url: str, request: bytes) -> bytes:
+    """What the server sends back on a raw connection for ``request``, until it closes or pauses."""
+    host, port = url.removeprefix("http://").split(":")
+    reader, writer = await asyncio.open_connection(host, int(port))
+    writer.write(request)
+    await writer.drain()
+    received = b""
+    try:
+        while chunk := await asyncio.wait_for(reader.read(65536), 0.3):
+            received += chunk
+    except TimeoutError:
+        pass  # kept alive: all there is has come
+    writer.close()
+    return received
+
+
+def _without_date(answer: bytes) -> bytes:
+    return b"\r\n".join(line for line in answer.split(b"\r\n") if not line.startswith(b"Date: "))
+
+
+@pytest.mark.parametrize("status", [200, 202, 304])
+@pytest.mark.parametrize(
+    "request_line",
+    [
+        b"GET /direct HTTP/1.1\r\nHost: x\r\n",
+        b"GET /direct HTTP/1.1\r\nHost: x\r\nConnection: close\r\n",
+        b"GET /direct HTTP/1.0\r\n",
+        b"GET /direct HTTP/1.0\r\nConnection: keep-alive\r\n",
+        b"HEAD /direct HTTP/1.1\r\nHost: x\r\n",
+        b"POST /direct HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n",
+    ],
+)
+async def test_an_answer_written_directly_is_the_bytes_aiohttp_writes(
+    status: int, request_line: bytes
+) -> None:
+    body = None if status == 304 else b'{"status":"accepted"}'
+    headers = {"ETag": '"abc"', "Cache-Control": "private, no-cache"}
+
+    async def direct(request: web.Request) -> web.StreamResponse:
+        answer = DirectAnswer(status, dict(headers), body)
+        answer.headers["X-Request-ID"] = "r1"  # as instrumented adds it
+        return answer
+
+    async def aiohttps(request: web.Request) -> web.StreamResponse:
+        response = web.Response(status=status, headers=dict(headers), body=body)
+        if body is not None:
+            response.content_type = "application/json"
+        response.headers["X-Request-ID"] = "r1"
+        return response
+
+    answers = []
+    for handler in (direct, aiohttps):
+        app = web.Application()
+        app.router.add_route("*", "/direct", handler)
+        runner, url = await _serve(app)
+        try:
+            request = request_line + b"\r\n" + (b"{}" if request_line.startswith(b"POST") else b"")
+            answers.append(await _exchange(url, request * 2))  # two: does the connection stay?
+        finally:
+            await runner.cleanup()
+    direct_answer, aiohttp_answer = answers
+    assert direct_answer.startswith(b"HTTP/1.")
+    assert sorted(_without_date(direct_answer).split(b"\r\n")) == sorted(
+        _without_date(aiohttp_answer).split(b"\r\n")
+    )
+    assert direct_answer.count(b"Date: ") == aiohttp_answer.count(b"Date: ")
+
+
+async def test_a_header_holding_a_line_break_is_not_written_as_aiohttp_does_not() -> None:
+    header = {"ETag": '"a"\r\nSet-Cookie: x=1'}
+
+    async def direct(request: web.Request) -> web.StreamResponse:
+        return DirectAnswer(304, dict(header))
+
+    async def aiohttps(request: web.Request) -> web.StreamResponse:
+        return web.Response(status=304, headers=dict(header))
+
+    app = web.Application()
+    app.router.add_get("/direct", direct)
+    app.router.add_get("/aiohttp", aiohttps)
+    runner, url = await _serve(app)
+    try:
+        answers = [
+            await _exchange(url, b"GET /%s HTTP/1.1\r\nHost: x\r\n\r\n" % path)
+            for path in (b"direct", b"aiohttp")
+        ]
+    finally:
+        await runner.cleanup()
+    assert answers == [b"", b""]  # the connection closed, nothing written

@@ -20,16 +20,17 @@ from services.device_gateway.projections import DeviceKey, Projections, ScreenVi
 from services.device_gateway.waits import CONTENT, DEVICE, hold
 from shared import trace_context
 from shared.clock import utcnow
+from shared.direct_routes import DirectAnswer
 from shared.errors import Unavailable
 from shared.events import DeviceEventsReported, Heartbeat, device_events_subject, heartbeat_subject
-from shared.http import json_response, read_json
+from shared.http import read_json
 
 log = structlog.get_logger()
 
 _heartbeat_body = msgspec.json.Decoder(HeartbeatBody)
 _events_body = msgspec.json.Decoder(EventsBody)
 _encoder = msgspec.json.Encoder()
-_ACCEPTED = Accepted()
+_ACCEPTED = _encoder.encode(Accepted())
 
 
 def _screen(request: web.Request, device: DeviceKey) -> ScreenView:
@@ -43,13 +44,16 @@ def _screen_of(projections: Projections, device: DeviceKey) -> ScreenView:
     return view
 
 
-def _full(body: bytes, etag: str) -> web.Response:
-    headers = {"ETag": etag, "Cache-Control": "private, no-cache"}
-    return web.Response(body=body, headers=headers, content_type="application/json")
+def _full(body: bytes, etag: str) -> web.StreamResponse:
+    return DirectAnswer(200, {"ETag": etag, "Cache-Control": "private, no-cache"}, body)
 
 
-def _not_modified(etag: str) -> web.Response:
-    return web.Response(status=304, headers={"ETag": etag, "Cache-Control": "private, no-cache"})
+def _not_modified(etag: str) -> web.StreamResponse:
+    return DirectAnswer(304, {"ETag": etag, "Cache-Control": "private, no-cache"})
+
+
+def _accepted() -> web.StreamResponse:
+    return DirectAnswer(202, {}, _ACCEPTED)
 
 
 # What a poll reads of a screen's view: its body and ETag.
@@ -107,14 +111,14 @@ def _held(request: web.Request, device: DeviceKey, etag: str, part: Part) -> Awa
     return hold(request, keys, partial(_not_modified, etag), partial(_again, request, etag, part))
 
 
-def _again(request: web.Request, etag: str, part: Part) -> web.Response | None:
+def _again(request: web.Request, etag: str, part: Part) -> web.StreamResponse | None:
     """A woken poll: the new content, or None while its ETag still holds."""
     current = authenticate(request)  # revoked meanwhile: 401 device_revoked, at once
     body, new_etag = part(_screen(request, current))
     return None if new_etag == etag else _full(body, new_etag)
 
 
-async def post_heartbeat(request: web.Request) -> web.Response:
+async def post_heartbeat(request: web.Request) -> web.StreamResponse:
     """202 once JetStream has stored the heartbeat (an ack from the stream, not just a send)."""
     request.app[ADMISSION].admit_report()
     device = authenticate(request)
@@ -132,10 +136,10 @@ async def post_heartbeat(request: web.Request) -> web.Response:
         playing=body.playing,
     )
     await publish_report(request.app, heartbeat_subject(tenant_id, screen_id), _encoder.encode(heartbeat))
-    return json_response(_ACCEPTED, status=202)
+    return _accepted()
 
 
-async def post_events(request: web.Request) -> web.Response:
+async def post_events(request: web.Request) -> web.StreamResponse:
     request.app[ADMISSION].admit_report()
     device = authenticate(request)
     body = await read_json(request, _events_body)
@@ -152,4 +156,4 @@ async def post_events(request: web.Request) -> web.Response:
         _encoder.encode(report),
         headers=trace_context.headers(),
     )
-    return json_response(_ACCEPTED, status=202)
+    return _accepted()

@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from datetime import UTC, datetime
 
 import aiohttp
+import msgspec
 import nats.errors
 import prometheus_client
 import pytest
@@ -15,12 +17,15 @@ from aiohttp import web
 from nats.js.api import RawStreamMsg
 
 from services.device_gateway.acks import Acks, NotStored
+from services.device_gateway.projections import DeviceKey, pack_key_entry
 from shared import bus, request_metrics
 from shared.app_keys import IN_FLIGHT, SERVICE, InFlight
 from shared.bus_access import SETUP_USER
 from shared.direct_routes import DirectAnswer, route_directly
+from shared.events import Heartbeat, heartbeat_decoder
 from shared.health import metrics
 from shared.http import add_routes
+from shared.projections import DeviceKeyEntry
 from shared.request_metrics import RouteTally
 from shared.settings import Settings
 from tests.stack import make_topology
@@ -162,6 +167,28 @@ async def test_a_report_the_stream_refuses_or_no_stream_takes_is_not_stored(sett
     assert [message.data for message in await _stored(settings)] == [b"stored"]
     with pytest.raises(nats.errors.ConnectionClosedError):
         await acks.store(_subject(), b"after the stop")
+
+
+async def test_a_report_nobody_acks_fails_after_its_timeout(settings: Settings) -> None:
+    await make_topology(settings)
+    nc = await bus.connect(settings, SETUP_USER)  # may publish where no stream listens
+    listener = await bus.connect(settings, SETUP_USER)  # another connection: ours hears not itself
+    await listener.subscribe("silent.reports")  # takes the message, never answers
+    await listener.flush()
+    acks = Acks()
+    await acks.start(nc)
+    loop = asyncio.get_running_loop()
+    try:
+        started = loop.time()
+        with pytest.raises(TimeoutError):
+            await acks.store("silent.reports", b"x", timeout=0.3)
+        waited = loop.time() - started
+        await acks.store(_subject(), b"stored")  # the others are not held up
+    finally:
+        await acks.stop()
+        await listener.close()
+        await nc.close()
+    assert 0.3 <= waited < 1.0  # checked a few times a second, not one timer per report
 
 
 # ---- request metrics, tallied ------------------------------------------------------------------
@@ -314,3 +341,31 @@ async def test_a_header_holding_a_line_break_is_not_written_as_aiohttp_does_not(
     finally:
         await runner.cleanup()
     assert answers == [b"", b""]  # the connection closed, nothing written
+
+
+def test_a_heartbeat_made_of_the_ids_texts_is_the_message_made_of_their_uuids() -> None:
+    entry = DeviceKeyEntry(
+        device_id=uuid.uuid4(), screen_id=uuid.uuid4(), tenant_id=uuid.uuid4(), status="active"
+    )
+    device = DeviceKey(pack_key_entry(entry))
+    tenant, screen, device_id = device.id_texts()
+    assert (tenant, screen, device_id) == (str(entry.tenant_id), str(entry.screen_id), str(entry.device_id))
+    received_at = datetime.now(UTC)
+    as_texts = Heartbeat(
+        tenant_id=tenant,  # type: ignore[arg-type]
+        screen_id=screen,  # type: ignore[arg-type]
+        device_id=device_id,  # type: ignore[arg-type]
+        received_at=received_at,
+        uptime_seconds=5,
+        free_storage_mb=12.0,
+    )
+    as_uuids = Heartbeat(
+        tenant_id=entry.tenant_id,
+        screen_id=entry.screen_id,
+        device_id=entry.device_id,
+        received_at=received_at,
+        uptime_seconds=5,
+        free_storage_mb=12.0,
+    )
+    assert msgspec.json.encode(as_texts) == msgspec.json.encode(as_uuids)
+    assert heartbeat_decoder.decode(msgspec.json.encode(as_texts)) == as_uuids

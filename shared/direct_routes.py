@@ -104,6 +104,9 @@ class DirectAnswer(web.StreamResponse):
         transport.write(data + body if body else data)
         self._eof_sent = True
         self._body_length = len(body) if body else 0
+        # As aiohttp's end of a response: wait while the connection's buffer is over its limit (a
+        # client that sends and does not read), at once otherwise.
+        await request.writer.drain()
         return None
 
     async def _prepare_fallback(self, request: web.BaseRequest) -> AbstractStreamWriter | None:

@@ -23,6 +23,7 @@ class Load:
     failed: int  # status other than 2xx/3xx, or a socket error
     wrk_cores: float  # CPU the load generator used, in cores
     server_cores: float  # CPU the server's processes used, in cores
+    server_cpu_us: float = 0.0  # CPU the server's processes used per request, in microseconds
 
     @property
     def rate(self) -> float:
@@ -80,6 +81,7 @@ def wrk(
         failed=summary["non_2xx_3xx"] + summary["socket_errors"],
         wrk_cores=wrk_cpu / elapsed,
         server_cores=server_cpu / elapsed,
+        server_cpu_us=server_cpu * 1e6 / max(1, summary["requests"]),
     )
 
 

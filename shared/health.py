@@ -15,6 +15,7 @@ from prometheus_client import multiprocess
 from shared.app_keys import READINESS
 from shared.dependencies import DEPENDENCIES
 from shared.http import json_response
+from shared.request_metrics import flush as flush_request_metrics
 
 
 async def healthz(request: web.Request) -> web.Response:
@@ -36,6 +37,7 @@ async def readyz(request: web.Request) -> web.Response:
 
 
 async def metrics(request: web.Request) -> web.Response:
+    flush_request_metrics()  # this worker's last second of requests, tallied (shared/request_metrics.py)
     registry = prometheus_client.REGISTRY
     if "PROMETHEUS_MULTIPROC_DIR" in os.environ:  # one of several workers: answer for all of them
         registry = prometheus_client.CollectorRegistry()

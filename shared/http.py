@@ -15,7 +15,6 @@ from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 import msgspec
-import prometheus_client
 import structlog
 from aiohttp import web
 from multidict import MultiDict, MultiDictProxy
@@ -23,18 +22,9 @@ from multidict import MultiDict, MultiDictProxy
 from shared import dependencies, errors, trace_context
 from shared.app_keys import IN_FLIGHT, SERVICE, SETTINGS
 from shared.logging import log_context_value, new_log_context
+from shared.request_metrics import RouteTally
 
 log = structlog.get_logger()
-
-REQUESTS = prometheus_client.Counter(
-    "http_requests_total", "HTTP requests answered", ["service", "method", "route", "status"]
-)
-LATENCY = prometheus_client.Histogram(
-    "http_request_duration_seconds",
-    "Time to answer an HTTP request",
-    ["service", "route"],
-    buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
-)
 
 _encoder = msgspec.json.Encoder()
 T = TypeVar("T")
@@ -103,8 +93,7 @@ def instrumented(
     service, in_flight = app[SERVICE], app[IN_FLIGHT]  # looked up once, not per request
     if needs:
         handler = _needing(app[dependencies.DEPENDENCIES], needs, handler)
-    counted: dict[int, Any] = {}  # status -> its counter, so the hot path skips labels()
-    latency = LATENCY.labels(service, route)
+    tally = RouteTally(service, method, route)
 
     async def handle(request: web.Request) -> web.StreamResponse:
         started = time.perf_counter()
@@ -127,11 +116,7 @@ def instrumented(
                 response.force_close()
         elapsed = time.perf_counter() - started
         status = response.status
-        counter = counted.get(status)
-        if counter is None:
-            counter = counted[status] = REQUESTS.labels(service, method, route, str(status))
-        counter.inc()
-        latency.observe(elapsed)
+        tally.record(status, elapsed)
         if not quiet or status >= 400:
             log.info(
                 "request",

@@ -90,8 +90,17 @@ def child_of(traceparent: str | None, tracestate: str | None = None) -> Span:
     we could not read, and the spec forbids reading it then)."""
     parent = parse(traceparent) if traceparent else None
     if parent is None:
-        return Span(f"{_bits(128) or 1:032x}", f"{_bits(64) or 1:016x}", NEW_TRACE_FLAGS, None)
+        return _root()
     return Span(parent[0], f"{_bits(64) or 1:016x}", parent[2], _passed_on(tracestate))
+
+
+def _root() -> Span:
+    """The first span of a new trace: both ids from one draw of 192 bits (a TV's every poll)."""
+    ids = _bits(192).to_bytes(24, "big").hex()
+    trace_id, span_id = ids[:32], ids[32:]
+    if trace_id == _INVALID_TRACE_ID or span_id == _INVALID_PARENT_ID:  # all zeros: not an id
+        return _root()
+    return Span(trace_id, span_id, NEW_TRACE_FLAGS, None)
 
 
 def start(traceparent: str | None, tracestate: str | None = None) -> Span:
@@ -107,7 +116,9 @@ def start_request(headers: CIMultiDictProxy[str]) -> Span:
     several ``tracestate`` headers are one list."""
     traceparent = headers.get("traceparent")
     if traceparent is None:
-        return start(None)
+        span = _root()
+        _CURRENT.set(span)
+        return span
     if len(headers.getall("traceparent")) > 1:
         return start(None)
     return start(traceparent, ",".join(headers.getall("tracestate", ())))

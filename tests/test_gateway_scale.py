@@ -222,10 +222,15 @@ async def test_workers_share_one_port_each_enforce_a_revoke_and_stop_cleanly(sta
             rejected_by = await stack.eventually(forty_revoked, timeout=5)
             assert rejected_by == served_by  # 40 fresh connections reached both workers
 
-            async with http.get(url + "/metrics") as response:
-                assert response.status == 200
-                counted = playlist_requests_counted(await response.text())
-        assert counted == sent and sent["401"] >= 40
+            async def all_counted() -> bool:
+                # Each worker adds its tallied requests to the shared metrics within a second
+                # (shared/request_metrics.py); the one scraped adds its own at once.
+                async with http.get(url + "/metrics") as response:
+                    assert response.status == 200
+                    return playlist_requests_counted(await response.text()) == sent
+
+            await stack.eventually(all_counted, timeout=5, interval=0.2)
+        assert sent["401"] >= 40
 
         supervisor.send_signal(signal.SIGTERM)
         assert await asyncio.to_thread(supervisor.wait, 20) == 0, tail(log)

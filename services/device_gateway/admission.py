@@ -27,7 +27,7 @@ import prometheus_client
 import structlog
 from aiohttp import web
 
-from shared.bus import JS
+from services.device_gateway.acks import Acks, NotStored
 from shared.errors import RateLimited, Unavailable
 
 log = structlog.get_logger()
@@ -100,6 +100,8 @@ def _too_busy() -> RateLimited:
 
 
 ADMISSION = web.AppKey("ADMISSION", Admission)
+# Reports on their way into JetStream, their acks awaited on one inbox (services.device_gateway.acks).
+ACKS = web.AppKey("ACKS", Acks)
 
 
 async def publish_report(
@@ -116,8 +118,8 @@ async def publish_report(
     admission = app[ADMISSION]
     admission.pending += 1
     try:
-        await app[JS].publish(subject, payload, timeout=timeout, headers=headers)
-    except (nats.errors.Error, TimeoutError) as exc:
+        await app[ACKS].store(subject, payload, headers=headers, timeout=timeout)
+    except (nats.errors.Error, TimeoutError, NotStored) as exc:
         log.warning("publish_failed", subject=subject, error=str(exc))
         raise Unavailable("could not store the report; retry with backoff", retry_after=5) from None
     finally:

@@ -9,7 +9,8 @@ import prometheus_client
 import structlog
 from aiohttp import web
 
-from services.device_gateway.admission import ADMISSION, Admission
+from services.device_gateway.acks import Acks
+from services.device_gateway.admission import ACKS, ADMISSION, Admission
 from services.device_gateway.commands import send_delivery_reports
 from services.device_gateway.commands_projection import COMMANDS, OpenCommands, commands_ctx
 from services.device_gateway.devices import PROJECTIONS
@@ -20,6 +21,7 @@ from shared import bus
 from shared.app import base_app
 from shared.app_keys import READINESS
 from shared.bus import NC
+from shared.direct_routes import route_directly
 from shared.openapi import add_operations
 from shared.projections import DEVICE_KEYS_BUCKET, SCREEN_CONTENT_BUCKET
 from shared.settings import Settings
@@ -43,8 +45,10 @@ def create_app(settings: Settings) -> web.Application:
         max_pending=settings.gateway_max_pending_reports,
         max_downloads_per_device=settings.gateway_max_downloads_per_device,
     )
+    app[ACKS] = Acks()
     app.cleanup_ctx.append(background("count-cached", count_cached))
     app.cleanup_ctx.append(bus.jetstream_ctx)
+    app.cleanup_ctx.append(acks_ctx)
     app.cleanup_ctx.append(projections_ctx)
     app.cleanup_ctx.append(commands_ctx)
     # Measured from when the projections are in: loading a large bucket holds the loop (that is
@@ -55,7 +59,14 @@ def create_app(settings: Settings) -> web.Application:
     # again, of another replica. shared/serve.py sends this after the port has closed.
     app.on_shutdown.append(stop_waiting)
     add_operations(app, "Signage device gateway", OPERATIONS)
+    route_directly(app)  # the polls and reports skip the router (shared/direct_routes.py)
     return app
+
+
+async def acks_ctx(app: web.Application) -> AsyncIterator[None]:
+    await app[ACKS].start(app[NC])
+    yield
+    await app[ACKS].stop()
 
 
 async def stop_waiting(app: web.Application) -> None:

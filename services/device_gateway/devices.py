@@ -11,11 +11,14 @@ from shared.errors import DeviceRevoked, Unauthorized, Unavailable
 PROJECTIONS = web.AppKey("PROJECTIONS", Projections)
 
 
-def authenticate(request: web.Request) -> DeviceKey:
+def authenticate(request: web.Request, projections: Projections | None = None) -> DeviceKey:
+    """The device whose key the request presents (``projections``: the app's, when the caller
+    has them at hand already)."""
     scheme, _, api_key = request.headers.get("Authorization", "").partition(" ")
     if scheme.lower() != "bearer" or not api_key.startswith("dak_"):
         raise Unauthorized("send Authorization: Bearer <dak_ device key>")
-    projections = request.app[PROJECTIONS]
+    if projections is None:
+        projections = request.app[PROJECTIONS]
     device = projections.lookup(api_key)
     if device is None:
         if not projections.ready:  # a key we may not have loaded yet: never a false 401

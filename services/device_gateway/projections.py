@@ -83,6 +83,17 @@ class DeviceKey:
     def tenant_id(self) -> uuid.UUID:
         return uuid.UUID(bytes=self._packed[32:48])
 
+    def id_texts(self) -> tuple[str, str, str]:
+        """The tenant, screen and device ids as ``str(uuid.UUID(...))`` writes them, made from one
+        hex string: a heartbeat needs their text, and three ``UUID`` objects (made in Python) and
+        their conversions were a tenth of its CPU."""
+        h = self._packed[:48].hex()
+        return (
+            f"{h[64:72]}-{h[72:76]}-{h[76:80]}-{h[80:84]}-{h[84:96]}",
+            f"{h[32:40]}-{h[40:44]}-{h[44:48]}-{h[48:52]}-{h[52:64]}",
+            f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:32]}",
+        )
+
 
 class ScreenView(msgspec.Struct, frozen=True, gc=False):
     playlist_body: bytes

@@ -54,7 +54,7 @@ from shared.projections import (
     kv_stream,
     kv_subject,
 )
-from shared.settings import Settings, port_field
+from shared.settings import DEFAULTS, Settings, port_field
 
 DATA = ROOT / ".data" / "bench"
 
@@ -209,9 +209,7 @@ class Bench:
         if 9 in only:
             print(f"9. scale: {args.scale:,} screens ...", flush=True)
             # The heartbeat service as deployed: presence and history written as they coalesce.
-            await self.restart_service(
-                "heartbeat", presence_write_seconds=default_of("presence_write_seconds")
-            )
+            await self.restart_service("heartbeat", presence_write_seconds=DEFAULTS["presence_write_seconds"])
             self.figures["scale"] = await scale_figures(self, args.scale)
         return self.figures
 
@@ -411,10 +409,6 @@ class Bench:
                 "start_to_ready_s": round(load_seconds, 1),
             }
         return figures
-
-
-def default_of(setting: str) -> Any:
-    return next(f.default for f in msgspec.structs.fields(Settings) if f.name == setting)
 
 
 async def heartbeats_consumed(js: Any, *, timeout: float) -> None:

@@ -19,15 +19,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import msgspec
-
 from devstack.settings import ROOT
-from shared.settings import Settings
+from shared.settings import DEFAULTS
 
-# The settings' defaults that size the plan (Settings itself needs the servers' addresses).
-_DEFAULTS = {field.name: field.default for field in msgspec.structs.fields(Settings)}
-MAX_WAITING: int = _DEFAULTS["gateway_max_waiting"]
-RETENTION_DAYS: float = _DEFAULTS["heartbeat_retention_hours"] / 24
+# The settings' defaults that size the plan.
+MAX_WAITING: int = DEFAULTS["gateway_max_waiting"]
+RETENTION_DAYS: float = DEFAULTS["heartbeat_retention_hours"] / 24
 
 # The defaults the plan is sized for: every screen's TV waits on its playlist, config and
 # commands at once (docs/tv-app.md), each wait ending after WAIT_S without a change, and sends a

@@ -35,7 +35,7 @@ from services.heartbeat import history
 from services.heartbeat.app import MIGRATIONS
 from shared import db
 from shared.events import Heartbeat
-from shared.settings import Settings
+from shared.settings import DEFAULTS
 
 SCAN = (
     "SELECT count(*), count(*) FILTER (WHERE p.status = 'online'),"
@@ -159,8 +159,7 @@ async def history_after(
 ) -> Figures:
     known: set[datetime] = set()
     await history.ensure_partitions(pool, known, [DAY + timedelta(hours=h) for h in range(0, 24, 6)])
-    default = next(f.default for f in msgspec.structs.fields(Settings) if f.name == "presence_write_seconds")
-    every = round(default / 60)
+    every = round(DEFAULTS["presence_write_seconds"] / 60)
     figures: Figures = {}
     for label, step in ((f"one a screen per {every} min", every), ("every heartbeat", 1)):
         await conn.execute("TRUNCATE heartbeats")

@@ -343,6 +343,9 @@ def port_field(service: str) -> str:
     return service.replace("-", "_") + "_port"
 
 
+# Every setting's default by field name (Settings itself cannot be made without the servers' addresses).
+DEFAULTS = {field.name: field.default for field in msgspec.structs.fields(Settings)}
+
 DEFAULT_PORTS = {
     field.name.removesuffix("_port").replace("_", "-"): field.default
     for field in msgspec.structs.fields(Settings)

@@ -24,6 +24,7 @@ from services.heartbeat.app import MIGRATIONS
 from shared import bus, db
 from shared.bus_access import SETUP_USER
 from shared.events import Heartbeat, ScreenConfig, ScreenConfigChanged, ScreenCreated, heartbeat_subject
+from shared.settings import Settings
 from tests.stack import Stack
 
 HEARTBEAT = "/v1/device/heartbeat"
@@ -412,20 +413,31 @@ async def fleet_status_of(conn: asyncpg.Connection, tenant: uuid.UUID) -> dict[s
     return {"screens": screens, "online": online, "offline": offline, "unknown": screens - online - offline}
 
 
+def quick(settings: Settings) -> Settings:
+    """A deadline of 1.2 s (a 1-minute interval times 0.02), checked every 0.2 s; presence written
+    every 10 minutes at most."""
+    return msgspec.structs.replace(
+        settings, offline_after_intervals=0.02, presence_check_seconds=0.2, presence_write_seconds=600
+    )
+
+
+async def screen_sending(stack: Stack) -> tuple[dict[str, Any], str, Callable[[], Awaitable[bool]]]:
+    """A tenant, its paired screen's presence path, and one heartbeat of that screen (true if 202)."""
+    tenant = await stack.tenant()
+    screen, registered = await stack.paired_device(tenant["token"])
+
+    async def sent() -> bool:
+        status, _, _ = await stack.call("POST", HEARTBEAT, token=registered["apiKey"], json={})
+        return status == 202
+
+    return tenant, f"/v1/screens/{screen['id']}/presence", sent
+
+
 async def test_a_screen_that_stops_goes_offline_within_its_deadline_though_rarely_written(settings, sockets):
     """Deadline 1.2 s (a 1-minute interval times 0.02), checked every 0.2 s; presence written every
     10 minutes at most: the watch tells when the screen stopped, to the heartbeat."""
-    quick = msgspec.structs.replace(
-        settings, offline_after_intervals=0.02, presence_check_seconds=0.2, presence_write_seconds=600
-    )
-    async with Stack(quick, sockets) as stack:
-        tenant = await stack.tenant()
-        screen, registered = await stack.paired_device(tenant["token"])
-        path = f"/v1/screens/{screen['id']}/presence"
-
-        async def sent() -> bool:
-            status, _, _ = await stack.call("POST", HEARTBEAT, token=registered["apiKey"], json={})
-            return status == 202
+    async with Stack(quick(settings), sockets) as stack:
+        tenant, path, sent = await screen_sending(stack)
 
         await stack.eventually(sent)
         first = await stack.eventually(lambda: online_presence(stack, tenant["token"], path))
@@ -520,17 +532,8 @@ async def test_migrating_a_populated_service_counts_its_fleet_and_keeps_its_hist
 async def test_a_restarted_service_still_finds_a_screen_that_stopped_meanwhile(settings, sockets):
     """Its watch starts with no memory: it takes the online screens as heard at its start, so one
     that stopped while no replica ran is found a deadline later, not at the backstop."""
-    quick = msgspec.structs.replace(
-        settings, offline_after_intervals=0.02, presence_check_seconds=0.2, presence_write_seconds=600
-    )
-    async with Stack(quick, sockets) as stack:
-        tenant = await stack.tenant()
-        screen, registered = await stack.paired_device(tenant["token"])
-        path = f"/v1/screens/{screen['id']}/presence"
-
-        async def sent() -> bool:
-            status, _, _ = await stack.call("POST", HEARTBEAT, token=registered["apiKey"], json={})
-            return status == 202
+    async with Stack(quick(settings), sockets) as stack:
+        tenant, path, sent = await screen_sending(stack)
 
         await stack.stop_service("heartbeat")
         await stack.eventually(sent)

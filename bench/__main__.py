@@ -35,7 +35,7 @@ import msgspec
 
 from bench.fleet import Admin, Device, bounded, new_codes, pair_devices, registration_latencies
 from bench.load import Load, cpu_seconds, own_cpu, require_wrk, rss_bytes, wrk
-from bench.scale import scale_figures
+from bench.scale import consumed, scale_figures, stream_end
 from bench.scale import table_rows as scale_rows
 from bench.waits import table_rows as waiting_rows
 from bench.waits import waiting_figures
@@ -290,7 +290,7 @@ class Bench:
                 costs.append(beats[-1].server_cpu_us / poll.server_cpu_us)
         load = sorted(beats, key=lambda beat: beat.rate)[len(beats) // 2]
         accepted = sum(beat.requests - beat.failed for beat in beats)
-        await heartbeats_consumed(js, timeout=120)
+        await consumed(js, timeout=120)
         drained = time.monotonic() - started
         newest = {}
         for device in devices:
@@ -328,6 +328,7 @@ class Bench:
         tenant = await connection.fetchval("SELECT tenant_id FROM heartbeat.screens LIMIT 1")
         encoder = msgspec.json.Encoder()
         base = datetime.now(UTC)
+        end = await stream_end(js)
         started = time.monotonic()
         for index in range(count):
             device = devices[index % len(devices)]
@@ -344,7 +345,7 @@ class Bench:
             if index % 5000 == 0:
                 await nc.flush()
         await nc.flush()
-        await heartbeats_consumed(js, timeout=300)
+        await consumed(js, timeout=300, reaching=end + count)
         seconds = time.monotonic() - started
         stored = await connection.fetchval("SELECT count(*) FROM heartbeat.heartbeats") - stored_before
         await connection.close()
@@ -409,18 +410,6 @@ class Bench:
                 "start_to_ready_s": round(load_seconds, 1),
             }
         return figures
-
-
-async def heartbeats_consumed(js: Any, *, timeout: float) -> None:
-    """Until the heartbeat service has received and acked everything in ``HEARTBEATS``."""
-    deadline = time.monotonic() + timeout
-    while True:
-        consumer = await js.consumer_info("HEARTBEATS", "heartbeat-presence")
-        if consumer.num_pending == 0 and consumer.num_ack_pending == 0:
-            return
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"heartbeat consumer did not catch up: {consumer}")
-        await asyncio.sleep(0.05)
 
 
 async def bulk_keys(settings: Settings, *, first: int, count: int) -> None:

@@ -348,12 +348,20 @@ async def _publish(nc: Any, fleet: ScaleFleet, indexes: list[int], received_at: 
     await nc.flush(timeout=60)
 
 
-async def consumed(js: Any, *, timeout: float) -> None:
-    """Until the heartbeat service has received and acked everything in ``HEARTBEATS``."""
+async def stream_end(js: Any) -> int:
+    """The sequence of the newest message in ``HEARTBEATS``."""
+    return (await js.stream_info("HEARTBEATS")).state.last_seq
+
+
+async def consumed(js: Any, *, timeout: float, reaching: int = 0) -> None:
+    """Until ``HEARTBEATS`` holds messages up to sequence ``reaching`` (plain publishes are stored
+    a moment after the server took them: without this, a consumer with nothing pending yet looks
+    done) and the heartbeat service has received and acked everything in it."""
     deadline = time.monotonic() + timeout
     while True:
+        stored = await stream_end(js) >= reaching  # before the consumer's counts, which follow it
         info = await js.consumer_info("HEARTBEATS", HEARTBEAT_CONSUMER)
-        if info.num_pending == 0 and info.num_ack_pending == 0:
+        if stored and info.num_pending == 0 and info.num_ack_pending == 0:
             return
         if time.monotonic() > deadline:
             raise RuntimeError(f"heartbeat consumer did not catch up: {info}")
@@ -385,8 +393,9 @@ async def ingestion(
         postgres_before = cpu_seconds(server)
         service_before = cpu_seconds(service) if service else 0.0
         started = time.monotonic()
+        end = await stream_end(js)
         await _publish(nc, fleet, indexes, [now] * len(indexes))
-        await consumed(js, timeout=600)
+        await consumed(js, timeout=600, reaching=end + len(indexes))
         seconds = time.monotonic() - started
         postgres = cpu_seconds(server) - postgres_before
         service_cpu = cpu_seconds(service) - service_before if service else None
@@ -424,6 +433,7 @@ async def steady_writes(
         await asyncio.sleep(stats_delay)
         before = await writes(conn)
         idle = before.since(quiet)
+        end = await stream_end(js)
         started, sent, tick = time.monotonic(), 0, 0.1
         while sent < len(screens):
             due = min(len(screens), int((time.monotonic() - started + tick) * rate))
@@ -431,7 +441,7 @@ async def steady_writes(
                 await _publish(nc, fleet, screens[sent:due], [datetime.now(UTC)] * (due - sent))
                 sent = due
             await asyncio.sleep(tick)
-        await consumed(js, timeout=300)
+        await consumed(js, timeout=300, reaching=end + sent)
         elapsed = time.monotonic() - started
         await asyncio.sleep(stats_delay)
         delta = (await writes(conn)).since(before)
@@ -472,11 +482,12 @@ async def history(
         await consumed(js, timeout=300)
         size = await history_bytes(conn)
         stream = (await js.stream_info("HEARTBEATS")).state
+        end = await stream_end(js)
         started = time.monotonic()
         await _publish(
             nc, fleet, [index for _, index in order], [start + timedelta(minutes=m) for m, _ in order]
         )
-        await consumed(js, timeout=900)
+        await consumed(js, timeout=900, reaching=end + len(order))
         seconds = time.monotonic() - started
         grown = await history_bytes(conn) - size
         stream_grown = (await js.stream_info("HEARTBEATS")).state

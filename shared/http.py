@@ -186,7 +186,9 @@ async def read_json(request: web.Request, decoder: msgspec.json.Decoder[T]) -> T
     """Decode the body with a prebuilt decoder; every way it can be wrong becomes a clear 4xx."""
     if request.content_type != "application/json" and not request.content_type.endswith("+json"):
         raise errors.UnsupportedMediaType("send the body as application/json")
-    raw = await request.read()  # aiohttp raises 413 past client_max_size; error_response shapes it
+    raw = _arrived_body(request)
+    if raw is None:
+        raw = await request.read()  # aiohttp raises 413 past client_max_size; error_response shapes it
     try:
         body = decoder.decode(raw)
     except msgspec.ValidationError:
@@ -195,9 +197,21 @@ async def read_json(request: web.Request, decoder: msgspec.json.Decoder[T]) -> T
         raise errors.BadRequest(f"body is not valid JSON: {exc}") from None
     except RecursionError:  # free-form JSON (an event's data) nested thousands of levels deep
         raise errors.BadRequest("the body is nested too deeply") from None
-    if _NUL_ESCAPE.search(raw):
+    if b"\\u0000" in raw and _NUL_ESCAPE.search(raw):
         raise errors.nul_characters(msgspec.json.decode(raw))
     return body
+
+
+def _arrived_body(request: web.Request) -> bytes | None:
+    """The body if it has all arrived (a TV's report, whole in one read of its connection), taken
+    from the buffer without aiohttp's awaited reads: a few µs of a heartbeat's cost."""
+    content = request.content
+    if not content.is_eof():
+        return None
+    raw = content.read_nowait()
+    if len(raw) > request.client_max_size:  # as aiohttp's own read would
+        raise web.HTTPRequestEntityTooLarge(max_size=request.client_max_size, actual_size=len(raw))
+    return raw
 
 
 # The parameters that name an OAuth client (RFC 6749 §2.3.1).

@@ -161,6 +161,9 @@ async def test_a_report_the_stream_refuses_or_no_stream_takes_is_not_stored(sett
         with pytest.raises(NotStored):
             await acks.store("nowhere.at.all", b"x")
         await acks.store(_subject(), b"stored")  # the inbox still answers
+        # An ack naming a stream called "error" is still an ack: {"stream":"error","seq":1}.
+        await nc.jetstream().add_stream(name="error", subjects=["acks-test.error"])
+        await acks.store("acks-test.error", b"in the stream named error")
     finally:
         await acks.stop()
         await nc.close()

@@ -127,9 +127,10 @@ class Acks:
             return  # its request gave up (timed out, or was cancelled) already
         future = waiting[0]
         data = msg.data
-        # A PubAck is {"stream": ..., "seq": ...}; an error carries "error"; "no responders" (no
-        # stream takes the subject) is a status message without a body.
-        if not data or b'"error"' in data:
+        # A PubAck is {"stream":...,"seq":...}; an error is the object {"error":{...}} (a stream or
+        # domain named "error" is a value, never followed by a colon); "no responders" (no stream
+        # takes the subject) is a status message without a body.
+        if not data or b'"error":' in data:
             future.set_exception(NotStored(data.decode(errors="replace")[:300] or "no stream took it"))
         else:
             future.set_result(None)

@@ -269,14 +269,16 @@ class Bench:
         # over its CPU per poll, round by round (the machine's speed drifts between rounds).
         beats: list[Load] = []
         costs: list[float] = []
-        with profiled(self.args.profile, "heartbeats", gateway.pid):
-            for _ in range(self.args.heartbeat_rounds):
+        # Profiled side by side, a file for each round of each: the two costs are what is compared.
+        for round_ in range(1, self.args.heartbeat_rounds + 1):
+            with profiled(self.args.profile, f"heartbeats-polls-{round_}", gateway.pid):
                 poll = wrk(
                     gateway_url + "/v1/device/playlist",
                     keys_file,
                     server_pid=gateway.pid,
                     seconds=self.args.seconds,
                 )
+            with profiled(self.args.profile, f"heartbeats-{round_}", gateway.pid):
                 beats.append(
                     wrk(
                         gateway_url + "/v1/device/heartbeat",
@@ -287,7 +289,7 @@ class Bench:
                         seconds=self.args.seconds,
                     )
                 )
-                costs.append(beats[-1].server_cpu_us / poll.server_cpu_us)
+            costs.append(beats[-1].server_cpu_us / poll.server_cpu_us)
         load = sorted(beats, key=lambda beat: beat.rate)[len(beats) // 2]
         accepted = sum(beat.requests - beat.failed for beat in beats)
         await consumed(js, timeout=120)

@@ -18,14 +18,22 @@ import asyncpg
 import msgspec
 import pytest
 import pytest_asyncio
+from aiohttp import web
 
 from services.heartbeat import history, queries
 from services.heartbeat.app import MIGRATIONS
 from shared import bus, db
 from shared.bus_access import SETUP_USER
-from shared.events import Heartbeat, ScreenConfig, ScreenConfigChanged, ScreenCreated, heartbeat_subject
+from shared.events import (
+    Heartbeat,
+    PresenceChanged,
+    ScreenConfig,
+    ScreenConfigChanged,
+    ScreenCreated,
+    heartbeat_subject,
+)
 from shared.settings import Settings
-from tests.stack import Stack
+from tests.stack import SERVICES, Stack
 
 HEARTBEAT = "/v1/device/heartbeat"
 
@@ -557,3 +565,40 @@ async def test_a_restarted_service_still_finds_a_screen_that_stopped_meanwhile(s
         _, body, _ = await stack.call("GET", path, token=tenant["token"])
         last_seen = datetime.fromisoformat(body["lastSeenAt"])
         assert last_seen == datetime.fromisoformat(body["lastHeartbeat"]["receivedAt"]) < restarted, body
+
+
+async def test_two_replicas_announce_a_stopped_screen_offline_once(settings, sockets):
+    """Both replicas' watches see the screen stop. A watch passes over a screen whose row is
+    offline already, and the update checks the status again under the row lock: one announcement
+    (with both checks removed, the second replica announces it again)."""
+    async with Stack(quick(settings), sockets) as stack:
+        second = web.AppRunner(SERVICES["heartbeat"](quick(settings)), access_log=None)
+        await second.setup()  # a replica with its own watch and detector, and no port of its own
+        nc = await bus.connect(settings, SETUP_USER)
+        changes: list[PresenceChanged] = []
+
+        async def keep(message: Any) -> None:
+            changes.append(msgspec.json.decode(message.data, type=PresenceChanged))
+
+        try:
+            await nc.jetstream().subscribe(
+                "heartbeat.presence.changed", stream="HEARTBEATS", ordered_consumer=True, cb=keep
+            )
+            tenant, path, sent = await screen_sending(stack)
+            await stack.eventually(sent)
+            await stack.eventually(lambda: online_presence(stack, tenant["token"], path))
+            for _ in range(4):  # heard by both watches, past the first deadline
+                assert await sent()
+                await asyncio.sleep(0.3)
+
+            async def offline() -> bool:
+                status, body, _ = await stack.call("GET", path, token=tenant["token"])
+                return status == 200 and body["presence"] == "offline"
+
+            await stack.eventually(offline, timeout=10, interval=0.05)
+            await asyncio.sleep(1)  # five more checks by each replica
+            screen_id = path.split("/")[3]
+            assert [c.presence for c in changes if str(c.screen_id) == screen_id] == ["online", "offline"]
+        finally:
+            await nc.close()
+            await second.cleanup()

@@ -264,7 +264,7 @@ class Settings(NotificationSettings, frozen=True, kw_only=True):
             description="an online screen's heartbeat is written (presence and history) at most this often;"
             " transitions at once; 0: every heartbeat",
         ),
-    ] = 1200
+    ] = 1500
     heartbeat_retention_hours: Annotated[
         float, Meta(gt=0, le=10 * 365 * 24, description="how long the heartbeat history keeps what it stores")
     ] = 72

@@ -482,12 +482,11 @@ async def history(
         await consumed(js, timeout=300)
         size = await history_bytes(conn)
         stream = (await js.stream_info("HEARTBEATS")).state
-        end = await stream_end(js)
         started = time.monotonic()
         await _publish(
             nc, fleet, [index for _, index in order], [start + timedelta(minutes=m) for m, _ in order]
         )
-        await consumed(js, timeout=900, reaching=end + len(order))
+        await consumed(js, timeout=900, reaching=stream.last_seq + len(order))
         seconds = time.monotonic() - started
         grown = await history_bytes(conn) - size
         stream_grown = (await js.stream_info("HEARTBEATS")).state

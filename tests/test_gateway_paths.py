@@ -19,12 +19,13 @@ from nats.js.api import RawStreamMsg
 from services.device_gateway.acks import Acks, NotStored
 from services.device_gateway.projections import DeviceKey, pack_key_entry
 from shared import bus, request_metrics
+from shared.app import base_app
 from shared.app_keys import IN_FLIGHT, SERVICE, InFlight
 from shared.bus_access import SETUP_USER
 from shared.direct_routes import DirectAnswer, route_directly
 from shared.events import Heartbeat, heartbeat_decoder
 from shared.health import metrics
-from shared.http import add_routes
+from shared.http import add_routes, read_json
 from shared.projections import DeviceKeyEntry
 from shared.request_metrics import RouteTally
 from shared.settings import Settings
@@ -192,6 +193,60 @@ async def test_a_report_nobody_acks_fails_after_its_timeout(settings: Settings) 
         await listener.close()
         await nc.close()
     assert 0.3 <= waited < 1.0  # checked a few times a second, not one timer per report
+
+
+# ---- a report's body, read from the buffer when it has all arrived -------------------------------
+
+
+class _Note(msgspec.Struct):
+    note: str
+
+
+async def _post_in_one_write(url: str, body: bytes, *, chunked: bool = False) -> tuple[int, dict]:
+    """POST ``body`` with headers and body in one write: it has all arrived when the handler runs."""
+    host, port = url.removeprefix("http://").split(":")
+    reader, writer = await asyncio.open_connection(host, int(port))
+    framing = b"Transfer-Encoding: chunked" if chunked else b"Content-Length: %d" % len(body)
+    payload = b"%x\r\n%s\r\n0\r\n\r\n" % (len(body), body) if chunked else body
+    writer.write(
+        b"POST /note HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Type: application/json\r\n"
+        + framing
+        + b"\r\n\r\n"
+        + payload
+    )
+    try:
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+        length = next(
+            int(line.split(b":")[1])
+            for line in head.split(b"\r\n")
+            if line.lower().startswith(b"content-length:")
+        )
+        answer = await asyncio.wait_for(reader.readexactly(length), 10)
+    finally:
+        writer.close()
+    return int(head.split()[1]), msgspec.json.decode(answer)
+
+
+async def test_a_body_read_whole_from_the_buffer_is_still_bounded_and_checked(settings: Settings) -> None:
+    decoder = msgspec.json.Decoder(_Note)
+
+    async def note(request: web.Request) -> web.Response:
+        return web.json_response({"note": (await read_json(request, decoder)).note})
+
+    app = base_app("test", msgspec.structs.replace(settings, max_body_bytes=1024))
+    add_routes(app, [("POST", "/note", note, True)])
+    runner, url = await _serve(app)
+    try:
+        assert await _post_in_one_write(url, b'{"note": "hi"}') == (200, {"note": "hi"})
+        too_long = b'{"note": "%s"}' % (b"x" * 2000)
+        for chunked in (False, True):
+            status, answer = await _post_in_one_write(url, too_long, chunked=chunked)
+            assert (status, answer["error"]) == (413, "payload_too_large"), (chunked, answer)
+        status, answer = await _post_in_one_write(url, b'{"note": "a\\u0000b"}')
+        assert (status, answer["error"]) == (400, "invalid_request"), answer
+        assert "note must not contain the NUL character" in answer["message"], answer
+    finally:
+        await runner.cleanup()
 
 
 # ---- request metrics, tallied ------------------------------------------------------------------

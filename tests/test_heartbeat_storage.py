@@ -571,8 +571,9 @@ async def test_two_replicas_announce_a_stopped_screen_offline_once(settings, soc
     """Both replicas' watches see the screen stop. A watch passes over a screen whose row is
     offline already, and the update checks the status again under the row lock: one announcement
     (with both checks removed, the second replica announces it again)."""
-    async with Stack(quick(settings), sockets) as stack:
-        second = web.AppRunner(SERVICES["heartbeat"](quick(settings)), access_log=None)
+    fast = quick(settings)
+    async with Stack(fast, sockets) as stack:
+        second = web.AppRunner(SERVICES["heartbeat"](fast), access_log=None)
         await second.setup()  # a replica with its own watch and detector, and no port of its own
         nc = await bus.connect(settings, SETUP_USER)
         changes: list[PresenceChanged] = []

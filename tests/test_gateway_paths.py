@@ -192,7 +192,9 @@ async def test_a_report_nobody_acks_fails_after_its_timeout(settings: Settings) 
         await acks.stop()
         await listener.close()
         await nc.close()
-    assert 0.3 <= waited < 1.0  # checked a few times a second, not one timer per report
+    # Never before its timeout; soon after it (timeouts are checked a few times a second). The
+    # upper bound is loose: a loaded test machine stretches the checks' timer, not the logic.
+    assert 0.3 <= waited < 5
 
 
 # ---- a report's body, read from the buffer when it has all arrived -------------------------------

@@ -22,6 +22,7 @@ from aiohttp import web
 
 from services.heartbeat import history, queries
 from services.heartbeat.app import MIGRATIONS
+from services.heartbeat.watch import Watch
 from shared import bus, db
 from shared.bus_access import SETUP_USER
 from shared.events import (
@@ -565,6 +566,79 @@ async def test_a_restarted_service_still_finds_a_screen_that_stopped_meanwhile(s
         _, body, _ = await stack.call("GET", path, token=tenant["token"])
         last_seen = datetime.fromisoformat(body["lastSeenAt"])
         assert last_seen == datetime.fromisoformat(body["lastHeartbeat"]["receivedAt"]) < restarted, body
+
+
+def test_the_watch_looks_at_a_shortened_window_once_when_it_ends():
+    watch = Watch(offline_after_intervals=3)
+    watch.add("s", at=0, window=watch.window(10))  # looked at 1,800 s
+    watch.reconfigure("s", version=2, interval_minutes=1)  # and at 180 s
+    assert watch.overdue(179) == []
+    assert watch.overdue(1800) == [("s", 0)]  # once, though due at both times
+    watch.add("t", at=0, window=watch.window(10))
+    watch.reconfigure("t", version=2, interval_minutes=1)
+    watch.hear("t", at=100)
+    assert watch.overdue(180) == []
+    assert "t" not in watch.configs  # looked at alive: the event's version is not kept any longer
+
+
+def test_the_watch_keeps_an_events_interval_until_the_database_has_it():
+    watch = Watch(offline_after_intervals=3)
+    watch.add("s", at=0, window=watch.window(10))
+    watch.reconfigure("s", version=2, interval_minutes=1)
+    watch.settle("s", version=1, interval_minutes=10)  # the database has not caught up
+    assert watch.heard["s"][1] == 180
+    watch.reconfigure("s", version=2, interval_minutes=10)  # a redelivery changes nothing
+    assert watch.heard["s"][1] == 180
+    watch.settle("s", version=2, interval_minutes=1)
+    assert watch.configs == {}
+    looks = sum(screens.count("s") for screens in watch.due.values())
+    watch.reconfigure("s", version=3, interval_minutes=5)  # longer: no earlier look is needed
+    assert watch.heard["s"][1] == 900
+    assert sum(screens.count("s") for screens in watch.due.values()) == looks
+    watch.settle("s", version=3, interval_minutes=5)
+    watch.settle("s", version=4, interval_minutes=2)  # a change only the database has heard of
+    assert watch.heard["s"][1] == 360
+    watch.reconfigure("s", version=5, interval_minutes=1)
+    watch.forget("s")
+    assert watch.configs == {} and watch.overdue(10_000) == []
+
+
+async def test_a_shortened_interval_finds_a_stopped_screen_by_the_new_deadline(settings, sockets):
+    """A 30-minute interval (a 36 s deadline here) shortened to 1 minute (1.2 s) while the screen
+    is silent: it is found offline at once, not when the watch's old window would have ended."""
+    async with Stack(quick(settings), sockets) as stack:
+        tenant, path, sent = await screen_sending(stack)
+        config = path.removesuffix("/presence") + "/config"
+
+        async def interval(minutes: int) -> None:
+            status, body, _ = await stack.call(
+                "PATCH", config, json={"heartbeatIntervalMinutes": minutes}, token=tenant["token"]
+            )
+            assert status == 200, body
+
+        async def presence() -> str:
+            status, body, _ = await stack.call("GET", path, token=tenant["token"])
+            assert status == 200, body
+            return body["presence"]
+
+        await interval(30)
+        await stack.eventually(sent)
+        await stack.eventually(lambda: online_presence(stack, tenant["token"], path))
+        for _ in range(10):  # online throughout while the new interval reaches the service
+            assert await sent()
+            await asyncio.sleep(0.3)
+        await asyncio.sleep(2.5)  # past the 1-minute deadline: the 30-minute one holds
+        assert await presence() == "online"
+
+        shortened = datetime.now(UTC)
+        await interval(1)
+
+        async def offline() -> bool:
+            return await presence() == "offline"
+
+        await stack.eventually(offline, timeout=30, interval=0.05)
+        took = (datetime.now(UTC) - shortened).total_seconds()
+        assert took < 10, took  # the old window would have ended ~31 s from here
 
 
 async def test_two_replicas_announce_a_stopped_screen_offline_once(settings, sockets):

@@ -197,25 +197,28 @@ class Watched(msgspec.Struct, frozen=True):
     status: Literal["online", "offline"] | None  # None: its first heartbeat is not written yet
     last_seen_at: datetime | None
     interval_minutes: int
+    version: int  # of the screen's config; 0 before registry's event reached us
 
 
 async def watched(conn: Connection, screen_ids: list[uuid.UUID]) -> list[Watched]:
     rows = await conn.fetch(
-        "SELECT c.id, p.status, p.last_seen_at, coalesce(s.heartbeat_interval_minutes, 1) AS interval"
+        "SELECT c.id, p.status, p.last_seen_at, coalesce(s.heartbeat_interval_minutes, 1) AS interval,"
+        "   coalesce(s.version, 0) AS version"
         " FROM unnest($1::uuid[]) AS c(id)"
         " LEFT JOIN presence p ON p.screen_id = c.id LEFT JOIN screens s ON s.id = c.id",
         screen_ids,
     )
-    return [Watched(r["id"], r["status"], r["last_seen_at"], r["interval"]) for r in rows]
+    return [Watched(r["id"], r["status"], r["last_seen_at"], r["interval"], r["version"]) for r in rows]
 
 
 async def online_screens(conn: Connection) -> list[Watched]:
     """Every online screen: what a starting watch assumes alive until it hears otherwise."""
     rows = await conn.fetch(
-        "SELECT p.screen_id, p.last_seen_at, coalesce(s.heartbeat_interval_minutes, 1) AS interval"
+        "SELECT p.screen_id, p.last_seen_at, coalesce(s.heartbeat_interval_minutes, 1) AS interval,"
+        "   coalesce(s.version, 0) AS version"
         " FROM presence p LEFT JOIN screens s ON s.id = p.screen_id WHERE p.status = 'online'"
     )
-    return [Watched(r["screen_id"], "online", r["last_seen_at"], r["interval"]) for r in rows]
+    return [Watched(r["screen_id"], "online", r["last_seen_at"], r["interval"], r["version"]) for r in rows]
 
 
 async def mark_stopped_offline(

@@ -18,6 +18,12 @@ replica restarted at once, a screen that stopped just before is found at most on
 later. Should no watch run at all, the rows' own ``offline_after`` (deadline +
 PRESENCE_WRITE_SECONDS) is the backstop the detector in ``consumers.py`` reads.
 
+A screen's interval comes from the database when the watch looks at the screen. A shorter one
+also reaches every replica's watch at once, from registry's ``screen.config_changed`` events (a
+second ordered consumer): without it, a screen whose interval went from 10 minutes to 1 would be
+looked at next after its old 30-minute window, and one that stopped meanwhile found that late.
+Until the database has the change (another consumer writes it), the event's interval is kept.
+
 Memory: about 200 bytes a screen heard (a million screens: ~200 MB a replica); a screen is
 forgotten once it is offline with nothing newer heard.
 """
@@ -31,12 +37,13 @@ import uuid
 from datetime import UTC, datetime
 
 import asyncpg
+import msgspec
 import nats.errors
 import prometheus_client
 import structlog
 from aiohttp import web
 from nats.aio.msg import Msg
-from nats.js import api
+from nats.js import JetStreamContext, api
 
 from services.heartbeat import queries
 from services.heartbeat.consumers import TRANSITIONS
@@ -44,12 +51,14 @@ from shared import outbox
 from shared.app_keys import SETTINGS
 from shared.bus import JS
 from shared.db import POOL
-from shared.events import PresenceChanged, subject_of_type
+from shared.events import PresenceChanged, ScreenConfigChanged, subject_of_type
 
 log = structlog.get_logger()
 
 WATCHED = prometheus_client.Gauge("presence_watched_screens", "Screens the presence watch keeps in memory")
 _PRESENCE_SUBJECT = subject_of_type(PresenceChanged)
+_CONFIG_SUBJECT = subject_of_type(ScreenConfigChanged)
+_config_changed = msgspec.json.Decoder(ScreenConfigChanged)
 # Heartbeats in flight between the server and the watch when it asked how far behind it is.
 _IN_FLIGHT_SECONDS = 0.5
 _CHECK_BATCH = 1000
@@ -70,6 +79,8 @@ class Watch:
         # Screens taken as heard at the watch's start, not heard since: their time is an
         # assumption, never a "last seen" to store.
         self.assumed: set[str] = set()
+        # Config versions heard in events and not yet seen in the database: screen -> version.
+        self.configs: dict[str, int] = {}
 
     def window(self, interval_minutes: int) -> float:
         return self.intervals * 60 * interval_minutes
@@ -91,6 +102,29 @@ class Watch:
     def _look_at(self, screen_id: str, when: float) -> None:
         self.due.setdefault(math.ceil(when * _TICKS), []).append(screen_id)
 
+    def reconfigure(self, screen_id: str, version: int, interval_minutes: int) -> None:
+        """A screen's interval changed (version ``version``): a shorter window is looked at when
+        it ends, not when the old one would have."""
+        entry = self.heard.get(screen_id)
+        if entry is None or version <= self.configs.get(screen_id, 0):
+            return
+        self.configs[screen_id] = version
+        window = self.window(interval_minutes)
+        if window < entry[1]:
+            # The look already due at the old window's end stays; a look is cheap, and it stops
+            # once the screen is found offline.
+            self._look_at(screen_id, entry[0] + window)
+        entry[1] = window
+
+    def settle(self, screen_id: str, version: int, interval_minutes: int) -> None:
+        """The database's interval for the screen, unless an event told of a newer one."""
+        entry = self.heard.get(screen_id)
+        heard = self.configs.get(screen_id)
+        if heard is not None and version >= heard:
+            del self.configs[screen_id]
+        if entry is not None and (heard is None or version >= heard):
+            entry[1] = self.window(interval_minutes)
+
     def assume(self, screen_id: str, at: float, window: float) -> None:
         """A screen online in the database when the watch starts, unless heard already."""
         if screen_id not in self.heard:
@@ -101,22 +135,28 @@ class Watch:
         """The screens past their deadline at ``now``, with their last heartbeat's time; each is
         looked at again at the next check unless :meth:`forget` is called meanwhile."""
         found = []
+        looked: set[str] = set()  # a screen reconfigured is due twice
         for tick in sorted(tick for tick in self.due if tick <= now * _TICKS):
             for screen in self.due.pop(tick):
                 entry = self.heard.get(screen)
-                if entry is None:
+                if entry is None or screen in looked:
                     continue
+                looked.add(screen)
                 deadline = entry[0] + entry[1]
                 if deadline <= now:
                     found.append((screen, entry[0]))
                     self._look_at(screen, now)
                 else:
                     self._look_at(screen, deadline)
+                    # Looked at alive: by the next look the database has long had the change, and
+                    # a fleet reconfigured at once is not remembered for as long as it lives.
+                    self.configs.pop(screen, None)
         return found
 
     def forget(self, screen_id: str) -> None:
         self.heard.pop(screen_id, None)
         self.assumed.discard(screen_id)
+        self.configs.pop(screen_id, None)
 
 
 async def watch_presence(app: web.Application) -> None:
@@ -137,7 +177,9 @@ async def watch_presence(app: web.Application) -> None:
     subscription = await app[JS].subscribe(
         "", stream="HEARTBEATS", cb=on_message, ordered_consumer=True, config=config
     )
+    configs = None
     try:
+        configs = await _follow_config_changes(app, watch)
         async with app[POOL].acquire() as conn:
             for screen in await queries.online_screens(conn):
                 watch.assume(str(screen.screen_id), started, watch.window(screen.interval_minutes))
@@ -157,7 +199,35 @@ async def watch_presence(app: web.Application) -> None:
                 log.exception("presence_watch_check_failed")
             WATCHED.set(len(watch.heard))
     finally:
+        if configs is not None:
+            await configs.unsubscribe()
         await subscription.unsubscribe()
+
+
+async def _follow_config_changes(
+    app: web.Application, watch: Watch
+) -> JetStreamContext.PushSubscription | None:
+    """Every screen's new interval as registry announces it; None when the bus refuses (a NATS
+    configuration older than this code): the watch then reads intervals at its looks only."""
+
+    async def on_config(message: Msg) -> None:
+        try:
+            event = _config_changed.decode(message.data)
+        except msgspec.DecodeError:
+            return  # the screens consumer reports it; the database's interval applies at the look
+        watch.reconfigure(str(event.screen_id), event.version, event.config.heartbeat_interval_minutes)
+
+    try:
+        return await app[JS].subscribe(
+            "",
+            stream="EVENTS",
+            cb=on_config,
+            ordered_consumer=True,
+            config=api.ConsumerConfig(filter_subject=_CONFIG_SUBJECT, deliver_policy=api.DeliverPolicy.NEW),
+        )
+    except (TimeoutError, nats.errors.Error):
+        log.warning("presence_watch_without_config_events", exc_info=True)
+        return None
 
 
 async def _turn_offline(
@@ -179,7 +249,7 @@ async def _turn_offline(
                     # bring it online, and its next one puts it back here.
                     watch.forget(screen)
                     continue
-                entry[1] = watch.window(state.interval_minutes)
+                watch.settle(screen, state.version, state.interval_minutes)
                 if seen + entry[1] <= now:
                     stopped.append(state.screen_id)
             heard = [datetime.fromtimestamp(batch[str(s)], UTC) for s in stopped]

@@ -33,7 +33,7 @@ WAITS_PER_TV = 3
 WAIT_S = 55
 HEARTBEAT_EVERY_S = 60
 MINUTES_PER_DAY = 24 * 60
-HEARTBEATS_STREAM_DAYS = 1  # HEARTBEATS keeps a day (shared/bus.py)
+HEARTBEATS_STREAM_DAYS: float = DEFAULTS["heartbeat_stream_hours"] / 24
 NATS_REPLICAS = 3  # production (docs/operations.md, NATS_REPLICAS)
 CORES_PER_GATEWAY_WORKER = 1.0
 

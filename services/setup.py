@@ -40,7 +40,10 @@ async def setup(settings: Settings) -> None:
     nc = await bus.connect(settings, SETUP_USER, retry_for=120)
     try:
         await bus.ensure_topology(
-            nc.jetstream(), settings.nats_replicas, token_ttl_seconds=settings.token_ttl_seconds
+            nc.jetstream(),
+            settings.nats_replicas,
+            token_ttl_seconds=settings.token_ttl_seconds,
+            heartbeat_stream_hours=settings.heartbeat_stream_hours,
         )
         log.info(
             "nats_ready",

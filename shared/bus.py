@@ -53,8 +53,9 @@ STREAMS = {
     "EVENTS": api.StreamConfig(
         subjects=["registry.>", "provisioning.>"], max_age=30 * DAY, duplicate_window=600
     ),
-    # Limited by age: presence is the durable record; the stream is a buffer and a tap for monitoring.
-    # heartbeat.presence.changed events travel here too (their subject matches; streams can't overlap).
+    # Limited by age (HEARTBEAT_STREAM_HOURS, see ensure_topology): presence is the durable record;
+    # the stream is a buffer and a tap for monitoring. heartbeat.presence.changed events travel here
+    # too (their subject matches; streams can't overlap).
     "HEARTBEATS": api.StreamConfig(subjects=["heartbeat.*.*"], max_age=DAY, duplicate_window=120),
     # TVs' reports: proof of play and errors, and their word on the commands they were given.
     "DEVICE_EVENTS": api.StreamConfig(
@@ -145,10 +146,14 @@ async def connect(settings: Settings, name: str, *, retry_for: float = 30) -> NA
             await asyncio.sleep(0.5)
 
 
-async def ensure_topology(js: JetStreamContext, replicas: int, *, token_ttl_seconds: int) -> None:
+async def ensure_topology(
+    js: JetStreamContext, replicas: int, *, token_ttl_seconds: int, heartbeat_stream_hours: float = 24
+) -> None:
     """Create or update every stream and bucket; safe to run from every replica at every start."""
     for name, stream in STREAMS.items():
         config = dataclasses.replace(stream, name=name, storage=api.StorageType.FILE, num_replicas=replicas)
+        if name == "HEARTBEATS":
+            config.max_age = heartbeat_stream_hours * 3600
         try:
             await js.add_stream(config)
         except nats.js.errors.BadRequestError:  # exists with other settings: bring it up to date

@@ -268,6 +268,15 @@ class Settings(NotificationSettings, frozen=True, kw_only=True):
     heartbeat_retention_hours: Annotated[
         float, Meta(gt=0, le=10 * 365 * 24, description="how long the heartbeat history keeps what it stores")
     ] = 72
+    heartbeat_stream_hours: Annotated[
+        float,
+        Meta(
+            ge=1,
+            le=30 * 24,
+            description="how long the HEARTBEATS stream keeps heartbeats and presence changes (the setup"
+            " step applies it): the outage its consumers ride out, how far back an event stream resumes",
+        ),
+    ] = 24
     sse_keepalive_seconds: Annotated[
         float,
         Meta(

@@ -86,10 +86,13 @@ async def test_setup_migrates_every_schema_and_makes_the_streams_and_buckets_and
         for stream in STREAMS:
             info = await js.stream_info(stream)
             assert info.config.num_replicas == 1
+        assert (await js.stream_info("HEARTBEATS")).config.max_age == 24 * 3600
         for bucket in BUCKETS:
             await js.key_value(bucket)
-        again = await asyncio.to_thread(run_command, "setup", env=env)
+        # Run again with a shorter HEARTBEATS: the stream there is brought to it.
+        again = await asyncio.to_thread(run_command, "setup", env={**env, "HEARTBEAT_STREAM_HOURS": "2"})
         assert again.returncode == 0, again.stderr
+        assert (await js.stream_info("HEARTBEATS")).config.max_age == 2 * 3600
         applied = [
             msgspec.json.decode(line) for line in again.stderr.splitlines() if '"schema_ready"' in line
         ]

@@ -147,7 +147,7 @@ async def connect(settings: Settings, name: str, *, retry_for: float = 30) -> NA
 
 
 async def ensure_topology(
-    js: JetStreamContext, replicas: int, *, token_ttl_seconds: int, heartbeat_stream_hours: float = 24
+    js: JetStreamContext, replicas: int, *, token_ttl_seconds: int, heartbeat_stream_hours: float
 ) -> None:
     """Create or update every stream and bucket; safe to run from every replica at every start."""
     for name, stream in STREAMS.items():

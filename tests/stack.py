@@ -208,7 +208,10 @@ async def make_topology(settings: Settings) -> None:
     nc = await bus.connect(settings, SETUP_USER)
     try:
         await bus.ensure_topology(
-            nc.jetstream(), settings.nats_replicas, token_ttl_seconds=settings.token_ttl_seconds
+            nc.jetstream(),
+            settings.nats_replicas,
+            token_ttl_seconds=settings.token_ttl_seconds,
+            heartbeat_stream_hours=settings.heartbeat_stream_hours,
         )
     finally:
         await nc.close()

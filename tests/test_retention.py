@@ -279,7 +279,7 @@ async def test_buckets_made_before_message_ttls_are_given_them(nats_server):
             )
         )
         assert not (await js.stream_info(STREAM)).config.allow_msg_ttl
-        await bus.ensure_topology(js, 1, token_ttl_seconds=3600)
+        await bus.ensure_topology(js, 1, token_ttl_seconds=3600, heartbeat_stream_hours=24)
         assert (await js.stream_info(STREAM)).config.allow_msg_ttl
         await js.publish(
             f"$KV.{DEVICE_KEYS_BUCKET}.gone",

@@ -192,9 +192,9 @@ async def test_a_report_nobody_acks_fails_after_its_timeout(settings: Settings) 
         await acks.stop()
         await listener.close()
         await nc.close()
-    # Never before its timeout; soon after it (timeouts are checked a few times a second). The
-    # upper bound is loose: a loaded test machine stretches the checks' timer, not the logic.
-    assert 0.3 <= waited < 5
+    # Never before its timeout; soon after it (timeouts are checked a few times a second), and not
+    # at the store's default timeout (2 s). Loose: a loaded machine stretches the checks' timer.
+    assert 0.3 <= waited < 1.9
 
 
 # ---- a report's body, read from the buffer when it has all arrived -------------------------------

@@ -568,45 +568,68 @@ async def test_a_restarted_service_still_finds_a_screen_that_stopped_meanwhile(s
         assert last_seen == datetime.fromisoformat(body["lastHeartbeat"]["receivedAt"]) < restarted, body
 
 
-def test_the_watch_looks_at_a_shortened_window_once_when_it_ends():
+def test_a_shortened_interval_counts_from_the_change_and_is_looked_at_once():
     watch = Watch(offline_after_intervals=3)
-    watch.add("s", at=0, window=watch.window(10))  # looked at 1,800 s
-    watch.reconfigure("s", version=2, interval_minutes=1)  # and at 180 s
-    assert watch.overdue(179) == []
-    assert watch.overdue(1800) == [("s", 0)]  # once, though due at both times
+    watch.add("s", at=10, window=watch.window(10))  # heard at 10 s: looked at 1,810 s
+    # Changed to 1 minute 10 minutes later: 3 minutes from the change, not overdue at once.
+    watch.reconfigure("s", version=2, interval_minutes=1, at=600)
+    assert watch.overdue(779) == []
+    assert watch.overdue(1810) == [("s", 600)]  # once, though due at 780 s and at 1,810 s
+    assert watch.last_heard("s") == 10  # 600 s is when it changed, not a heartbeat
+    # Heard after the change: its heartbeat is what the deadline counts from.
     watch.add("t", at=0, window=watch.window(10))
-    watch.reconfigure("t", version=2, interval_minutes=1)
-    watch.hear("t", at=100)
-    assert watch.overdue(180) == []
-    assert "t" not in watch.configs  # looked at alive: the event's version is not kept any longer
+    watch.hear("t", at=700)
+    watch.reconfigure("t", version=2, interval_minutes=1, at=600)
+    assert watch.overdue(879) == [] and watch.overdue(880) == [("t", 700)]
+    assert watch.last_heard("t") == 700
+    # Looked at alive: the event's version is not kept any longer.
+    watch.add("u", at=0, window=watch.window(10))
+    watch.reconfigure("u", version=2, interval_minutes=1, at=0)
+    watch.hear("u", at=100)
+    assert watch.overdue(180) == [] and "u" not in watch.configs
+
+
+def test_a_heartbeat_older_than_an_assumed_time_leaves_it_assumed():
+    watch = Watch(offline_after_intervals=3)
+    watch.assume("s", at=100, window=180)
+    assert watch.last_heard("s") is None  # the row's own last seen stays
+    watch.hear("s", at=90)  # in flight when the watch started: the deadline stays
+    assert watch.heard["s"][0] == 100 and watch.last_heard("s") == 90
+    watch.hear("s", at=110)
+    assert watch.heard["s"][0] == 110 and watch.last_heard("s") == 110
 
 
 def test_the_watch_keeps_an_events_interval_until_the_database_has_it():
     watch = Watch(offline_after_intervals=3)
     watch.add("s", at=0, window=watch.window(10))
-    watch.reconfigure("s", version=2, interval_minutes=1)
+    watch.reconfigure("s", version=2, interval_minutes=1, at=0)
     watch.settle("s", version=1, interval_minutes=10)  # the database has not caught up
     assert watch.heard["s"][1] == 180
-    watch.reconfigure("s", version=2, interval_minutes=10)  # a redelivery changes nothing
+    watch.reconfigure("s", version=2, interval_minutes=10, at=0)  # a redelivery changes nothing
     assert watch.heard["s"][1] == 180
     watch.settle("s", version=2, interval_minutes=1)
     assert watch.configs == {}
     looks = sum(screens.count("s") for screens in watch.due.values())
-    watch.reconfigure("s", version=3, interval_minutes=5)  # longer: no earlier look is needed
+    watch.reconfigure("s", version=3, interval_minutes=5, at=0)  # longer: no earlier look is needed
     assert watch.heard["s"][1] == 900
     assert sum(screens.count("s") for screens in watch.due.values()) == looks
     watch.settle("s", version=3, interval_minutes=5)
     watch.settle("s", version=4, interval_minutes=2)  # a change only the database has heard of
     assert watch.heard["s"][1] == 360
-    watch.reconfigure("s", version=5, interval_minutes=1)
+    watch.reconfigure("s", version=5, interval_minutes=1, at=0)
     watch.forget("s")
     assert watch.configs == {} and watch.overdue(10_000) == []
 
 
-async def test_a_shortened_interval_finds_a_stopped_screen_by_the_new_deadline(settings, sockets):
-    """A 30-minute interval (a 36 s deadline here) shortened to 1 minute (1.2 s) while the screen
-    is silent: it is found offline at once, not when the watch's old window would have ended."""
-    async with Stack(quick(settings), sockets) as stack:
+async def test_a_shortened_interval_counts_from_the_change_and_finds_a_stopped_screen_by_it(
+    settings, sockets
+):
+    """Deadlines of 90 s (a 30-minute interval times 0.05) and then 3 s (1 minute), checked every
+    0.2 s: changed while the screen has been silent for 4 s, the screen is not overdue at once; it
+    stays online on its new interval from the change, and once it stops it is found by the new
+    deadline, not the old one."""
+    longer = msgspec.structs.replace(quick(settings), offline_after_intervals=0.05)
+    async with Stack(longer, sockets) as stack:
         tenant, path, sent = await screen_sending(stack)
         config = path.removesuffix("/presence") + "/config"
 
@@ -621,24 +644,32 @@ async def test_a_shortened_interval_finds_a_stopped_screen_by_the_new_deadline(s
             assert status == 200, body
             return body["presence"]
 
-        await interval(30)
         await stack.eventually(sent)
         await stack.eventually(lambda: online_presence(stack, tenant["token"], path))
-        for _ in range(10):  # online throughout while the new interval reaches the service
+        await interval(30)
+        for _ in range(6):  # online throughout while the new interval reaches the service
             assert await sent()
-            await asyncio.sleep(0.3)
-        await asyncio.sleep(2.5)  # past the 1-minute deadline: the 30-minute one holds
+            await asyncio.sleep(0.5)
+        await asyncio.sleep(4)  # past the 1-minute deadline, within the 30-minute one
         assert await presence() == "online"
 
-        shortened = datetime.now(UTC)
         await interval(1)
+        await asyncio.sleep(1.5)  # a TV on its new interval: its next heartbeat within it
+        for _ in range(6):
+            assert await sent()
+            last_sent = datetime.now(UTC)
+            assert await presence() == "online"
+            await asyncio.sleep(0.5)
 
-        async def offline() -> bool:
-            return await presence() == "offline"
+        async def offline() -> dict[str, Any] | None:
+            status, body, _ = await stack.call("GET", path, token=tenant["token"])
+            return body if status == 200 and body["presence"] == "offline" else None
 
-        await stack.eventually(offline, timeout=30, interval=0.05)
-        took = (datetime.now(UTC) - shortened).total_seconds()
-        assert took < 10, took  # the old window would have ended ~31 s from here
+        gone = await stack.eventually(offline, timeout=30, interval=0.05)
+        took = (datetime.now(UTC) - last_sent).total_seconds()
+        assert took < 3 + 5, took  # the new deadline and margins; the old one is 90 s
+        last_seen = datetime.fromisoformat(gone["lastSeenAt"])
+        assert abs((last_seen - last_sent).total_seconds()) < 0.5, (last_seen, last_sent)
 
 
 async def test_two_replicas_announce_a_stopped_screen_offline_once(settings, sockets):

@@ -18,11 +18,13 @@ replica restarted at once, a screen that stopped just before is found at most on
 later. Should no watch run at all, the rows' own ``offline_after`` (deadline +
 PRESENCE_WRITE_SECONDS) is the backstop the detector in ``consumers.py`` reads.
 
-A screen's interval comes from the database when the watch looks at the screen. A shorter one
+A screen's interval comes from the database when the watch finds the screen overdue. A change
 also reaches every replica's watch at once, from registry's ``screen.config_changed`` events (a
 second ordered consumer): without it, a screen whose interval went from 10 minutes to 1 would be
-looked at next after its old 30-minute window, and one that stopped meanwhile found that late.
-Until the database has the change (another consumer writes it), the event's interval is kept.
+looked at next after its old 30-minute window, and one that stopped meanwhile found that late. A
+shorter interval's deadline counts from the change. Until the database has the change (another
+consumer writes it), the event's interval is kept, up to the screen's next look that finds it
+alive (a fleet reconfigured at once is not remembered while it lives); past that, the database's.
 
 Memory: about 200 bytes a screen heard (a million screens: ~200 MB a replica); a screen is
 forgotten once it is offline with nothing newer heard.
@@ -31,6 +33,7 @@ forgotten once it is offline with nothing newer heard.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import math
 import time
 import uuid
@@ -76,9 +79,9 @@ class Watch:
         self.heard: dict[str, list[float]] = {}
         self.due: dict[int, list[str]] = {}  # tick -> the screens to look at then
         self.read_up_to = 0.0  # the stream time of the newest heartbeat read
-        # Screens taken as heard at the watch's start, not heard since: their time is an
-        # assumption, never a "last seen" to store.
-        self.assumed: set[str] = set()
+        # Screens whose time is an assumption (the watch's start, an interval's change), never a
+        # "last seen" to store, with the newest heartbeat heard before it (None: none).
+        self.assumed: dict[str, float | None] = {}
         # Config versions heard in events and not yet seen in the database: screen -> version.
         self.configs: dict[str, int] = {}
 
@@ -86,13 +89,15 @@ class Watch:
         return self.intervals * 60 * interval_minutes
 
     def hear(self, screen_id: str, at: float) -> None:
-        self.assumed.discard(screen_id)
         entry = self.heard.get(screen_id)
         if entry is None:
             # Until the database says otherwise, the shortest interval there is (a minute).
             self.add(screen_id, at, self.window(1))
         elif at > entry[0]:
             entry[0] = at
+            self.assumed.pop(screen_id, None)
+        elif screen_id in self.assumed and at > (self.assumed[screen_id] or 0):
+            self.assumed[screen_id] = at  # older than the assumed time: the deadline stays
         self.read_up_to = max(self.read_up_to, at)
 
     def add(self, screen_id: str, at: float, window: float) -> None:
@@ -102,15 +107,20 @@ class Watch:
     def _look_at(self, screen_id: str, when: float) -> None:
         self.due.setdefault(math.ceil(when * _TICKS), []).append(screen_id)
 
-    def reconfigure(self, screen_id: str, version: int, interval_minutes: int) -> None:
-        """A screen's interval changed (version ``version``): a shorter window is looked at when
-        it ends, not when the old one would have."""
+    def reconfigure(self, screen_id: str, version: int, interval_minutes: int, *, at: float) -> None:
+        """A screen's interval changed (config ``version``, announced at ``at``). A shorter one
+        counts from the change, as the screen's deadline counts from a watch's start: its TV was
+        not late on the old one (a screen heard 10 minutes ago on a 30-minute interval is not
+        overdue on a 1-minute one). It is looked at when that window ends, not the old one."""
         entry = self.heard.get(screen_id)
         if entry is None or version <= self.configs.get(screen_id, 0):
             return
         self.configs[screen_id] = version
         window = self.window(interval_minutes)
         if window < entry[1]:
+            if at > entry[0]:
+                self.assumed.setdefault(screen_id, entry[0])
+                entry[0] = at
             # The look already due at the old window's end stays; a look is cheap, and it stops
             # once the screen is found offline.
             self._look_at(screen_id, entry[0] + window)
@@ -125,11 +135,19 @@ class Watch:
         if entry is not None and (heard is None or version >= heard):
             entry[1] = self.window(interval_minutes)
 
+    def last_heard(self, screen_id: str) -> float | None:
+        """The time of the screen's newest heartbeat heard; None when none was (only assumed): the
+        row's own last seen then stays."""
+        if screen_id in self.assumed:
+            return self.assumed[screen_id]
+        entry = self.heard.get(screen_id)
+        return None if entry is None else entry[0]
+
     def assume(self, screen_id: str, at: float, window: float) -> None:
         """A screen online in the database when the watch starts, unless heard already."""
         if screen_id not in self.heard:
             self.add(screen_id, at, window)
-            self.assumed.add(screen_id)
+            self.assumed[screen_id] = None
 
     def overdue(self, now: float) -> list[tuple[str, float]]:
         """The screens past their deadline at ``now``, with their last heartbeat's time; each is
@@ -155,7 +173,7 @@ class Watch:
 
     def forget(self, screen_id: str) -> None:
         self.heard.pop(screen_id, None)
-        self.assumed.discard(screen_id)
+        self.assumed.pop(screen_id, None)
         self.configs.pop(screen_id, None)
 
 
@@ -174,12 +192,12 @@ async def watch_presence(app: web.Application) -> None:
     config = api.ConsumerConfig(
         filter_subject="heartbeat.*.*", deliver_policy=api.DeliverPolicy.NEW, headers_only=True
     )
-    subscription = await app[JS].subscribe(
-        "", stream="HEARTBEATS", cb=on_message, ordered_consumer=True, config=config
-    )
-    configs = None
-    try:
-        configs = await _follow_config_changes(app, watch)
+    async with contextlib.AsyncExitStack() as subscriptions:
+        subscription = await app[JS].subscribe(
+            "", stream="HEARTBEATS", cb=on_message, ordered_consumer=True, config=config
+        )
+        subscriptions.push_async_callback(subscription.unsubscribe)
+        subscriptions.push_async_callback((await _follow_config_changes(app, watch)).unsubscribe)
         async with app[POOL].acquire() as conn:
             for screen in await queries.online_screens(conn):
                 watch.assume(str(screen.screen_id), started, watch.window(screen.interval_minutes))
@@ -198,36 +216,29 @@ async def watch_presence(app: web.Application) -> None:
                 # (a restart would date every screen to then, and postpone each by a deadline).
                 log.exception("presence_watch_check_failed")
             WATCHED.set(len(watch.heard))
-    finally:
-        if configs is not None:
-            await configs.unsubscribe()
-        await subscription.unsubscribe()
 
 
-async def _follow_config_changes(
-    app: web.Application, watch: Watch
-) -> JetStreamContext.PushSubscription | None:
-    """Every screen's new interval as registry announces it; None when the bus refuses (a NATS
-    configuration older than this code): the watch then reads intervals at its looks only."""
+async def _follow_config_changes(app: web.Application, watch: Watch) -> JetStreamContext.PushSubscription:
+    """Every screen's new interval as registry announces it, timed by the stream.
+
+    It starts at the newest change already there (older than anything heard, so it moves no
+    deadline): nats-py's ordered consumer, when it has to start again, starts after the last
+    message it delivered, and before any, from the stream's first."""
 
     async def on_config(message: Msg) -> None:
         try:
             event = _config_changed.decode(message.data)
         except msgspec.DecodeError:
             return  # the screens consumer reports it; the database's interval applies at the look
-        watch.reconfigure(str(event.screen_id), event.version, event.config.heartbeat_interval_minutes)
-
-    try:
-        return await app[JS].subscribe(
-            "",
-            stream="EVENTS",
-            cb=on_config,
-            ordered_consumer=True,
-            config=api.ConsumerConfig(filter_subject=_CONFIG_SUBJECT, deliver_policy=api.DeliverPolicy.NEW),
+        watch.reconfigure(
+            str(event.screen_id),
+            event.version,
+            event.config.heartbeat_interval_minutes,
+            at=message.metadata.timestamp.timestamp(),
         )
-    except (TimeoutError, nats.errors.Error):
-        log.warning("presence_watch_without_config_events", exc_info=True)
-        return None
+
+    config = api.ConsumerConfig(filter_subject=_CONFIG_SUBJECT, deliver_policy=api.DeliverPolicy.LAST)
+    return await app[JS].subscribe("", stream="EVENTS", cb=on_config, ordered_consumer=True, config=config)
 
 
 async def _turn_offline(
@@ -253,10 +264,7 @@ async def _turn_offline(
                 if seen + entry[1] <= now:
                     stopped.append(state.screen_id)
             heard = [datetime.fromtimestamp(batch[str(s)], UTC) for s in stopped]
-            # A screen only assumed heard keeps its row's own last seen.
-            last_seen = [
-                None if str(s) in watch.assumed else at for s, at in zip(stopped, heard, strict=True)
-            ]
+            last_seen = [_utc(watch.last_heard(str(s))) for s in stopped]
             transitions = await queries.mark_stopped_offline(conn, stopped, heard, last_seen, intervals)
             for transition in transitions:
                 await outbox.add_event(conn, transition.event())
@@ -264,3 +272,7 @@ async def _turn_offline(
             watch.forget(str(transition.screen_id))
             TRANSITIONS.labels("offline").inc()
             log.info("presence_changed", screen_id=str(transition.screen_id), presence="offline")
+
+
+def _utc(at: float | None) -> datetime | None:
+    return None if at is None else datetime.fromtimestamp(at, UTC)

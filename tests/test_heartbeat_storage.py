@@ -243,6 +243,37 @@ async def test_an_online_screen_is_written_once_per_presence_write_seconds(pool)
     assert row["offline_after"] == start + timedelta(minutes=63, seconds=1200)
 
 
+async def test_a_shortened_interval_never_makes_a_stored_deadline_pass_early(pool):
+    """Interval 10 minutes, then 1 (sync 5): the stored deadline is cut to the new intervals after
+    the TV can have learnt of it, not counted from a row last written up to 25 minutes ago."""
+    tenant, quiet, recent = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
+    now = datetime.now(UTC)
+    for screen, minutes_ago in ((quiet, 29), (recent, 10)):
+        every_ten = created(tenant, screen, interval=10)
+        await in_transaction(pool, lambda c, e=every_ten: queries.upsert_screen(c, e, INTERVALS, 1500))
+        hb = [beat(tenant, screen, now - timedelta(minutes=minutes_ago))]
+        await in_transaction(pool, lambda c, hb=hb: queries.record_heartbeats(c, hb, INTERVALS, 1500))
+        shortened = ScreenConfigChanged(
+            tenant_id=tenant,
+            screen_id=screen,
+            version=2,
+            config=ScreenConfig(sync_interval_minutes=5, heartbeat_interval_minutes=1),
+        )
+        await in_transaction(pool, lambda c, e=shortened: queries.upsert_screen(c, e, INTERVALS, 1500))
+    async with pool.acquire() as conn:
+        deadlines = dict(
+            await conn.fetch(
+                "SELECT screen_id, offline_after FROM presence WHERE screen_id = ANY($1::uuid[])",
+                [quiet, recent],
+            )
+        )
+        # The old deadline (30 minutes and the write period after its last heartbeat) comes first.
+        assert deadlines[quiet] == now + timedelta(minutes=-29 + 30 + 25)
+        # Cut: 5 minutes to learn of it, 3 intervals of 1 minute and the write period from now.
+        assert abs(deadlines[recent] - (now + timedelta(minutes=5 + 3 + 25))) < timedelta(seconds=30)
+        assert await in_transaction(pool, lambda c: queries.mark_overdue_offline(c, 1000)) == []
+
+
 async def test_history_ranges_are_created_ahead_and_dropped_whole(pool):
     known: set[datetime] = set()
     tenant, screen = uuid.uuid4(), uuid.uuid4()
@@ -568,25 +599,29 @@ async def test_a_restarted_service_still_finds_a_screen_that_stopped_meanwhile(s
         assert last_seen == datetime.fromisoformat(body["lastHeartbeat"]["receivedAt"]) < restarted, body
 
 
-def test_a_shortened_interval_counts_from_the_change_and_is_looked_at_once():
+def test_a_shortened_interval_counts_from_when_the_tv_can_have_learnt_it():
+    """Interval 10 minutes (a 1,800 s window), then 1 (180 s); the TV learns of it within 300 s."""
     watch = Watch(offline_after_intervals=3)
     watch.add("s", at=10, window=watch.window(10))  # heard at 10 s: looked at 1,810 s
-    # Changed to 1 minute 10 minutes later: 3 minutes from the change, not overdue at once.
-    watch.reconfigure("s", version=2, interval_minutes=1, at=600)
-    assert watch.overdue(779) == []
-    assert watch.overdue(1810) == [("s", 600)]  # once, though due at 780 s and at 1,810 s
-    assert watch.last_heard("s") == 10  # 600 s is when it changed, not a heartbeat
-    # Heard after the change: its heartbeat is what the deadline counts from.
+    watch.reconfigure("s", version=2, interval_minutes=1, at=600, learnt_within=300)
+    assert watch.overdue(1079) == []  # learnt by 900 s, then 180 s
+    assert watch.overdue(1810) == [("s", 900)]  # once, though due at 1,080 s and at 1,810 s
+    assert watch.last_heard("s") == 10  # 900 s is no heartbeat: never stored
+    # The old deadline, when it comes first.
     watch.add("t", at=0, window=watch.window(10))
-    watch.hear("t", at=700)
-    watch.reconfigure("t", version=2, interval_minutes=1, at=600)
-    assert watch.overdue(879) == [] and watch.overdue(880) == [("t", 700)]
-    assert watch.last_heard("t") == 700
+    watch.reconfigure("t", version=2, interval_minutes=1, at=1700, learnt_within=300)
+    assert watch.overdue(1799) == [] and watch.overdue(1800) == [("t", 1620)]
+    assert watch.last_heard("t") == 0
+    # Never sooner than the new window after the last heartbeat.
+    watch.add("u", at=1000, window=watch.window(10))
+    watch.reconfigure("u", version=2, interval_minutes=1, at=500, learnt_within=0)
+    assert watch.overdue(1179) == [] and watch.overdue(1180) == [("u", 1000)]
+    assert watch.last_heard("u") == 1000
     # Looked at alive: the event's version is not kept any longer.
-    watch.add("u", at=0, window=watch.window(10))
-    watch.reconfigure("u", version=2, interval_minutes=1, at=0)
-    watch.hear("u", at=100)
-    assert watch.overdue(180) == [] and "u" not in watch.configs
+    watch.add("v", at=0, window=watch.window(10))
+    watch.reconfigure("v", version=2, interval_minutes=1, at=0, learnt_within=0)
+    watch.hear("v", at=100)
+    assert watch.overdue(180) == [] and "v" not in watch.configs
 
 
 def test_a_heartbeat_older_than_an_assumed_time_leaves_it_assumed():
@@ -602,72 +637,70 @@ def test_a_heartbeat_older_than_an_assumed_time_leaves_it_assumed():
 def test_the_watch_keeps_an_events_interval_until_the_database_has_it():
     watch = Watch(offline_after_intervals=3)
     watch.add("s", at=0, window=watch.window(10))
-    watch.reconfigure("s", version=2, interval_minutes=1, at=0)
+    watch.reconfigure("s", version=2, interval_minutes=1, at=0, learnt_within=0)
     watch.settle("s", version=1, interval_minutes=10)  # the database has not caught up
     assert watch.heard["s"][1] == 180
-    watch.reconfigure("s", version=2, interval_minutes=10, at=0)  # a redelivery changes nothing
+    # A redelivery changes nothing.
+    watch.reconfigure("s", version=2, interval_minutes=10, at=0, learnt_within=0)
     assert watch.heard["s"][1] == 180
     watch.settle("s", version=2, interval_minutes=1)
     assert watch.configs == {}
     looks = sum(screens.count("s") for screens in watch.due.values())
-    watch.reconfigure("s", version=3, interval_minutes=5, at=0)  # longer: no earlier look is needed
+    # Longer: no earlier look is needed.
+    watch.reconfigure("s", version=3, interval_minutes=5, at=0, learnt_within=0)
     assert watch.heard["s"][1] == 900
     assert sum(screens.count("s") for screens in watch.due.values()) == looks
     watch.settle("s", version=3, interval_minutes=5)
     watch.settle("s", version=4, interval_minutes=2)  # a change only the database has heard of
     assert watch.heard["s"][1] == 360
-    watch.reconfigure("s", version=5, interval_minutes=1, at=0)
+    watch.reconfigure("s", version=5, interval_minutes=1, at=0, learnt_within=0)
     watch.forget("s")
     assert watch.configs == {} and watch.overdue(10_000) == []
 
 
-async def test_a_shortened_interval_counts_from_the_change_and_finds_a_stopped_screen_by_it(
+async def test_a_shortened_interval_gives_the_tv_time_to_learn_it_then_finds_a_stopped_screen(
     settings, sockets
 ):
-    """Deadlines of 90 s (a 30-minute interval times 0.05) and then 3 s (1 minute), checked every
-    0.2 s: changed while the screen has been silent for 4 s, the screen is not overdue at once; it
-    stays online on its new interval from the change, and once it stops it is found by the new
-    deadline, not the old one."""
+    """Deadlines of 180 s (a 60-minute interval times 0.05) and then 3 s (1 minute), checked every
+    0.2 s; the TV learns of a change within its sync interval (1 minute). Changed after 4 s of
+    silence, and silent since: not overdue at once, nor while its TV may not know; found by the
+    new deadline after that, long before the old one, as last seen at its last heartbeat."""
     longer = msgspec.structs.replace(quick(settings), offline_after_intervals=0.05)
     async with Stack(longer, sockets) as stack:
         tenant, path, sent = await screen_sending(stack)
         config = path.removesuffix("/presence") + "/config"
 
-        async def interval(minutes: int) -> None:
-            status, body, _ = await stack.call(
-                "PATCH", config, json={"heartbeatIntervalMinutes": minutes}, token=tenant["token"]
-            )
+        async def configure(**changes: int) -> None:
+            status, body, _ = await stack.call("PATCH", config, json=changes, token=tenant["token"])
             assert status == 200, body
 
-        async def presence() -> str:
+        async def presence() -> dict[str, Any]:
             status, body, _ = await stack.call("GET", path, token=tenant["token"])
             assert status == 200, body
-            return body["presence"]
+            return body
 
         await stack.eventually(sent)
         await stack.eventually(lambda: online_presence(stack, tenant["token"], path))
-        await interval(30)
+        await configure(syncIntervalMinutes=1, heartbeatIntervalMinutes=60)
         for _ in range(6):  # online throughout while the new interval reaches the service
             assert await sent()
-            await asyncio.sleep(0.5)
-        await asyncio.sleep(4)  # past the 1-minute deadline, within the 30-minute one
-        assert await presence() == "online"
-
-        await interval(1)
-        await asyncio.sleep(1.5)  # a TV on its new interval: its next heartbeat within it
-        for _ in range(6):
-            assert await sent()
             last_sent = datetime.now(UTC)
-            assert await presence() == "online"
             await asyncio.sleep(0.5)
+        await asyncio.sleep(4)  # past the 1-minute deadline, within the 60-minute one
+        assert (await presence())["presence"] == "online"
+
+        await configure(heartbeatIntervalMinutes=1)
+        changed = datetime.now(UTC)
+        await asyncio.sleep(30)
+        assert (await presence())["presence"] == "online"  # its TV may not know of it yet
 
         async def offline() -> dict[str, Any] | None:
-            status, body, _ = await stack.call("GET", path, token=tenant["token"])
-            return body if status == 200 and body["presence"] == "offline" else None
+            body = await presence()
+            return body if body["presence"] == "offline" else None
 
-        gone = await stack.eventually(offline, timeout=30, interval=0.05)
-        took = (datetime.now(UTC) - last_sent).total_seconds()
-        assert took < 3 + 5, took  # the new deadline and margins; the old one is 90 s
+        gone = await stack.eventually(offline, timeout=90, interval=0.1)
+        took = (datetime.now(UTC) - changed).total_seconds()
+        assert 60 - 1 < took < 60 + 3 + 10, took  # the old deadline: 180 s after the last heartbeat
         last_seen = datetime.fromisoformat(gone["lastSeenAt"])
         assert abs((last_seen - last_sent).total_seconds()) < 0.5, (last_seen, last_sent)
 

@@ -42,7 +42,10 @@ async def upsert_screen(
     write_seconds: float,
 ) -> bool:
     """Apply a screen event (older versions change nothing); a new heartbeat interval moves the
-    screen's offline deadline at once."""
+    screen's stored deadline at once. A longer one counts from the last heartbeat; a shorter one
+    cuts the old deadline to its new intervals after the TV can have learnt of it (within its
+    sync interval, polling its config), never to sooner than the new intervals after its last
+    heartbeat: a TV that kept to its old interval is not overdue on the new one."""
     # Locks in the order every writer of presence takes them (the presence row, then the fleet
     # counters' lock on the screen, see migration 004), so no two of them wait on each other.
     await conn.execute("SELECT 1 FROM presence WHERE screen_id = $1 FOR UPDATE", event.screen_id)
@@ -59,13 +62,15 @@ async def upsert_screen(
     applied = status.endswith(" 1")
     if applied:
         await conn.execute(
-            "UPDATE presence SET offline_after = last_seen_at"
-            "   + make_interval(secs => $2::float8 * 60 * $3 + $4::float8)"
+            "UPDATE presence SET offline_after = greatest(last_seen_at + w.span,"
+            "   least(offline_after, now() + make_interval(secs => $5::float8 * 60) + w.span))"
+            " FROM (SELECT make_interval(secs => $2::float8 * 60 * $3 + $4::float8) AS span) AS w"
             " WHERE screen_id = $1",
             event.screen_id,
             offline_after_intervals,
             event.config.heartbeat_interval_minutes,
             write_seconds,
+            event.config.sync_interval_minutes,
         )
     return applied
 

@@ -22,7 +22,8 @@ A screen's interval comes from the database when the watch finds the screen over
 also reaches every replica's watch at once, from registry's ``screen.config_changed`` events (a
 second ordered consumer): without it, a screen whose interval went from 10 minutes to 1 would be
 looked at next after its old 30-minute window, and one that stopped meanwhile found that late. A
-shorter interval's deadline counts from the change. Until the database has the change (another
+shorter interval's deadline counts from when the TV can have learnt of it (see
+:meth:`Watch.reconfigure`). Until the database has the change (another
 consumer writes it), the event's interval is kept, up to the screen's next look that finds it
 alive (a fleet reconfigured at once is not remembered while it lives); past that, the database's.
 
@@ -34,6 +35,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import math
 import time
 import uuid
@@ -107,23 +109,27 @@ class Watch:
     def _look_at(self, screen_id: str, when: float) -> None:
         self.due.setdefault(math.ceil(when * _TICKS), []).append(screen_id)
 
-    def reconfigure(self, screen_id: str, version: int, interval_minutes: int, *, at: float) -> None:
-        """A screen's interval changed (config ``version``, announced at ``at``). A shorter one
-        counts from the change, as the screen's deadline counts from a watch's start: its TV was
-        not late on the old one (a screen heard 10 minutes ago on a 30-minute interval is not
-        overdue on a 1-minute one). It is looked at when that window ends, not the old one."""
+    def reconfigure(
+        self, screen_id: str, version: int, interval_minutes: int, *, at: float, learnt_within: float
+    ) -> None:
+        """A screen's interval changed (config ``version``, announced at ``at``; its TV learns of
+        it within ``learnt_within`` seconds, its config's poll). A shorter one cuts the deadline to
+        its new window after the TV can have learnt of it, never to sooner than that window after
+        its last heartbeat: a TV that kept to its old interval is not overdue on the new one (as
+        the stored deadline, see :func:`queries.upsert_screen`). It is looked at then."""
         entry = self.heard.get(screen_id)
         if entry is None or version <= self.configs.get(screen_id, 0):
             return
         self.configs[screen_id] = version
         window = self.window(interval_minutes)
         if window < entry[1]:
-            if at > entry[0]:
+            deadline = max(entry[0] + window, min(entry[0] + entry[1], at + learnt_within + window))
+            if deadline - window > entry[0]:  # counted from a time of no heartbeat: never stored
                 self.assumed.setdefault(screen_id, entry[0])
-                entry[0] = at
-            # The look already due at the old window's end stays; a look is cheap, and it stops
-            # once the screen is found offline.
-            self._look_at(screen_id, entry[0] + window)
+                entry[0] = deadline - window
+            # The look already due at the old deadline stays; a look is cheap, and it stops once
+            # the screen is found offline.
+            self._look_at(screen_id, deadline)
         entry[1] = window
 
     def settle(self, screen_id: str, version: int, interval_minutes: int) -> None:
@@ -150,25 +156,26 @@ class Watch:
             self.assumed[screen_id] = None
 
     def overdue(self, now: float) -> list[tuple[str, float]]:
-        """The screens past their deadline at ``now``, with their last heartbeat's time; each is
+        """The screens past their deadline at ``now``, with the time it counts from; each is
         looked at again at the next check unless :meth:`forget` is called meanwhile."""
+        # Taken out first: a look scheduled now lands in a later sweep, never in this one.
+        due = [self.due.pop(tick) for tick in sorted(tick for tick in self.due if tick <= now * _TICKS)]
         found = []
-        looked: set[str] = set()  # a screen reconfigured is due twice
-        for tick in sorted(tick for tick in self.due if tick <= now * _TICKS):
-            for screen in self.due.pop(tick):
-                entry = self.heard.get(screen)
-                if entry is None or screen in looked:
-                    continue
-                looked.add(screen)
-                deadline = entry[0] + entry[1]
-                if deadline <= now:
-                    found.append((screen, entry[0]))
-                    self._look_at(screen, now)
-                else:
-                    self._look_at(screen, deadline)
-                    # Looked at alive: by the next look the database has long had the change, and
-                    # a fleet reconfigured at once is not remembered for as long as it lives.
-                    self.configs.pop(screen, None)
+        looked: set[str] = set()  # a screen whose interval was shortened is due twice
+        for screen in itertools.chain.from_iterable(due):
+            entry = self.heard.get(screen)
+            if entry is None or screen in looked:
+                continue
+            looked.add(screen)
+            deadline = entry[0] + entry[1]
+            if deadline <= now:
+                found.append((screen, entry[0]))
+                self._look_at(screen, now)
+            else:
+                self._look_at(screen, deadline)
+                # Looked at alive: by the next look the database has long had the change, and a
+                # fleet reconfigured at once is not remembered for as long as it lives.
+                self.configs.pop(screen, None)
         return found
 
     def forget(self, screen_id: str) -> None:
@@ -235,6 +242,7 @@ async def _follow_config_changes(app: web.Application, watch: Watch) -> JetStrea
             event.version,
             event.config.heartbeat_interval_minutes,
             at=message.metadata.timestamp.timestamp(),
+            learnt_within=event.config.sync_interval_minutes * 60,
         )
 
     config = api.ConsumerConfig(filter_subject=_CONFIG_SUBJECT, deliver_policy=api.DeliverPolicy.LAST)

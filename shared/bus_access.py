@@ -134,9 +134,8 @@ ACCESS: dict[str, Access] = {
     ),
     "heartbeat": Access(
         writes=("heartbeat.presence.changed",),
-        # The heartbeat stream of an admin's event stream (SSE), screens' new intervals for the
-        # presence watch, and revoked clients.
-        follows=("HEARTBEATS", "EVENTS", kv_stream(REVOKED_CLIENTS_BUCKET)),
+        # The heartbeat stream of an admin's event stream (SSE), and revoked clients.
+        follows=("HEARTBEATS", kv_stream(REVOKED_CLIENTS_BUCKET)),
         consumes=(("HEARTBEATS", "heartbeat-presence"), ("EVENTS", "heartbeat-screens")),
     ),
 }

@@ -41,11 +41,10 @@ async def upsert_screen(
     offline_after_intervals: float,
     write_seconds: float,
 ) -> bool:
-    """Apply a screen event (older versions change nothing); a new heartbeat interval moves the
-    screen's stored deadline at once. A longer one counts from the last heartbeat; a shorter one
-    cuts the old deadline to its new intervals after the TV can have learnt of it (within its
-    sync interval, polling its config), never to sooner than the new intervals after its last
-    heartbeat: a TV that kept to its old interval is not overdue on the new one."""
+    """Apply a screen event (older versions change nothing). A longer heartbeat interval moves
+    the screen's stored deadline on at once; a shorter one leaves it: the TV may still keep to its
+    old interval until it learns of the new one (it polls its config), and the row's next write
+    counts the new one from that heartbeat."""
     # Locks in the order every writer of presence takes them (the presence row, then the fleet
     # counters' lock on the screen, see migration 004), so no two of them wait on each other.
     await conn.execute("SELECT 1 FROM presence WHERE screen_id = $1 FOR UPDATE", event.screen_id)
@@ -62,15 +61,13 @@ async def upsert_screen(
     applied = status.endswith(" 1")
     if applied:
         await conn.execute(
-            "UPDATE presence SET offline_after = greatest(last_seen_at + w.span,"
-            "   least(offline_after, now() + make_interval(secs => $5::float8 * 60) + w.span))"
-            " FROM (SELECT make_interval(secs => $2::float8 * 60 * $3 + $4::float8) AS span) AS w"
+            "UPDATE presence SET offline_after = greatest(offline_after,"
+            "   last_seen_at + make_interval(secs => $2::float8 * 60 * $3 + $4::float8))"
             " WHERE screen_id = $1",
             event.screen_id,
             offline_after_intervals,
             event.config.heartbeat_interval_minutes,
             write_seconds,
-            event.config.sync_interval_minutes,
         )
     return applied
 
@@ -202,28 +199,25 @@ class Watched(msgspec.Struct, frozen=True):
     status: Literal["online", "offline"] | None  # None: its first heartbeat is not written yet
     last_seen_at: datetime | None
     interval_minutes: int
-    version: int  # of the screen's config; 0 before registry's event reached us
 
 
 async def watched(conn: Connection, screen_ids: list[uuid.UUID]) -> list[Watched]:
     rows = await conn.fetch(
-        "SELECT c.id, p.status, p.last_seen_at, coalesce(s.heartbeat_interval_minutes, 1) AS interval,"
-        "   coalesce(s.version, 0) AS version"
+        "SELECT c.id, p.status, p.last_seen_at, coalesce(s.heartbeat_interval_minutes, 1) AS interval"
         " FROM unnest($1::uuid[]) AS c(id)"
         " LEFT JOIN presence p ON p.screen_id = c.id LEFT JOIN screens s ON s.id = c.id",
         screen_ids,
     )
-    return [Watched(r["id"], r["status"], r["last_seen_at"], r["interval"], r["version"]) for r in rows]
+    return [Watched(r["id"], r["status"], r["last_seen_at"], r["interval"]) for r in rows]
 
 
 async def online_screens(conn: Connection) -> list[Watched]:
     """Every online screen: what a starting watch assumes alive until it hears otherwise."""
     rows = await conn.fetch(
-        "SELECT p.screen_id, p.last_seen_at, coalesce(s.heartbeat_interval_minutes, 1) AS interval,"
-        "   coalesce(s.version, 0) AS version"
+        "SELECT p.screen_id, p.last_seen_at, coalesce(s.heartbeat_interval_minutes, 1) AS interval"
         " FROM presence p LEFT JOIN screens s ON s.id = p.screen_id WHERE p.status = 'online'"
     )
-    return [Watched(r["screen_id"], "online", r["last_seen_at"], r["interval"], r["version"]) for r in rows]
+    return [Watched(r["screen_id"], "online", r["last_seen_at"], r["interval"]) for r in rows]
 
 
 async def mark_stopped_offline(

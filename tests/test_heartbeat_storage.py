@@ -244,13 +244,13 @@ async def test_an_online_screen_is_written_once_per_presence_write_seconds(pool)
 
 async def test_a_changed_interval_never_makes_a_stored_deadline_pass_early(pool):
     """A shorter interval leaves the stored deadline (the TV may keep to its old one until it learns
-    of it): counted from a row last written up to 25 minutes ago, it would have passed at once. A
-    longer one moves it on."""
+    of it): counted from a row last written long ago, it would have passed at once. A longer one
+    moves it on."""
     tenant, quiet, recent = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
     now = datetime.now(UTC)
-    for screen, minutes_ago in ((quiet, 29), (recent, 10)):
-        every_ten = created(tenant, screen, interval=10)
-        await in_transaction(pool, lambda c, e=every_ten: queries.upsert_screen(c, e, INTERVALS, 1500))
+    for screen, minutes_ago in ((quiet, 50), (recent, 10)):
+        every_twenty = created(tenant, screen, interval=20)
+        await in_transaction(pool, lambda c, e=every_twenty: queries.upsert_screen(c, e, INTERVALS, 1500))
         hb = [beat(tenant, screen, now - timedelta(minutes=minutes_ago))]
         await in_transaction(pool, lambda c, hb=hb: queries.record_heartbeats(c, hb, INTERVALS, 1500))
         every_minute = ScreenConfigChanged(
@@ -266,10 +266,10 @@ async def test_a_changed_interval_never_makes_a_stored_deadline_pass_early(pool)
             )
         return {row["screen_id"]: row["offline_after"] for row in rows}
 
-    # Three 10-minute intervals and the write period after each last heartbeat, as before.
+    # Three 20-minute intervals and the write period after each last heartbeat, as before.
     assert await deadlines() == {
-        quiet: now + timedelta(minutes=-29 + 30 + 25),
-        recent: now + timedelta(minutes=-10 + 30 + 25),
+        quiet: now + timedelta(minutes=-50 + 60 + 25),
+        recent: now + timedelta(minutes=-10 + 60 + 25),
     }
     assert await in_transaction(pool, lambda c: queries.mark_overdue_offline(c, 1000)) == []
     every_hour = ScreenConfigChanged(

@@ -4,9 +4,10 @@ Both live on the ``HEARTBEATS`` stream, so one ordered consumer with two filters
 (``heartbeat.<tenantId>.*`` and ``heartbeat.presence.changed``) reads them in stream order, and
 an event's id is its stream sequence: a client that reconnects with ``Last-Event-ID`` resumes
 right after the last event it got, with no gap and no repeat, as long as the stream still holds
-it (``HEARTBEATS`` keeps a day). Comments every ``SSE_KEEPALIVE_SECONDS`` keep proxies from
-closing an idle stream. A client that reads slower than events come is dropped once
-``SSE_BUFFER`` events wait for it (it reconnects and resumes), rather than buffered forever.
+it (``HEARTBEATS`` keeps a day by default: ``HEARTBEAT_STREAM_HOURS``). Comments every
+``SSE_KEEPALIVE_SECONDS`` keep proxies from closing an idle stream. A client that reads slower
+than events come is dropped once ``SSE_BUFFER`` events wait for it (it reconnects and resumes),
+rather than buffered forever.
 Each stream is a JetStream consumer, so a tenant holds at most ``SSE_STREAMS_PER_TENANT`` at once
 (counted per process); one more is answered 429.
 """

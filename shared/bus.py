@@ -53,10 +53,10 @@ STREAMS = {
     "EVENTS": api.StreamConfig(
         subjects=["registry.>", "provisioning.>"], max_age=30 * DAY, duplicate_window=600
     ),
-    # Limited by age (HEARTBEAT_STREAM_HOURS, which ensure_topology applies; a day by default):
-    # presence is the durable record, the stream a buffer and a tap for monitoring.
-    # heartbeat.presence.changed events travel here too (their subject matches; streams can't overlap).
-    "HEARTBEATS": api.StreamConfig(subjects=["heartbeat.*.*"], max_age=DAY, duplicate_window=120),
+    # Limited by age (HEARTBEAT_STREAM_HOURS, which ensure_topology sets): presence is the durable
+    # record, the stream a buffer and a tap for monitoring. heartbeat.presence.changed events
+    # travel here too (their subject matches; streams can't overlap).
+    "HEARTBEATS": api.StreamConfig(subjects=["heartbeat.*.*"], duplicate_window=120),
     # TVs' reports: proof of play and errors, and their word on the commands they were given.
     "DEVICE_EVENTS": api.StreamConfig(
         subjects=["device_events.*.*", "device_commands.*.*"], max_age=7 * DAY, duplicate_window=120

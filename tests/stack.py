@@ -221,6 +221,26 @@ def new_id() -> str:
     return str(uuid.uuid4())
 
 
+async def raw_exchange(port: int, request: bytes) -> tuple[int, bytes, bytes]:
+    """``request`` as bytes in one write (what no client library would send, or send so), and the
+    answer: status, body, head. The answer is read by its Content-Length, not to the connection's
+    end: the server may linger to drain what was sent."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        writer.write(request)
+        await writer.drain()
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+        length = next(
+            int(header.split(b":")[1])
+            for header in head.split(b"\r\n")
+            if header.lower().startswith(b"content-length:")
+        )
+        body = await asyncio.wait_for(reader.readexactly(length), 10)
+    finally:
+        writer.close()
+    return int(head.split()[1]), body, head
+
+
 def spawn(service: str, settings: Settings, log: Path) -> subprocess.Popen[bytes]:
     """``service`` as its own process with ``settings`` (its port among them), logging to ``log``."""
     # At info level whatever the stack's settings say: tests read the process's log for its steps.

@@ -29,7 +29,7 @@ from shared.http import add_routes, read_json
 from shared.projections import DeviceKeyEntry
 from shared.request_metrics import RouteTally
 from shared.settings import Settings
-from tests.stack import make_topology
+from tests.stack import make_topology, raw_exchange
 
 # ---- direct routes -------------------------------------------------------------------------------
 
@@ -206,27 +206,16 @@ class _Note(msgspec.Struct):
 
 async def _post_in_one_write(url: str, body: bytes, *, chunked: bool = False) -> tuple[int, dict]:
     """POST ``body`` with headers and body in one write: it has all arrived when the handler runs."""
-    host, port = url.removeprefix("http://").split(":")
-    reader, writer = await asyncio.open_connection(host, int(port))
     framing = b"Transfer-Encoding: chunked" if chunked else b"Content-Length: %d" % len(body)
     payload = b"%x\r\n%s\r\n0\r\n\r\n" % (len(body), body) if chunked else body
-    writer.write(
+    status, answer, _ = await raw_exchange(
+        int(url.rpartition(":")[2]),
         b"POST /note HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Type: application/json\r\n"
         + framing
         + b"\r\n\r\n"
-        + payload
+        + payload,
     )
-    try:
-        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
-        length = next(
-            int(line.split(b":")[1])
-            for line in head.split(b"\r\n")
-            if line.lower().startswith(b"content-length:")
-        )
-        answer = await asyncio.wait_for(reader.readexactly(length), 10)
-    finally:
-        writer.close()
-    return int(head.split()[1]), msgspec.json.decode(answer)
+    return status, msgspec.json.decode(answer)
 
 
 async def test_a_body_read_whole_from_the_buffer_is_still_bounded_and_checked(settings: Settings) -> None:

@@ -3,7 +3,6 @@ password, and its entry point routes only normal paths and refuses bodies past t
 
 from __future__ import annotations
 
-import asyncio
 import time
 
 import asyncpg
@@ -11,7 +10,7 @@ import pytest
 
 from devstack.__main__ import environment_of_the_stack
 from devstack.settings import LocalSettings
-from tests.stack import Stack
+from tests.stack import Stack, raw_exchange
 
 
 def test_make_run_listens_on_loopback_unless_host_says_otherwise(tmp_path) -> None:
@@ -93,24 +92,11 @@ async def raw(
 ) -> tuple[int, bytes, bytes]:
     """One request to the entry point with its path exactly as given (a client library would
     normalise it): status, body, headers."""
-    reader, writer = await asyncio.open_connection("127.0.0.1", stack.settings.ports["entrypoint"])
-    try:
-        size = len(body) if length is None else length
-        writer.write(
-            line
-            + b" HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Type: application/json\r\n"
-            + b"Content-Length: %d\r\n\r\n" % size
-            + body
-        )
-        await writer.drain()
-        # The answer, not the end of the connection: the server may linger to drain what was sent.
-        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
-        length = next(
-            int(header.split(b":")[1])
-            for header in head.split(b"\r\n")
-            if header.lower().startswith(b"content-length:")
-        )
-        rest = await asyncio.wait_for(reader.readexactly(length), 10)
-    finally:
-        writer.close()
-    return int(head.split()[1]), rest, head
+    size = len(body) if length is None else length
+    return await raw_exchange(
+        stack.settings.ports["entrypoint"],
+        line
+        + b" HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Type: application/json\r\n"
+        + b"Content-Length: %d\r\n\r\n" % size
+        + body,
+    )
